@@ -1,0 +1,30 @@
+//! The subcommands: each turns parsed arguments into work and an exit code.
+//! Usage errors exit 2 (as clap does), so scripts can tell them from results.
+
+mod maps_check;
+mod swap;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, MapsCommand};
+use crate::telemetry::logging;
+
+/// Exit code for usage errors and unreadable inputs.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs the command line's subcommand.
+pub fn run(cli: Cli) -> ExitCode {
+    if let Some(filter) = logging::level_filter(&cli.log_level) {
+        logging::init(filter, cli.log_format);
+    }
+    match cli.command {
+        Command::Swap(args) => swap::run(&args),
+        Command::Maps(MapsCommand::Check { file }) => maps_check::run(&file),
+    }
+}
+
+/// Prints one clear line on stderr and returns the usage exit code.
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("imageswap: {message}");
+    ExitCode::from(EXIT_USAGE)
+}

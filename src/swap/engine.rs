@@ -1,0 +1,347 @@
+//! The swap engine: maps.md §3 (MAPS mode) and §4 (LEGACY mode) over rules
+//! compiled once per load. Immutable and `Send + Sync`; share it in an `Arc`.
+//!
+//! Cost per decision does not grow with the file: exact and registry keys are
+//! hash lookups, path keys are one lookup per `/` of the image (longest
+//! first), and all `[REPLACE]` globs run as one `GlobSet`.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use super::maps::{Finding, FindingKind, KeyKind, MapsFile, Severity};
+use super::reference::{ImageRef, last_component};
+use super::replace::ReplaceRules;
+
+/// Hash maps keyed by rule keys. foldhash rather than SipHash: keys come from
+/// the operator's maps file, not from attackers choosing collisions, and the
+/// lookup is on the per-container hot path.
+type FastMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
+/// The rule that decided, named by the words of maps.md §6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    Invalid,
+    Exact,
+    Replace,
+    None,
+    Path,
+    Registry,
+    Wildcard,
+    Default,
+    Legacy,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 9] = [
+        Rule::Invalid,
+        Rule::Exact,
+        Rule::Replace,
+        Rule::None,
+        Rule::Path,
+        Rule::Registry,
+        Rule::Wildcard,
+        Rule::Default,
+        Rule::Legacy,
+    ];
+
+    /// The word of maps.md §6.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Invalid => "invalid",
+            Rule::Exact => "exact",
+            Rule::Replace => "replace",
+            Rule::None => "none",
+            Rule::Path => "path",
+            Rule::Registry => "registry",
+            Rule::Wildcard => "wildcard",
+            Rule::Default => "default",
+            Rule::Legacy => "legacy",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one image becomes and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision<'e> {
+    /// The new image, or `None` when the image stays as it is.
+    pub result: Option<String>,
+    /// The rule that decided (it may decide "unchanged").
+    pub rule: Rule,
+    /// The key that matched: the exact image, the glob, the registry or path
+    /// key, the wildcard pattern, `default`, or the LEGACY prefix.
+    pub key: Option<&'e str>,
+}
+
+impl Decision<'_> {
+    fn new<'e>(image: &str, result: Option<String>, rule: Rule, key: Option<&'e str>) -> Decision<'e> {
+        // "A result that equals `image` is unchanged."
+        let result = result.filter(|r| r != image);
+        Decision { result, rule, key }
+    }
+
+    pub fn changed(&self) -> bool {
+        self.result.is_some()
+    }
+}
+
+/// Which mode an engine runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineMode {
+    Maps,
+    Legacy,
+}
+
+/// Decides what each image becomes.
+#[derive(Debug)]
+pub struct Engine {
+    rules: Rules,
+}
+
+#[derive(Debug)]
+enum Rules {
+    Maps(Box<MapsRules>),
+    Legacy { prefix: String },
+}
+
+#[derive(Debug)]
+struct MapsRules {
+    exact: FastMap<String>,
+    replace: ReplaceRules,
+    /// Keys without `/`: a registry, with or without port.
+    registry: FastMap<String>,
+    /// Keys with `/`: a registry and a path prefix.
+    path: FastMap<String>,
+    /// `noswap_wildcards` split on `,`, empty patterns dropped.
+    wildcards: Vec<String>,
+    /// The `default` value; `None` when the file has no `default` key.
+    default: Option<String>,
+}
+
+impl Engine {
+    /// Parses and compiles a maps file; returns every finding of both steps.
+    pub fn from_maps_text(text: &str) -> (Engine, Vec<Finding>) {
+        Self::from_maps_file(&MapsFile::parse(text))
+    }
+
+    /// Compiles parsed maps ("later wins" for repeated keys; a repeated
+    /// `[REPLACE]` pattern keeps its first position). Returns the parse
+    /// findings plus any pattern that could not be compiled.
+    pub fn from_maps_file(file: &MapsFile) -> (Engine, Vec<Finding>) {
+        let mut findings = file.findings.clone();
+        let mut exact = FastMap::default();
+        let mut registry = FastMap::default();
+        let mut path = FastMap::default();
+        let mut replace: Vec<(String, String)> = Vec::new();
+        let mut replace_lines: Vec<usize> = Vec::new();
+        let mut wildcards = Vec::new();
+        let mut default = None;
+        for rule in &file.rules {
+            let value = rule.value.clone();
+            match rule.kind {
+                KeyKind::Exact => {
+                    exact.insert(rule.key.clone(), value);
+                }
+                KeyKind::Replace => match replace.iter_mut().find(|(p, _)| *p == rule.key) {
+                    Some(existing) => existing.1 = value,
+                    None => {
+                        replace.push((rule.key.clone(), value));
+                        replace_lines.push(rule.line);
+                    }
+                },
+                KeyKind::Default => default = Some(value),
+                KeyKind::NoswapWildcards => {
+                    wildcards = value
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                }
+                KeyKind::Registry if rule.key.contains('/') => {
+                    path.insert(rule.key.clone(), value);
+                }
+                KeyKind::Registry => {
+                    registry.insert(rule.key.clone(), value);
+                }
+            }
+        }
+        let (replace, bad) = ReplaceRules::compile(replace);
+        for pattern in bad {
+            findings.push(Finding {
+                line: file
+                    .rules
+                    .iter()
+                    .find(|r| r.kind == KeyKind::Replace && r.key == pattern.pattern)
+                    .map(|r| r.line),
+                severity: Severity::Error,
+                kind: FindingKind::InvalidLine,
+                message: format!(
+                    "[REPLACE] pattern `{}` is not a valid glob ({}); rule skipped",
+                    pattern.pattern, pattern.reason
+                ),
+            });
+        }
+        let rules = MapsRules {
+            exact,
+            replace,
+            registry,
+            path,
+            wildcards,
+            default,
+        };
+        (
+            Engine {
+                rules: Rules::Maps(Box::new(rules)),
+            },
+            findings,
+        )
+    }
+
+    /// LEGACY mode (deprecated): only the prefix; an unset prefix swaps nothing.
+    pub fn legacy(prefix: Option<&str>) -> Engine {
+        Engine {
+            rules: Rules::Legacy {
+                prefix: prefix.unwrap_or_default().to_owned(),
+            },
+        }
+    }
+
+    pub fn mode(&self) -> EngineMode {
+        match self.rules {
+            Rules::Maps(_) => EngineMode::Maps,
+            Rules::Legacy { .. } => EngineMode::Legacy,
+        }
+    }
+
+    /// What `image` becomes, and the rule that decided.
+    pub fn decide<'e>(&'e self, image: &str) -> Decision<'e> {
+        let Some(reference) = ImageRef::parse(image) else {
+            return Decision {
+                result: None,
+                rule: Rule::Invalid,
+                key: None,
+            };
+        };
+        match &self.rules {
+            Rules::Maps(rules) => rules.decide(&reference),
+            Rules::Legacy { prefix } => decide_legacy(prefix, image),
+        }
+    }
+}
+
+impl MapsRules {
+    fn decide<'e>(&'e self, r: &ImageRef<'_>) -> Decision<'e> {
+        let image = r.image;
+        // §3.1 Exact. An empty value would write an empty image; it opts out.
+        if let Some((key, value)) = self.exact.get_key_value(image) {
+            let result = (!value.is_empty()).then(|| value.clone());
+            return Decision::new(image, result, Rule::Exact, Some(key));
+        }
+        // §3.2 Replace: first match in file order.
+        if let Some((pattern, value)) = self.replace.first_match(image) {
+            let last = last_component(image);
+            let result = if value.is_empty() || value.ends_with('/') {
+                concat(&[value, last])
+            } else {
+                concat(&[value, "/", last])
+            };
+            return Decision::new(image, Some(result), Rule::Replace, Some(pattern));
+        }
+        // §3.3 No default, no swap.
+        let Some(default) = &self.default else {
+            return Decision::new(image, None, Rule::None, None);
+        };
+        // §3.4 Registry rules: the longest path key, then the registry key.
+        if let Some(decision) = self.decide_by_path(r) {
+            return decision;
+        }
+        let registry_key = self
+            .registry
+            .get_key_value(r.reg)
+            .or_else(|| self.registry.get_key_value(r.reg_noport()));
+        if let Some((key, value)) = registry_key {
+            let result = if value.is_empty() {
+                None
+            } else if value.ends_with('-') {
+                Some(concat(&[value, r.reg_noport(), "/", r.rest]))
+            } else if r.explicit {
+                Some(concat(&[value, &image[key.len()..]]))
+            } else {
+                Some(concat(&[value, "/", image]))
+            };
+            return Decision::new(image, result, Rule::Registry, Some(key));
+        }
+        // §3.5 No-swap wildcards.
+        if let Some(pattern) = self.wildcards.iter().find(|p| image.contains(p.as_str())) {
+            return Decision::new(image, None, Rule::Wildcard, Some(pattern));
+        }
+        // §3.6 Default.
+        let result = if default.is_empty() {
+            None
+        } else if default.ends_with('-') {
+            Some(concat(&[default, r.reg_noport(), "/", r.rest]))
+        } else if r.explicit {
+            Some(concat(&[default, "/", r.rest]))
+        } else {
+            Some(concat(&[default, "/", image]))
+        };
+        Decision::new(image, result, Rule::Default, Some(super::maps::DEFAULT_KEY))
+    }
+
+    /// §3.4 path keys: `K` matches when `full` starts with `K/`; the longest wins.
+    fn decide_by_path<'e>(&'e self, r: &ImageRef<'_>) -> Option<Decision<'e>> {
+        if self.path.is_empty() {
+            return None;
+        }
+        let owned;
+        let full: &str = if r.is_library() {
+            owned = concat(&["docker.io/library/", r.rest]);
+            &owned
+        } else if r.explicit {
+            r.image
+        } else {
+            owned = concat(&["docker.io/", r.rest]);
+            &owned
+        };
+        let (key, value) = full
+            .rmatch_indices('/')
+            .find_map(|(slash, _)| self.path.get_key_value(&full[..slash]))?;
+        let result = if value.is_empty() {
+            None
+        } else if value.ends_with('-') {
+            Some(concat(&[value, r.reg_noport(), "/", r.rest]))
+        } else {
+            Some(concat(&[value, &full[key.len()..]]))
+        };
+        Some(Decision::new(r.image, result, Rule::Path, Some(key)))
+    }
+}
+
+/// maps.md §4, for a valid reference.
+fn decide_legacy<'e>(prefix: &'e str, image: &str) -> Decision<'e> {
+    let key = (!prefix.is_empty()).then_some(prefix);
+    let result = if prefix.is_empty() || image.contains(prefix) {
+        None
+    } else if prefix.ends_with('-') {
+        Some(concat(&[prefix, image]))
+    } else if !image.contains('/') {
+        Some(concat(&[prefix, "/", image]))
+    } else {
+        Some(concat(&[prefix, "/", last_component(image)]))
+    };
+    Decision::new(image, result, Rule::Legacy, key)
+}
+
+/// Joins parts with one allocation of the right size.
+fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
+}

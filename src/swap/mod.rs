@@ -1,0 +1,12 @@
+//! The pure core: what each image becomes under a maps file (maps.md). No
+//! I/O, no async, no locks: `reference` splits an image, `maps` parses the
+//! file, `replace` compiles the globs, `engine` decides.
+
+pub mod engine;
+pub mod maps;
+pub mod reference;
+pub mod replace;
+
+pub use engine::{Decision, Engine, EngineMode, Rule};
+pub use maps::{Finding, FindingKind, MapsFile, Severity};
+pub use reference::ImageRef;

@@ -1,0 +1,188 @@
+//! The `[REPLACE]` rules: shell globs over the whole image, compiled into one
+//! `globset::GlobSet` so one pass finds every match, of which the lowest index
+//! (the earliest line) decides.
+//!
+//! maps.md §3.2 defines the glob as the shell's (`fnmatch`): `*` and `?` cross
+//! `/`, classes are `[abc]`, `[a-z]`, `[!a]`, and nothing else is special. The
+//! patterns are rewritten so that globset, which knows more syntax, reads them
+//! exactly that way (see `to_globset_syntax`).
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// The compiled replace rules, in matching order.
+#[derive(Debug)]
+pub struct ReplaceRules {
+    set: GlobSet,
+    /// `(pattern, value)`, index-aligned with the globs in `set`.
+    rules: Vec<(String, String)>,
+}
+
+/// A pattern globset cannot compile, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadPattern {
+    pub pattern: String,
+    pub reason: String,
+}
+
+impl ReplaceRules {
+    /// Compiles `(pattern, value)` pairs in matching order. Patterns that do
+    /// not compile are left out and returned.
+    pub fn compile(rules: Vec<(String, String)>) -> (ReplaceRules, Vec<BadPattern>) {
+        let mut builder = GlobSetBuilder::new();
+        let mut kept = Vec::with_capacity(rules.len());
+        let mut bad = Vec::new();
+        for (pattern, value) in rules {
+            match compile_glob(&pattern) {
+                Ok(glob) => {
+                    builder.add(glob);
+                    kept.push((pattern, value));
+                }
+                Err(reason) => bad.push(BadPattern { pattern, reason }),
+            }
+        }
+        let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
+        (ReplaceRules { set, rules: kept }, bad)
+    }
+
+    /// The first rule in file order whose pattern matches the whole `image`.
+    pub fn first_match(&self, image: &str) -> Option<(&str, &str)> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let index = if self.rules.len() == 1 {
+            self.set.is_match(image).then_some(0)?
+        } else {
+            self.set.matches(image).into_iter().min()?
+        };
+        self.rules.get(index).map(|(p, v)| (p.as_str(), v.as_str()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+fn compile_glob(pattern: &str) -> Result<globset::Glob, String> {
+    GlobBuilder::new(&to_globset_syntax(pattern))
+        .literal_separator(false)
+        .backslash_escape(false)
+        .case_insensitive(false)
+        .allow_unclosed_class(true)
+        .build()
+        .map_err(|e| e.kind().to_string())
+}
+
+/// Rewrites a shell glob into globset syntax with the same meaning: runs of
+/// `*` become one `*` (globset gives `**` a recursive meaning), and `{`, `}`
+/// outside classes become one-character classes (globset reads them as
+/// alternation, the shell as themselves).
+pub fn to_globset_syntax(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' => {
+                out.push('*');
+                while i + 1 < chars.len() && chars[i + 1] == '*' {
+                    i += 1;
+                }
+            }
+            '{' => out.push_str("[{]"),
+            '}' => out.push_str("[}]"),
+            '[' => match class_end(&chars, i) {
+                Some(end) => {
+                    out.extend(&chars[i..=end]);
+                    i = end;
+                }
+                None => out.push_str("[[]"),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The index of the `]` that closes the class opened at `open`, as the shell
+/// reads it (a `]` right after `[` or `[!` is a member, not the end).
+fn class_end(chars: &[char], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    if chars.get(i) == Some(&'!') {
+        i += 1;
+    }
+    if chars.get(i) == Some(&']') {
+        i += 1;
+    }
+    while i < chars.len() {
+        if chars[i] == ']' {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(pairs: &[(&str, &str)]) -> ReplaceRules {
+        let (rules, bad) = ReplaceRules::compile(
+            pairs
+                .iter()
+                .map(|(p, v)| (p.to_string(), v.to_string()))
+                .collect(),
+        );
+        assert!(bad.is_empty(), "{bad:?}");
+        rules
+    }
+
+    #[test]
+    fn glob_syntax() {
+        let r = rules(&[("ghcr.io/public*", "a")]);
+        assert!(r.first_match("ghcr.io/public-org/tool:2").is_some());
+        assert!(r.first_match("ghcr.io/private/tool:2").is_none());
+        // `*` crosses `/`, `?` is one character, matching is case-sensitive.
+        let r = rules(&[("*/app?:v[0-9]", "a")]);
+        assert!(r.first_match("gcr.io/x/y/app1:v3").is_some());
+        assert!(r.first_match("gcr.io/x/y/app12:v3").is_none());
+        assert!(r.first_match("gcr.io/x/y/app1:va").is_none());
+        let r = rules(&[("quay.io/[!x]*", "a")]);
+        assert!(r.first_match("quay.io/y/z").is_some());
+        assert!(r.first_match("quay.io/x/z").is_none());
+        let r = rules(&[("Quay.io/*", "a")]);
+        assert!(r.first_match("quay.io/y/z").is_none());
+    }
+
+    #[test]
+    fn the_earliest_matching_rule_wins() {
+        let r = rules(&[
+            ("quay.io/team/*", "first"),
+            ("quay.io/*", "second"),
+            ("*", "third"),
+        ]);
+        assert_eq!(
+            r.first_match("quay.io/team/app"),
+            Some(("quay.io/team/*", "first"))
+        );
+        assert_eq!(r.first_match("quay.io/other/app"), Some(("quay.io/*", "second")));
+        assert_eq!(r.first_match("nginx"), Some(("*", "third")));
+    }
+
+    #[test]
+    fn only_shell_syntax_is_special() {
+        assert_eq!(to_globset_syntax("a**b"), "a*b");
+        assert_eq!(to_globset_syntax("{a,b}"), "[{]a,b[}]");
+        assert_eq!(to_globset_syntax("[{]x"), "[{]x");
+        assert_eq!(to_globset_syntax("[]a]"), "[]a]");
+        assert_eq!(to_globset_syntax("a[b"), "a[[]b");
+        // `**/` is not recursive: it needs at least the `/`.
+        let r = rules(&[("gcr.io/**/app", "a")]);
+        assert!(r.first_match("gcr.io/app").is_none());
+        assert!(r.first_match("gcr.io/x/app").is_some());
+        // Braces are literal, so they never match a valid image.
+        let r = rules(&[("{gcr,quay}.io/*", "a")]);
+        assert!(r.first_match("gcr.io/app").is_none());
+    }
+}
