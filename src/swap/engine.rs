@@ -117,8 +117,10 @@ struct MapsRules {
     registry: FastMap<String>,
     /// Keys with `/`: a registry and a path prefix.
     path: FastMap<String>,
-    /// `noswap_wildcards` split on `,`, empty patterns dropped.
-    wildcards: Vec<String>,
+    /// `noswap_wildcards` split on `,`, empty patterns dropped, each with a
+    /// prebuilt substring searcher (building one per search costs more than
+    /// the search on an image-sized string).
+    wildcards: Vec<(String, memchr::memmem::Finder<'static>)>,
     /// The `default` value; `None` when the file has no `default` key.
     default: Option<String>,
 }
@@ -138,7 +140,7 @@ impl Engine {
         let mut registry = FastMap::default();
         let mut path = FastMap::default();
         let mut replace: Vec<(String, String)> = Vec::new();
-        let mut replace_lines: Vec<usize> = Vec::new();
+        let mut replace_index: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
         let mut wildcards = Vec::new();
         let mut default = None;
         for rule in &file.rules {
@@ -147,11 +149,12 @@ impl Engine {
                 KeyKind::Exact => {
                     exact.insert(rule.key.clone(), value);
                 }
-                KeyKind::Replace => match replace.iter_mut().find(|(p, _)| *p == rule.key) {
-                    Some(existing) => existing.1 = value,
+                // A repeated pattern keeps its first position, with the new value.
+                KeyKind::Replace => match replace_index.get(rule.key.as_str()) {
+                    Some(&index) => replace[index].1 = value,
                     None => {
+                        replace_index.insert(rule.key.as_str(), replace.len());
                         replace.push((rule.key.clone(), value));
-                        replace_lines.push(rule.line);
                     }
                 },
                 KeyKind::Default => default = Some(value),
@@ -159,7 +162,7 @@ impl Engine {
                     wildcards = value
                         .split(',')
                         .filter(|p| !p.is_empty())
-                        .map(str::to_owned)
+                        .map(|p| (p.to_owned(), memchr::memmem::Finder::new(p).into_owned()))
                         .collect();
                 }
                 KeyKind::Registry if rule.key.contains('/') => {
@@ -277,7 +280,11 @@ impl MapsRules {
             return Decision::new(image, result, Rule::Registry, Some(key));
         }
         // §3.5 No-swap wildcards.
-        if let Some(pattern) = self.wildcards.iter().find(|p| image.contains(p.as_str())) {
+        let wildcard = self
+            .wildcards
+            .iter()
+            .find(|(_, finder)| finder.find(image.as_bytes()).is_some());
+        if let Some((pattern, _)) = wildcard {
             return Decision::new(image, None, Rule::Wildcard, Some(pattern));
         }
         // §3.6 Default.

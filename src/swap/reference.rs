@@ -30,24 +30,78 @@ pub struct ImageRef<'a> {
 
 impl<'a> ImageRef<'a> {
     /// Splits `image`, or `None` when it is not a valid reference.
+    ///
+    /// One forward scan finds the digest, the last `/` and the first `/`;
+    /// the components are then checked in place. This is the bulk of a
+    /// decision's cost, so it avoids `str::split` and char searchers, which
+    /// cost more in setup than these short strings take to scan.
     pub fn parse(image: &'a str) -> Option<Self> {
-        if !is_valid_reference(image) {
+        let b = image.as_bytes();
+        let mut at = b.len();
+        let mut first_slash = None;
+        let mut last_slash = None;
+        for (i, &c) in b.iter().enumerate() {
+            match c {
+                b'@' => {
+                    at = i;
+                    break;
+                }
+                b'/' => {
+                    first_slash.get_or_insert(i);
+                    last_slash = Some(i);
+                }
+                _ => {}
+            }
+        }
+        if at < b.len() && !is_valid_digest(&b[at + 1..]) {
             return None;
         }
-        if let Some(slash) = image.find('/') {
-            let first = &image[..slash];
-            if first == "localhost"
-                || first
-                    .bytes()
-                    .any(|b| b == b'.' || b == b':' || b.is_ascii_uppercase())
-            {
-                return Some(ImageRef {
-                    image,
-                    reg: first,
-                    rest: &image[slash + 1..],
-                    explicit: true,
-                });
+        // A `:` after the last `/` starts the tag; one before it is a port.
+        let segment = last_slash.map_or(0, |i| i + 1);
+        let name_end = match b[segment..at].iter().position(|&c| c == b':') {
+            Some(colon) => {
+                if !is_valid_tag(&b[segment + colon + 1..at]) {
+                    return None;
+                }
+                segment + colon
             }
+            None => at,
+        };
+        if name_end == 0 || name_end > NAME_MAX_LEN {
+            return None;
+        }
+        let Some(first_slash) = first_slash else {
+            return is_valid_path_component(&b[..name_end]).then_some(ImageRef {
+                image,
+                reg: DOCKER_HUB,
+                rest: image,
+                explicit: false,
+            });
+        };
+        // `name := [domain '/'] path-component ('/' path-component)*`
+        if !is_valid_path(&b[first_slash + 1..name_end]) {
+            return None;
+        }
+        let first = &b[..first_slash];
+        let registry_like = first == b"localhost"
+            || first
+                .iter()
+                .any(|&c| c == b'.' || c == b':' || c.is_ascii_uppercase());
+        if registry_like {
+            // Only a domain can hold `.`-joined uppercase or a port; a
+            // path component can hold `.` too (`a.b/c` is valid either way).
+            if !(is_valid_domain(first) || is_valid_path_component(first)) {
+                return None;
+            }
+            return Some(ImageRef {
+                image,
+                reg: &image[..first_slash],
+                rest: &image[first_slash + 1..],
+                explicit: true,
+            });
+        }
+        if !is_valid_path_component(first) {
+            return None;
         }
         Some(ImageRef {
             image,
@@ -90,111 +144,97 @@ fn strip_port(reg: &str) -> &str {
 /// `reference := name [ ":" tag ] [ "@" digest ]`, with the name at most 255
 /// characters.
 pub fn is_valid_reference(s: &str) -> bool {
-    let (name_and_tag, digest) = match s.find('@') {
-        Some(at) => (&s[..at], Some(&s[at + 1..])),
-        None => (s, None),
-    };
-    if digest.is_some_and(|d| !is_valid_digest(d)) {
-        return false;
-    }
-    // A `:` after the last `/` starts the tag; one before it is a port.
-    let last_start = name_and_tag.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match name_and_tag[last_start..].find(':') {
-        Some(colon) => (
-            &name_and_tag[..last_start + colon],
-            Some(&name_and_tag[last_start + colon + 1..]),
-        ),
-        None => (name_and_tag, None),
-    };
-    if tag.is_some_and(|t| !is_valid_tag(t)) {
-        return false;
-    }
-    is_valid_name(name)
+    ImageRef::parse(s).is_some()
 }
 
-/// `name := [domain '/'] path-component ['/' path-component]*`
-fn is_valid_name(name: &str) -> bool {
-    if name.is_empty() || name.len() > NAME_MAX_LEN {
-        return false;
-    }
-    let mut components = name.split('/');
-    let first = components.next().unwrap_or_default();
-    let mut rest = components.peekable();
-    let first_ok = if rest.peek().is_some() {
-        is_valid_path_component(first) || is_valid_domain(first)
-    } else {
-        is_valid_path_component(first)
-    };
-    first_ok && rest.all(is_valid_path_component)
+/// `[a-z0-9]`, the characters path components are made of.
+fn is_lower_alnum(c: u8) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
 }
 
 /// `path-component := [a-z0-9]+ (separator [a-z0-9]+)*` with
 /// `separator := [_.] | __ | [-]+`.
-fn is_valid_path_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
+fn is_valid_path_component(b: &[u8]) -> bool {
+    is_valid_path(b) && !b.contains(&b'/')
+}
+
+/// `path-component ('/' path-component)*` in one pass: after every
+/// separator or `/` an alphanumeric must follow.
+fn is_valid_path(b: &[u8]) -> bool {
+    let end = b.len();
     let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &b[start..i];
-        let ok = matches!(sep, b"." | b"_" | b"__") || sep.iter().all(|&x| x == b'-');
-        if !ok {
+    loop {
+        // A component, or what follows a separator, starts alphanumeric.
+        if i >= end || !is_lower_alnum(b[i]) {
             return false;
         }
+        i += 1;
+        while i < end && is_lower_alnum(b[i]) {
+            i += 1;
+        }
+        if i == end {
+            return true;
+        }
+        match b[i] {
+            b'/' | b'.' => i += 1,
+            b'_' => i += if b.get(i + 1) == Some(&b'_') { 2 } else { 1 },
+            b'-' => {
+                while i < end && b[i] == b'-' {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
     }
-    true
 }
 
 /// `domain := host [':' port]`, `host := domain-name | '[' IPv6 ']'`.
-fn is_valid_domain(d: &str) -> bool {
-    let (host, port) = if let Some(inner_and_rest) = d.strip_prefix('[') {
-        let Some(close) = inner_and_rest.find(']') else {
+fn is_valid_domain(d: &[u8]) -> bool {
+    let (host, port) = if let Some(inner_and_rest) = d.strip_prefix(b"[") {
+        let Some(close) = inner_and_rest.iter().position(|&c| c == b']') else {
             return false;
         };
         let inner = &inner_and_rest[..close];
-        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+        if inner.is_empty() || !inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':') {
             return false;
         }
         let after = &inner_and_rest[close + 1..];
-        match after.strip_prefix(':') {
+        match after.strip_prefix(b":") {
             Some(port) => (None, Some(port)),
             None if after.is_empty() => (None, None),
             None => return false,
         }
     } else {
-        match d.split_once(':') {
-            Some((host, port)) => (Some(host), Some(port)),
+        match d.iter().position(|&c| c == b':') {
+            Some(colon) => (Some(&d[..colon]), Some(&d[colon + 1..])),
             None => (Some(d), None),
         }
     };
-    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+    if port.is_some_and(|p| p.is_empty() || !p.iter().all(u8::is_ascii_digit)) {
         return false;
     }
-    host.is_none_or(|h| h.split('.').all(is_valid_domain_component))
+    host.is_none_or(is_valid_domain_name)
 }
 
-/// `domain-component := [a-zA-Z0-9] | [a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`
-fn is_valid_domain_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    !b.is_empty()
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|&x| x.is_ascii_alphanumeric() || x == b'-')
+/// `domain-name := component ('.' component)*` with
+/// `component := [a-zA-Z0-9] | [a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`, in one
+/// pass: a component starts and ends alphanumeric.
+fn is_valid_domain_name(b: &[u8]) -> bool {
+    let mut previous = b'.';
+    for &c in b {
+        match c {
+            b'.' if previous.is_ascii_alphanumeric() => {}
+            b'-' if previous != b'.' => {}
+            c if c.is_ascii_alphanumeric() => {}
+            _ => return false,
+        }
+        previous = c;
+    }
+    previous.is_ascii_alphanumeric()
 }
 
 /// `tag := [\w][\w.-]{0,127}`
-fn is_valid_tag(t: &str) -> bool {
-    let b = t.as_bytes();
+fn is_valid_tag(b: &[u8]) -> bool {
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
     !b.is_empty()
         && b.len() <= TAG_MAX_LEN
@@ -204,15 +244,15 @@ fn is_valid_tag(t: &str) -> bool {
 
 /// `digest := algorithm ':' hex`, algorithm components `[A-Za-z][A-Za-z0-9]*`
 /// joined by one of `+.-_`, at least 32 hex digits.
-fn is_valid_digest(d: &str) -> bool {
-    let Some((algorithm, hex)) = d.split_once(':') else {
+fn is_valid_digest(d: &[u8]) -> bool {
+    let Some(colon) = d.iter().position(|&c| c == b':') else {
         return false;
     };
-    let algorithm_ok = algorithm.split(['+', '.', '-', '_']).all(|c| {
-        let b = c.as_bytes();
-        !b.is_empty() && b[0].is_ascii_alphabetic() && b.iter().all(u8::is_ascii_alphanumeric)
-    });
-    algorithm_ok && hex.len() >= DIGEST_HEX_MIN_LEN && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    let (algorithm, hex) = (&d[..colon], &d[colon + 1..]);
+    let algorithm_ok = algorithm
+        .split(|&c| matches!(c, b'+' | b'.' | b'-' | b'_'))
+        .all(|c| !c.is_empty() && c[0].is_ascii_alphabetic() && c.iter().all(u8::is_ascii_alphanumeric));
+    algorithm_ok && hex.len() >= DIGEST_HEX_MIN_LEN && hex.iter().all(u8::is_ascii_hexdigit)
 }
 
 #[cfg(test)]
