@@ -147,9 +147,40 @@ pub fn is_valid_reference(s: &str) -> bool {
     ImageRef::parse(s).is_some()
 }
 
+/// Byte classes of the grammar, one table lookup per byte on the hot path.
+const LOWER_ALNUM: u8 = 1 << 0;
+const TAG_CHAR: u8 = 1 << 1;
+const HEX: u8 = 1 << 2;
+static CLASSES: [u8; 256] = byte_classes();
+
+const fn byte_classes() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let mut class = 0;
+        if b.is_ascii_lowercase() || b.is_ascii_digit() {
+            class |= LOWER_ALNUM;
+        }
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-' {
+            class |= TAG_CHAR;
+        }
+        if b.is_ascii_hexdigit() {
+            class |= HEX;
+        }
+        table[c] = class;
+        c += 1;
+    }
+    table
+}
+
+fn has_class(c: u8, class: u8) -> bool {
+    CLASSES[c as usize] & class != 0
+}
+
 /// `[a-z0-9]`, the characters path components are made of.
 fn is_lower_alnum(c: u8) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit()
+    has_class(c, LOWER_ALNUM)
 }
 
 /// `path-component := [a-z0-9]+ (separator [a-z0-9]+)*` with
@@ -236,10 +267,7 @@ fn is_valid_domain_name(b: &[u8]) -> bool {
 /// `tag := [\w][\w.-]{0,127}`
 fn is_valid_tag(b: &[u8]) -> bool {
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    !b.is_empty()
-        && b.len() <= TAG_MAX_LEN
-        && word(b[0])
-        && b.iter().all(|&x| word(x) || x == b'.' || x == b'-')
+    !b.is_empty() && b.len() <= TAG_MAX_LEN && word(b[0]) && b.iter().all(|&x| has_class(x, TAG_CHAR))
 }
 
 /// `digest := algorithm ':' hex`, algorithm components `[A-Za-z][A-Za-z0-9]*`
@@ -252,7 +280,7 @@ fn is_valid_digest(d: &[u8]) -> bool {
     let algorithm_ok = algorithm
         .split(|&c| matches!(c, b'+' | b'.' | b'-' | b'_'))
         .all(|c| !c.is_empty() && c[0].is_ascii_alphabetic() && c.iter().all(u8::is_ascii_alphanumeric));
-    algorithm_ok && hex.len() >= DIGEST_HEX_MIN_LEN && hex.iter().all(u8::is_ascii_hexdigit)
+    algorithm_ok && hex.len() >= DIGEST_HEX_MIN_LEN && hex.iter().all(|&x| has_class(x, HEX))
 }
 
 #[cfg(test)]
