@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use imageswap::swap::Engine;
 
 /// Documents whose ```maps blocks and tables are checked.
-const DOCS_WITH_EXAMPLES: &[&str] = &["docs/maps.md", "docs/migrating.md"];
+const DOCS_WITH_EXAMPLES: &[&str] = &["docs/maps.md", "docs/migrating.md", "docs/quick-start.md"];
 
 /// The maps file of `deploy/manifests` (the `imageswap-maps` ConfigMap).
 const DEPLOY_MAPS: &str = "deploy/manifests/imageswap-maps.conf";
@@ -214,4 +214,118 @@ fn the_shipped_maps_file_and_its_commented_examples_are_clean() {
         findings.is_empty(),
         "{DEPLOY_MAPS} with its examples enabled: {findings:?}"
     );
+}
+
+/// GitHub's anchor for a heading: lowercase, only letters, digits, `-` and
+/// `_` kept, spaces turned into `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a Markdown document's headings (outside code blocks).
+fn anchors(text: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && line.starts_with('#') {
+            found.push(anchor(line.trim_start_matches('#')));
+        }
+    }
+    found
+}
+
+/// The targets of `[text](target)` links outside code blocks.
+fn links(text: &str) -> Vec<(usize, String)> {
+    let mut in_code = false;
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("](") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find(')') else { break };
+            found.push((index + 1, after[..end].to_owned()));
+            rest = &after[end..];
+        }
+    }
+    found
+}
+
+#[test]
+fn links_between_the_docs_resolve() {
+    let mut documents = vec![PathBuf::from("README.md")];
+    let docs_dir = repo_file("docs");
+    let mut entries: Vec<_> = std::fs::read_dir(&docs_dir)
+        .unwrap_or_else(|e| panic!("cannot list docs/: {e}"))
+        .map(|entry| entry.expect("a docs/ entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        documents.push(Path::new("docs").join(path.file_name().expect("a file name")));
+    }
+    assert!(
+        documents.len() >= 6,
+        "expected README.md and the docs, found {documents:?}"
+    );
+
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for doc in &documents {
+        let doc_name = doc.display().to_string();
+        let text = read(&doc_name);
+        for (line, target) in links(&text) {
+            if target.starts_with("http://") || target.starts_with("https://") {
+                continue;
+            }
+            let (file, fragment) = target.split_once('#').unwrap_or((&target, ""));
+            let linked = if file.is_empty() {
+                doc.clone()
+            } else {
+                doc.parent().unwrap_or(Path::new("")).join(file)
+            };
+            let linked_path = repo_file(&linked.display().to_string());
+            checked += 1;
+            if !linked_path.exists() {
+                broken.push(format!("{doc_name}:{line}: {target}: no such file"));
+                continue;
+            }
+            if !fragment.is_empty() {
+                let linked_text = std::fs::read_to_string(&linked_path).unwrap_or_default();
+                if !anchors(&linked_text).iter().any(|a| a == fragment) {
+                    broken.push(format!(
+                        "{doc_name}:{line}: {target}: no heading with that anchor"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked >= 10, "only {checked} links found");
+}
+
+#[test]
+fn anchors_follow_github() {
+    assert_eq!(
+        anchor(" The tools: `imageswap swap` and `imageswap maps check`"),
+        "the-tools-imageswap-swap-and-imageswap-maps-check"
+    );
+    assert_eq!(anchor(" LEGACY mode (deprecated)"), "legacy-mode-deprecated");
 }
