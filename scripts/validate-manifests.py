@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""Validate rendered ImageSwap manifests, offline.
+
+Run by scripts/check-deploy, with the pinned kubernetes-validate package it
+installs. Two kinds of checks on each rendered file (one per kustomization):
+
+1. Schema: every object, and the MutatingWebhookConfiguration template held
+   in the `imageswap-mwc-template` ConfigMap, against the Kubernetes OpenAPI
+   schemas that kubernetes-validate ships, in their strict form (an unknown
+   field is an error, as a typo would be silently dropped by the API server).
+   A kind without a schema is an error too (the package only warns).
+2. Consistency: the things that only fail on a real cluster: probes on the
+   serving port, the termination grace covering the shutdown grace and the
+   preStop sleep, hardened security contexts, mounts where the configured
+   paths point, the webhook template pointing at the Service, and RBAC naming
+   the objects `imageswap init` is configured to use.
+
+Usage: validate-manifests.py --kubernetes-version 1.33 [...] FILE...
+Prints one line per problem, and exits 1 if there was any.
+"""
+
+import argparse
+import json
+import posixpath
+import re
+import sys
+from functools import lru_cache
+
+import importlib_resources
+import jsonschema
+import referencing
+import yaml
+
+TEMPLATE_CONFIGMAP = "imageswap-mwc-template"
+TEMPLATE_KEY = "imageswap-mwc"
+MAPS_CONFIGMAP = "imageswap-maps"
+MAPS_KEY = "maps"
+ENV_CONFIGMAP = "imageswap-env"
+SERVE_CONTAINER = "imageswap"
+INIT_CONTAINER = "imageswap-init"
+
+# The programs' defaults (docs/configuration.md), for a variable the env
+# ConfigMap leaves unset.
+DEFAULTS = {
+    "IMAGESWAP_LISTEN": "0.0.0.0:5000",
+    "IMAGESWAP_TLS_CERT": "/tls/cert.pem",
+    "IMAGESWAP_TLS_KEY": "/tls/key.pem",
+    "IMAGESWAP_MAPS_FILE": "/app/maps/imageswap-maps.conf",
+    "IMAGESWAP_DISABLE_LABEL": "k8s.twr.io/imageswap",
+    "IMAGESWAP_REQUEST_TIMEOUT": "2s",
+    "IMAGESWAP_SHUTDOWN_GRACE": "20s",
+    "IMAGESWAP_SERVICE_NAME": "imageswap",
+    "IMAGESWAP_TLS_SECRET_NAME": "imageswap-tls",
+    "IMAGESWAP_TLS_CA_SECRET_NAME": "imageswap-tls-ca",
+    "IMAGESWAP_MWC_NAME": "imageswap-webhook",
+    "IMAGESWAP_WEBHOOK_NAME": "imageswap.webhook.k8s.twr.io",
+    "IMAGESWAP_MWC_TEMPLATE": "/mwc/imageswap-mwc.yaml",
+    "IMAGESWAP_TLS_DIR": "/tls",
+    "IMAGESWAP_CSR_SIGNER_NAME": "kubernetes.io/kubelet-serving",
+}
+
+DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+class Problems:
+    def __init__(self):
+        self.lines = []
+
+    def add(self, where, message):
+        self.lines.append(f"{where}: {message}")
+
+
+def parse_duration(text):
+    """Seconds in a humantime duration such as `20s` or `1m 30s`."""
+    parts = re.findall(r"(\d+)\s*([a-z]+)", text.strip())
+    if not parts or re.sub(r"\s+", "", text) != "".join(n + u for n, u in parts):
+        raise ValueError(f"not a duration: {text!r}")
+    total = 0.0
+    for number, unit in parts:
+        if unit not in DURATION_UNITS:
+            raise ValueError(f"unknown unit {unit!r} in {text!r}")
+        total += int(number) * DURATION_UNITS[unit]
+    return total
+
+
+# --- schemas -------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def schema_dir(version):
+    root = importlib_resources.files("kubernetes_validate").joinpath("kubernetes-json-schema")
+    wanted = f"v{version}.0-local-strict"
+    path = root.joinpath(wanted)
+    if not path.is_dir():
+        shipped = sorted(p.name for p in root.iterdir() if p.name.endswith("-local-strict"))
+        raise SystemExit(f"kubernetes-validate ships no schemas for Kubernetes {version}: {shipped}")
+    return path
+
+
+@lru_cache(maxsize=None)
+def registry(version):
+    definitions = json.loads(schema_dir(version).joinpath("_definitions.json").read_text())
+    return referencing.Resource.from_contents(definitions) @ referencing.Registry()
+
+
+@lru_cache(maxsize=None)
+def validator(version, api_version, kind):
+    # rbac.authorization.k8s.io/v1 -> rbac-v1, as kubernetes-validate names files.
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    path = schema_dir(version).joinpath(f"{kind.lower()}-{group_version}.json")
+    if not path.is_file():
+        return None
+    schema = json.loads(path.read_text())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry(version))
+
+
+def check_schema(obj, where, versions, problems):
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        problems.add(where, "no apiVersion or kind")
+        return
+    for version in versions:
+        v = validator(version, api_version, kind)
+        if v is None:
+            problems.add(where, f"no schema for {kind} {api_version} in Kubernetes {version}")
+            continue
+        for error in sorted(v.iter_errors(obj), key=lambda e: list(e.path)):
+            path = ".".join(str(p) for p in error.path) or "(top)"
+            problems.add(where, f"Kubernetes {version} schema: {path}: {error.message}")
+
+
+# --- consistency ---------------------------------------------------------------
+
+def name_of(obj):
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def find(objects, kind, name=None):
+    found = [o for o in objects if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)]
+    return found[0] if len(found) == 1 else None
+
+
+def check_consistency(objects, template, file, problems):
+    def bad(what, message):
+        problems.add(f"{file}: {what}", message)
+
+    deploy = find(objects, "Deployment")
+    env_cm = find(objects, "ConfigMap", ENV_CONFIGMAP)
+    service = find(objects, "Service")
+    if deploy is None or env_cm is None or service is None:
+        bad("objects", "expected exactly one Deployment, Service and ConfigMap imageswap-env")
+        return
+    env = dict(DEFAULTS)
+    env.update(env_cm.get("data") or {})
+    namespace = deploy["metadata"].get("namespace")
+
+    for obj in objects:
+        scoped = obj["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+        if scoped and obj["metadata"].get("namespace") != namespace:
+            bad(name_of(obj), f"namespace is {obj['metadata'].get('namespace')!r}, the Deployment's is {namespace!r}")
+
+    pod = deploy["spec"]["template"]
+    spec = pod["spec"]
+    containers = {c["name"]: c for c in spec.get("containers", []) + spec.get("initContainers", [])}
+    serve, init = containers.get(SERVE_CONTAINER), containers.get(INIT_CONTAINER)
+    if serve is None or init is None:
+        bad("Deployment", f"expected containers {SERVE_CONTAINER!r} and init container {INIT_CONTAINER!r}")
+        return
+    if serve.get("image") != init.get("image"):
+        bad("Deployment", "serve and init must run the same image")
+    if serve.get("args") != ["serve"] or init.get("args") != ["init"]:
+        bad("Deployment", "containers must run `imageswap serve` and `imageswap init`")
+
+    # Pod selection: Service and PDB select the pods, the HPA scales this Deployment.
+    labels = pod["metadata"].get("labels", {})
+    for obj in objects:
+        selector = (obj.get("spec") or {}).get("selector")
+        if obj["kind"] == "Service":
+            selector = {"matchLabels": selector}
+        if obj["kind"] in {"Service", "PodDisruptionBudget"}:
+            if any(labels.get(k) != v for k, v in (selector or {}).get("matchLabels", {}).items()):
+                bad(name_of(obj), "selector does not select the Deployment's pods")
+    hpa = find(objects, "HorizontalPodAutoscaler")
+    if hpa and hpa["spec"]["scaleTargetRef"]["name"] != deploy["metadata"]["name"]:
+        bad(name_of(hpa), "does not scale the Deployment")
+
+    # Configuration reaches both containers.
+    for c in (serve, init):
+        refs = [e.get("configMapRef", {}).get("name") for e in c.get("envFrom", [])]
+        if ENV_CONFIGMAP not in refs:
+            bad(f"container {c['name']}", f"does not read ConfigMap {ENV_CONFIGMAP} with envFrom")
+        from_field = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c.get("env", [])}
+        if from_field.get("IMAGESWAP_POD_NAME") != "metadata.name" or from_field.get("IMAGESWAP_NAMESPACE_NAME") != "metadata.namespace":
+            bad(f"container {c['name']}", "IMAGESWAP_POD_NAME/IMAGESWAP_NAMESPACE_NAME must come from the downward API")
+
+    # Security: what the restricted Pod Security Standard and the issue ask.
+    pod_sc = spec.get("securityContext", {})
+    if pod_sc.get("runAsNonRoot") is not True or pod_sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        bad("Deployment", "pod must set runAsNonRoot and seccomp RuntimeDefault")
+    for c in containers.values():
+        sc = c.get("securityContext", {})
+        if (sc.get("allowPrivilegeEscalation") is not False or sc.get("readOnlyRootFilesystem") is not True
+                or sc.get("capabilities", {}).get("drop") != ["ALL"] or sc.get("privileged")):
+            bad(f"container {c['name']}", "must drop ALL capabilities, forbid privilege escalation and mount / read-only")
+        res = c.get("resources", {})
+        if not res.get("requests", {}).get("cpu") or not res.get("requests", {}).get("memory") or not res.get("limits", {}).get("memory"):
+            bad(f"container {c['name']}", "must set cpu and memory requests and a memory limit")
+    if spec.get("automountServiceAccountToken") is not False:
+        bad("Deployment", "the serving container must not get an API token (automountServiceAccountToken: false)")
+    token_mounts = [m for m in init.get("volumeMounts", []) if m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"]
+    if len(token_mounts) != 1:
+        bad(f"container {INIT_CONTAINER}", "needs the projected service account token volume")
+
+    # The serving port: listen address, container port, probes, Service.
+    try:
+        port = int(env["IMAGESWAP_LISTEN"].rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        bad("imageswap-env", f"IMAGESWAP_LISTEN {env['IMAGESWAP_LISTEN']!r} is not host:port")
+        return
+    ports = {p.get("name"): p["containerPort"] for p in serve.get("ports", [])}
+    if port not in ports.values():
+        bad(f"container {SERVE_CONTAINER}", f"does not expose IMAGESWAP_LISTEN's port {port}")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = serve.get(probe, {}).get("httpGet", {})
+        probe_port = ports.get(get.get("port"), get.get("port"))
+        if get.get("path") != path or get.get("scheme") != "HTTPS" or probe_port != port:
+            bad(f"container {SERVE_CONTAINER}", f"{probe} must be HTTPS GET {path} on port {port}")
+    for p in service["spec"]["ports"]:
+        target = ports.get(p.get("targetPort"), p.get("targetPort"))
+        if target != port:
+            bad(name_of(service), f"port {p['port']} targets {p.get('targetPort')!r}, not the serving port {port}")
+
+    # Shutdown: the kubelet's SIGKILL must come after the preStop sleep plus
+    # the server's own grace period.
+    try:
+        grace = parse_duration(env["IMAGESWAP_SHUTDOWN_GRACE"])
+    except ValueError as e:
+        bad("imageswap-env", f"IMAGESWAP_SHUTDOWN_GRACE: {e}")
+        grace = None
+    pre_stop = serve.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    termination = spec.get("terminationGracePeriodSeconds", 30)
+    if grace is not None and termination <= grace + pre_stop:
+        bad("Deployment", f"terminationGracePeriodSeconds {termination} must exceed the shutdown grace {grace:g}s plus the preStop sleep {pre_stop}s")
+
+    # Mounts: the configured paths land in the right volumes.
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+
+    def mount_for(container, path):
+        """The volume holding `path` and the path inside it."""
+        best = None
+        for m in container.get("volumeMounts", []):
+            root = m["mountPath"].rstrip("/")
+            if path == root or path.startswith(root + "/"):
+                if best is None or len(root) > len(best[1]):
+                    best = (m, root)
+        if best is None:
+            return None, None
+        return volumes.get(best[0]["name"]), posixpath.relpath(path, best[1])
+
+    def configmap_key(volume, inner):
+        cm = (volume or {}).get("configMap")
+        if cm is None:
+            return None, None
+        for item in cm.get("items", []):
+            if item["path"] == inner:
+                return cm["name"], item["key"]
+        return cm["name"], (inner if not cm.get("items") else None)
+
+    for var, container, cm_name, key in (
+        ("IMAGESWAP_MAPS_FILE", serve, MAPS_CONFIGMAP, MAPS_KEY),
+        ("IMAGESWAP_MWC_TEMPLATE", init, TEMPLATE_CONFIGMAP, TEMPLATE_KEY),
+    ):
+        volume, inner = mount_for(container, env[var])
+        if volume is None:
+            bad(f"container {container['name']}", f"{var} {env[var]} is on no volume")
+        elif configmap_key(volume, inner) != (cm_name, key):
+            bad(f"container {container['name']}", f"{var} {env[var]} is not key {key!r} of ConfigMap {cm_name}")
+        elif any(m.get("subPath") for m in container.get("volumeMounts", []) if volumes.get(m["name"]) is volume):
+            bad(f"container {container['name']}", f"{var} is mounted with subPath, which never sees ConfigMap updates")
+    for var in ("IMAGESWAP_TLS_CERT", "IMAGESWAP_TLS_KEY"):
+        volume, inner = mount_for(serve, env[var])
+        if volume is None or "emptyDir" not in volume or posixpath.dirname(env[var]) != env["IMAGESWAP_TLS_DIR"]:
+            bad(f"container {SERVE_CONTAINER}", f"{var} {env[var]} must be in IMAGESWAP_TLS_DIR on the emptyDir the init container writes")
+        init_volume, _ = mount_for(init, env["IMAGESWAP_TLS_DIR"])
+        if init_volume is not volume:
+            bad(f"container {INIT_CONTAINER}", f"IMAGESWAP_TLS_DIR {env['IMAGESWAP_TLS_DIR']} is not the volume the server reads {var} from")
+    for cm_name, key in ((MAPS_CONFIGMAP, MAPS_KEY), (TEMPLATE_CONFIGMAP, TEMPLATE_KEY)):
+        cm = find(objects, "ConfigMap", cm_name)
+        if cm is None or key not in (cm.get("data") or {}):
+            bad(f"ConfigMap/{cm_name}", f"missing, or without key {key!r}")
+
+    # The webhook template: the webhook `init` fills in, calling this Service.
+    if template is None:
+        return
+    hooks = {w["name"]: w for w in template.get("webhooks", [])}
+    hook = hooks.get(env["IMAGESWAP_WEBHOOK_NAME"])
+    if template["metadata"]["name"] != env["IMAGESWAP_MWC_NAME"] or hook is None:
+        bad("MWC template", f"must be {env['IMAGESWAP_MWC_NAME']} with webhook {env['IMAGESWAP_WEBHOOK_NAME']}")
+        return
+    svc = hook.get("clientConfig", {}).get("service", {})
+    if (svc.get("name"), svc.get("namespace")) != (service["metadata"]["name"], namespace) or service["metadata"]["name"] != env["IMAGESWAP_SERVICE_NAME"]:
+        bad("MWC template", f"must call Service {env['IMAGESWAP_SERVICE_NAME']} in {namespace}")
+    if svc.get("port", 443) not in [p["port"] for p in service["spec"]["ports"]]:
+        bad("MWC template", f"calls port {svc.get('port', 443)}, which the Service does not have")
+    if svc.get("path") not in ("/", "/mutate"):
+        bad("MWC template", "must call POST / (or /mutate)")
+    if "caBundle" in hook.get("clientConfig", {}):
+        bad("MWC template", "caBundle is filled in by `imageswap init`; leave it out")
+    if "v1" not in hook.get("admissionReviewVersions", []) or hook.get("sideEffects") != "None":
+        bad("MWC template", "needs admissionReviewVersions [v1] and sideEffects None")
+    if hook.get("reinvocationPolicy") != "IfNeeded":
+        bad("MWC template", "needs reinvocationPolicy IfNeeded")
+    if hook.get("failurePolicy") not in ("Fail", "Ignore"):
+        bad("MWC template", "set failurePolicy explicitly")
+    try:
+        if hook.get("timeoutSeconds", 10) <= parse_duration(env["IMAGESWAP_REQUEST_TIMEOUT"]):
+            bad("MWC template", "timeoutSeconds must exceed IMAGESWAP_REQUEST_TIMEOUT, so the server's 503 arrives first")
+    except ValueError as e:
+        bad("imageswap-env", f"IMAGESWAP_REQUEST_TIMEOUT: {e}")
+    resources = {r for rule in hook.get("rules", []) for r in rule.get("resources", [])}
+    if not {"pods", "pods/ephemeralcontainers"} <= resources:
+        bad("MWC template", "rules must cover pods and pods/ephemeralcontainers")
+    if hook.get("namespaceSelector", {}).get("matchLabels", {}).get("k8s.twr.io/imageswap") != "enabled":
+        bad("MWC template", "namespaceSelector must match k8s.twr.io/imageswap: enabled")
+    for expr in hook.get("objectSelector", {}).get("matchExpressions", []):
+        if expr.get("values") == ["disabled"] and expr.get("key") != env["IMAGESWAP_DISABLE_LABEL"]:
+            bad("MWC template", f"objectSelector key {expr.get('key')} differs from IMAGESWAP_DISABLE_LABEL")
+
+    # RBAC names what `imageswap init` is configured to touch.
+    def allowed(kind, group, resource, verb, name):
+        for role in objects:
+            if role["kind"] != kind:
+                continue
+            for rule in role.get("rules", []):
+                if (group in rule.get("apiGroups", []) and resource in rule.get("resources", [])
+                        and verb in rule.get("verbs", [])
+                        and (not rule.get("resourceNames") or name in rule["resourceNames"])):
+                    return True
+        return False
+
+    needs = [
+        ("Role", "", "secrets", "get", env["IMAGESWAP_TLS_SECRET_NAME"]),
+        ("Role", "", "secrets", "update", env["IMAGESWAP_TLS_SECRET_NAME"]),
+        ("Role", "", "secrets", "create", None),
+        ("Role", "", "secrets", "get", env["IMAGESWAP_TLS_CA_SECRET_NAME"]),
+        ("Role", "", "configmaps", "get", "kube-root-ca.crt"),
+        ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "create", None),
+        ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "get", None),
+        ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "delete", None),
+        ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests/approval", "update", None),
+        ("ClusterRole", "certificates.k8s.io", "signers", "approve", env["IMAGESWAP_CSR_SIGNER_NAME"]),
+        ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "create", None),
+    ]
+    for verb in ("get", "update", "patch"):
+        needs.append(("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", verb, env["IMAGESWAP_MWC_NAME"]))
+    for kind, group, resource, verb, name in needs:
+        if not allowed(kind, group, resource, verb, name):
+            bad("RBAC", f"no {kind} allows {verb} on {resource} {name or ''}".rstrip())
+    sa = spec.get("serviceAccountName")
+    for binding in (o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa and s.get("namespace") == namespace
+                   for s in binding.get("subjects", [])):
+            bad(name_of(binding), f"does not bind ServiceAccount {namespace}/{sa}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubernetes-version", action="append", required=True, dest="versions")
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args()
+    problems = Problems()
+    count = 0
+    for file in args.files:
+        with open(file) as f:
+            objects = [o for o in yaml.safe_load_all(f) if o]
+        template = None
+        for i, obj in enumerate(objects):
+            check_schema(obj, f"{file}: {name_of(obj)}", args.versions, problems)
+            count += 1
+            if obj.get("kind") == "ConfigMap" and obj["metadata"]["name"] == TEMPLATE_CONFIGMAP:
+                text = (obj.get("data") or {}).get(TEMPLATE_KEY, "")
+                try:
+                    template = yaml.safe_load(text)
+                except yaml.YAMLError as e:
+                    problems.add(f"{file}: MWC template", f"not YAML: {e}")
+                    continue
+                if not isinstance(template, dict) or template.get("kind") != "MutatingWebhookConfiguration":
+                    problems.add(f"{file}: MWC template", "is not a MutatingWebhookConfiguration")
+                    template = None
+                    continue
+                check_schema(template, f"{file}: MWC template", args.versions, problems)
+                count += 1
+        check_consistency(objects, template, file, problems)
+    for line in problems.lines:
+        print(line)
+    print(f"{count} objects in {len(args.files)} renders against Kubernetes {', '.join(args.versions)}: "
+          f"{len(problems.lines)} problems")
+    return 1 if problems.lines else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
