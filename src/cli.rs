@@ -5,9 +5,11 @@
 //! environment for settings.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::init::settings as init_defaults;
 use crate::telemetry::logging::LogFormat;
 
 /// The maps file path the original ImageSwap reads (a ConfigMap mount).
@@ -39,6 +41,8 @@ pub enum Command {
     /// Work with maps files.
     #[command(subcommand)]
     Maps(MapsCommand),
+    /// Init container: make sure the serving certificate and the webhook configuration exist.
+    Init(InitArgs),
 }
 
 /// Which rules decide: the maps file, or the deprecated single prefix.
@@ -97,6 +101,81 @@ pub enum MapsCommand {
         /// The maps file to check.
         file: PathBuf,
     },
+}
+
+/// `imageswap init`: the names are the original ImageSwap's, so existing
+/// installations keep working.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Namespace of the service, the secrets and the cluster CA ConfigMap.
+    #[arg(long, env = "IMAGESWAP_NAMESPACE_NAME", default_value = init_defaults::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+
+    /// This pod's name, to make the CSR name traceable (default: the hostname).
+    #[arg(long, env = "IMAGESWAP_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// The webhook's Service; the certificate covers its DNS names.
+    #[arg(long, env = "IMAGESWAP_SERVICE_NAME", default_value = init_defaults::DEFAULT_SERVICE_NAME)]
+    pub service_name: String,
+
+    /// Secret holding the serving pair (`cert.pem`, `key.pem`).
+    #[arg(long, env = "IMAGESWAP_TLS_SECRET_NAME", default_value = init_defaults::DEFAULT_TLS_SECRET)]
+    pub tls_secret: String,
+
+    /// Secret holding the bring-your-own CA (`rootca.pem`).
+    #[arg(long, env = "IMAGESWAP_TLS_CA_SECRET_NAME", default_value = init_defaults::DEFAULT_CA_SECRET)]
+    pub ca_secret: String,
+
+    /// The MutatingWebhookConfiguration to create or update.
+    #[arg(long, env = "IMAGESWAP_MWC_NAME", default_value = init_defaults::DEFAULT_MWC_NAME)]
+    pub mwc_name: String,
+
+    /// The webhook, in the template, whose caBundle is set.
+    #[arg(long, env = "IMAGESWAP_WEBHOOK_NAME", default_value = init_defaults::DEFAULT_WEBHOOK_NAME)]
+    pub webhook_name: String,
+
+    /// The MutatingWebhookConfiguration template (YAML).
+    #[arg(long, env = "IMAGESWAP_MWC_TEMPLATE", default_value = init_defaults::DEFAULT_MWC_TEMPLATE)]
+    pub mwc_template: PathBuf,
+
+    /// Directory where `cert.pem` and `key.pem` are written for the server.
+    #[arg(long, env = "IMAGESWAP_TLS_DIR", default_value = init_defaults::DEFAULT_TLS_DIR)]
+    pub tls_dir: PathBuf,
+
+    /// The signer asked to sign the CSR.
+    #[arg(long, env = "IMAGESWAP_CSR_SIGNER_NAME", default_value = init_defaults::DEFAULT_CSR_SIGNER)]
+    pub csr_signer: String,
+
+    /// Leave the MutatingWebhookConfiguration alone (true/false, any case).
+    #[arg(
+        long,
+        env = "IMAGESWAP_DISABLE_AUTO_MWC",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = |value: &str| init_defaults::parse_bool("IMAGESWAP_DISABLE_AUTO_MWC", value),
+    )]
+    pub disable_auto_mwc: bool,
+
+    /// How long to wait for the CSR to be signed.
+    #[arg(
+        long,
+        env = "IMAGESWAP_CSR_TIMEOUT",
+        default_value = init_defaults::DEFAULT_CSR_TIMEOUT,
+        value_parser = |value: &str| init_defaults::parse_duration("IMAGESWAP_CSR_TIMEOUT", value),
+    )]
+    pub csr_timeout: Duration,
+
+    /// Reissue the certificate when it expires within this long.
+    #[arg(
+        long,
+        env = "IMAGESWAP_CERT_RENEW_BEFORE",
+        default_value = init_defaults::DEFAULT_RENEW_BEFORE,
+        value_parser = |value: &str| init_defaults::parse_duration("IMAGESWAP_CERT_RENEW_BEFORE", value),
+    )]
+    pub renew_before: Duration,
 }
 
 fn parse_log_level(value: &str) -> Result<String, String> {

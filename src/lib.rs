@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod init;
 pub mod rules;
 pub mod swap;
 pub mod telemetry;

@@ -20,6 +20,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Swap(args) => swap::run(&args),
         Command::Maps(MapsCommand::Check { file }) => maps_check::run(&file),
+        Command::Init(args) => crate::init::run(&args),
     }
 }
 

@@ -1,0 +1,188 @@
+//! `imageswap init`: the init container that makes an installation work
+//! without manual certificate steps (`../shared/spec/init.md`). It settles the
+//! serving pair, writes it to the TLS directory for the server, and keeps the
+//! MutatingWebhookConfiguration's `caBundle` right. This is the only part of
+//! the program that talks to the Kubernetes API.
+//!
+//! # Flow
+//!
+//! 1. Read the MWC template first (unless `IMAGESWAP_DISABLE_AUTO_MWC`), so a
+//!    broken template fails before anything is written in the cluster.
+//! 2. The serving pair ([`serving_pair`]): the annotated secret's pair in
+//!    bring-your-own mode (checked: both keys present, CA secret present,
+//!    key matches, `rootca.pem` signs it, covers `<svc>.<ns>.svc`, not
+//!    expired; a warning within 30 days), else the stored pair while it is
+//!    sound and outside `IMAGESWAP_CERT_RENEW_BEFORE`, else a new pair issued
+//!    through the CSR API ([`csr`]) and stored with a precondition
+//!    ([`secret`]).
+//! 3. `cert.pem` and `key.pem` (mode 0600) into `IMAGESWAP_TLS_DIR` ([`files`]).
+//! 4. The MWC ([`webhook`]) with the CA: `rootca.pem` in bring-your-own mode,
+//!    the `kube-root-ca.crt` ConfigMap's `ca.crt` otherwise.
+//!
+//! # Settings (flag, environment variable, default)
+//!
+//! | flag | variable | default |
+//! |---|---|---|
+//! | `--namespace` | `IMAGESWAP_NAMESPACE_NAME` | `imageswap-system` |
+//! | `--pod-name` | `IMAGESWAP_POD_NAME` | the hostname |
+//! | `--service-name` | `IMAGESWAP_SERVICE_NAME` | `imageswap` |
+//! | `--tls-secret` | `IMAGESWAP_TLS_SECRET_NAME` | `imageswap-tls` |
+//! | `--ca-secret` | `IMAGESWAP_TLS_CA_SECRET_NAME` | `imageswap-tls-ca` |
+//! | `--mwc-name` | `IMAGESWAP_MWC_NAME` | `imageswap-webhook` |
+//! | `--webhook-name` | `IMAGESWAP_WEBHOOK_NAME` | `imageswap.webhook.k8s.twr.io` |
+//! | `--mwc-template` | `IMAGESWAP_MWC_TEMPLATE` | `/mwc/imageswap-mwc.yaml` |
+//! | `--tls-dir` | `IMAGESWAP_TLS_DIR` | `/tls` |
+//! | `--csr-signer` | `IMAGESWAP_CSR_SIGNER_NAME` | `kubernetes.io/kubelet-serving` |
+//! | `--disable-auto-mwc` | `IMAGESWAP_DISABLE_AUTO_MWC` | `false` (any case) |
+//! | `--csr-timeout` | `IMAGESWAP_CSR_TIMEOUT` | `60s` |
+//! | `--renew-before` | `IMAGESWAP_CERT_RENEW_BEFORE` | `180days` |
+//!
+//! # Exit
+//!
+//! 0 when the pod may start serving. 2 with one line naming the variable for a
+//! bad setting. 1 with one log line naming the object and what to do for
+//! everything else, for example a CSR approved but never signed (set
+//! `IMAGESWAP_CSR_SIGNER_NAME` or bring your own certificate), a forbidden API
+//! call (which permission to grant), or a bring-your-own pair whose key does
+//! not match, which `rootca.pem` does not sign, with the wrong names, or
+//! expired.
+//!
+//! # Decisions
+//!
+//! - CSRs are named `<svc>.<ns>.<pod>.<random>` and left in place, as the
+//!   original did; the controller-manager removes issued CSRs after about an
+//!   hour.
+//! - The TLS secret is created as `Opaque` with an `imageswap/updated-by-pod`
+//!   annotation; a replace keeps the secret's type and other keys.
+//! - The MWC is kept with GET, compare, PUT rather than server-side apply, so
+//!   an object in sync costs no write (see [`webhook`]).
+//! - New keys are ECDSA P-256 (PKCS#8); bring-your-own keys may be PKCS#8,
+//!   PKCS#1 RSA or SEC1 EC, whatever the server's rustls loads.
+
+pub mod api_error;
+pub mod csr;
+pub mod files;
+pub mod secret;
+pub mod serving_pair;
+pub mod settings;
+pub mod tls_pair;
+pub mod webhook;
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+use tracing::{error, info};
+
+use crate::cli::InitArgs;
+pub use serving_pair::PairSource;
+pub use settings::InitSettings;
+pub use webhook::MwcOutcome;
+
+/// Why `init` failed; each variant's `Display` is the one line an operator
+/// reads.
+#[derive(Debug, Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
+    #[error(
+        "cannot configure the Kubernetes client: {0} (in a pod, check the service account token \
+         is mounted; by hand, check KUBECONFIG)"
+    )]
+    Client(#[source] kube::Error),
+    #[error(transparent)]
+    Pair(#[from] serving_pair::PairError),
+    #[error(transparent)]
+    Files(#[from] files::FilesError),
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
+}
+
+/// What `init` did, for the final log line and for tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitOutcome {
+    pub pair: PairSource,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub mwc: MwcOutcome,
+}
+
+/// The subcommand: settings, a runtime, a client from the environment
+/// (in-cluster, else the local kubeconfig), then [`run_with`].
+pub fn run(args: &InitArgs) -> ExitCode {
+    let settings = match InitSettings::from_args(args) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("imageswap init: {err}");
+            return ExitCode::from(crate::commands::EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!(error = %err, "Cannot start the async runtime.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let client = kube::Client::try_default().await.map_err(InitError::Client)?;
+        run_with(client, &settings).await
+    });
+    match result {
+        Ok(outcome) => {
+            info!(
+                pair = ?outcome.pair,
+                not_after = %tls_pair::format_time(outcome.not_after),
+                mwc = ?outcome.mwc,
+                "Init finished; the pod may start serving."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            error!("Init failed: {err}.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything `init` does, against any API server `client` points at.
+pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<InitOutcome, InitError> {
+    settings.validate()?;
+    let template = if settings.disable_auto_mwc {
+        None
+    } else {
+        Some(webhook::Template::load(settings)?)
+    };
+
+    let serving = serving_pair::ensure(&client, settings, unix_now()).await?;
+    files::write_pair(&settings.tls_dir, &serving.pair)?;
+    info!(dir = %settings.tls_dir.display(), "Wrote cert.pem and key.pem for the server.");
+
+    let mwc = match template {
+        None => {
+            info!("IMAGESWAP_DISABLE_AUTO_MWC is set; leaving the webhook configuration alone.");
+            MwcOutcome::Disabled
+        }
+        Some(template) => {
+            let ca = match &serving.byoc_ca {
+                Some(ca) => ca.clone(),
+                None => secret::read_cluster_ca(&client, &settings.namespace).await?,
+            };
+            webhook::ensure(&client, &template.with_ca_bundle(&ca)).await?
+        }
+    };
+    Ok(InitOutcome {
+        pair: serving.source,
+        not_after: serving.info.not_after,
+        mwc,
+    })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}

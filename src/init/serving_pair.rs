@@ -1,0 +1,280 @@
+//! Where the serving pair comes from (spec §1): the operator's own pair when
+//! the TLS secret carries the `imageswap-byoc` annotation (checked, never
+//! rotated), else the pair already in the secret while it is sound and far
+//! from expiry, else a new one issued through the CSR API and stored.
+//!
+//! Replicas that start together race. Each issues through its own CSR, then
+//! writes with a precondition; the loser re-reads and takes the winner's pair
+//! when it is usable, so every pod ends with a certificate that matches its
+//! key and the secret holds one consistent pair. A pod issues at most once: a
+//! second round only retries the write.
+
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::csr::{self, CsrError};
+use super::secret::{self, SecretError, Secrets, Written};
+use super::settings::InitSettings;
+use super::tls_pair::{self, PairInfo, PairProblem, TlsPair};
+
+/// Reads and writes of the secret before giving up on a race that does not
+/// settle (only a writer looping against us could cause that).
+const MAX_WRITE_ROUNDS: usize = 5;
+/// Warn about a bring-your-own certificate this close to expiry.
+const BYOC_EXPIRY_WARNING_SECS: i64 = 30 * 86_400;
+
+/// How this pod got its pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PairSource {
+    /// The operator's pair from the annotated secret.
+    Byoc,
+    /// The pair already stored was sound.
+    Existing,
+    /// This pod issued the pair and stored it.
+    Issued { csr_name: String },
+    /// This pod lost the race and took the pair another replica stored.
+    Winner,
+}
+
+/// The pair the server will use, and the CA for the webhook configuration
+/// when the operator brought it.
+#[derive(Debug)]
+pub struct ServingPair {
+    pub pair: TlsPair,
+    pub info: PairInfo,
+    pub source: PairSource,
+    pub byoc_ca: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Error)]
+pub enum PairError {
+    #[error("bring-your-own certificate in secret {secret}: {problem}: {action}")]
+    Byoc {
+        secret: String,
+        problem: PairProblem,
+        action: String,
+    },
+    #[error(
+        "secret {secret} is marked {annotation} but its CA secret {ca_secret} does not exist: create it \
+         with the issuing CA certificate under {key:?}",
+        annotation = secret::BYOC_ANNOTATION,
+        key = secret::ROOTCA_KEY
+    )]
+    ByocCaMissing { secret: String, ca_secret: String },
+    #[error(
+        "CA secret {ca_secret} has no {key:?} or it is empty: store there the CA certificate that \
+         signed the certificate in {secret}",
+        key = secret::ROOTCA_KEY
+    )]
+    ByocCaEmpty { secret: String, ca_secret: String },
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(
+        "secret {secret} kept changing under {rounds} write attempts: find what else writes it \
+         (annotation {annotation} names the last imageswap pod)",
+        annotation = secret::UPDATED_BY_ANNOTATION
+    )]
+    RaceUnsettled { secret: String, rounds: usize },
+}
+
+/// Settles the serving pair; `now` is Unix seconds.
+pub async fn ensure(
+    client: &kube::Client,
+    settings: &InitSettings,
+    now: i64,
+) -> Result<ServingPair, PairError> {
+    let secrets = Secrets::new(client, &settings.namespace);
+    let names = settings.service_dns_names();
+    let renew_before = i64::try_from(settings.renew_before.as_secs()).unwrap_or(i64::MAX);
+    let secret_ref = format!("{}/{}", settings.namespace, settings.tls_secret);
+
+    let mut current = secrets.read(&settings.tls_secret).await?;
+    let mut issued: Option<csr::Issued> = None;
+    for round in 0..MAX_WRITE_ROUNDS {
+        if let Some(found) = current.as_ref().filter(|found| secret::is_byoc(found)) {
+            return byoc(&secrets, settings, found, now).await;
+        }
+        if let Some(found) = &current {
+            let pair = secret::pair_of(found);
+            // After a lost race the secret holds a pair another replica just
+            // issued: take it if it is usable at all, rather than overwrite
+            // it because of the renewal threshold (a cluster signing shorter
+            // than the threshold would otherwise churn forever).
+            let verdict = if round == 0 {
+                tls_pair::check_managed(&pair, &names, now, renew_before)
+            } else {
+                usable(&pair, &names, now)
+            };
+            match verdict {
+                Ok(info) => {
+                    let source = if round == 0 {
+                        PairSource::Existing
+                    } else {
+                        PairSource::Winner
+                    };
+                    info!(
+                        secret = %secret_ref,
+                        not_after = %tls_pair::format_time(info.not_after),
+                        "Using the serving certificate stored in the secret."
+                    );
+                    return Ok(ServingPair {
+                        pair,
+                        info,
+                        source,
+                        byoc_ca: None,
+                    });
+                }
+                Err(problem) => {
+                    info!(secret = %secret_ref, reason = %problem, "The stored serving certificate must be reissued.");
+                }
+            }
+        } else {
+            info!(secret = %secret_ref, "No serving certificate stored yet; issuing one.");
+        }
+
+        let fresh = match issued.take() {
+            Some(fresh) => fresh,
+            None => csr::issue(client, settings).await?,
+        };
+        match secrets
+            .write_pair(
+                &settings.tls_secret,
+                current.as_ref(),
+                &fresh.pair,
+                &settings.pod_name,
+            )
+            .await?
+        {
+            Written::Stored => {
+                info!(secret = %secret_ref, csr = %fresh.csr_name, "Stored the new serving certificate.");
+                let info = fresh.info;
+                if info.seconds_left(now) <= renew_before {
+                    warn!(
+                        csr = %fresh.csr_name,
+                        not_after = %tls_pair::format_time(info.not_after),
+                        "The signer issued a certificate that already falls within IMAGESWAP_CERT_RENEW_BEFORE; every restart will reissue it."
+                    );
+                }
+                return Ok(ServingPair {
+                    pair: fresh.pair,
+                    info,
+                    source: PairSource::Issued {
+                        csr_name: fresh.csr_name,
+                    },
+                    byoc_ca: None,
+                });
+            }
+            Written::LostRace => {
+                info!(secret = %secret_ref, "Another replica wrote the secret first; reading it again.");
+                issued = Some(fresh);
+                current = secrets.read(&settings.tls_secret).await?;
+            }
+        }
+    }
+    Err(PairError::RaceUnsettled {
+        secret: secret_ref,
+        rounds: MAX_WRITE_ROUNDS,
+    })
+}
+
+/// Parses, matches, covers the names and has not expired.
+fn usable(pair: &TlsPair, names: &[String], now: i64) -> Result<PairInfo, PairProblem> {
+    tls_pair::check_managed(pair, names, now, 0)
+}
+
+/// The bring-your-own path: every check, no writes.
+async fn byoc(
+    secrets: &Secrets,
+    settings: &InitSettings,
+    found: &k8s_openapi::api::core::v1::Secret,
+    now: i64,
+) -> Result<ServingPair, PairError> {
+    let secret_ref = format!("{}/{}", settings.namespace, settings.tls_secret);
+    let ca_ref = format!("{}/{}", settings.namespace, settings.ca_secret);
+    info!(secret = %secret_ref, "The secret is marked imageswap-byoc; using the pair in it as is.");
+    let fail = |problem: PairProblem| PairError::Byoc {
+        action: byoc_action(&problem, settings, &ca_ref),
+        secret: secret_ref.clone(),
+        problem,
+    };
+
+    let pair = secret::pair_of(found);
+    if pair.cert_pem.iter().all(u8::is_ascii_whitespace) {
+        return Err(fail(PairProblem::EmptyCert));
+    }
+    if pair.key_pem.iter().all(u8::is_ascii_whitespace) {
+        return Err(fail(PairProblem::EmptyKey));
+    }
+    let Some(ca_secret) = secrets.read(&settings.ca_secret).await? else {
+        return Err(PairError::ByocCaMissing {
+            secret: secret_ref,
+            ca_secret: ca_ref,
+        });
+    };
+    let rootca = secret::data(&ca_secret, secret::ROOTCA_KEY);
+    if rootca.iter().all(u8::is_ascii_whitespace) {
+        return Err(PairError::ByocCaEmpty {
+            secret: secret_ref,
+            ca_secret: ca_ref,
+        });
+    }
+
+    let info = tls_pair::inspect(&pair).map_err(fail)?;
+    tls_pair::check_ca_bundle(&rootca).map_err(fail)?;
+    tls_pair::verify_chain(&pair.cert_pem, &rootca).map_err(fail)?;
+    // The API server dials `<svc>.<ns>.svc` and nothing else, so only that
+    // name is required; the short names are what the original put in its
+    // own certificates, and their absence is worth a warning only.
+    tls_pair::require_names(&info, &[settings.service_host()]).map_err(fail)?;
+    let names = settings.service_dns_names();
+    let missing = info.missing_names(&names);
+    if !missing.is_empty() {
+        warn!(secret = %secret_ref, missing = %missing.join(", "), "The bring-your-own certificate does not cover every service name.");
+    }
+    tls_pair::require_valid_at(&info, now).map_err(fail)?;
+    if info.seconds_left(now) <= BYOC_EXPIRY_WARNING_SECS {
+        warn!(
+            secret = %secret_ref,
+            not_after = %tls_pair::format_time(info.not_after),
+            "The bring-your-own certificate expires within 30 days; renew it and update the secret."
+        );
+    }
+    Ok(ServingPair {
+        pair,
+        info,
+        source: PairSource::Byoc,
+        byoc_ca: Some(rootca),
+    })
+}
+
+/// What the operator should do about a bring-your-own pair's problem.
+fn byoc_action(problem: &PairProblem, settings: &InitSettings, ca_ref: &str) -> String {
+    match problem {
+        PairProblem::EmptyCert | PairProblem::EmptyKey => {
+            "store the PEM pair in the secret, or remove the imageswap-byoc annotation to let imageswap issue one"
+                .to_owned()
+        }
+        PairProblem::NoCertificate | PairProblem::BadCertificate(_) => {
+            "store the PEM certificate (leaf first, then any intermediates) under \"cert.pem\"".to_owned()
+        }
+        PairProblem::BadKey(_) => {
+            "store the unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1) under \"key.pem\"".to_owned()
+        }
+        PairProblem::KeyMismatch => "store the private key that belongs to the certificate".to_owned(),
+        PairProblem::MissingNames { .. } => {
+            format!("reissue it with the DNS name {}", settings.service_host())
+        }
+        PairProblem::Expired(_) | PairProblem::ExpiresSoon(_) => {
+            "renew it and update the secret".to_owned()
+        }
+        PairProblem::NotYetValid(_) => "check the certificate's dates and the node clocks".to_owned(),
+        PairProblem::NoCaCertificate | PairProblem::BadCaCertificate(_) => {
+            format!("store the PEM CA certificate(s) under \"rootca.pem\" in {ca_ref}")
+        }
+        PairProblem::NotSignedByCa => format!(
+            "store the CA that issued it under \"rootca.pem\" in {ca_ref}, or append the intermediates to \"cert.pem\""
+        ),
+    }
+}

@@ -1,0 +1,296 @@
+//! Typed settings of `imageswap init`: the names of every Kubernetes object it
+//! touches, where it writes, and its two tunables (CSR wait, renewal
+//! threshold). The defaults are the original ImageSwap's names, so an existing
+//! installation keeps working; `cli.rs` uses the same constants for its flag
+//! defaults. Cross-field checks live here: the namespace and service become
+//! certificate names, so they must be DNS labels.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::cli::InitArgs;
+
+pub const DEFAULT_NAMESPACE: &str = "imageswap-system";
+pub const DEFAULT_SERVICE_NAME: &str = "imageswap";
+pub const DEFAULT_TLS_SECRET: &str = "imageswap-tls";
+pub const DEFAULT_CA_SECRET: &str = "imageswap-tls-ca";
+pub const DEFAULT_MWC_NAME: &str = "imageswap-webhook";
+pub const DEFAULT_WEBHOOK_NAME: &str = "imageswap.webhook.k8s.twr.io";
+pub const DEFAULT_MWC_TEMPLATE: &str = "/mwc/imageswap-mwc.yaml";
+pub const DEFAULT_TLS_DIR: &str = "/tls";
+pub const DEFAULT_CSR_SIGNER: &str = "kubernetes.io/kubelet-serving";
+/// Long enough for a busy controller-manager, short enough that a cluster
+/// without the signer fails the pod visibly instead of hanging it.
+pub const DEFAULT_CSR_TIMEOUT: &str = "60s";
+/// The original's threshold: kubelet-serving certificates live a year, so
+/// renewing in the last 180 days leaves half a year of slack.
+pub const DEFAULT_RENEW_BEFORE: &str = "180days";
+
+/// Used in the CSR name when neither `IMAGESWAP_POD_NAME` nor a hostname is
+/// known; the random suffix keeps it unique anyway.
+const FALLBACK_POD_NAME: &str = "imageswap";
+const DNS_LABEL_MAX_LEN: usize = 63;
+const DNS_SUBDOMAIN_MAX_LEN: usize = 253;
+
+/// A bad setting, named by its environment variable and flag.
+#[derive(Debug, Error)]
+#[error("{variable} ({flag}) {value:?}: {reason}")]
+pub struct SettingsError {
+    pub variable: &'static str,
+    pub flag: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+/// Everything `init` needs to know, already checked.
+#[derive(Clone, Debug)]
+pub struct InitSettings {
+    pub namespace: String,
+    /// Goes into the CSR name, so a CSR can be traced to the pod that made it.
+    pub pod_name: String,
+    pub service_name: String,
+    pub tls_secret: String,
+    pub ca_secret: String,
+    pub mwc_name: String,
+    pub webhook_name: String,
+    pub mwc_template: PathBuf,
+    pub tls_dir: PathBuf,
+    pub csr_signer: String,
+    pub disable_auto_mwc: bool,
+    pub csr_timeout: Duration,
+    pub renew_before: Duration,
+}
+
+impl Default for InitSettings {
+    fn default() -> Self {
+        Self {
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            pod_name: FALLBACK_POD_NAME.to_owned(),
+            service_name: DEFAULT_SERVICE_NAME.to_owned(),
+            tls_secret: DEFAULT_TLS_SECRET.to_owned(),
+            ca_secret: DEFAULT_CA_SECRET.to_owned(),
+            mwc_name: DEFAULT_MWC_NAME.to_owned(),
+            webhook_name: DEFAULT_WEBHOOK_NAME.to_owned(),
+            mwc_template: PathBuf::from(DEFAULT_MWC_TEMPLATE),
+            tls_dir: PathBuf::from(DEFAULT_TLS_DIR),
+            csr_signer: DEFAULT_CSR_SIGNER.to_owned(),
+            disable_auto_mwc: false,
+            csr_timeout: Duration::from_secs(60),
+            renew_before: Duration::from_secs(180 * 24 * 3600),
+        }
+    }
+}
+
+impl InitSettings {
+    /// Checks the parsed flags; a pod name falls back to the hostname.
+    pub fn from_args(args: &InitArgs) -> Result<Self, SettingsError> {
+        let settings = Self {
+            namespace: args.namespace.trim().to_owned(),
+            pod_name: args
+                .pod_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .or_else(hostname)
+                .unwrap_or_else(|| FALLBACK_POD_NAME.to_owned()),
+            service_name: args.service_name.trim().to_owned(),
+            tls_secret: args.tls_secret.trim().to_owned(),
+            ca_secret: args.ca_secret.trim().to_owned(),
+            mwc_name: args.mwc_name.trim().to_owned(),
+            webhook_name: args.webhook_name.trim().to_owned(),
+            mwc_template: args.mwc_template.clone(),
+            tls_dir: args.tls_dir.clone(),
+            csr_signer: args.csr_signer.trim().to_owned(),
+            disable_auto_mwc: args.disable_auto_mwc,
+            csr_timeout: args.csr_timeout,
+            renew_before: args.renew_before,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The checks `from_args` applies; public so callers that build settings
+    /// by hand (tests, embedders) get the same guarantees.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        check_label("IMAGESWAP_NAMESPACE_NAME", "--namespace", &self.namespace)?;
+        check_label("IMAGESWAP_SERVICE_NAME", "--service-name", &self.service_name)?;
+        check_subdomain("IMAGESWAP_TLS_SECRET_NAME", "--tls-secret", &self.tls_secret)?;
+        check_subdomain("IMAGESWAP_TLS_CA_SECRET_NAME", "--ca-secret", &self.ca_secret)?;
+        check_subdomain("IMAGESWAP_MWC_NAME", "--mwc-name", &self.mwc_name)?;
+        check_subdomain("IMAGESWAP_WEBHOOK_NAME", "--webhook-name", &self.webhook_name)?;
+        if self.csr_signer.is_empty() {
+            return Err(invalid(
+                "IMAGESWAP_CSR_SIGNER_NAME",
+                "--csr-signer",
+                &self.csr_signer,
+                "must name a signer, such as kubernetes.io/kubelet-serving",
+            ));
+        }
+        if self.csr_timeout.is_zero() {
+            return Err(invalid(
+                "IMAGESWAP_CSR_TIMEOUT",
+                "--csr-timeout",
+                "0s",
+                "must be longer than zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The DNS names the serving certificate must carry, shortest first:
+    /// `svc`, `svc.ns`, `svc.ns.svc`.
+    pub fn service_dns_names(&self) -> Vec<String> {
+        vec![
+            self.service_name.clone(),
+            format!("{}.{}", self.service_name, self.namespace),
+            self.service_host(),
+        ]
+    }
+
+    /// The name the API server dials for a `service` webhook reference.
+    pub fn service_host(&self) -> String {
+        format!("{}.{}.svc", self.service_name, self.namespace)
+    }
+}
+
+/// The pod's hostname (its name, in Kubernetes), read from the kernel rather
+/// than `HOSTNAME` so that settings come from the command line alone.
+fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|name| name.trim().to_owned())
+        .find(|name| !name.is_empty())
+}
+
+fn invalid(variable: &'static str, flag: &'static str, value: &str, reason: &'static str) -> SettingsError {
+    SettingsError {
+        variable,
+        flag,
+        value: value.to_owned(),
+        reason,
+    }
+}
+
+fn check_label(variable: &'static str, flag: &'static str, value: &str) -> Result<(), SettingsError> {
+    if is_dns_label(value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            variable,
+            flag,
+            value,
+            "must be a DNS label: lower-case letters, digits and '-', at most 63 characters",
+        ))
+    }
+}
+
+fn check_subdomain(variable: &'static str, flag: &'static str, value: &str) -> Result<(), SettingsError> {
+    let ok = !value.is_empty() && value.len() <= DNS_SUBDOMAIN_MAX_LEN && value.split('.').all(is_dns_label);
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            variable,
+            flag,
+            value,
+            "must be a DNS subdomain: dot-separated lower-case labels, at most 253 characters",
+        ))
+    }
+}
+
+fn is_dns_label(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= DNS_LABEL_MAX_LEN
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first() != Some(&b'-')
+        && bytes.last() != Some(&b'-')
+}
+
+/// Parses a boolean environment value: `true`/`false` in any case, as the
+/// original's `TRUE`/`FALSE`.
+pub fn parse_bool(variable: &str, value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{variable}: expected true or false")),
+    }
+}
+
+/// Parses a duration such as `60s`, `2m` or `180days`.
+pub fn parse_duration(variable: &str, value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|err| format!("{variable}: expected a duration such as 60s, 5m or 180days ({err})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_the_originals() {
+        let settings = InitSettings::default();
+        assert_eq!(
+            settings.service_dns_names(),
+            [
+                "imageswap",
+                "imageswap.imageswap-system",
+                "imageswap.imageswap-system.svc"
+            ]
+        );
+        assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn namespace_must_be_a_dns_label() {
+        let settings = InitSettings {
+            namespace: "Bad_NS".into(),
+            ..InitSettings::default()
+        };
+        let err = settings.validate().unwrap_err();
+        assert_eq!(err.variable, "IMAGESWAP_NAMESPACE_NAME");
+        assert!(
+            err.to_string()
+                .starts_with("IMAGESWAP_NAMESPACE_NAME (--namespace) \"Bad_NS\"")
+        );
+    }
+
+    #[test]
+    fn subdomains_accept_dots_and_reject_empty_labels() {
+        assert!(check_subdomain("X", "--x", "imageswap.webhook.k8s.twr.io").is_ok());
+        assert!(check_subdomain("X", "--x", "a..b").is_err());
+        assert!(check_subdomain("X", "--x", "").is_err());
+    }
+
+    #[test]
+    fn booleans_accept_any_case_and_nothing_else() {
+        assert_eq!(parse_bool("V", "TRUE"), Ok(true));
+        assert_eq!(parse_bool("V", "False"), Ok(false));
+        assert!(parse_bool("V", "yes").unwrap_err().starts_with("V:"));
+    }
+
+    #[test]
+    fn durations_use_humantime() {
+        assert_eq!(
+            parse_duration("V", "180days"),
+            Ok(Duration::from_secs(180 * 86_400))
+        );
+        assert_eq!(parse_duration("V", "60s"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("V", "soon").unwrap_err().starts_with("V:"));
+    }
+
+    #[test]
+    fn zero_csr_timeout_is_rejected() {
+        let settings = InitSettings {
+            csr_timeout: Duration::ZERO,
+            ..InitSettings::default()
+        };
+        assert_eq!(settings.validate().unwrap_err().variable, "IMAGESWAP_CSR_TIMEOUT");
+    }
+}

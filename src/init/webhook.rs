@@ -1,0 +1,409 @@
+//! The MutatingWebhookConfiguration (spec §2): read the template, set the
+//! named webhook's `clientConfig.caBundle`, then create the object, update it
+//! when it differs from the template in any field the template sets, or leave
+//! it alone when it matches.
+//!
+//! Why GET, compare, PUT and not server-side apply: every replica runs this on
+//! every start, and "no drift" must cost no write. An apply that changes
+//! nothing is still a PATCH through admission and audit on the API server;
+//! here an object in sync costs exactly one GET. The comparison is "the
+//! template is a subset of the live object", so fields the API server defaults
+//! (`matchPolicy`, `timeoutSeconds`, selectors) or others add (labels,
+//! annotations) never count as drift. The update merges the template into the
+//! live object and PUTs it with the `resourceVersion` that was read; a `409`
+//! means another replica updated it, so the loop reads and compares again.
+//! What apply would do and this does not: prune a field that was removed
+//! from the template (edit or delete the object by hand in that case).
+//!
+//! Template compatibility with the original: its `caBundle: $CA_BUNDLE`
+//! placeholder (not base64) on the named webhook is dropped before parsing,
+//! and `admissionReviewVersions: "v1"` (a string, where the API has a list) is
+//! read as `["v1"]`.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use kube::api::{Api, PostParams};
+use serde_json::Value;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::api_error::ApiError;
+use super::settings::InitSettings;
+
+/// Create/update conflicts with other replicas settle in a round or two.
+const MAX_ROUNDS: usize = 5;
+const KIND: &str = "MutatingWebhookConfiguration";
+
+#[derive(Debug, Error)]
+pub enum WebhookError {
+    #[error(
+        "cannot read the webhook configuration template {path}: {source} (set IMAGESWAP_MWC_TEMPLATE, or IMAGESWAP_DISABLE_AUTO_MWC=true)"
+    )]
+    ReadTemplate {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the webhook configuration template {path} is not a valid {KIND}: {reason}")]
+    ParseTemplate { path: PathBuf, reason: String },
+    #[error(
+        "the webhook configuration template {path} has no webhook named {name:?} (it has: {found}): \
+         fix the template or set IMAGESWAP_WEBHOOK_NAME"
+    )]
+    WebhookMissing {
+        path: PathBuf,
+        name: String,
+        found: String,
+    },
+    #[error("cannot {action} MutatingWebhookConfiguration {name}: {source}")]
+    Api {
+        action: &'static str,
+        name: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error(
+        "MutatingWebhookConfiguration {name} kept changing under {rounds} attempts to update it: find what else writes it"
+    )]
+    Unsettled { name: String, rounds: usize },
+}
+
+/// What happened to the live object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MwcOutcome {
+    /// `IMAGESWAP_DISABLE_AUTO_MWC`: not looked at.
+    Disabled,
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// The parsed template, its named webhook found, no CA yet.
+#[derive(Clone, Debug)]
+pub struct Template {
+    mwc: MutatingWebhookConfiguration,
+    webhook_index: usize,
+}
+
+impl Template {
+    /// Reads and checks the template file named in the settings.
+    pub fn load(settings: &InitSettings) -> Result<Self, WebhookError> {
+        let text =
+            std::fs::read_to_string(&settings.mwc_template).map_err(|source| WebhookError::ReadTemplate {
+                path: settings.mwc_template.clone(),
+                source,
+            })?;
+        Self::parse(
+            &text,
+            &settings.mwc_template,
+            &settings.webhook_name,
+            &settings.mwc_name,
+        )
+    }
+
+    /// Parses template text; `path` only names it in errors. The object is
+    /// named `mwc_name` whatever the template says.
+    pub fn parse(text: &str, path: &Path, webhook_name: &str, mwc_name: &str) -> Result<Self, WebhookError> {
+        let parse_error = |reason: String| WebhookError::ParseTemplate {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut value: Value =
+            serde_saphyr::from_str(text).map_err(|err| parse_error(one_line(&err.to_string())))?;
+        let Some(object) = value.as_object_mut() else {
+            return Err(parse_error("expected a YAML mapping".to_owned()));
+        };
+        if let Some(kind) = object.get("kind").and_then(Value::as_str)
+            && kind != KIND
+        {
+            return Err(parse_error(format!("its kind is {kind}")));
+        }
+        let webhooks = object
+            .get_mut("webhooks")
+            .and_then(Value::as_array_mut)
+            .ok_or_else(|| parse_error("it has no \"webhooks\" list".to_owned()))?;
+        let names: Vec<String> = webhooks
+            .iter()
+            .map(|hook| hook.get("name").and_then(Value::as_str).unwrap_or("").to_owned())
+            .collect();
+        let Some(webhook_index) = names.iter().position(|name| name == webhook_name) else {
+            return Err(WebhookError::WebhookMissing {
+                path: path.to_owned(),
+                name: webhook_name.to_owned(),
+                found: if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                },
+            });
+        };
+        for (index, hook) in webhooks.iter_mut().enumerate() {
+            let Some(hook) = hook.as_object_mut() else {
+                continue;
+            };
+            if index == webhook_index
+                && let Some(client_config) = hook.get_mut("clientConfig").and_then(Value::as_object_mut)
+            {
+                client_config.remove("caBundle");
+            }
+            if let Some(Value::String(version)) = hook.get("admissionReviewVersions") {
+                let list = Value::Array(vec![Value::String(version.clone())]);
+                hook.insert("admissionReviewVersions".to_owned(), list);
+            }
+        }
+
+        let mut mwc: MutatingWebhookConfiguration =
+            serde_json::from_value(value).map_err(|err| parse_error(err.to_string()))?;
+        if let Some(name) = mwc.metadata.name.as_deref()
+            && name != mwc_name
+        {
+            info!(template = %name, mwc = %mwc_name, "The template names another object; using IMAGESWAP_MWC_NAME.");
+        }
+        // A template exported from a cluster carries server bookkeeping that
+        // a create or a comparison must not see.
+        let metadata = &mut mwc.metadata;
+        metadata.name = Some(mwc_name.to_owned());
+        metadata.resource_version = None;
+        metadata.uid = None;
+        metadata.creation_timestamp = None;
+        metadata.generation = None;
+        metadata.managed_fields = None;
+        metadata.self_link = None;
+        Ok(Self { mwc, webhook_index })
+    }
+
+    /// The desired object: the template with the CA bundle (PEM) set.
+    pub fn with_ca_bundle(&self, ca_pem: &[u8]) -> MutatingWebhookConfiguration {
+        let mut mwc = self.mwc.clone();
+        if let Some(hook) = mwc
+            .webhooks
+            .as_mut()
+            .and_then(|hooks| hooks.get_mut(self.webhook_index))
+        {
+            hook.client_config.ca_bundle = Some(ByteString(ca_pem.to_vec()));
+        }
+        mwc
+    }
+}
+
+/// Creates, updates or leaves the live object so that it matches `desired`.
+pub async fn ensure(
+    client: &kube::Client,
+    desired: &MutatingWebhookConfiguration,
+) -> Result<MwcOutcome, WebhookError> {
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let api_error = |action: &'static str| {
+        let name = name.clone();
+        move |source: kube::Error| WebhookError::Api {
+            action,
+            name,
+            source: ApiError(source),
+        }
+    };
+    let wanted = to_value(desired);
+    for _ in 0..MAX_ROUNDS {
+        let Some(live) = api.get_opt(&name).await.map_err(api_error("read"))? else {
+            match api
+                .create(&PostParams::default(), desired)
+                .await
+                .map_err(ApiError)
+            {
+                Ok(_) => {
+                    info!(mwc = %name, "Created the webhook configuration.");
+                    return Ok(MwcOutcome::Created);
+                }
+                Err(err) if err.is_already_exists() => continue,
+                Err(source) => {
+                    return Err(WebhookError::Api {
+                        action: "create",
+                        name,
+                        source,
+                    });
+                }
+            }
+        };
+        let live = to_value(&live);
+        if is_subset(&wanted, &live) {
+            info!(mwc = %name, "The webhook configuration matches the template.");
+            return Ok(MwcOutcome::Unchanged);
+        }
+        let merged: MutatingWebhookConfiguration = match serde_json::from_value(merge(live, &wanted)) {
+            Ok(merged) => merged,
+            // Cannot happen for two valid objects; fall back to the template,
+            // which at worst drops fields the template does not set.
+            Err(err) => {
+                warn!(mwc = %name, error = %err, "Cannot merge the template into the live object; replacing it.");
+                desired.clone()
+            }
+        };
+        match api
+            .replace(&name, &PostParams::default(), &merged)
+            .await
+            .map_err(ApiError)
+        {
+            Ok(_) => {
+                info!(mwc = %name, "Updated the webhook configuration to match the template.");
+                return Ok(MwcOutcome::Updated);
+            }
+            Err(err) if err.is_conflict() || err.is_not_found() => continue,
+            Err(source) => {
+                return Err(WebhookError::Api {
+                    action: "update",
+                    name,
+                    source,
+                });
+            }
+        }
+    }
+    Err(WebhookError::Unsettled {
+        name,
+        rounds: MAX_ROUNDS,
+    })
+}
+
+fn to_value(mwc: &MutatingWebhookConfiguration) -> Value {
+    // Serializing a k8s-openapi object cannot fail (string keys, no NaN).
+    serde_json::to_value(mwc).unwrap_or(Value::Null)
+}
+
+/// Whether every field set in `wanted` has the same value in `live`: maps
+/// key by key, lists element by element with the same length (so a list the
+/// template sets is matched whole), scalars by equality.
+pub fn is_subset(wanted: &Value, live: &Value) -> bool {
+    match (wanted, live) {
+        (Value::Object(wanted), Value::Object(live)) => wanted
+            .iter()
+            .all(|(key, value)| live.get(key).is_some_and(|live| is_subset(value, live))),
+        (Value::Array(wanted), Value::Array(live)) => {
+            wanted.len() == live.len()
+                && wanted
+                    .iter()
+                    .zip(live)
+                    .all(|(wanted, live)| is_subset(wanted, live))
+        }
+        (wanted, live) => wanted == live,
+    }
+}
+
+/// `live` with every field `wanted` sets taken from `wanted`: maps merge,
+/// lists and scalars are replaced.
+pub fn merge(live: Value, wanted: &Value) -> Value {
+    match (live, wanted) {
+        (Value::Object(mut live), Value::Object(wanted)) => {
+            for (key, value) in wanted {
+                let merged = match live.remove(key) {
+                    Some(existing) => merge(existing, value),
+                    None => value.clone(),
+                };
+                live.insert(key.clone(), merged);
+            }
+            Value::Object(live)
+        }
+        (_, wanted) => wanted.clone(),
+    }
+}
+
+/// Parser errors can span lines (a snippet with a caret); the failure line
+/// must stay one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ORIGINAL: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: imageswap-webhook
+  labels:
+    app: imageswap
+webhooks:
+  - name: imageswap.webhook.k8s.twr.io
+    clientConfig:
+      service:
+        name: imageswap
+        namespace: imageswap-system
+        path: "/"
+      caBundle: $CA_BUNDLE
+    rules:
+      - operations: [CREATE, UPDATE]
+        apiGroups: ["*"]
+        apiVersions: ["*"]
+        resources: ["pods"]
+    sideEffects: None
+    admissionReviewVersions: "v1"
+    failurePolicy: Fail
+    reinvocationPolicy: IfNeeded
+    namespaceSelector:
+      matchLabels:
+        k8s.twr.io/imageswap: "enabled"
+"#;
+
+    fn parse(text: &str, webhook: &str) -> Result<Template, WebhookError> {
+        Template::parse(text, Path::new("t.yaml"), webhook, "imageswap-webhook")
+    }
+
+    #[test]
+    fn the_originals_template_parses_and_takes_the_ca() {
+        let template = parse(ORIGINAL, "imageswap.webhook.k8s.twr.io").unwrap();
+        let mwc = template.with_ca_bundle(b"PEM");
+        let hook = &mwc.webhooks.as_ref().unwrap()[0];
+        assert_eq!(hook.client_config.ca_bundle, Some(ByteString(b"PEM".to_vec())));
+        assert_eq!(hook.admission_review_versions, ["v1"]);
+        let value = to_value(&mwc);
+        assert_eq!(value["webhooks"][0]["clientConfig"]["caBundle"], "UEVN");
+    }
+
+    #[test]
+    fn a_missing_webhook_is_named_with_what_is_there() {
+        let err = parse(ORIGINAL, "other.example.com").unwrap_err();
+        let line = err.to_string();
+        assert!(line.contains("no webhook named \"other.example.com\""), "{line}");
+        assert!(line.contains("it has: imageswap.webhook.k8s.twr.io"), "{line}");
+    }
+
+    #[test]
+    fn bad_templates_fail_in_one_line() {
+        for text in [
+            "webhooks: [",
+            "- a\n- b\n",
+            "kind: Secret\nwebhooks: []\n",
+            "metadata: {}\n",
+        ] {
+            let err = parse(text, "x").unwrap_err().to_string();
+            assert!(!err.contains('\n'), "{err}");
+            assert!(
+                err.starts_with("the webhook configuration template t.yaml"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_defaults_are_not_drift() {
+        let wanted = json!({"a": {"b": [1, {"c": 2}]}, "d": "x"});
+        let live = json!({"a": {"b": [1, {"c": 2, "defaulted": true}], "more": 1}, "d": "x", "e": 0});
+        assert!(is_subset(&wanted, &live));
+        assert!(!is_subset(&json!({"d": "y"}), &live));
+        assert!(!is_subset(&json!({"a": {"b": [1]}}), &live));
+        assert!(!is_subset(&json!({"missing": 1}), &live));
+    }
+
+    #[test]
+    fn merge_keeps_live_fields_and_takes_the_template() {
+        let live = json!({"metadata": {"name": "m", "resourceVersion": "7"}, "webhooks": [{"old": 1}]});
+        let wanted = json!({"metadata": {"name": "m", "labels": {"app": "x"}}, "webhooks": [{"new": 2}]});
+        assert_eq!(
+            merge(live, &wanted),
+            json!({"metadata": {"name": "m", "resourceVersion": "7", "labels": {"app": "x"}}, "webhooks": [{"new": 2}]})
+        );
+    }
+}
