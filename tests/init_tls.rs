@@ -364,14 +364,15 @@ fn assert_converged(fake: &FakeApiServer, results: &[(InitSettings, InitOutcome)
 async fn replicas_racing_on_first_install_converge_on_one_pair() {
     install_crypto_provider();
     let fake = FakeApiServer::start(NAMESPACE).await;
+    fake.set_sign_barrier(4);
     let dir = tempfile::tempdir().unwrap();
 
     let results = race(&fake, dir.path(), 4).await;
 
+    // No CSR is signed before all four are approved, so all four read "no
+    // secret", all four issue, and three creates lose with 409 AlreadyExists.
     let issuers = assert_converged(&fake, &results);
-    // All four read "no secret" long before any CSR is signed, so all four
-    // issue and three creates lose with 409 AlreadyExists.
-    assert!(issuers >= 2, "the replicas did not race ({issuers} issued)");
+    assert_eq!(issuers, 4);
     let conflicts = fake
         .requests_to(&secrets_path(NAMESPACE))
         .iter()
@@ -386,13 +387,14 @@ async fn replicas_racing_on_renewal_converge_on_one_pair() {
     let fake = FakeApiServer::start(NAMESPACE).await;
     let old = fake.ca().issue(&service_names(), -300, 60);
     fake.seed(&secrets_path(NAMESPACE), &tls_secret(&old, &[]));
+    fake.set_sign_barrier(4);
     let dir = tempfile::tempdir().unwrap();
 
     let results = race(&fake, dir.path(), 4).await;
 
     let issuers = assert_converged(&fake, &results);
     assert_ne!(stored_pair(&fake).unwrap(), old);
-    assert!(issuers >= 2, "the replicas did not race ({issuers} issued)");
+    assert_eq!(issuers, 4);
     // The losers' replaces carried the stale resourceVersion: 409 Conflict.
     let conflicts = fake
         .requests_to(&secrets_path(NAMESPACE))

@@ -194,6 +194,8 @@ struct State {
     store: Mutex<Store>,
     requests: Mutex<Vec<Recorded>>,
     signer: Mutex<SignerMode>,
+    /// The signer holds back until this many CSRs are approved.
+    sign_barrier: Mutex<usize>,
     sign_delay: Duration,
     ca: TestCa,
 }
@@ -232,6 +234,7 @@ impl FakeApiServer {
             }),
             requests: Mutex::new(Vec::new()),
             signer: Mutex::new(SignerMode::Sign),
+            sign_barrier: Mutex::new(1),
             sign_delay: Duration::from_millis(50),
             ca,
         });
@@ -280,6 +283,13 @@ impl FakeApiServer {
 
     pub fn set_signer(&self, mode: SignerMode) {
         *lock(&self.state.signer) = mode;
+    }
+
+    /// Makes the signer wait until `approved` CSRs are approved, then sign
+    /// them all: racing replicas then surely all read the secret before any
+    /// of them can write it, whatever the machine's load.
+    pub fn set_sign_barrier(&self, approved: usize) {
+        *lock(&self.state.sign_barrier) = approved;
     }
 
     /// Puts an object in place without a request (not recorded), as if it
@@ -533,8 +543,7 @@ fn approve(state: &Arc<State>, route: &Route, name: &str, body: &[u8]) -> Answer
             "status.conditions: Approved and Denied conditions are mutually exclusive",
         );
     }
-    let newly_approved;
-    let answer = {
+    let (answer, to_sign) = {
         let mut store = lock(&state.store);
         let key = (route.collection.clone(), name.to_owned());
         let Some(mut stored) = store.objects.get(&key).cloned() else {
@@ -543,17 +552,27 @@ fn approve(state: &Arc<State>, route: &Route, name: &str, body: &[u8]) -> Answer
         if let Some(conflict) = precondition(route, name, &object, &stored) {
             return conflict;
         }
-        let was_approved = has_condition(&stored, "Approved");
         stored["status"]["conditions"] = Value::Array(conditions);
-        newly_approved = !was_approved && has_condition(&stored, "Approved");
         stored["metadata"]["resourceVersion"] = json!(store.bump());
         store.objects.insert(key, stored.clone());
-        stored
+        let approved: Vec<String> = store
+            .objects
+            .iter()
+            .filter(|((collection, _), csr)| {
+                *collection == route.collection && has_condition(csr, "Approved")
+            })
+            .map(|((_, name), _)| name.clone())
+            .collect();
+        let to_sign = if approved.len() >= *lock(&state.sign_barrier) {
+            approved
+        } else {
+            Vec::new()
+        };
+        (stored, to_sign)
     };
-    if newly_approved {
+    for name in to_sign {
         let state = state.clone();
         let collection = route.collection.clone();
-        let name = name.to_owned();
         tokio::spawn(async move {
             tokio::time::sleep(state.sign_delay).await;
             sign(&state, &collection, &name);
@@ -578,6 +597,10 @@ fn sign(state: &State, collection: &str, name: &str) {
     let Some(mut csr) = store.objects.get(&key).cloned() else {
         return;
     };
+    // Signed or failed already (a barrier releases every approved CSR).
+    if csr["status"]["certificate"].is_string() || has_condition(&csr, "Failed") {
+        return;
+    }
     match mode {
         SignerMode::Never => return,
         SignerMode::Fail => {
