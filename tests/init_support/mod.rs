@@ -85,6 +85,23 @@ impl TestCa {
         }
     }
 
+    /// An intermediate CA signed by this one.
+    pub fn intermediate(&self, common_name: &str) -> Self {
+        let key = KeyPair::generate().expect("intermediate key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("intermediate params");
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - days(1);
+        params.not_after = now + days(1825);
+        let cert = params.signed_by(&key, &self.issuer).expect("signed intermediate");
+        Self {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
     /// A serving pair for `dns`, valid from `from_days` to `to_days` (relative
     /// to now).
     pub fn issue(&self, dns: &[String], from_days: i64, to_days: i64) -> TlsPair {
