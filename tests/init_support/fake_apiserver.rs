@@ -268,11 +268,14 @@ impl FakeApiServer {
         server
     }
 
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// A client for this fake, with `default` as its default namespace.
     pub fn client(&self) -> kube::Client {
-        let url = format!("http://{}", self.addr)
-            .parse()
-            .expect("fake API server URL");
+        let url = self.url().parse().expect("fake API server URL");
         kube::Client::try_from(kube::Config::new(url)).expect("client for the fake API server")
     }
 
