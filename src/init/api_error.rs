@@ -62,3 +62,43 @@ impl fmt::Display for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, reason: &str, message: &str) -> ApiError {
+        ApiError(kube::Error::Api(
+            Status {
+                code,
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+                ..Status::failure(message, reason)
+            }
+            .boxed(),
+        ))
+    }
+
+    #[test]
+    fn forbidden_says_what_to_grant() {
+        let err = status(
+            403,
+            "Forbidden",
+            "secrets \"imageswap-tls\" is forbidden: User \"system:serviceaccount:x:y\" cannot get resource \"secrets\"",
+        );
+        let line = err.to_string();
+        assert!(
+            line.starts_with("the API server answered 403 Forbidden (secrets \"imageswap-tls\" is forbidden")
+        );
+        assert!(line.ends_with("; grant this permission to the pod's service account"));
+    }
+
+    #[test]
+    fn conflicts_and_already_exists_are_told_apart() {
+        let exists = status(409, "AlreadyExists", "secrets \"x\" already exists");
+        let stale = status(409, "Conflict", "the object has been modified");
+        assert!(exists.is_already_exists() && !exists.is_conflict());
+        assert!(stale.is_conflict() && !stale.is_already_exists());
+        assert!(status(404, "NotFound", "").is_not_found());
+    }
+}

@@ -145,10 +145,9 @@ pub fn csr_name(settings: &InitSettings, suffix: &str) -> String {
 pub async fn issue(client: &kube::Client, settings: &InitSettings) -> Result<Issued, CsrError> {
     let request = build_request(settings)?;
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let created = create(&api, settings, &request).await?;
-    let name = created.metadata.name.clone().unwrap_or_default();
+    let (name, created) = create(&api, settings, &request).await?;
     info!(csr = %name, signer = %settings.csr_signer, "Created the certificate signing request.");
-    approve(&api, settings, created).await?;
+    approve(&api, settings, &name, created).await?;
     info!(csr = %name, "Approved the certificate signing request.");
     let cert_pem = wait_for_certificate(&api, settings, &name).await?;
     let pair = TlsPair {
@@ -162,6 +161,11 @@ pub async fn issue(client: &kube::Client, settings: &InitSettings) -> Result<Iss
     };
     let info = tls_pair::inspect(&pair).map_err(bad)?;
     tls_pair::require_names(&info, &settings.service_dns_names()).map_err(bad)?;
+    // Not `require_valid_at`: a signer's clock slightly ahead of ours puts
+    // `notBefore` in our future, which is harmless; an expired one is not.
+    if info.not_after <= unix_now() {
+        return Err(bad(PairProblem::Expired(tls_pair::format_time(info.not_after))));
+    }
     info!(
         csr = %name,
         not_after = %tls_pair::format_time(info.not_after),
@@ -178,7 +182,7 @@ async fn create(
     api: &Api<CertificateSigningRequest>,
     settings: &InitSettings,
     request: &Request,
-) -> Result<CertificateSigningRequest, CsrError> {
+) -> Result<(String, CertificateSigningRequest), CsrError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -198,7 +202,7 @@ async fn create(
             status: None,
         };
         match api.create(&PostParams::default(), &csr).await.map_err(ApiError) {
-            Ok(created) => return Ok(created),
+            Ok(created) => return Ok((name, created)),
             Err(err) if err.is_already_exists() && attempt < MAX_ATTEMPTS => {
                 debug!(csr = %name, "The CSR name is taken; trying another suffix.");
             }
@@ -210,9 +214,9 @@ async fn create(
 async fn approve(
     api: &Api<CertificateSigningRequest>,
     settings: &InitSettings,
+    name: &str,
     mut csr: CertificateSigningRequest,
 ) -> Result<(), CsrError> {
-    let name = csr.metadata.name.clone().unwrap_or_default();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -234,20 +238,20 @@ async fn approve(
                 ..CertificateSigningRequestCondition::default()
             });
         match api
-            .replace_subresource("approval", &name, &PostParams::default(), &csr)
+            .replace_subresource("approval", name, &PostParams::default(), &csr)
             .await
             .map_err(ApiError)
         {
             Ok(_) => return Ok(()),
             Err(err) if err.is_conflict() && attempt < MAX_ATTEMPTS => {
-                csr = api.get(&name).await.map_err(|source| CsrError::Read {
-                    name: name.clone(),
+                csr = api.get(name).await.map_err(|source| CsrError::Read {
+                    name: name.to_owned(),
                     source: ApiError(source),
                 })?;
             }
             Err(source) => {
                 return Err(CsrError::Approve {
-                    name,
+                    name: name.to_owned(),
                     signer: settings.csr_signer.clone(),
                     source,
                 });
@@ -307,6 +311,13 @@ async fn wait_for_certificate(
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(Duration::from_millis(POLL_MAX_MS));
     }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }
 
 fn condition<'a>(
