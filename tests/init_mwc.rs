@@ -258,3 +258,34 @@ async fn a_missing_cluster_ca_is_a_clear_error() {
     );
     assert!(fake.requests_to(MWC_PATH).is_empty());
 }
+
+#[tokio::test]
+async fn the_shipped_template_installs_then_stays_untouched() {
+    install_crypto_provider();
+    let fake = FakeApiServer::start(NAMESPACE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/manifests/imageswap-mwc.yaml");
+    let with_shipped = |pod: &str| InitSettings {
+        mwc_template: shipped.clone(),
+        ..settings(dir.path(), pod)
+    };
+
+    let outcome = run_with(fake.client(), &with_shipped("pod-a")).await.unwrap();
+
+    assert_eq!(outcome.mwc, MwcOutcome::Created);
+    let mwc = live_mwc(&fake);
+    let hook = &mwc.webhooks.as_ref().unwrap()[0];
+    assert_eq!(hook.name, WEBHOOK);
+    assert_eq!(
+        hook.client_config.ca_bundle,
+        Some(ByteString(fake.ca().pem.clone().into_bytes()))
+    );
+    assert_eq!(hook.timeout_seconds, Some(5));
+    assert!(hook.object_selector.as_ref().unwrap().match_expressions.is_some());
+
+    fake.clear_requests();
+    let outcome = run_with(fake.client(), &with_shipped("pod-b")).await.unwrap();
+    assert_eq!(outcome.mwc, MwcOutcome::Unchanged);
+    assert_eq!(fake.write_attempts_to("/"), 0);
+}

@@ -403,3 +403,71 @@ async fn replicas_racing_on_renewal_converge_on_one_pair() {
         .count();
     assert_eq!(conflicts, issuers - 1);
 }
+
+/// The secret as the original ImageSwap wrote it: type `tls`, a PKCS#1 RSA
+/// key ("BEGIN RSA PRIVATE KEY"), its labels.
+fn original_secret(fake: &FakeApiServer, to_days: i64) -> (Secret, TlsPair) {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/init");
+    let pkcs1 = std::fs::read_to_string(fixtures.join("original-rsa-pkcs1.key")).unwrap();
+    let pkcs8 = std::fs::read_to_string(fixtures.join("original-rsa-pkcs8.key")).unwrap();
+    let pair = TlsPair {
+        cert_pem: fake
+            .ca()
+            .issue_for_key(&pkcs8, &service_names(), -10, to_days)
+            .into_bytes(),
+        key_pem: pkcs1.into_bytes(),
+    };
+    let mut secret = tls_secret(&pair, &[]);
+    secret.type_ = Some("tls".to_owned());
+    secret.metadata.labels = Some(
+        [
+            ("app".to_owned(), "imageswap".to_owned()),
+            (
+                "imageswap/updated-by-pod".to_owned(),
+                "imageswap-old-pod".to_owned(),
+            ),
+        ]
+        .into(),
+    );
+    (secret, pair)
+}
+
+#[tokio::test]
+async fn a_pair_the_original_issued_is_reused_as_it_is() {
+    install_crypto_provider();
+    let fake = FakeApiServer::start(NAMESPACE).await;
+    let (secret, pair) = original_secret(&fake, 300);
+    fake.seed(&secrets_path(NAMESPACE), &secret);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = without_mwc(settings(dir.path(), "pod-new"));
+
+    let outcome = run_with(fake.client(), &settings).await.unwrap();
+
+    assert_eq!(outcome.pair, PairSource::Existing);
+    let on_disk = pair_on_disk(&settings.tls_dir);
+    assert_eq!(on_disk, pair);
+    assert!(on_disk.key_pem.starts_with(b"-----BEGIN RSA PRIVATE KEY-----"));
+    assert_eq!(fake.write_attempts_to("/"), 0);
+}
+
+#[tokio::test]
+async fn renewing_the_originals_secret_keeps_its_type() {
+    install_crypto_provider();
+    let fake = FakeApiServer::start(NAMESPACE).await;
+    let (secret, old) = original_secret(&fake, 90);
+    fake.seed(&secrets_path(NAMESPACE), &secret);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = without_mwc(settings(dir.path(), "pod-new"));
+
+    let outcome = run_with(fake.client(), &settings).await.unwrap();
+
+    // A replace that changed `type` would have been rejected (422).
+    assert!(matches!(outcome.pair, PairSource::Issued { .. }), "{outcome:?}");
+    let after: Secret = fake.get(&secrets_path(NAMESPACE), SECRET).unwrap();
+    assert_eq!(after.type_.as_deref(), Some("tls"));
+    assert_eq!(after.metadata.labels.as_ref().unwrap()["app"], "imageswap");
+    let stored = stored_pair(&fake).unwrap();
+    assert_ne!(stored, old);
+    assert_eq!(pair_on_disk(&settings.tls_dir), stored);
+    assert_eq!(fake.writes_to(&secrets_path(NAMESPACE)), 1);
+}

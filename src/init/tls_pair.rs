@@ -398,7 +398,7 @@ mod tests {
         let pair = leaf(&ca, &["imageswap"], -1, 10);
         let rsa = TlsPair {
             cert_pem: pair.cert_pem,
-            key_pem: include_bytes!("testdata/rsa-pkcs1.key").to_vec(),
+            key_pem: include_bytes!("../../tests/fixtures/init/original-rsa-pkcs1.key").to_vec(),
         };
         assert_eq!(inspect(&rsa), Err(PairProblem::KeyMismatch));
     }

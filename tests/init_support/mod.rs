@@ -120,6 +120,20 @@ impl TestCa {
         }
     }
 
+    /// A certificate for an existing key (PKCS#8 PEM), e.g. an RSA key the
+    /// original ImageSwap generated.
+    pub fn issue_for_key(&self, key_pkcs8_pem: &str, dns: &[String], from_days: i64, to_days: i64) -> String {
+        let key = KeyPair::from_pem(key_pkcs8_pem).expect("a PKCS#8 key");
+        let mut params = CertificateParams::new(dns.to_vec()).expect("leaf params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("imageswap.{NAMESPACE}.svc"));
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + days(from_days);
+        params.not_after = now + days(to_days);
+        params.signed_by(&key, &self.issuer).expect("signed leaf").pem()
+    }
+
     /// What a kubelet-serving signer does with a CSR: keep its subject, names
     /// and key, add serving usages, sign for `valid_days`.
     pub fn sign_csr(&self, csr_pem: &str, valid_days: i64) -> Result<String, rcgen::Error> {
