@@ -26,7 +26,7 @@ pub const DEFAULT_CSR_SIGNER: &str = "kubernetes.io/kubelet-serving";
 pub const DEFAULT_CSR_TIMEOUT: &str = "60s";
 /// The original's threshold: kubelet-serving certificates live a year, so
 /// renewing in the last 180 days leaves half a year of slack.
-pub const DEFAULT_RENEW_BEFORE: &str = "180days";
+pub const DEFAULT_RENEW_BEFORE: &str = "180d";
 
 /// Used in the CSR name when neither `IMAGESWAP_POD_NAME` nor a hostname is
 /// known; the random suffix keeps it unique anyway.
@@ -279,6 +279,11 @@ mod tests {
     fn durations_use_humantime() {
         assert_eq!(
             parse_duration("V", "180days"),
+            Ok(Duration::from_secs(180 * 86_400))
+        );
+        // The spelling of the default and of the deploy ConfigMap.
+        assert_eq!(
+            parse_duration("V", DEFAULT_RENEW_BEFORE),
             Ok(Duration::from_secs(180 * 86_400))
         );
         assert_eq!(parse_duration("V", "60s"), Ok(Duration::from_secs(60)));
