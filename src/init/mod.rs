@@ -35,7 +35,7 @@
 //! | `--csr-signer` | `IMAGESWAP_CSR_SIGNER_NAME` | `kubernetes.io/kubelet-serving` |
 //! | `--disable-auto-mwc` | `IMAGESWAP_DISABLE_AUTO_MWC` | `false` (any case) |
 //! | `--csr-timeout` | `IMAGESWAP_CSR_TIMEOUT` | `60s` |
-//! | `--renew-before` | `IMAGESWAP_CERT_RENEW_BEFORE` | `180days` |
+//! | `--renew-before` | `IMAGESWAP_CERT_RENEW_BEFORE` | `180d` |
 //!
 //! # Exit
 //!
