@@ -1,6 +1,8 @@
 //! The `tracing` subscriber every command installs: one format for the server,
 //! `init` and the tools, on standard error so standard output stays data.
 
+use std::io::IsTerminal;
+
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
@@ -37,6 +39,9 @@ pub fn init(filter: EnvFilter, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: escape codes in a log
+        // pipeline (kubectl logs, Loki) are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
