@@ -9,6 +9,8 @@
 //! (`reload`), and the JSON patch goes back as bytes.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod init;

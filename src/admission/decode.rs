@@ -1,0 +1,207 @@
+//! Reading the envelope of an `AdmissionReview` from the tape: what must be
+//! there for an answer to exist (`apiVersion`, `kind`, `request.uid`) and
+//! what the log line names. A missing or mistyped envelope field is a
+//! [`BadReview`] (400); anything wrong inside `request.object` is left to the
+//! pod-spec walk, which answers 200 with a warning.
+
+use simd_json::prelude::*;
+use simd_json::tape::Value;
+
+/// The review versions the API server can send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiVersion {
+    V1,
+    V1Beta1,
+}
+
+impl ApiVersion {
+    pub const V1_STR: &'static str = "admission.k8s.io/v1";
+    pub const V1BETA1_STR: &'static str = "admission.k8s.io/v1beta1";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVersion::V1 => Self::V1_STR,
+            ApiVersion::V1Beta1 => Self::V1BETA1_STR,
+        }
+    }
+}
+
+/// Why a body is not an `AdmissionReview` that can be answered; the text,
+/// with the JSON path, goes back in the 400 body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadReview {
+    #[error("the body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("the body nests JSON deeper than {max} levels, more than any AdmissionReview does")]
+    TooDeep { max: usize },
+    #[error("`{path}` is missing")]
+    Missing { path: &'static str },
+    #[error("`{path}` must be {expected}, found {found}")]
+    WrongType {
+        path: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("`{path}` must be {expected}, found \"{found}\"")]
+    WrongValue {
+        path: &'static str,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("`request.uid` is empty")]
+    EmptyUid,
+}
+
+/// Longest string value quoted back in an error message.
+const QUOTED_VALUE_MAX_CHARS: usize = 64;
+
+impl BadReview {
+    pub(super) fn from_parse_error(error: simd_json::Error) -> BadReview {
+        match error.error() {
+            simd_json::ErrorType::DepthLimitExceeded => BadReview::TooDeep {
+                max: simd_json::DEFAULT_MAX_DEPTH,
+            },
+            _ => BadReview::NotJson(error.to_string()),
+        }
+    }
+
+    fn wrong_value(path: &'static str, expected: &'static str, found: &str) -> BadReview {
+        BadReview::WrongValue {
+            path,
+            expected,
+            found: found.chars().take(QUOTED_VALUE_MAX_CHARS).collect(),
+        }
+    }
+}
+
+/// What the log line and the answer need from `request`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestInfo<'i> {
+    pub api_version: ApiVersion,
+    pub uid: &'i str,
+    /// `request.kind.kind`, else the object's own `kind`.
+    pub kind: Option<&'i str>,
+    pub namespace: Option<&'i str>,
+    /// `request.name`, else the object's name, else its `generateName`.
+    pub name: Option<&'i str>,
+    pub operation: Option<&'i str>,
+    pub dry_run: bool,
+}
+
+/// `request.object`, as far as the envelope is concerned.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Object<'t, 'i> {
+    /// Absent or null (a DELETE, a CONNECT).
+    Absent,
+    /// Present but not an object: the name of the JSON type found.
+    Malformed(&'static str),
+    Present(Value<'t, 'i>),
+}
+
+pub(super) struct Review<'t, 'i> {
+    pub info: RequestInfo<'i>,
+    pub object: Object<'t, 'i>,
+}
+
+/// The JSON type of a value, as error messages name it.
+pub(super) fn type_name(value: Value<'_, '_>) -> &'static str {
+    match value.value_type() {
+        ValueType::Null => "null",
+        ValueType::Bool => "a boolean",
+        ValueType::String => "a string",
+        ValueType::Array => "an array",
+        ValueType::Object => "an object",
+        _ => "a number",
+    }
+}
+
+pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadReview> {
+    if !root.is_object() {
+        return Err(BadReview::WrongType {
+            path: "$",
+            expected: "an object (an AdmissionReview)",
+            found: type_name(root),
+        });
+    }
+    let api_version = match required_str(root, "apiVersion", "apiVersion")? {
+        ApiVersion::V1_STR => ApiVersion::V1,
+        ApiVersion::V1BETA1_STR => ApiVersion::V1Beta1,
+        other => {
+            return Err(BadReview::wrong_value(
+                "apiVersion",
+                "\"admission.k8s.io/v1\" or \"admission.k8s.io/v1beta1\"",
+                other,
+            ));
+        }
+    };
+    let kind = required_str(root, "kind", "kind")?;
+    if kind != "AdmissionReview" {
+        return Err(BadReview::wrong_value("kind", "\"AdmissionReview\"", kind));
+    }
+    let request = match root.get("request") {
+        None => return Err(BadReview::Missing { path: "request" }),
+        Some(r) if r.is_object() => r,
+        Some(r) => {
+            return Err(BadReview::WrongType {
+                path: "request",
+                expected: "an object",
+                found: type_name(r),
+            });
+        }
+    };
+    let uid = required_str(request, "uid", "request.uid")?;
+    if uid.is_empty() {
+        return Err(BadReview::EmptyUid);
+    }
+
+    let object = match request.get("object") {
+        None => Object::Absent,
+        Some(o) if o.is_null() => Object::Absent,
+        Some(o) if o.is_object() => Object::Present(o),
+        Some(o) => Object::Malformed(type_name(o)),
+    };
+    let object_value = match object {
+        Object::Present(o) => Some(o),
+        _ => None,
+    };
+    // The informational fields are read leniently: a wrong type there does
+    // not stop an answer, it only leaves a blank in the log line.
+    let kind = request
+        .get("kind")
+        .and_then(|k| k.get("kind"))
+        .and_then(text)
+        .or_else(|| object_value.and_then(|o| o.get("kind")).and_then(text));
+    let metadata = object_value.and_then(|o| o.get("metadata"));
+    let name = request
+        .get("name")
+        .and_then(text)
+        .filter(|n| !n.is_empty())
+        .or_else(|| metadata.and_then(|m| m.get("name")).and_then(text))
+        .or_else(|| metadata.and_then(|m| m.get("generateName")).and_then(text));
+    let info = RequestInfo {
+        api_version,
+        uid,
+        kind,
+        namespace: request.get("namespace").and_then(text),
+        name,
+        operation: request.get("operation").and_then(text),
+        dry_run: request.get("dryRun").and_then(|d| d.as_bool()).unwrap_or(false),
+    };
+    Ok(Review { info, object })
+}
+
+/// A string value, borrowed from the input (not from the tape).
+pub(super) fn text<'i>(value: Value<'_, 'i>) -> Option<&'i str> {
+    value.into_string()
+}
+
+fn required_str<'i>(parent: Value<'_, 'i>, key: &str, path: &'static str) -> Result<&'i str, BadReview> {
+    match parent.get(key) {
+        None => Err(BadReview::Missing { path }),
+        Some(v) => text(v).ok_or(BadReview::WrongType {
+            path,
+            expected: "a string",
+            found: type_name(v),
+        }),
+    }
+}

@@ -1,0 +1,138 @@
+//! Writing the response document by hand: it has a fixed shape, and writing
+//! bytes directly avoids building a value tree per request.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use super::ApiVersion;
+
+/// Text put in front of every warning, so users know who sent it.
+const WARNING_PREFIX: &str = "imageswap: ";
+const WARNING_SUFFIX: &str = "; no image was swapped";
+
+/// Writes the `AdmissionReview` response: always `allowed: true`; the patch
+/// (raw JSON, base64-encoded here as a *string*) and a warning when given.
+pub(super) fn write_response(
+    out: &mut Vec<u8>,
+    api_version: ApiVersion,
+    uid: &str,
+    patch: Option<&[u8]>,
+    warning: Option<&str>,
+) {
+    out.extend_from_slice(br#"{"apiVersion":""#);
+    out.extend_from_slice(api_version.as_str().as_bytes());
+    out.extend_from_slice(br#"","kind":"AdmissionReview","response":{"uid":"#);
+    write_str(out, uid);
+    out.extend_from_slice(br#","allowed":true"#);
+    if let Some(patch) = patch {
+        out.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+        write_base64(out, patch);
+        out.push(b'"');
+    }
+    if let Some(warning) = warning {
+        out.extend_from_slice(br#","warnings":["#);
+        let mut text = String::with_capacity(WARNING_PREFIX.len() + warning.len() + WARNING_SUFFIX.len());
+        text.push_str(WARNING_PREFIX);
+        text.push_str(warning);
+        text.push_str(WARNING_SUFFIX);
+        write_str(out, &text);
+        out.push(b']');
+    }
+    out.extend_from_slice(b"}}");
+}
+
+fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
+    let start = out.len();
+    if let Some(len) = base64::encoded_len(data.len(), true) {
+        out.resize(start + len, 0);
+        if let Ok(written) = BASE64.encode_slice(data, &mut out[start..]) {
+            out.truncate(start + written);
+            return;
+        }
+        out.truncate(start);
+    }
+    // Not reached with a correctly sized buffer; kept so no input can panic.
+    out.extend_from_slice(BASE64.encode(data).as_bytes());
+}
+
+/// Writes `s` as a JSON string: quotes, backslashes and control characters
+/// escaped, everything else (UTF-8 included) as is.
+pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut plain_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain_from..i]);
+        plain_from = i + 1;
+        if escape.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+    }
+    out.extend_from_slice(&bytes[plain_from..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_str(s: &str) -> String {
+        let mut out = Vec::new();
+        write_str(&mut out, s);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn strings_round_trip_through_a_json_parser() {
+        for s in ["plain", "q\"b\\s", "nl\n\r\t", "\u{0}\u{1f}", "é ü 日本", ""] {
+            let written = json_str(s);
+            let back: String = serde_json::from_str(&written).expect("valid JSON string");
+            assert_eq!(back, s, "{written}");
+        }
+        assert_eq!(json_str("\u{1}"), "\"\\u0001\"");
+    }
+
+    #[test]
+    fn response_without_patch_has_no_patch_fields() {
+        let mut out = Vec::new();
+        write_response(&mut out, ApiVersion::V1Beta1, "u-1", None, None);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
+                "response": {"uid": "u-1", "allowed": true}})
+        );
+    }
+
+    #[test]
+    fn patch_is_a_base64_string_and_warnings_a_list() {
+        let mut out = Vec::new();
+        write_response(&mut out, ApiVersion::V1, "u", Some(b"[1]"), Some("x must be y"));
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["response"]["patch"], "WzFd");
+        assert_eq!(v["response"]["patchType"], "JSONPatch");
+        assert_eq!(
+            v["response"]["warnings"][0],
+            "imageswap: x must be y; no image was swapped"
+        );
+    }
+}

@@ -1,0 +1,502 @@
+//! The admission core, pure: the bytes of an `AdmissionReview` in, the bytes
+//! of its answer out (admission.md). No I/O, no async, no locks.
+//!
+//! The review is parsed once into a simd-json tape (a flat array of nodes
+//! pointing into the request buffer): nothing is copied or allocated per JSON
+//! value, and walking it never recurses, so deep nesting cannot overflow the
+//! stack. Only the fields the answer needs are read: `request.uid`, the kind,
+//! a few names for the log line, the opt-out labels and the container images.
+//!
+//! What each image becomes is asked of a [`Decide`] passed in, so the server
+//! can put its cache in front of the engine and tests can pass a closure.
+
+mod decode;
+mod json;
+mod patch;
+mod podspec;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::swap::Rule;
+
+pub use decode::{ApiVersion, BadReview, RequestInfo};
+pub use podspec::{ContainerField, KINDS_WITH_POD_SPEC};
+
+/// Images decided between two looks at the clock. Reading the clock costs
+/// about as much as a cached decision, so it is not done for every image.
+const IMAGES_PER_DEADLINE_CHECK: usize = 8;
+
+/// What one image becomes: the new image (`None` = unchanged) and the rule
+/// that decided. Cheap to clone (the result is shared), so a cache can hand
+/// out copies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDecision {
+    pub result: Option<Arc<str>>,
+    pub rule: Rule,
+}
+
+/// Decides what an image becomes; the server's implementation is the cache
+/// in front of the swap engine.
+pub trait Decide {
+    fn decide(&self, image: &str) -> ImageDecision;
+}
+
+impl<F: Fn(&str) -> ImageDecision> Decide for F {
+    fn decide(&self, image: &str) -> ImageDecision {
+        self(image)
+    }
+}
+
+/// Settings of one review.
+#[derive(Clone, Copy, Debug)]
+pub struct Options<'a> {
+    /// The opt-out label (`IMAGESWAP_DISABLE_LABEL`).
+    pub disable_label: &'a str,
+    /// Decide and report, but never return a patch (`--shadow`).
+    pub shadow: bool,
+    /// After this instant, stop deciding and answer "allowed" without a
+    /// patch: a late answer is worth less than no swap.
+    pub deadline: Option<Instant>,
+}
+
+/// One image to change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change<'i> {
+    pub field: ContainerField,
+    /// Index in the field's array.
+    pub index: usize,
+    pub from: &'i str,
+    pub to: Arc<str>,
+    pub rule: Rule,
+}
+
+/// How a review was answered (always allowed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// One `replace` per change went back in the patch.
+    Patched,
+    /// Changes were decided but not returned (`--shadow`).
+    Shadowed,
+    /// Every image stays as it is.
+    Unchanged,
+    /// The object or its pod template carries the opt-out label.
+    Disabled,
+    /// The kind has no pod spec ImageSwap knows about.
+    UnknownKind,
+    /// No object, or an object without a pod spec (for example a DELETE).
+    NoPodSpec,
+    /// The object does not have the shape its kind promises; the message is
+    /// sent back as a warning.
+    Malformed(String),
+    /// The deadline passed before every image was decided.
+    DeadlineExceeded,
+}
+
+impl Verdict {
+    /// A short word for logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Patched => "patched",
+            Verdict::Shadowed => "shadowed",
+            Verdict::Unchanged => "unchanged",
+            Verdict::Disabled => "disabled",
+            Verdict::UnknownKind => "unknown_kind",
+            Verdict::NoPodSpec => "no_pod_spec",
+            Verdict::Malformed(_) => "malformed",
+            Verdict::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+}
+
+/// The answer to one review: what the request was, what was decided and the
+/// response document.
+#[derive(Debug)]
+pub struct Admission<'i> {
+    pub request: RequestInfo<'i>,
+    pub verdict: Verdict,
+    /// The decided changes (also in shadow mode; empty unless Patched or Shadowed).
+    pub changes: Vec<Change<'i>>,
+    /// The `AdmissionReview` response, JSON.
+    pub body: Vec<u8>,
+}
+
+/// Reviews one `AdmissionReview`. `input` is parsed in place (simd-json
+/// unescapes strings inside it), so it is taken mutably.
+///
+/// An error means the body is not a review ImageSwap can answer (no
+/// `request.uid` to echo): the caller answers 400 with the error's text.
+/// Everything else is an [`Admission`] with `allowed: true`.
+pub fn admit<'i>(
+    input: &'i mut [u8],
+    options: &Options<'_>,
+    decider: &impl Decide,
+) -> Result<Admission<'i>, BadReview> {
+    let tape = simd_json::to_tape(input).map_err(BadReview::from_parse_error)?;
+    let review = decode::decode(tape.as_value())?;
+    let (verdict, changes) = decide_object(&review, options, decider);
+    let mut body = Vec::with_capacity(256 + changes.len() * 160);
+    write_answer(&mut body, &review, &verdict, &changes);
+    Ok(Admission {
+        request: review.info,
+        verdict,
+        changes,
+        body,
+    })
+}
+
+fn decide_object<'i>(
+    review: &decode::Review<'_, 'i>,
+    options: &Options<'_>,
+    decider: &impl Decide,
+) -> (Verdict, Vec<Change<'i>>) {
+    let Some(kind) = review.info.kind else {
+        return (Verdict::UnknownKind, Vec::new());
+    };
+    let Some(location) = podspec::locate(kind) else {
+        return (Verdict::UnknownKind, Vec::new());
+    };
+    let object = match review.object {
+        decode::Object::Absent => return (Verdict::NoPodSpec, Vec::new()),
+        decode::Object::Malformed(found) => {
+            let message = format!("request.object must be an object, found {found}");
+            return (Verdict::Malformed(message), Vec::new());
+        }
+        decode::Object::Present(object) => object,
+    };
+    let pod = match podspec::find(object, location) {
+        Ok(Some(pod)) => pod,
+        Ok(None) => return (Verdict::NoPodSpec, Vec::new()),
+        Err(message) => return (Verdict::Malformed(message), Vec::new()),
+    };
+    if podspec::disabled(object, options.disable_label)
+        || podspec::disabled(pod.template, options.disable_label)
+    {
+        return (Verdict::Disabled, Vec::new());
+    }
+    let mut changes = Vec::new();
+    let mut decided = 0usize;
+    let walk = podspec::for_each_image(pod.spec, location, |field, index, image| {
+        if decided.is_multiple_of(IMAGES_PER_DEADLINE_CHECK)
+            && options.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return Err(Verdict::DeadlineExceeded);
+        }
+        decided += 1;
+        let decision = decider.decide(image);
+        if let Some(to) = decision.result {
+            changes.push(Change {
+                field,
+                index,
+                from: image,
+                to,
+                rule: decision.rule,
+            });
+        }
+        Ok(())
+    });
+    match walk {
+        Err(verdict) => (verdict, Vec::new()),
+        Ok(()) if changes.is_empty() => (Verdict::Unchanged, changes),
+        Ok(()) if options.shadow => (Verdict::Shadowed, changes),
+        Ok(()) => (Verdict::Patched, changes),
+    }
+}
+
+fn write_answer(
+    out: &mut Vec<u8>,
+    review: &decode::Review<'_, '_>,
+    verdict: &Verdict,
+    changes: &[Change<'_>],
+) {
+    let info = &review.info;
+    let patch = match verdict {
+        Verdict::Patched => {
+            let prefix = info.kind.and_then(podspec::locate).map(|l| l.template);
+            let mut patch = Vec::with_capacity(changes.len() * 128);
+            patch::write(&mut patch, prefix.unwrap_or_default(), changes);
+            Some(patch)
+        }
+        _ => None,
+    };
+    let warning = match verdict {
+        Verdict::Malformed(message) => Some(message.as_str()),
+        _ => None,
+    };
+    json::write_response(out, info.api_version, info.uid, patch.as_deref(), warning);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const LABEL: &str = "k8s.twr.io/imageswap";
+
+    fn options() -> Options<'static> {
+        Options {
+            disable_label: LABEL,
+            shadow: false,
+            deadline: None,
+        }
+    }
+
+    /// Prefixes every image with `m/`, naming the rule `default`.
+    fn mirror(image: &str) -> ImageDecision {
+        ImageDecision {
+            result: Some(Arc::from(format!("m/{image}"))),
+            rule: Rule::Default,
+        }
+    }
+
+    fn review(request: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request
+        }))
+        .expect("json")
+    }
+
+    fn pod(spec: serde_json::Value) -> Vec<u8> {
+        review(
+            serde_json::json!({"uid": "u1", "kind": {"kind": "Pod"}, "object": {"kind": "Pod", "spec": spec}}),
+        )
+    }
+
+    fn run(mut body: Vec<u8>) -> Result<(Verdict, serde_json::Value), BadReview> {
+        let admission = admit(&mut body, &options(), &mirror)?;
+        let answer = serde_json::from_slice(&admission.body).expect("answer is JSON");
+        Ok((admission.verdict, answer))
+    }
+
+    fn bad(body: &[u8]) -> String {
+        match run(body.to_vec()) {
+            Err(e) => e.to_string(),
+            Ok((verdict, _)) => panic!("accepted as {verdict:?}"),
+        }
+    }
+
+    #[test]
+    fn envelope_errors_name_the_json_path() {
+        assert!(bad(b"not json").starts_with("the body is not valid JSON"));
+        assert!(bad(b"").starts_with("the body is not valid JSON"));
+        assert_eq!(
+            bad(b"[1]"),
+            "`$` must be an object (an AdmissionReview), found an array"
+        );
+        assert_eq!(bad(b"{}"), "`apiVersion` is missing");
+        assert_eq!(
+            bad(br#"{"apiVersion":"v1","kind":"AdmissionReview"}"#),
+            "`apiVersion` must be \"admission.k8s.io/v1\" or \"admission.k8s.io/v1beta1\", found \"v1\""
+        );
+        assert_eq!(
+            bad(br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#),
+            "`kind` must be \"AdmissionReview\", found \"Pod\""
+        );
+        assert_eq!(
+            bad(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#),
+            "`request` is missing"
+        );
+        assert_eq!(
+            bad(&review(serde_json::json!([]))),
+            "`request` must be an object, found an array"
+        );
+        assert_eq!(bad(&review(serde_json::json!({}))), "`request.uid` is missing");
+        assert_eq!(
+            bad(&review(serde_json::json!({"uid": 42}))),
+            "`request.uid` must be a string, found a number"
+        );
+        assert_eq!(
+            bad(&review(serde_json::json!({"uid": ""}))),
+            "`request.uid` is empty"
+        );
+    }
+
+    #[test]
+    fn malformed_objects_are_allowed_with_a_warning_naming_the_path() {
+        let cases = [
+            (
+                serde_json::json!({"containers": "nginx"}),
+                "request.object.spec.containers must be an array, found a string",
+            ),
+            (
+                serde_json::json!({"containers": [{"image": "a"}], "initContainers": [7]}),
+                "request.object.spec.initContainers[0] must be an object, found a number",
+            ),
+            (
+                serde_json::json!({"ephemeralContainers": [{"image": "a"}, {"image": ["x"]}]}),
+                "request.object.spec.ephemeralContainers[1].image must be a string, found an array",
+            ),
+        ];
+        for (spec, message) in cases {
+            let (verdict, answer) = run(pod(spec)).expect("answered");
+            assert_eq!(verdict, Verdict::Malformed(message.to_owned()));
+            assert_eq!(answer["response"]["allowed"], true);
+            assert!(answer["response"].get("patch").is_none());
+            let warning = answer["response"]["warnings"][0].as_str().expect("warning");
+            assert!(warning.contains(message), "{warning}");
+        }
+        let body = review(serde_json::json!({"uid": "u", "kind": {"kind": "CronJob"},
+            "object": {"spec": {"jobTemplate": []}}}));
+        let (verdict, _) = run(body).expect("answered");
+        assert_eq!(
+            verdict,
+            Verdict::Malformed("request.object.spec.jobTemplate must be an object, found an array".into())
+        );
+        let body = review(serde_json::json!({"uid": "u", "kind": {"kind": "Pod"}, "object": "x"}));
+        assert!(matches!(run(body).expect("answered").0, Verdict::Malformed(_)));
+    }
+
+    #[test]
+    fn missing_pieces_mean_no_pod_spec() {
+        let body = review(
+            serde_json::json!({"uid": "u", "kind": {"kind": "Pod"}, "operation": "DELETE",
+            "object": null, "oldObject": {"spec": {"containers": [{"image": "a"}]}}}),
+        );
+        assert_eq!(run(body).expect("answered").0, Verdict::NoPodSpec);
+        let body =
+            review(serde_json::json!({"uid": "u", "kind": {"kind": "Deployment"}, "object": {"spec": {}}}));
+        assert_eq!(run(body).expect("answered").0, Verdict::NoPodSpec);
+        // A container without an image (a template filled in later) is skipped.
+        let (verdict, answer) = run(pod(
+            serde_json::json!({"containers": [{"name": "x"}, {"image": "b"}]}),
+        ))
+        .expect("answered");
+        assert_eq!(verdict, Verdict::Patched);
+        assert!(answer["response"]["patch"].is_string());
+    }
+
+    #[test]
+    fn kind_comes_from_the_request_else_the_object() {
+        let body = review(serde_json::json!({"uid": "u", "object": {"kind": "Pod",
+            "spec": {"containers": [{"image": "a"}]}}}));
+        assert_eq!(run(body).expect("answered").0, Verdict::Patched);
+        let body =
+            review(serde_json::json!({"uid": "u", "object": {"spec": {"containers": [{"image": "a"}]}}}));
+        assert_eq!(run(body).expect("answered").0, Verdict::UnknownKind);
+    }
+
+    #[test]
+    fn only_the_exact_word_disabled_opts_out() {
+        for (value, expected) in [
+            ("disabled", Verdict::Disabled),
+            ("Disabled", Verdict::Patched),
+            ("", Verdict::Patched),
+        ] {
+            let body = review(
+                serde_json::json!({"uid": "u", "kind": {"kind": "Pod"}, "object": {
+                "metadata": {"labels": {LABEL: value}}, "spec": {"containers": [{"image": "a"}]}}}),
+            );
+            assert_eq!(run(body).expect("answered").0, expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_passed_deadline_answers_without_a_patch() {
+        let mut body = pod(serde_json::json!({"containers": [{"image": "a"}, {"image": "b"}]}));
+        let options = Options {
+            deadline: Some(Instant::now()),
+            ..options()
+        };
+        let admission = admit(&mut body, &options, &mirror).expect("answered");
+        assert_eq!(admission.verdict, Verdict::DeadlineExceeded);
+        let answer: serde_json::Value = serde_json::from_slice(&admission.body).expect("json");
+        assert_eq!(answer["response"]["allowed"], true);
+        assert!(answer["response"].get("patch").is_none());
+    }
+
+    #[test]
+    fn a_slow_decider_is_cut_off_at_the_deadline() {
+        let images: Vec<serde_json::Value> = (0..64)
+            .map(|i| serde_json::json!({"image": format!("img{i}")}))
+            .collect();
+        let mut body = pod(serde_json::json!({ "containers": images }));
+        let calls = std::cell::Cell::new(0);
+        let slow = |image: &str| {
+            calls.set(calls.get() + 1);
+            std::thread::sleep(Duration::from_millis(5));
+            mirror(image)
+        };
+        let options = Options {
+            deadline: Some(Instant::now() + Duration::from_millis(20)),
+            ..options()
+        };
+        let admission = admit(&mut body, &options, &slow).expect("answered");
+        assert_eq!(admission.verdict, Verdict::DeadlineExceeded);
+        assert!(calls.get() < 64, "stopped early after {} decisions", calls.get());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        let depth = 100_000;
+        let mut body =
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":"#
+                .to_vec();
+        body.extend(std::iter::repeat_n(b'[', depth));
+        body.extend(std::iter::repeat_n(b']', depth));
+        body.extend_from_slice(b"}}");
+        let message = bad(&body);
+        assert!(message.contains("deeper than 1024"), "{message}");
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped_and_echoed_safely() {
+        let body = review(serde_json::json!({"uid": "a\"b\\c\u{1}", "kind": {"kind": "Pod"},
+            "object": {"spec": {"containers": [{"image": "ngin\u{78}"}]}}}));
+        let (_, answer) = run(body).expect("answered");
+        assert_eq!(answer["response"]["uid"], "a\"b\\c\u{1}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut body = bytes;
+            let _ = admit(&mut body, &options(), &mirror);
+        }
+
+        #[test]
+        fn arbitrary_json_in_the_object_never_panics(object in arb_json()) {
+            let mut body = review(serde_json::json!({"uid": "u", "kind": {"kind": "Pod"}, "object": object}));
+            let admission = admit(&mut body, &options(), &mirror);
+            proptest::prop_assert!(admission.is_ok());
+        }
+    }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i32>().prop_map(|n| serde_json::json!(n)),
+            prop_oneof![
+                Just("spec"),
+                Just("containers"),
+                Just("image"),
+                Just("nginx"),
+                Just("")
+            ]
+            .prop_map(|s| serde_json::json!(s)),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("spec"),
+                            Just("containers"),
+                            Just("initContainers"),
+                            Just("image"),
+                            Just("metadata")
+                        ],
+                        inner
+                    ),
+                    0..4
+                )
+                .prop_map(|kv| serde_json::Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+}

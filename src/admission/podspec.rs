@@ -1,0 +1,241 @@
+//! Where each kind keeps its pod spec (admission.md), and the walk over the
+//! container images in it. Missing pieces mean "no pod spec" (allowed, no
+//! patch); pieces of the wrong JSON type mean a malformed object, answered
+//! with a warning naming the JSON path.
+
+use simd_json::prelude::*;
+use simd_json::tape::Value;
+
+use super::Verdict;
+use super::decode::{text, type_name};
+
+/// The container lists whose `image` is swapped, in patch order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ContainerField {
+    Containers,
+    InitContainers,
+    EphemeralContainers,
+}
+
+impl ContainerField {
+    pub const ALL: [ContainerField; 3] = [
+        ContainerField::Containers,
+        ContainerField::InitContainers,
+        ContainerField::EphemeralContainers,
+    ];
+
+    /// The field name in a pod spec (also its JSON-Pointer segment).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerField::Containers => "containers",
+            ContainerField::InitContainers => "initContainers",
+            ContainerField::EphemeralContainers => "ephemeralContainers",
+        }
+    }
+}
+
+/// Where a kind keeps its pod template: the object path to the object
+/// holding the template's `metadata` and `spec` (empty for a Pod, which is
+/// its own template).
+#[derive(Debug)]
+pub(super) struct Location {
+    pub kind: &'static str,
+    pub template: &'static [&'static str],
+}
+
+const WORKLOAD_TEMPLATE: &[&str] = &["spec", "template"];
+
+const LOCATIONS: [Location; 9] = [
+    Location {
+        kind: "Pod",
+        template: &[],
+    },
+    Location {
+        kind: "Deployment",
+        template: WORKLOAD_TEMPLATE,
+    },
+    Location {
+        kind: "ReplicaSet",
+        template: WORKLOAD_TEMPLATE,
+    },
+    Location {
+        kind: "StatefulSet",
+        template: WORKLOAD_TEMPLATE,
+    },
+    Location {
+        kind: "DaemonSet",
+        template: WORKLOAD_TEMPLATE,
+    },
+    Location {
+        kind: "Job",
+        template: WORKLOAD_TEMPLATE,
+    },
+    Location {
+        kind: "ReplicationController",
+        template: WORKLOAD_TEMPLATE,
+    },
+    Location {
+        kind: "PodTemplate",
+        template: &["template"],
+    },
+    Location {
+        kind: "CronJob",
+        template: &["spec", "jobTemplate", "spec", "template"],
+    },
+];
+
+/// The kinds ImageSwap finds a pod spec in.
+pub const KINDS_WITH_POD_SPEC: [&str; 9] = {
+    let mut kinds = [""; 9];
+    let mut i = 0;
+    while i < LOCATIONS.len() {
+        kinds[i] = LOCATIONS[i].kind;
+        i += 1;
+    }
+    kinds
+};
+
+pub(super) fn locate(kind: &str) -> Option<&'static Location> {
+    LOCATIONS.iter().find(|l| l.kind == kind)
+}
+
+/// A pod template found in an object: the object that has the `metadata`
+/// and `spec`, and the spec.
+#[derive(Clone, Copy)]
+pub(super) struct Pod<'t, 'i> {
+    pub template: Value<'t, 'i>,
+    pub spec: Value<'t, 'i>,
+}
+
+/// Follows the kind's path to the pod spec. `Ok(None)` when a piece is
+/// missing or null; `Err` (the warning text) when a piece is not an object.
+pub(super) fn find<'t, 'i>(
+    object: Value<'t, 'i>,
+    location: &Location,
+) -> Result<Option<Pod<'t, 'i>>, String> {
+    let mut template = object;
+    for (depth, segment) in location.template.iter().enumerate() {
+        match child_object(template, segment) {
+            Child::Object(next) => template = next,
+            Child::Absent => return Ok(None),
+            Child::Wrong(found) => {
+                return Err(format!(
+                    "{} must be an object, found {found}",
+                    dotted(&location.template[..=depth], None)
+                ));
+            }
+        }
+    }
+    match child_object(template, "spec") {
+        Child::Object(spec) => Ok(Some(Pod { template, spec })),
+        Child::Absent => Ok(None),
+        Child::Wrong(found) => Err(format!(
+            "{} must be an object, found {found}",
+            dotted(location.template, Some("spec"))
+        )),
+    }
+}
+
+enum Child<'t, 'i> {
+    Object(Value<'t, 'i>),
+    Absent,
+    Wrong(&'static str),
+}
+
+fn child_object<'t, 'i>(parent: Value<'t, 'i>, key: &str) -> Child<'t, 'i> {
+    match parent.get(key) {
+        None => Child::Absent,
+        Some(v) if v.is_null() => Child::Absent,
+        Some(v) if v.is_object() => Child::Object(v),
+        Some(v) => Child::Wrong(type_name(v)),
+    }
+}
+
+/// `request.object.<segments>[.<last>]`, for messages.
+fn dotted(segments: &[&str], last: Option<&str>) -> String {
+    let mut path = String::from("request.object");
+    for segment in segments.iter().copied().chain(last) {
+        path.push('.');
+        path.push_str(segment);
+    }
+    path
+}
+
+/// The opt-out: `metadata.labels[label] == "disabled"`. Read leniently: a
+/// label of another type is not an opt-out.
+pub(super) fn disabled(object: Value<'_, '_>, label: &str) -> bool {
+    object
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(|l| l.get(label))
+        .and_then(text)
+        == Some("disabled")
+}
+
+/// Calls `visit(field, index, image)` for every container with an `image`,
+/// in patch order. A container without `image` (allowed in templates) is
+/// skipped; a list, container or image of the wrong type stops the walk with
+/// [`Verdict::Malformed`]; `visit` can stop it with any verdict.
+pub(super) fn for_each_image<'i>(
+    spec: Value<'_, 'i>,
+    location: &Location,
+    mut visit: impl FnMut(ContainerField, usize, &'i str) -> Result<(), Verdict>,
+) -> Result<(), Verdict> {
+    for field in ContainerField::ALL {
+        let list = match spec.get(field.as_str()) {
+            None => continue,
+            Some(v) if v.is_null() => continue,
+            Some(v) => v,
+        };
+        let Some(list) = list.as_array() else {
+            return Err(malformed(location, field, None, "an array", type_name(list)));
+        };
+        for (index, container) in list.iter().enumerate() {
+            if !container.is_object() {
+                return Err(malformed(
+                    location,
+                    field,
+                    Some((index, None)),
+                    "an object",
+                    type_name(container),
+                ));
+            }
+            let image = match container.get("image") {
+                None => continue,
+                Some(v) if v.is_null() => continue,
+                Some(v) => v,
+            };
+            let Some(image) = text(image) else {
+                return Err(malformed(
+                    location,
+                    field,
+                    Some((index, Some("image"))),
+                    "a string",
+                    type_name(image),
+                ));
+            };
+            visit(field, index, image)?;
+        }
+    }
+    Ok(())
+}
+
+fn malformed(
+    location: &Location,
+    field: ContainerField,
+    item: Option<(usize, Option<&str>)>,
+    expected: &str,
+    found: &str,
+) -> Verdict {
+    let mut path = dotted(location.template, Some("spec"));
+    path.push('.');
+    path.push_str(field.as_str());
+    if let Some((index, key)) = item {
+        path.push_str(&format!("[{index}]"));
+        if let Some(key) = key {
+            path.push('.');
+            path.push_str(key);
+        }
+    }
+    Verdict::Malformed(format!("{path} must be {expected}, found {found}"))
+}

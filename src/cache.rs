@@ -1,0 +1,141 @@
+//! The decision cache: image → (result, rule), in front of the swap engine.
+//!
+//! Clusters run the same few hundred images over and over, so nearly every
+//! decision is a cache hit. The cache lives *inside* [`RulesState`] with the
+//! engine that filled it: a maps reload publishes a new state (new engine,
+//! empty cache) in one atomic swap, and a request that loaded the old state
+//! keeps using the old pair to its end. No response can mix two maps files.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use crate::admission::{Decide, ImageDecision};
+use crate::swap::Engine;
+
+/// Longest image cached. Valid references stay well below this (a 255-byte
+/// name, a 128-byte tag and a digest); anything longer is invalid input that
+/// is decided every time rather than letting one pod fill the cache with
+/// megabytes of junk.
+pub const MAX_CACHED_IMAGE_BYTES: usize = 1024;
+
+/// An engine and the cache of its decisions, published and dropped together.
+pub struct RulesState {
+    engine: Engine,
+    cache: moka::sync::Cache<Arc<str>, ImageDecision>,
+}
+
+impl std::fmt::Debug for RulesState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulesState")
+            .field("engine", &self.engine.mode())
+            .field("cached", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl RulesState {
+    /// `capacity` is in entries; 0 disables caching.
+    pub fn new(engine: Engine, capacity: u64) -> RulesState {
+        RulesState {
+            engine,
+            cache: moka::sync::Cache::builder().max_capacity(capacity).build(),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A decider for one request, counting its own hits and misses so the
+    /// shared metrics are touched once per request, not once per image.
+    pub fn decider(&self) -> CachedDecider<'_> {
+        CachedDecider {
+            state: self,
+            hits: Cell::new(0),
+            misses: Cell::new(0),
+        }
+    }
+
+    fn decide_uncached(&self, image: &str) -> ImageDecision {
+        let decision = self.engine.decide(image);
+        ImageDecision {
+            result: decision.result.map(Arc::from),
+            rule: decision.rule,
+        }
+    }
+}
+
+/// The cache-then-engine [`Decide`] of one request.
+pub struct CachedDecider<'s> {
+    state: &'s RulesState,
+    hits: Cell<u64>,
+    misses: Cell<u64>,
+}
+
+impl CachedDecider<'_> {
+    pub fn hits(&self) -> u64 {
+        self.hits.get()
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.get()
+    }
+}
+
+impl Decide for CachedDecider<'_> {
+    fn decide(&self, image: &str) -> ImageDecision {
+        if image.len() > MAX_CACHED_IMAGE_BYTES {
+            return self.state.decide_uncached(image);
+        }
+        if let Some(hit) = self.state.cache.get(image) {
+            self.hits.set(self.hits.get() + 1);
+            return hit;
+        }
+        self.misses.set(self.misses.get() + 1);
+        let decision = self.state.decide_uncached(image);
+        self.state.cache.insert(Arc::from(image), decision.clone());
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swap::Rule;
+
+    fn state(maps: &str, capacity: u64) -> RulesState {
+        RulesState::new(Engine::from_maps_text(maps).0, capacity)
+    }
+
+    #[test]
+    fn second_lookup_is_a_hit_with_the_same_decision() {
+        let s = state("default::mirror.example", 100);
+        let d = s.decider();
+        let first = d.decide("nginx:1");
+        let second = d.decide("nginx:1");
+        assert_eq!(first, second);
+        assert_eq!(first.result.as_deref(), Some("mirror.example/nginx:1"));
+        assert_eq!(first.rule, Rule::Default);
+        assert_eq!((d.hits(), d.misses()), (1, 1));
+    }
+
+    #[test]
+    fn long_images_are_decided_but_never_cached() {
+        let s = state("default::mirror.example", 100);
+        let d = s.decider();
+        let long = "a".repeat(MAX_CACHED_IMAGE_BYTES + 1);
+        assert_eq!(d.decide(&long).rule, Rule::Invalid);
+        assert_eq!(d.decide(&long).rule, Rule::Invalid);
+        assert_eq!((d.hits(), d.misses()), (0, 0));
+        s.cache.run_pending_tasks();
+        assert_eq!(s.cache.entry_count(), 0);
+    }
+
+    #[test]
+    fn capacity_zero_still_decides() {
+        let s = state("default::mirror.example", 0);
+        let d = s.decider();
+        assert_eq!(d.decide("nginx").result.as_deref(), Some("mirror.example/nginx"));
+        assert_eq!(d.decide("nginx").result.as_deref(), Some("mirror.example/nginx"));
+    }
+}
