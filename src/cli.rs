@@ -4,6 +4,7 @@
 //! program a person runs by hand. Nothing else in the crate reads the
 //! environment for settings.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the admission webhook server.
+    Serve(Box<ServeArgs>),
     /// Explain what each image becomes under a maps file (arguments or stdin).
     Swap(SwapArgs),
     /// Work with maps files.
@@ -176,6 +179,105 @@ pub struct InitArgs {
         value_parser = |value: &str| init_defaults::parse_duration("IMAGESWAP_CERT_RENEW_BEFORE", value),
     )]
     pub renew_before: Duration,
+}
+
+/// Defaults of `imageswap serve`, named so the config checks can mention them.
+pub mod serve_defaults {
+    pub const LISTEN: &str = "0.0.0.0:5000";
+    pub const DEV_LISTEN: &str = "127.0.0.1:5000";
+    pub const TLS_CERT: &str = "/tls/cert.pem";
+    pub const TLS_KEY: &str = "/tls/key.pem";
+    pub const DISABLE_LABEL: &str = "k8s.twr.io/imageswap";
+    /// 3 MiB: the API server's own limit on a request body.
+    pub const MAX_BODY_BYTES: &str = "3145728";
+    pub const REQUEST_TIMEOUT: &str = "2s";
+    /// Reviews in progress at once. A cached review is tens of microseconds
+    /// of CPU, so 1024 in flight is far more than two cores can be busy
+    /// with: the limit only bites when something stalls (slow clients,
+    /// a stuck reload), and then it sheds instead of queueing without bound.
+    /// At up to 3 MiB of body each, it also bounds memory.
+    pub const MAX_CONCURRENCY: &str = "1024";
+    /// Distinct images remembered; a large cluster runs a few thousand.
+    pub const CACHE_CAPACITY: &str = "10000";
+    pub const SHUTDOWN_GRACE: &str = "20s";
+    pub const SHUTDOWN_DELAY: &str = "0s";
+}
+
+/// `imageswap serve`: the admission webhook.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    /// Address of the HTTPS listener [default: 0.0.0.0:5000; 127.0.0.1:5000 with --dev].
+    #[arg(long, env = "IMAGESWAP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Serving certificate chain (PEM); reloaded when it changes.
+    #[arg(long, env = "IMAGESWAP_TLS_CERT", default_value = serve_defaults::TLS_CERT)]
+    pub tls_cert: PathBuf,
+
+    /// Private key of the serving certificate (PEM); reloaded when it changes.
+    #[arg(long, env = "IMAGESWAP_TLS_KEY", default_value = serve_defaults::TLS_KEY)]
+    pub tls_key: PathBuf,
+
+    /// Label whose value `disabled`, on an object or its pod template, opts it out.
+    #[arg(long, env = "IMAGESWAP_DISABLE_LABEL", default_value = serve_defaults::DISABLE_LABEL)]
+    pub disable_label: String,
+
+    /// This pod's name (downward API), reported by /healthz.
+    #[arg(long, env = "IMAGESWAP_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// This pod's namespace (downward API).
+    #[arg(long = "namespace", env = "IMAGESWAP_NAMESPACE_NAME")]
+    pub namespace: Option<String>,
+
+    /// Largest request body accepted, in bytes (413 above).
+    #[arg(long, env = "IMAGESWAP_MAX_BODY_BYTES", default_value = serve_defaults::MAX_BODY_BYTES)]
+    pub max_body_bytes: u64,
+
+    /// Longest time to answer a request (503 after), e.g. `2s`, `500ms`.
+    #[arg(long, env = "IMAGESWAP_REQUEST_TIMEOUT", default_value = serve_defaults::REQUEST_TIMEOUT, value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Admission requests answered at once; more get a fast 503.
+    #[arg(long, env = "IMAGESWAP_MAX_CONCURRENCY", default_value = serve_defaults::MAX_CONCURRENCY)]
+    pub max_concurrency: usize,
+
+    /// Image decisions remembered (entries; 0 disables the cache).
+    #[arg(long, env = "IMAGESWAP_CACHE_CAPACITY", default_value = serve_defaults::CACHE_CAPACITY)]
+    pub cache_capacity: u64,
+
+    /// After SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, env = "IMAGESWAP_SHUTDOWN_GRACE", default_value = serve_defaults::SHUTDOWN_GRACE, value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// After SIGTERM, how long to keep accepting connections while /readyz
+    /// already answers 503, so endpoints stop sending traffic first.
+    #[arg(long, env = "IMAGESWAP_SHUTDOWN_DELAY", default_value = serve_defaults::SHUTDOWN_DELAY, value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Also serve /metrics over plain HTTP on this address.
+    #[arg(long, env = "IMAGESWAP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Plain HTTP instead of TLS: for local tests and load tests only.
+    #[arg(long, env = "IMAGESWAP_INSECURE_HTTP")]
+    pub insecure_http: bool,
+
+    /// Decide, log and count every swap, but never return a patch.
+    #[arg(long, env = "IMAGESWAP_SHADOW")]
+    pub shadow: bool,
+
+    /// Local development: a self-signed certificate for localhost, 127.0.0.1:5000,
+    /// the example maps file, and a curl command to try it.
+    #[arg(long, env = "IMAGESWAP_DEV")]
+    pub dev: bool,
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value).map_err(|e| format!("{e} (expected a duration such as `2s` or `500ms`)"))
 }
 
 fn parse_log_level(value: &str) -> Result<String, String> {

@@ -2,6 +2,7 @@
 //! Usage errors exit 2 (as clap does), so scripts can tell them from results.
 
 mod maps_check;
+mod serve;
 mod swap;
 
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ pub fn run(cli: Cli) -> ExitCode {
         logging::init(filter, cli.log_format);
     }
     match cli.command {
+        Command::Serve(args) => serve::run(&args),
         Command::Swap(args) => swap::run(&args),
         Command::Maps(MapsCommand::Check { file }) => maps_check::run(&file),
         Command::Init(args) => crate::init::run(&args),

@@ -2,3 +2,4 @@
 //! join here so that one place owns every signal the program emits.
 
 pub mod logging;
+pub mod metrics;

@@ -68,3 +68,462 @@ pub fn decoded_patch(answer: &serde_json::Value) -> serde_json::Value {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The server harness.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use imageswap::config::{Limits, ServeConfig, TlsSource, Transport};
+use imageswap::rules::RulesSource;
+use imageswap::server::state::AppState;
+use imageswap::server::{ServeError, Server};
+use imageswap::telemetry::metrics::Metrics;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A test certificate authority; servers get leaves it signs for
+/// 127.0.0.1 and localhost, clients trust it.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub der: CertificateDer<'static>,
+}
+
+/// A serving pair in PEM, with its certificate in DER for comparisons.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: CertificateDer<'static>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "imageswap test CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("ca cert");
+        TestCa {
+            der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    pub fn leaf(&self) -> Leaf {
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone()).expect("trust the test CA");
+        let mut config = rustls::ClientConfig::builder_with_provider(imageswap::server::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+}
+
+/// Writes files the way the kubelet updates a ConfigMap or Secret volume:
+/// the data goes into a fresh `..<version>` directory, a `..data_tmp`
+/// symlink to it is renamed over `..data` (one atomic step), and each file
+/// name is a symlink `name -> ..data/name`.
+pub fn kube_volume_write(dir: &Path, version: &str, files: &[(&str, &[u8])]) {
+    std::fs::create_dir_all(dir).expect("volume dir");
+    let data_dir = dir.join(format!("..{version}"));
+    std::fs::create_dir(&data_dir).expect("version dir");
+    for (name, content) in files {
+        std::fs::write(data_dir.join(name), content).expect("write");
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).expect("symlink");
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for (name, _) in files {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).expect("file symlink");
+        }
+    }
+    if let Some(old) = old {
+        let _ = std::fs::remove_dir_all(dir.join(old));
+    }
+}
+
+/// How to start a test server.
+pub struct Setup {
+    pub maps: String,
+    pub limits: Limits,
+    pub shadow: bool,
+    pub shutdown_grace: Duration,
+    pub shutdown_delay: Duration,
+    pub metrics_listen: bool,
+    pub insecure_http: bool,
+    pub reload_poll: Duration,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            maps: std::fs::read_to_string(fixtures_maps()).expect("fixture maps"),
+            limits: Limits {
+                max_body_bytes: 3 * 1024 * 1024,
+                request_timeout: Duration::from_secs(2),
+                max_concurrency: 1024,
+            },
+            shadow: false,
+            shutdown_grace: Duration::from_secs(20),
+            shutdown_delay: Duration::ZERO,
+            metrics_listen: false,
+            insecure_http: false,
+            reload_poll: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A server running in this process on 127.0.0.1:0, with its files in a
+/// temporary directory laid out like Kubernetes volumes.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub state: Arc<AppState>,
+    pub ca: TestCa,
+    pub leaf: Leaf,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(Setup::default()).await
+    }
+
+    pub async fn start_with(setup: Setup) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = TestCa::new();
+        let leaf = ca.leaf();
+        kube_volume_write(
+            &dir.path().join("maps"),
+            "v1",
+            &[("imageswap-maps.conf", setup.maps.as_bytes())],
+        );
+        kube_volume_write(
+            &dir.path().join("tls"),
+            "v1",
+            &[
+                ("cert.pem", leaf.cert_pem.as_bytes()),
+                ("key.pem", leaf.key_pem.as_bytes()),
+            ],
+        );
+        let transport = if setup.insecure_http {
+            Transport::InsecureHttp
+        } else {
+            Transport::Tls(TlsSource::Files {
+                cert: dir.path().join("tls/cert.pem"),
+                key: dir.path().join("tls/key.pem"),
+            })
+        };
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            transport,
+            rules: RulesSource::Maps(dir.path().join("maps/imageswap-maps.conf")),
+            disable_label: "k8s.twr.io/imageswap".to_owned(),
+            pod_name: Some("imageswap-test-0".to_owned()),
+            namespace: Some("imageswap-system".to_owned()),
+            limits: setup.limits,
+            cache_capacity: 10_000,
+            shutdown_grace: setup.shutdown_grace,
+            shutdown_delay: setup.shutdown_delay,
+            metrics_listen: setup.metrics_listen.then(|| "127.0.0.1:0".parse().expect("addr")),
+            shadow: setup.shadow,
+            dev: false,
+            reload_poll: setup.reload_poll,
+        };
+        let server = Server::bind(config, Arc::new(Metrics::new()))
+            .await
+            .expect("server binds");
+        let addr = server.local_addr();
+        let metrics_addr = server.metrics_addr();
+        let state = server.state();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            metrics_addr,
+            state,
+            ca,
+            leaf,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    /// Triggers shutdown (the SIGTERM path) without waiting.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Triggers shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        self.trigger_shutdown();
+        match self.task.take() {
+            Some(task) => task.await.expect("serve task"),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for `serve` to return after `trigger_shutdown`.
+    pub async fn join(&mut self) -> Result<(), ServeError> {
+        match self.task.take() {
+            Some(task) => task.await.expect("serve task"),
+            None => Ok(()),
+        }
+    }
+
+    pub fn client(&self, protocol: Protocol) -> TestClient {
+        TestClient::new(&self.ca, protocol)
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.state.metrics.encode()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// A hyper-rustls client forced to one HTTP version.
+pub struct TestClient {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl TestClient {
+    pub fn new(ca: &TestCa, protocol: Protocol) -> TestClient {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let mut client_builder = Client::builder(TokioExecutor::new());
+        let client = match protocol {
+            Protocol::Http1 => {
+                let connector = builder
+                    .with_tls_config(ca.client_config(&[]))
+                    .https_only()
+                    .enable_http1()
+                    .build();
+                client_builder.build(connector)
+            }
+            Protocol::Http2 => {
+                let connector = builder
+                    .with_tls_config(ca.client_config(&[]))
+                    .https_only()
+                    .enable_http2()
+                    .build();
+                client_builder.http2_only(true).build(connector)
+            }
+        };
+        TestClient { client }
+    }
+
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Answer {
+        let response = self.client.request(request).await.expect("request sent");
+        let status = response.status();
+        let version = response.version();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        Answer {
+            status,
+            version,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Answer {
+        self.send(Request::get(url).body(Full::default()).expect("request"))
+            .await
+    }
+
+    pub async fn post(&self, url: &str, body: impl Into<Bytes>) -> Answer {
+        let request = Request::post(url)
+            .header("content-type", "application/json")
+            .body(Full::new(body.into()))
+            .expect("request");
+        self.send(request).await
+    }
+}
+
+/// A raw TLS connection (HTTP/1.1 by hand): for slow bodies and for
+/// looking at the certificate the server presents.
+pub struct RawTls {
+    pub stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+impl RawTls {
+    pub async fn connect(server: &TestServer) -> RawTls {
+        RawTls::connect_to(server.addr, &server.ca).await
+    }
+
+    pub async fn connect_to(addr: SocketAddr, ca: &TestCa) -> RawTls {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(ca.client_config(&[b"http/1.1"])));
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp connect");
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+        RawTls { stream }
+    }
+
+    /// The end-entity certificate the server presented.
+    pub fn peer_certificate(&self) -> CertificateDer<'static> {
+        self.stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .expect("a peer certificate")
+            .clone()
+            .into_owned()
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+        self.stream.flush().await.expect("flush");
+    }
+
+    /// Sends the head of a POST and the first `sent` bytes of `body`.
+    pub async fn start_post(&mut self, path: &str, body: &[u8], sent: usize) {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        self.write(head.as_bytes()).await;
+        self.write(&body[..sent]).await;
+    }
+
+    /// Reads one HTTP/1.1 response with a `content-length`: status and body.
+    pub async fn read_response(&mut self) -> (u16, Vec<u8>) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let status: u16 = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .expect("status");
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .expect("content-length");
+                while buf.len() < end + 4 + length {
+                    let n = self.stream.read(&mut chunk).await.expect("read");
+                    assert!(n > 0, "connection closed mid-body");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                return (status, buf[end + 4..end + 4 + length].to_vec());
+            }
+            let n = self.stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "connection closed before a response");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A review of a Pod with these container images, uid `uid`.
+pub fn pod_review(uid: &str, images: &[&str]) -> Vec<u8> {
+    let containers: Vec<serde_json::Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "default",
+            "operation": "CREATE",
+            "object": {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": uid},
+                       "spec": {"containers": containers}}
+        }
+    }))
+    .expect("json")
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes.
+pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

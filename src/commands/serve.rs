@@ -1,0 +1,100 @@
+//! `imageswap serve`: build the configuration, start a tokio runtime, wire
+//! SIGTERM/SIGINT to the server's shutdown (a second signal exits at once)
+//! and run until it has drained.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::ServeArgs;
+use crate::config::{ServeConfig, Transport};
+use crate::server::{Server, dev};
+use crate::telemetry::metrics::Metrics;
+
+/// How long the runtime waits for stray blocking work after the server returns.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Exit code of an exit forced by a second signal (128 + SIGINT).
+const EXIT_FORCED: i32 = 130;
+
+pub fn run(args: &ServeArgs) -> ExitCode {
+    let config = match ServeConfig::from_args(args) {
+        Ok(config) => config,
+        Err(e) => return super::usage_error(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("imageswap: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(config));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    code
+}
+
+async fn serve(config: ServeConfig) -> ExitCode {
+    if config.transport == Transport::InsecureHttp {
+        tracing::warn!(
+            "PLAIN HTTP (--insecure-http): admission reviews travel unencrypted. For local and load \
+             tests only; the Kubernetes API server only calls webhooks over HTTPS."
+        );
+    }
+    let dev = config.dev;
+    let tls = config.transport != Transport::InsecureHttp;
+    let server = match Server::bind(config, Arc::new(Metrics::new())).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the server.");
+            return ExitCode::FAILURE;
+        }
+    };
+    if dev {
+        println!("{}", dev::try_it(server.local_addr(), tls));
+    }
+    match server.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "The server stopped with an error.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT, and arms the second one to exit
+/// at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot listen for SIGTERM; only SIGINT stops the server.");
+            None
+        }
+    };
+    let name = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = recv(&mut terminate) => "SIGTERM",
+    };
+    tracing::info!(
+        signal = name,
+        "Shutdown requested; a second signal exits at once."
+    );
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = recv(&mut terminate) => {}
+        }
+        tracing::warn!("Second signal: exiting without finishing requests in flight.");
+        std::process::exit(EXIT_FORCED);
+    });
+}
+
+async fn recv(stream: &mut Option<tokio::signal::unix::Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}

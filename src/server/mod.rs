@@ -1,0 +1,323 @@
+//! `imageswap serve`: the listener, TLS, the connections and shutdown.
+//!
+//! [`Server::bind`] loads the rules and the certificate, builds the state
+//! and opens the listeners (so callers, tests among them, learn the bound
+//! address before anything is served); [`Server::run`] accepts connections
+//! until the shutdown future resolves, then: readiness turns 503 at once,
+//! the listener keeps accepting for `shutdown_delay` (so endpoints can
+//! stop routing here first), closes, and requests in flight get up to
+//! `shutdown_grace` to finish.
+
+pub mod deadline;
+pub mod dev;
+pub mod service;
+pub mod stack;
+pub mod state;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ServeConfig, Transport};
+use crate::reload::Reloader;
+use crate::telemetry::metrics::Metrics;
+use service::Router;
+use state::{AppState, Settings};
+use tls::{CertStore, TlsError};
+
+/// Longest a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest an HTTP/1.1 client may take to send the request head
+/// (slow-loris protection; HTTP/2 streams are bounded by the stack's timeout).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 keep-alive pings find dead API-server connections.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (out of file descriptors, say) so the loop
+/// does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Runs the server until `shutdown` resolves, then drains and returns.
+pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    Server::bind(config, Arc::new(Metrics::new()))
+        .await?
+        .run(shutdown)
+        .await
+}
+
+/// A bound, loaded server, not yet accepting.
+pub struct Server {
+    config: ServeConfig,
+    state: Arc<AppState>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    tls: Option<TlsAcceptor>,
+    reloader: Reloader,
+}
+
+impl Server {
+    /// Loads the rules and the certificate and opens the listeners.
+    pub async fn bind(config: ServeConfig, metrics: Arc<Metrics>) -> Result<Server, ServeError> {
+        let certs = match config.transport {
+            Transport::Tls(_) => Some(Arc::new(CertStore::new())),
+            Transport::InsecureHttp => None,
+        };
+        let settings = Settings {
+            disable_label: config.disable_label.clone(),
+            shadow: config.shadow,
+            request_timeout: config.limits.request_timeout,
+            max_body_bytes: config.limits.max_body_bytes,
+            pod_name: config.pod_name.clone(),
+        };
+        let state = Arc::new(AppState::new(settings, certs.clone(), metrics));
+        let mut reloader = Reloader::new(state.clone(), &config);
+        reloader.load_initial().await?;
+        let tls = match certs {
+            Some(store) => Some(TlsAcceptor::from(Arc::new(tls::server_config(store)?))),
+            None => None,
+        };
+        let listener = bind(config.listen).await?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Server {
+            config,
+            state,
+            listener,
+            metrics_listener,
+            tls,
+            reloader,
+        })
+    }
+
+    /// The address the admission listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// The address of the plain-HTTP metrics listener, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down as the module
+    /// documentation says. Returns once every connection is closed or the
+    /// grace period is over.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let Server {
+            config,
+            state,
+            listener,
+            metrics_listener,
+            tls,
+            reloader,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reload_task = tokio::spawn(reloader.run(stop_rx.clone()));
+        let metrics_task = metrics_listener.map(|l| tokio::spawn(serve_metrics(l, state.clone(), stop_rx)));
+
+        let router: Router<Incoming> = Router::new(
+            state.clone(),
+            stack::admission_stack(state.clone(), config.limits),
+        );
+        let connections = Connections {
+            tls,
+            builder: connection_builder(),
+            router,
+        };
+        let graceful = GracefulShutdown::new();
+        tracing::info!(
+            listen = %listener.local_addr().unwrap_or(config.listen),
+            tls = connections.tls.is_some(),
+            shadow = config.shadow,
+            "ImageSwap is serving."
+        );
+
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => connections.accepted(accepted, &graceful).await,
+            }
+        }
+
+        state.begin_shutdown();
+        tracing::info!(delay = ?config.shutdown_delay, "Shutting down: readiness is now 503.");
+        if !config.shutdown_delay.is_zero() {
+            let delay = tokio::time::sleep(config.shutdown_delay);
+            tokio::pin!(delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut delay => break,
+                    accepted = listener.accept() => connections.accepted(accepted, &graceful).await,
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!(
+            connections = graceful.count(),
+            grace = ?config.shutdown_grace,
+            "Stopped accepting; finishing requests in flight."
+        );
+        match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("Requests in flight finished."),
+            Err(_) => tracing::warn!("Grace period over; closing the remaining connections."),
+        }
+        let _ = stop_tx.send(true);
+        let _ = reload_task.await;
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// HTTP/1.1 and HTTP/2 on one port: hyper reads the HTTP/2 preface (which
+/// clients send after negotiating `h2` by ALPN) and picks the protocol.
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
+    builder
+}
+
+/// What each accepted connection needs.
+struct Connections {
+    tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    router: Router<Incoming>,
+}
+
+impl Connections {
+    async fn accepted(
+        &self,
+        accepted: std::io::Result<(TcpStream, SocketAddr)>,
+        graceful: &GracefulShutdown,
+    ) {
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let watcher = graceful.watcher();
+                tokio::spawn(serve_connection(
+                    tcp,
+                    peer,
+                    self.tls.clone(),
+                    self.builder.clone(),
+                    self.router.clone(),
+                    watcher,
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot accept a connection.");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    router: Router<Incoming>,
+    watcher: Watcher,
+) {
+    let result = match tls {
+        None => {
+            watcher
+                .watch(builder.serve_connection(TokioIo::new(tcp), router))
+                .await
+        }
+        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                watcher
+                    .watch(builder.serve_connection(TokioIo::new(stream), router))
+                    .await
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed.");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out.");
+                return;
+            }
+        },
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "Connection ended with an error.");
+    }
+}
+
+/// The optional plain-HTTP `/metrics` listener.
+async fn serve_metrics(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let router: Router<Incoming> = Router::metrics_only(state);
+    let builder = connection_builder();
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => {
+                    let builder = builder.clone();
+                    let router = router.clone();
+                    tokio::spawn(async move {
+                        let _ = builder.serve_connection(TokioIo::new(tcp), router).await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot accept a metrics connection.");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The services at both ends of the tower stack: the router that receives
+//! every HTTP request (probes, metrics, 404/405, and the admission stack),
+//! and the admission service at the stack's core, which only does bytes →
+//! review → decisions → bytes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use tower::{BoxError, Service, ServiceExt};
+
+use super::state::AppState;
+use crate::admission::{self, Admission, Options, Verdict};
+use crate::cache::RulesState;
+use crate::telemetry::metrics::Outcome;
+
+pub type HttpResponse = Response<Full<Bytes>>;
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The admission path's latest answer time, set by the deadline layer.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub Instant);
+
+/// Most bytes reserved up front for a body from its `Content-Length`: a
+/// client announcing megabytes and sending nothing must not make the
+/// server hold megabytes per connection.
+const PREALLOCATE_MAX_BYTES: usize = 256 * 1024;
+
+const JSON: &str = "application/json";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A JSON response, tagged with how the admission request ended.
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>, outcome: Option<Outcome>) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    if let Some(outcome) = outcome {
+        response.extensions_mut().insert(outcome);
+    }
+    response
+}
+
+/// `{"error": message}` with a status.
+pub fn error_response(status: StatusCode, outcome: Option<Outcome>, message: &str) -> HttpResponse {
+    let body = serde_json::json!({ "error": message }).to_string();
+    json_response(status, body, outcome)
+}
+
+/// The `Content-Length` header, when present and numeric.
+pub fn content_length<B>(request: &Request<B>) -> Option<u64> {
+    request.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The core of the stack: reads the (already size-limited) body, loads the
+/// rules once, and answers the review.
+#[derive(Clone, Debug)]
+pub struct AdmissionService {
+    state: Arc<AppState>,
+}
+
+impl AdmissionService {
+    pub fn new(state: Arc<AppState>) -> AdmissionService {
+        AdmissionService { state }
+    }
+}
+
+impl<B> Service<Request<Limited<B>>> for AdmissionService
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<HttpResponse, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Limited<B>>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(handle(&state, request).await) })
+    }
+}
+
+async fn handle<B>(state: &AppState, request: Request<Limited<B>>) -> HttpResponse
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    // Refuse before reading the body: without rules there is nothing to decide.
+    if state.rules.load().is_none() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(Outcome::not_ready),
+            "not ready: the maps are not loaded",
+        );
+    }
+    let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
+    let capacity = content_length(&request)
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
+        .min(PREALLOCATE_MAX_BYTES);
+    let mut body = match collect(request.into_body(), capacity).await {
+        Ok(body) => body,
+        Err(e) if e.is::<LengthLimitError>() => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some(Outcome::too_large),
+                &format!("the body is larger than {} bytes", state.settings.max_body_bytes),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not read a request body.");
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                Some(Outcome::bad_request),
+                &format!("cannot read the body: {e}"),
+            );
+        }
+    };
+    // Loaded once: every image of this review is decided by the same engine
+    // and cache, even if a reload publishes new ones meanwhile.
+    let rules = state.rules.load();
+    match rules.as_deref() {
+        Some(rules) => review(state, rules, &mut body, deadline),
+        None => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(Outcome::not_ready),
+            "not ready: the maps are not loaded",
+        ),
+    }
+}
+
+async fn collect<B>(body: Limited<B>, capacity: usize) -> Result<Vec<u8>, BoxError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut out = Vec::with_capacity(capacity);
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+/// The synchronous part: decide, count, log, answer.
+fn review(state: &AppState, rules: &RulesState, body: &mut [u8], deadline: Option<Instant>) -> HttpResponse {
+    let settings = &state.settings;
+    let decider = rules.decider();
+    let options = Options {
+        disable_label: &settings.disable_label,
+        shadow: settings.shadow,
+        deadline,
+    };
+    let result = admission::admit(body, &options, &decider);
+    state.metrics.cache(decider.hits(), decider.misses());
+    match result {
+        Err(bad) => {
+            tracing::warn!(error = %bad, "Refused a body that is not an AdmissionReview.");
+            error_response(
+                StatusCode::BAD_REQUEST,
+                Some(Outcome::bad_request),
+                &bad.to_string(),
+            )
+        }
+        Ok(admission) => {
+            let outcome = outcome_of(&admission.verdict);
+            report(state, &admission);
+            json_response(StatusCode::OK, admission.body, Some(outcome))
+        }
+    }
+}
+
+fn outcome_of(verdict: &Verdict) -> Outcome {
+    match verdict {
+        Verdict::Patched => Outcome::patched,
+        Verdict::Shadowed => Outcome::shadowed,
+        Verdict::Malformed(_) => Outcome::malformed,
+        Verdict::DeadlineExceeded => Outcome::deadline_exceeded,
+        Verdict::Unchanged | Verdict::Disabled | Verdict::UnknownKind | Verdict::NoPodSpec => {
+            Outcome::unchanged
+        }
+    }
+}
+
+/// The span fields, the log line and the swap counters of one review.
+fn report(state: &AppState, admission: &Admission<'_>) {
+    let info = &admission.request;
+    let changed = admission.changes.len();
+    let span = tracing::Span::current();
+    span.record("uid", info.uid);
+    span.record("kind", info.kind);
+    span.record("namespace", info.namespace);
+    span.record("name", info.name);
+    span.record("changed", changed);
+    for change in &admission.changes {
+        state.metrics.image_swapped(change.rule);
+    }
+    let verdict = admission.verdict.as_str();
+    match &admission.verdict {
+        Verdict::Malformed(problem) => tracing::warn!(
+            uid = info.uid,
+            namespace = info.namespace.unwrap_or_default(),
+            kind = info.kind.unwrap_or_default(),
+            name = info.name.unwrap_or_default(),
+            problem = problem.as_str(),
+            "Allowed a malformed object without swapping."
+        ),
+        Verdict::UnknownKind | Verdict::NoPodSpec => tracing::debug!(
+            uid = info.uid,
+            kind = info.kind.unwrap_or_default(),
+            verdict,
+            "Nothing to swap: no pod spec in this object."
+        ),
+        _ => {}
+    }
+    tracing::info!(
+        uid = info.uid,
+        namespace = info.namespace.unwrap_or_default(),
+        kind = info.kind.unwrap_or_default(),
+        name = info.name.unwrap_or_default(),
+        operation = info.operation.unwrap_or_default(),
+        dry_run = info.dry_run,
+        changed,
+        verdict,
+        "Admission reviewed."
+    );
+    let shadow = admission.verdict == Verdict::Shadowed;
+    for change in &admission.changes {
+        let container = format_args!("{}[{}]", change.field.as_str(), change.index);
+        if shadow {
+            tracing::info!(uid = info.uid, %container, from = change.from, to = %change.to,
+                rule = change.rule.as_str(), "Image would be swapped (shadow mode).");
+        } else {
+            tracing::debug!(uid = info.uid, %container, from = change.from, to = %change.to,
+                rule = change.rule.as_str(), "Image swapped.");
+        }
+    }
+}
+
+/// The admission stack as the router holds it.
+pub type AdmissionStack<B> = tower::util::BoxCloneSyncService<Request<B>, HttpResponse, Infallible>;
+
+/// Every request on the main port: the admission paths go through the
+/// tower stack; probes and metrics are answered here, outside the load
+/// shedding and the concurrency limit, so a saturated server still reports
+/// itself alive (the kubelet would otherwise restart the busiest pod).
+pub struct Router<B> {
+    state: Arc<AppState>,
+    /// `None` on the separate plain-HTTP metrics port, which serves only `/metrics`.
+    admission: Option<AdmissionStack<B>>,
+}
+
+impl<B> Clone for Router<B> {
+    fn clone(&self) -> Self {
+        Router {
+            state: self.state.clone(),
+            admission: self.admission.clone(),
+        }
+    }
+}
+
+impl<B> Router<B> {
+    pub fn new(state: Arc<AppState>, admission: AdmissionStack<B>) -> Router<B> {
+        Router {
+            state,
+            admission: Some(admission),
+        }
+    }
+
+    pub fn metrics_only(state: Arc<AppState>) -> Router<B> {
+        Router {
+            state,
+            admission: None,
+        }
+    }
+
+    fn route(&self, method: &Method, path: &str) -> Route {
+        let main_port = self.admission.is_some();
+        let (route, allowed): (Route, &[&Method]) = match path {
+            "/" | "/mutate" if main_port => (Route::Admission, &[&Method::POST]),
+            "/healthz" if main_port => (Route::Healthz, &[&Method::GET, &Method::HEAD]),
+            "/readyz" if main_port => (Route::Readyz, &[&Method::GET, &Method::HEAD]),
+            "/metrics" => (Route::Metrics, &[&Method::GET, &Method::HEAD]),
+            _ => return Route::NotFound,
+        };
+        if allowed.contains(&method) {
+            route
+        } else {
+            Route::WrongMethod(allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
+        }
+    }
+
+    fn healthz(&self) -> HttpResponse {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let body = serde_json::json!({
+            "health": "ok",
+            "pod_name": self.state.settings.pod_name,
+            "date_time": now,
+        });
+        json_response(StatusCode::OK, body.to_string(), None)
+    }
+
+    fn readyz(&self) -> HttpResponse {
+        match self.state.readiness() {
+            Ok(()) => json_response(StatusCode::OK, r#"{"ready":true}"#, None),
+            Err(reason) => {
+                let body = serde_json::json!({ "ready": false, "reason": reason });
+                json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string(), None)
+            }
+        }
+    }
+
+    fn metrics(&self) -> HttpResponse {
+        let mut response = Response::new(Full::new(Bytes::from(self.state.metrics.encode())));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+        response
+    }
+}
+
+enum Route {
+    Admission,
+    Healthz,
+    Readyz,
+    Metrics,
+    NotFound,
+    /// The methods the path allows.
+    WrongMethod(String),
+}
+
+impl<B> hyper::service::Service<Request<B>> for Router<B>
+where
+    B: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<HttpResponse, Infallible>>;
+
+    fn call(&self, request: Request<B>) -> Self::Future {
+        let response = match self.route(request.method(), request.uri().path()) {
+            Route::Admission => match &self.admission {
+                Some(stack) => return Box::pin(stack.clone().oneshot(request)),
+                None => error_response(StatusCode::NOT_FOUND, None, "not found"),
+            },
+            Route::Healthz => self.healthz(),
+            Route::Readyz => self.readyz(),
+            Route::Metrics => self.metrics(),
+            Route::NotFound => error_response(StatusCode::NOT_FOUND, None, "not found"),
+            Route::WrongMethod(allowed) => {
+                let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, None, "method not allowed");
+                if let Ok(value) = HeaderValue::from_str(&allowed) {
+                    response.headers_mut().insert(ALLOW, value);
+                }
+                response
+            }
+        };
+        Box::pin(std::future::ready(Ok(response)))
+    }
+}

@@ -1,0 +1,432 @@
+//! The Prometheus metrics, in one struct built once and passed to whoever
+//! records (no globals, so tests get their own).
+//!
+//! Labels are bounded enums (outcome, rule word, reload result): never
+//! images, namespaces or uids. Every labelled series is resolved once at
+//! construction, so recording is an atomic add with no map lookup and no
+//! lock. The latency histogram is our own lock-free one: the
+//! prometheus-client histogram takes a mutex on every observation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::swap::Rule;
+
+/// Upper bounds of the latency buckets, in seconds. A cached review takes
+/// tens of microseconds, a cold one a few hundred; the top buckets catch
+/// requests that waited on a slow client or hit the timeout.
+const DURATION_BUCKETS_SECONDS: [f64; 16] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5,
+];
+
+/// How an admission request ended: the `outcome` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    /// Allowed with a patch.
+    patched,
+    /// Allowed; nothing to change (also opted out, unknown kind, no pod spec).
+    unchanged,
+    /// Allowed without the patch that was decided (`--shadow`).
+    shadowed,
+    /// Allowed with a warning: the object was malformed.
+    malformed,
+    /// Allowed without a patch: the decision was not ready by the deadline.
+    deadline_exceeded,
+    /// 400: not an AdmissionReview with a uid.
+    bad_request,
+    /// 413: body over the limit.
+    too_large,
+    /// 503: over the concurrency limit.
+    shed,
+    /// 503: slower than the request timeout.
+    timeout,
+    /// 503: the maps are not loaded yet, or the server is shutting down.
+    not_ready,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 10] = [
+        Outcome::patched,
+        Outcome::unchanged,
+        Outcome::shadowed,
+        Outcome::malformed,
+        Outcome::deadline_exceeded,
+        Outcome::bad_request,
+        Outcome::too_large,
+        Outcome::shed,
+        Outcome::timeout,
+        Outcome::not_ready,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The label value, for logs and spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::patched => "patched",
+            Outcome::unchanged => "unchanged",
+            Outcome::shadowed => "shadowed",
+            Outcome::malformed => "malformed",
+            Outcome::deadline_exceeded => "deadline_exceeded",
+            Outcome::bad_request => "bad_request",
+            Outcome::too_large => "too_large",
+            Outcome::shed => "shed",
+            Outcome::timeout => "timeout",
+            Outcome::not_ready => "not_ready",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RuleLabel {
+    rule: &'static str,
+}
+
+/// The `result` label of reload counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    success,
+    error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: ReloadResult,
+}
+
+/// Every metric ImageSwap exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: [Counter; Outcome::ALL.len()],
+    durations: [Histogram; Outcome::ALL.len()],
+    swapped: [Counter; Rule::ALL.len()],
+    cache_hits: Counter,
+    cache_misses: Counter,
+    maps_reloads: [Counter; 2],
+    tls_reloads: [Counter; 2],
+    inflight: Gauge,
+    shed: Counter,
+    deadline_exceeded: Counter,
+    timeouts: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+
+        let requests_family = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "imageswap_admission_requests",
+            "Admission requests, by how they ended",
+            requests_family.clone(),
+        );
+        let requests =
+            Outcome::ALL.map(|outcome| requests_family.get_or_create(&OutcomeLabel { outcome }).clone());
+
+        let durations_family =
+            Family::<OutcomeLabel, Histogram>::new_with_constructor(Histogram::new as fn() -> Histogram);
+        registry.register_with_unit(
+            "imageswap_admission_duration",
+            "Time from request arrival to the answer, by outcome",
+            Unit::Seconds,
+            durations_family.clone(),
+        );
+        let durations =
+            Outcome::ALL.map(|outcome| durations_family.get_or_create(&OutcomeLabel { outcome }).clone());
+
+        let swapped_family = Family::<RuleLabel, Counter>::default();
+        registry.register(
+            "imageswap_images_swapped",
+            "Container images changed, by the maps rule that decided (maps.md §6 words)",
+            swapped_family.clone(),
+        );
+        let swapped = Rule::ALL.map(|rule| {
+            swapped_family
+                .get_or_create(&RuleLabel { rule: rule.as_str() })
+                .clone()
+        });
+
+        let cache_hits = Counter::default();
+        registry.register(
+            "imageswap_cache_hits",
+            "Image decisions answered from the cache",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "imageswap_cache_misses",
+            "Image decisions computed by the engine",
+            cache_misses.clone(),
+        );
+
+        let maps_family = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "imageswap_maps_reload",
+            "Maps file loads after start, by result (an error keeps the last good maps)",
+            maps_family.clone(),
+        );
+        let tls_family = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "imageswap_tls_reload",
+            "TLS certificate loads after start, by result (an error keeps the last good pair)",
+            tls_family.clone(),
+        );
+        let results = [ReloadResult::success, ReloadResult::error];
+        let maps_reloads = results.map(|result| maps_family.get_or_create(&ResultLabel { result }).clone());
+        let tls_reloads = results.map(|result| tls_family.get_or_create(&ResultLabel { result }).clone());
+
+        let inflight = Gauge::default();
+        registry.register(
+            "imageswap_inflight_requests",
+            "Admission requests being answered now",
+            inflight.clone(),
+        );
+        let shed = Counter::default();
+        registry.register(
+            "imageswap_shed_requests",
+            "Admission requests refused with 503 because the concurrency limit was reached",
+            shed.clone(),
+        );
+        let deadline_exceeded = Counter::default();
+        registry.register(
+            "imageswap_admission_deadline_exceeded",
+            "Reviews answered allowed without a patch because the decision was not ready by the deadline",
+            deadline_exceeded.clone(),
+        );
+        let timeouts = Counter::default();
+        registry.register(
+            "imageswap_admission_timeouts",
+            "Admission requests answered 503 because they outlived the request timeout",
+            timeouts.clone(),
+        );
+        registry.register(
+            "imageswap_build",
+            "The running ImageSwap build",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+
+        Metrics {
+            registry,
+            requests,
+            durations,
+            swapped,
+            cache_hits,
+            cache_misses,
+            maps_reloads,
+            tls_reloads,
+            inflight,
+            shed,
+            deadline_exceeded,
+            timeouts,
+        }
+    }
+
+    /// One finished admission request.
+    pub fn request(&self, outcome: Outcome, elapsed: Duration) {
+        self.requests[outcome.index()].inc();
+        self.durations[outcome.index()].observe(elapsed);
+        match outcome {
+            Outcome::shed => {
+                self.shed.inc();
+            }
+            Outcome::timeout => {
+                self.timeouts.inc();
+            }
+            Outcome::deadline_exceeded => {
+                self.deadline_exceeded.inc();
+            }
+            _ => {}
+        }
+    }
+
+    pub fn image_swapped(&self, rule: Rule) {
+        if let Some(i) = Rule::ALL.iter().position(|r| *r == rule) {
+            self.swapped[i].inc();
+        }
+    }
+
+    pub fn cache(&self, hits: u64, misses: u64) {
+        if hits > 0 {
+            self.cache_hits.inc_by(hits);
+        }
+        if misses > 0 {
+            self.cache_misses.inc_by(misses);
+        }
+    }
+
+    pub fn maps_reload(&self, result: ReloadResult) {
+        self.maps_reloads[result as usize].inc();
+    }
+
+    pub fn tls_reload(&self, result: ReloadResult) {
+        self.tls_reloads[result as usize].inc();
+    }
+
+    /// Counts a request in flight until the returned guard drops (also when
+    /// its future is cancelled).
+    pub fn inflight(&self) -> InflightGuard {
+        self.inflight.inc();
+        InflightGuard(self.inflight.clone())
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Decrements `imageswap_inflight_requests` on drop.
+pub struct InflightGuard(Gauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A fixed-bucket histogram of durations with atomic counters: observing is
+/// a few relaxed atomic adds, never a lock.
+#[derive(Clone, Debug)]
+pub struct Histogram(Arc<HistogramInner>);
+
+#[derive(Debug)]
+struct HistogramInner {
+    /// Per-bucket (not cumulative) counts; the last is `+Inf`.
+    buckets: [AtomicU64; DURATION_BUCKETS_SECONDS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram(Arc::new(HistogramInner {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = DURATION_BUCKETS_SECONDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DURATION_BUCKETS_SECONDS.len());
+        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let counts: Vec<u64> = self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let buckets: Vec<(f64, u64)> = DURATION_BUCKETS_SECONDS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(counts.iter().copied())
+            .collect();
+        let count = counts.iter().sum();
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix} in\n{text}"))
+    }
+
+    #[test]
+    fn names_types_and_values_are_exported() {
+        let m = Metrics::new();
+        m.request(Outcome::patched, Duration::from_micros(30));
+        m.request(Outcome::patched, Duration::from_millis(3));
+        m.request(Outcome::shed, Duration::from_micros(5));
+        m.image_swapped(Rule::Exact);
+        m.cache(3, 1);
+        m.maps_reload(ReloadResult::error);
+        let guard = m.inflight();
+        let text = m.encode();
+        assert_eq!(
+            line(&text, "imageswap_admission_requests_total{outcome=\"patched\"}"),
+            "imageswap_admission_requests_total{outcome=\"patched\"} 2"
+        );
+        assert!(text.contains("imageswap_shed_requests_total 1"));
+        assert!(text.contains("imageswap_images_swapped_total{rule=\"exact\"} 1"));
+        assert!(text.contains("imageswap_images_swapped_total{rule=\"default\"} 0"));
+        assert!(text.contains("imageswap_cache_hits_total 3"));
+        assert!(text.contains("imageswap_cache_misses_total 1"));
+        assert!(text.contains("imageswap_maps_reload_total{result=\"error\"} 1"));
+        assert!(text.contains("imageswap_inflight_requests 1"));
+        assert!(text.contains(&format!(
+            "imageswap_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(text.contains("# TYPE imageswap_admission_duration_seconds histogram"));
+        assert!(text.contains("imageswap_admission_duration_seconds_count{outcome=\"patched\"} 2"));
+        // Cumulative buckets: 30 µs is under 50 µs, 3 ms is under 5 ms.
+        for (le, count) in [
+            ("0.000025", 0),
+            ("0.00005", 1),
+            ("0.0025", 1),
+            ("0.005", 2),
+            ("+Inf", 2),
+        ] {
+            let expected = format!(
+                "imageswap_admission_duration_seconds_bucket{{le=\"{le}\",outcome=\"patched\"}} {count}"
+            );
+            assert!(text.contains(&expected), "{expected} in\n{text}");
+        }
+        drop(guard);
+        assert!(m.encode().contains("imageswap_inflight_requests 0"));
+    }
+}
