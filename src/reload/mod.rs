@@ -62,6 +62,11 @@ pub struct Reloader {
     tls: Option<TlsWatch>,
     self_signed: Option<(Vec<String>, Arc<CertStore>)>,
     poll: Duration,
+    /// Set by the OS watcher on every relevant event.
+    events: Arc<Notify>,
+    /// Kept alive while reloading; started before the first load, so no
+    /// change between the load and the watch can be missed.
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Reloader {
@@ -98,6 +103,8 @@ impl Reloader {
             tls,
             self_signed,
             poll: config.reload_poll,
+            events: Arc::new(Notify::new()),
+            watcher: None,
         }
     }
 
@@ -105,6 +112,7 @@ impl Reloader {
     /// cannot even be generated is fatal; missing or broken files leave the
     /// server unready (`/readyz` says why) until a good version appears.
     pub async fn load_initial(&mut self) -> Result<(), TlsError> {
+        self.watcher = self.watch_directories();
         if let RulesSource::Legacy(prefix) = &self.rules {
             let engine = crate::swap::Engine::legacy(prefix.as_deref());
             if engine.mode() == EngineMode::Legacy {
@@ -130,8 +138,10 @@ impl Reloader {
 
     /// Watches and polls until `stop` turns true (or its sender is dropped).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let events = Arc::new(Notify::new());
-        let _watcher = self.watch_directories(&events);
+        if self.watcher.is_none() {
+            self.watcher = self.watch_directories();
+        }
+        let events = self.events.clone();
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
@@ -153,7 +163,7 @@ impl Reloader {
 
     /// Starts an OS watch on every directory holding a watched file. A
     /// directory that cannot be watched is left to the poll.
-    fn watch_directories(&self, events: &Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    fn watch_directories(&self) -> Option<notify::RecommendedWatcher> {
         let mut directories: Vec<PathBuf> = Vec::new();
         let files = self
             .maps
@@ -169,7 +179,7 @@ impl Reloader {
         if directories.is_empty() {
             return None;
         }
-        let sender = events.clone();
+        let sender = self.events.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event
                 && files::is_relevant(&event.kind)

@@ -175,7 +175,7 @@ pub fn kube_volume_write(dir: &Path, version: &str, files: &[(&str, &[u8])]) {
 
 /// How to start a test server.
 pub struct Setup {
-    pub maps: String,
+    pub maps: Vec<u8>,
     pub limits: Limits,
     pub shadow: bool,
     pub shutdown_grace: Duration,
@@ -188,7 +188,7 @@ pub struct Setup {
 impl Default for Setup {
     fn default() -> Self {
         Setup {
-            maps: std::fs::read_to_string(fixtures_maps()).expect("fixture maps"),
+            maps: std::fs::read(fixtures_maps()).expect("fixture maps"),
             limits: Limits {
                 max_body_bytes: 3 * 1024 * 1024,
                 request_timeout: Duration::from_secs(2),
@@ -229,7 +229,7 @@ impl TestServer {
         kube_volume_write(
             &dir.path().join("maps"),
             "v1",
-            &[("imageswap-maps.conf", setup.maps.as_bytes())],
+            &[("imageswap-maps.conf", &setup.maps)],
         );
         kube_volume_write(
             &dir.path().join("tls"),
