@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Buf;
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::Limited;
+use http::{Request, StatusCode, Version};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 use tracing::Instrument;
@@ -252,6 +253,22 @@ where
     }
 }
 
+/// Most bytes of a refused HTTP/1.1 body read and dropped so the client
+/// sees the 413; past this the connection is closed instead.
+const DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads and drops up to `max` bytes of a body.
+async fn discard<B: Body>(body: B, max: usize) {
+    let mut body = std::pin::pin!(body);
+    let mut seen = 0usize;
+    while seen <= max {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |data| data.remaining()),
+            _ => break,
+        }
+    }
+}
+
 /// Caps the request body at `max_body_bytes`.
 #[derive(Clone, Copy, Debug)]
 pub struct BodyLimitLayer {
@@ -285,6 +302,7 @@ impl<S, B> Service<Request<B>> for BodyLimit<S>
 where
     S: Service<Request<Limited<B>>, Response = HttpResponse, Error = Infallible>,
     S::Future: Send + 'static,
+    B: Body + Send + 'static,
 {
     type Response = HttpResponse;
     type Error = Infallible;
@@ -297,12 +315,22 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let limit = self.max_body_bytes;
         if content_length(&request).is_some_and(|n| n > limit as u64) {
-            let response = error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Some(Outcome::too_large),
-                &format!("the body is larger than {limit} bytes"),
-            );
-            return Box::pin(std::future::ready(Ok(response)));
+            // An HTTP/1.1 client writes its whole body before reading the
+            // answer; closing on it makes it see a broken pipe instead of
+            // the 413. So the body is read and dropped (never stored), up
+            // to a bound, and under the deadline layer's clock. HTTP/2
+            // ends just the stream, so it is answered at once.
+            let drain = request.version() <= Version::HTTP_11;
+            return Box::pin(async move {
+                if drain {
+                    discard(request.into_body(), DRAIN_MAX_BYTES).await;
+                }
+                Ok(error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Some(Outcome::too_large),
+                    &format!("the body is larger than {limit} bytes"),
+                ))
+            });
         }
         Box::pin(self.inner.call(request.map(|body| Limited::new(body, limit))))
     }
