@@ -210,7 +210,7 @@ pub struct ServeArgs {
     pub engine: EngineArgs,
 
     /// Address of the HTTPS listener [default: 0.0.0.0:5000; 127.0.0.1:5000 with --dev].
-    #[arg(long, env = "IMAGESWAP_LISTEN")]
+    #[arg(long, env = "IMAGESWAP_LISTEN", value_parser = parsed::<SocketAddr>("IMAGESWAP_LISTEN", "an address such as 0.0.0.0:5000"))]
     pub listen: Option<SocketAddr>,
 
     /// Serving certificate chain (PEM); reloaded when it changes.
@@ -234,32 +234,39 @@ pub struct ServeArgs {
     pub namespace: Option<String>,
 
     /// Largest request body accepted, in bytes (413 above).
-    #[arg(long, env = "IMAGESWAP_MAX_BODY_BYTES", default_value = serve_defaults::MAX_BODY_BYTES)]
+    #[arg(long, env = "IMAGESWAP_MAX_BODY_BYTES", default_value = serve_defaults::MAX_BODY_BYTES,
+        value_parser = parsed::<u64>("IMAGESWAP_MAX_BODY_BYTES", "a number of bytes"))]
     pub max_body_bytes: u64,
 
     /// Longest time to answer a request (503 after), e.g. `2s`, `500ms`.
-    #[arg(long, env = "IMAGESWAP_REQUEST_TIMEOUT", default_value = serve_defaults::REQUEST_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, env = "IMAGESWAP_REQUEST_TIMEOUT", default_value = serve_defaults::REQUEST_TIMEOUT,
+        value_parser = duration("IMAGESWAP_REQUEST_TIMEOUT"))]
     pub request_timeout: Duration,
 
     /// Admission requests answered at once; more get a fast 503.
-    #[arg(long, env = "IMAGESWAP_MAX_CONCURRENCY", default_value = serve_defaults::MAX_CONCURRENCY)]
+    #[arg(long, env = "IMAGESWAP_MAX_CONCURRENCY", default_value = serve_defaults::MAX_CONCURRENCY,
+        value_parser = parsed::<usize>("IMAGESWAP_MAX_CONCURRENCY", "a number of requests"))]
     pub max_concurrency: usize,
 
     /// Image decisions remembered (entries; 0 disables the cache).
-    #[arg(long, env = "IMAGESWAP_CACHE_CAPACITY", default_value = serve_defaults::CACHE_CAPACITY)]
+    #[arg(long, env = "IMAGESWAP_CACHE_CAPACITY", default_value = serve_defaults::CACHE_CAPACITY,
+        value_parser = parsed::<u64>("IMAGESWAP_CACHE_CAPACITY", "a number of entries"))]
     pub cache_capacity: u64,
 
     /// After SIGTERM, how long in-flight requests may take to finish.
-    #[arg(long, env = "IMAGESWAP_SHUTDOWN_GRACE", default_value = serve_defaults::SHUTDOWN_GRACE, value_parser = parse_duration)]
+    #[arg(long, env = "IMAGESWAP_SHUTDOWN_GRACE", default_value = serve_defaults::SHUTDOWN_GRACE,
+        value_parser = duration("IMAGESWAP_SHUTDOWN_GRACE"))]
     pub shutdown_grace: Duration,
 
     /// After SIGTERM, how long to keep accepting connections while /readyz
     /// already answers 503, so endpoints stop sending traffic first.
-    #[arg(long, env = "IMAGESWAP_SHUTDOWN_DELAY", default_value = serve_defaults::SHUTDOWN_DELAY, value_parser = parse_duration)]
+    #[arg(long, env = "IMAGESWAP_SHUTDOWN_DELAY", default_value = serve_defaults::SHUTDOWN_DELAY,
+        value_parser = duration("IMAGESWAP_SHUTDOWN_DELAY"))]
     pub shutdown_delay: Duration,
 
     /// Also serve /metrics over plain HTTP on this address.
-    #[arg(long, env = "IMAGESWAP_METRICS_LISTEN")]
+    #[arg(long, env = "IMAGESWAP_METRICS_LISTEN",
+        value_parser = parsed::<SocketAddr>("IMAGESWAP_METRICS_LISTEN", "an address such as 0.0.0.0:9090"))]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Plain HTTP instead of TLS: for local tests and load tests only.
@@ -276,8 +283,27 @@ pub struct ServeArgs {
     pub dev: bool,
 }
 
-fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value).map_err(|e| format!("{e} (expected a duration such as `2s` or `500ms`)"))
+/// A value parser whose error names the environment variable too (clap
+/// names only the flag, and the value may well have come from the variable).
+fn parsed<T>(variable: &'static str, expected: &'static str) -> impl Fn(&str) -> Result<T, String> + Clone
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    move |value: &str| {
+        value
+            .trim()
+            .parse()
+            .map_err(|e| format!("{variable}: expected {expected} ({e})"))
+    }
+}
+
+/// A humantime duration (`2s`, `500ms`, `1m 30s`), naming the variable on error.
+fn duration(variable: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |value: &str| {
+        humantime::parse_duration(value.trim())
+            .map_err(|e| format!("{variable}: expected a duration such as `2s` or `500ms` ({e})"))
+    }
 }
 
 fn parse_log_level(value: &str) -> Result<String, String> {

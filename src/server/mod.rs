@@ -172,7 +172,10 @@ impl Server {
         }
 
         state.begin_shutdown();
-        tracing::info!(delay = ?config.shutdown_delay, "Shutting down: readiness is now 503.");
+        tracing::info!(
+            delay = %humantime::format_duration(config.shutdown_delay),
+            "Shutting down: readiness is now 503."
+        );
         if !config.shutdown_delay.is_zero() {
             let delay = tokio::time::sleep(config.shutdown_delay);
             tokio::pin!(delay);
@@ -187,7 +190,7 @@ impl Server {
         drop(listener);
         tracing::info!(
             connections = graceful.count(),
-            grace = ?config.shutdown_grace,
+            grace = %humantime::format_duration(config.shutdown_grace),
             "Stopped accepting; finishing requests in flight."
         );
         match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {

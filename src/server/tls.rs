@@ -102,19 +102,6 @@ pub fn server_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsE
     Ok(config)
 }
 
-/// Reads a certificate chain and key from PEM files and checks they match.
-pub fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let cert_pem = std::fs::read(cert).map_err(|source| TlsError::Read {
-        path: cert.to_owned(),
-        source,
-    })?;
-    let key_pem = std::fs::read(key).map_err(|source| TlsError::Read {
-        path: key.to_owned(),
-        source,
-    })?;
-    pair_from_pem(&cert_pem, &key_pem, cert, key)
-}
-
 /// Builds a checked pair from PEM bytes; the paths only name the files in
 /// errors.
 pub fn pair_from_pem(

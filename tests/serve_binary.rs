@@ -1,0 +1,220 @@
+//! The `imageswap serve` binary itself: configuration errors, signals and
+//! exit codes, `--dev`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_imageswap");
+
+/// A running `imageswap serve` whose JSON log lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+    seen: std::cell::RefCell<Vec<serde_json::Value>>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "serve"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start imageswap");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(json) = serde_json::from_str(&line) {
+                    let _ = tx.send(json);
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Default::default(),
+        }
+    }
+
+    /// Finds (or waits for) a log line whose message starts with `prefix`.
+    fn wait_for(&self, prefix: &str) -> serde_json::Value {
+        let matches =
+            |line: &serde_json::Value| line["message"].as_str().is_some_and(|m| m.starts_with(prefix));
+        if let Some(line) = self.seen.borrow().iter().find(|l| matches(l)) {
+            return line.clone();
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.borrow_mut().push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no log line starting with {prefix:?}");
+    }
+
+    fn listen_addr(&self) -> SocketAddr {
+        let line = self.wait_for("ImageSwap is serving.");
+        line["listen"]
+            .as_str()
+            .expect("listen field")
+            .parse()
+            .expect("address")
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> i32 {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < until, "still running after {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn maps_arg() -> String {
+    common::fixtures_maps().display().to_string()
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let maps = maps_arg();
+    let mut server = Running::start(&["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps]);
+    let addr = server.listen_addr();
+    let warned = server.wait_for("PLAIN HTTP");
+    assert_eq!(warned["level"], "WARN");
+    assert!(http_get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let maps = maps_arg();
+    let mut server = Running::start(&["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps]);
+    let addr = server.listen_addr();
+    // A request held in flight would keep a graceful shutdown waiting 20 s.
+    let body = common::pod_review("held", &["nginx"]);
+    let mut held = TcpStream::connect(addr).expect("connect");
+    write!(
+        held,
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("head");
+    held.write_all(&body[..10]).expect("part of the body");
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal("TERM");
+    server.wait_for("Stopped accepting");
+    let started = Instant::now();
+    server.signal("INT");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 130);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn a_bad_setting_stops_the_start_with_one_line_naming_the_variable() {
+    for (variable, value) in [
+        ("IMAGESWAP_MAX_CONCURRENCY", "0"),
+        ("IMAGESWAP_REQUEST_TIMEOUT", "soon"),
+        ("IMAGESWAP_LISTEN", "everywhere"),
+    ] {
+        let output = Command::new(BIN)
+            .arg("serve")
+            .env(variable, value)
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(2), "{variable}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.contains(variable), "{variable}: {stderr}");
+    }
+}
+
+#[test]
+fn dev_mode_serves_the_example_maps_over_tls_and_prints_a_curl_command() {
+    let mut server = Running::start(&["--dev", "--listen", "127.0.0.1:0"]);
+    let addr = server.listen_addr();
+    let mut stdout = BufReader::new(server.child.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    while !printed.contains("curl") {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).expect("stdout") > 0,
+            "stdout ended: {printed}"
+        );
+        printed.push_str(&line);
+    }
+    let command = printed
+        .lines()
+        .find(|l| l.contains("curl"))
+        .expect("curl line")
+        .trim()
+        .to_owned();
+    assert!(command.contains(&format!("https://{addr}/mutate")), "{command}");
+    assert!(command.contains("examples/admission-review.json"), "{command}");
+    let maps = server.wait_for("Maps loaded.");
+    assert!(
+        maps["path"]
+            .as_str()
+            .expect("path")
+            .ends_with("examples/imageswap-maps.conf")
+    );
+
+    // Run the printed command as a person would, when the tools are there.
+    let have_curl = Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    if have_curl {
+        let output = Command::new("sh").args(["-c", &command]).output().expect("sh");
+        let patch: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+        assert_eq!(patch[0]["op"], "replace", "{patch}");
+        assert_eq!(patch[0]["path"], "/spec/containers/0/image");
+    }
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+}
