@@ -14,6 +14,7 @@ mod decode;
 mod json;
 mod patch;
 mod podspec;
+mod scratch;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -132,16 +133,18 @@ pub fn admit<'i>(
     options: &Options<'_>,
     decider: &impl Decide,
 ) -> Result<Admission<'i>, BadReview> {
-    let tape = simd_json::to_tape(input).map_err(BadReview::from_parse_error)?;
-    let review = decode::decode(tape.as_value())?;
-    let (verdict, changes) = decide_object(&review, options, decider);
-    let mut body = Vec::with_capacity(256 + changes.len() * 160);
-    write_answer(&mut body, &review, &verdict, &changes);
-    Ok(Admission {
-        request: review.info,
-        verdict,
-        changes,
-        body,
+    scratch::with_tape(input, |tape| {
+        let tape = tape.map_err(BadReview::from_parse_error)?;
+        let review = decode::decode(tape.as_value())?;
+        let (verdict, changes) = decide_object(&review, options, decider);
+        let mut body = Vec::with_capacity(256 + changes.len() * 160);
+        write_answer(&mut body, &review, &verdict, &changes);
+        Ok(Admission {
+            request: review.info,
+            verdict,
+            changes,
+            body,
+        })
     })
 }
 
