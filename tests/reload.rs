@@ -286,7 +286,6 @@ async fn the_poll_finds_a_file_whose_directory_appeared_after_start() {
     let settings = Settings {
         disable_label: config.disable_label.clone(),
         shadow: false,
-        request_timeout: Duration::from_secs(2),
         max_body_bytes: 1 << 20,
         pod_name: None,
     };

@@ -88,7 +88,6 @@ impl Server {
         let settings = Settings {
             disable_label: config.disable_label.clone(),
             shadow: config.shadow,
-            request_timeout: config.limits.request_timeout,
             max_body_bytes: config.limits.max_body_bytes,
             pod_name: config.pod_name.clone(),
         };
@@ -159,6 +158,8 @@ impl Server {
             listen = %listener.local_addr().unwrap_or(config.listen),
             tls = connections.tls.is_some(),
             shadow = config.shadow,
+            pod = config.pod_name.as_deref().unwrap_or_default(),
+            namespace = config.namespace.as_deref().unwrap_or_default(),
             "ImageSwap is serving."
         );
 

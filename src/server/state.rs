@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
@@ -17,7 +16,6 @@ use crate::telemetry::metrics::Metrics;
 pub struct Settings {
     pub disable_label: String,
     pub shadow: bool,
-    pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub pod_name: Option<String>,
 }
