@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Buf;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
@@ -49,9 +48,9 @@ where
         //    deadline to the decision, which answers without a patch rather
         //    than late.
         .layer(DeadlineLayer::new(limits.request_timeout))
-        // 5. Body limit: 413 from `Content-Length` before reading anything,
-        //    and a cap on bodies that arrive without one. Innermost, so a
-        //    body is never read for a request already refused.
+        // 5. Body limit: 413 from `Content-Length` before storing any of the
+        //    body, and a cap on bodies that arrive without one. Innermost, so
+        //    a body is never read for a request already refused.
         .layer(BodyLimitLayer::new(limits.max_body_bytes))
         // 6. The admission service: bytes → review → decisions → bytes.
         .service(AdmissionService::new(state));
