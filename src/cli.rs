@@ -281,6 +281,74 @@ pub struct ServeArgs {
     /// the example maps file, and a curl command to try it.
     #[arg(long, env = "IMAGESWAP_DEV")]
     pub dev: bool,
+
+    #[command(flatten)]
+    pub traces: TraceArgs,
+}
+
+/// OpenTelemetry traces: the standard `OTEL_*` variables (the flags exist for
+/// a person at a shell). Read as text; `telemetry::trace_config` checks them,
+/// so one error type names the variable whatever was wrong. An empty value
+/// counts as unset, as the OpenTelemetry specification says.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "OpenTelemetry traces (off while no endpoint is set)")]
+pub struct TraceArgs {
+    /// OTLP/HTTP collector base URL; spans go to URL/v1/traces (Jaeger: http://HOST:4318).
+    #[arg(
+        long = "otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub endpoint: Option<String>,
+
+    /// Full URL for spans, used as it is; wins over OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(
+        long = "otlp-traces-endpoint",
+        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub traces_endpoint: Option<String>,
+
+    /// OTLP transport: http/protobuf (the only one built in) [default: http/protobuf].
+    #[arg(
+        long = "otlp-protocol",
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        value_name = "PROTOCOL"
+    )]
+    pub protocol: Option<String>,
+
+    /// Longest wait for the collector per batch, in milliseconds [default: 2000].
+    #[arg(
+        long = "otlp-timeout",
+        env = "OTEL_EXPORTER_OTLP_TIMEOUT",
+        value_name = "MILLISECONDS"
+    )]
+    pub timeout: Option<String>,
+
+    /// The service name of the spans [default: imageswap].
+    #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME", value_name = "NAME")]
+    pub service_name: Option<String>,
+
+    /// Which requests are traced: always_on, always_off, traceidratio, parentbased_always_on,
+    /// parentbased_always_off or parentbased_traceidratio [default: parentbased_always_on].
+    #[arg(long = "traces-sampler", env = "OTEL_TRACES_SAMPLER", value_name = "SAMPLER")]
+    pub sampler: Option<String>,
+
+    /// The ratio (0 to 1) of the traceidratio samplers [default: 1].
+    #[arg(
+        long = "traces-sampler-arg",
+        env = "OTEL_TRACES_SAMPLER_ARG",
+        value_name = "RATIO"
+    )]
+    pub sampler_arg: Option<String>,
+
+    /// More resource attributes: key=value,key=value (values percent-encoded).
+    #[arg(
+        long = "otel-resource-attributes",
+        env = "OTEL_RESOURCE_ATTRIBUTES",
+        value_name = "LIST"
+    )]
+    pub resource_attributes: Option<String>,
 }
 
 /// A value parser whose error names the environment variable too (clap

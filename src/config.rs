@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::cli::{DEFAULT_MAPS_FILE, ServeArgs, serve_defaults};
 use crate::rules::RulesSource;
+use crate::telemetry::trace_config::{TraceConfig, TraceConfigError};
 
 /// How often the reloader re-reads the watched files even without a file
 /// event: the safety net for events that never come (some volume types,
@@ -36,6 +37,8 @@ pub enum ConfigError {
     TooLarge { variable: &'static str, value: u64 },
     #[error("--dev cannot write the example maps file: {0}")]
     DevMaps(std::io::Error),
+    #[error(transparent)]
+    Traces(#[from] TraceConfigError),
 }
 
 /// Where the serving certificate comes from.
@@ -79,6 +82,8 @@ pub struct ServeConfig {
     pub shadow: bool,
     pub dev: bool,
     pub reload_poll: Duration,
+    /// OpenTelemetry export; `None` (off) while no OTLP endpoint is set.
+    pub traces: Option<TraceConfig>,
 }
 
 impl ServeConfig {
@@ -139,6 +144,7 @@ impl ServeConfig {
                 key: args.tls_key.clone(),
             })
         };
+        let traces = TraceConfig::from_args(&args.traces)?;
         let mut rules = RulesSource::from(&args.engine);
         if args.dev
             && let RulesSource::Maps(path) = &rules
@@ -166,6 +172,7 @@ impl ServeConfig {
             shadow: args.shadow,
             dev: args.dev,
             reload_poll: RELOAD_POLL_INTERVAL,
+            traces,
         })
     }
 }
@@ -204,6 +211,7 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_secs(20));
         assert_eq!(c.disable_label, "k8s.twr.io/imageswap");
         assert!(!c.shadow && !c.dev);
+        assert!(c.traces.is_none(), "traces are off without an endpoint");
     }
 
     #[test]
@@ -225,6 +233,11 @@ mod tests {
             (&["--max-body-bytes", "10"][..], "IMAGESWAP_MAX_BODY_BYTES"),
             (&["--request-timeout", "0s"][..], "IMAGESWAP_REQUEST_TIMEOUT"),
             (&["--disable-label", " "][..], "IMAGESWAP_DISABLE_LABEL"),
+            (&["--traces-sampler", "sometimes"][..], "OTEL_TRACES_SAMPLER"),
+            (
+                &["--otlp-endpoint", "collector:4318"][..],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
             (
                 &["--listen", "127.0.0.1:7000", "--metrics-listen", "127.0.0.1:7000"][..],
                 "IMAGESWAP_METRICS_LISTEN",

@@ -282,6 +282,7 @@ async fn the_poll_finds_a_file_whose_directory_appeared_after_start() {
         shadow: false,
         dev: false,
         reload_poll: Duration::from_millis(100),
+        traces: None,
     };
     let settings = Settings {
         disable_label: config.disable_label.clone(),

@@ -118,6 +118,9 @@ pub struct Admission<'i> {
     pub verdict: Verdict,
     /// The decided changes (also in shadow mode; empty unless Patched or Shadowed).
     pub changes: Vec<Change<'i>>,
+    /// Container images decided (seen in the pod spec and asked of the
+    /// decider); fewer than the pod has when the deadline cut it short.
+    pub images: usize,
     /// The `AdmissionReview` response, JSON.
     pub body: Vec<u8>,
 }
@@ -136,13 +139,14 @@ pub fn admit<'i>(
     scratch::with_tape(input, |tape| {
         let tape = tape.map_err(BadReview::from_parse_error)?;
         let review = decode::decode(tape.as_value())?;
-        let (verdict, changes) = decide_object(&review, options, decider);
+        let (verdict, changes, images) = decide_object(&review, options, decider);
         let mut body = Vec::with_capacity(256 + changes.len() * 160);
         write_answer(&mut body, &review, &verdict, &changes);
         Ok(Admission {
             request: review.info,
             verdict,
             changes,
+            images,
             body,
         })
     })
@@ -152,30 +156,30 @@ fn decide_object<'i>(
     review: &decode::Review<'_, 'i>,
     options: &Options<'_>,
     decider: &impl Decide,
-) -> (Verdict, Vec<Change<'i>>) {
+) -> (Verdict, Vec<Change<'i>>, usize) {
     let Some(kind) = review.info.kind else {
-        return (Verdict::UnknownKind, Vec::new());
+        return (Verdict::UnknownKind, Vec::new(), 0);
     };
     let Some(location) = podspec::locate(kind) else {
-        return (Verdict::UnknownKind, Vec::new());
+        return (Verdict::UnknownKind, Vec::new(), 0);
     };
     let object = match review.object {
-        decode::Object::Absent => return (Verdict::NoPodSpec, Vec::new()),
+        decode::Object::Absent => return (Verdict::NoPodSpec, Vec::new(), 0),
         decode::Object::Malformed(found) => {
             let message = format!("request.object must be an object, found {found}");
-            return (Verdict::Malformed(message), Vec::new());
+            return (Verdict::Malformed(message), Vec::new(), 0);
         }
         decode::Object::Present(object) => object,
     };
     let pod = match podspec::find(object, location) {
         Ok(Some(pod)) => pod,
-        Ok(None) => return (Verdict::NoPodSpec, Vec::new()),
-        Err(message) => return (Verdict::Malformed(message), Vec::new()),
+        Ok(None) => return (Verdict::NoPodSpec, Vec::new(), 0),
+        Err(message) => return (Verdict::Malformed(message), Vec::new(), 0),
     };
     if podspec::disabled(object, options.disable_label)
         || podspec::disabled(pod.template, options.disable_label)
     {
-        return (Verdict::Disabled, Vec::new());
+        return (Verdict::Disabled, Vec::new(), 0);
     }
     let mut changes = Vec::new();
     let mut decided = 0usize;
@@ -198,12 +202,16 @@ fn decide_object<'i>(
         }
         Ok(())
     });
-    match walk {
-        Err(verdict) => (verdict, Vec::new()),
-        Ok(()) if changes.is_empty() => (Verdict::Unchanged, changes),
-        Ok(()) if options.shadow => (Verdict::Shadowed, changes),
-        Ok(()) => (Verdict::Patched, changes),
-    }
+    let verdict = match walk {
+        Err(verdict) => {
+            changes.clear();
+            verdict
+        }
+        Ok(()) if changes.is_empty() => Verdict::Unchanged,
+        Ok(()) if options.shadow => Verdict::Shadowed,
+        Ok(()) => Verdict::Patched,
+    };
+    (verdict, changes, decided)
 }
 
 fn write_answer(
@@ -367,6 +375,23 @@ mod tests {
         .expect("answered");
         assert_eq!(verdict, Verdict::Patched);
         assert!(answer["response"]["patch"].is_string());
+    }
+
+    #[test]
+    fn images_counts_every_decided_image() {
+        let mut body = pod(serde_json::json!({"containers": [{"image": "a"}, {"image": "b"}],
+            "initContainers": [{"image": "c"}], "ephemeralContainers": [{"name": "no-image"}]}));
+        let unchanged = |_: &str| ImageDecision {
+            result: None,
+            rule: Rule::Default,
+        };
+        let admission = admit(&mut body, &options(), &unchanged).expect("answered");
+        assert_eq!((admission.verdict, admission.images), (Verdict::Unchanged, 3));
+        let mut body = pod(serde_json::json!({"containers": [{"image": "a"}]}));
+        let admission = admit(&mut body, &options(), &mirror).expect("answered");
+        assert_eq!((admission.images, admission.changes.len()), (1, 1));
+        let mut body = review(serde_json::json!({"uid": "u", "kind": {"kind": "Service"}, "object": {}}));
+        assert_eq!(admit(&mut body, &options(), &mirror).expect("answered").images, 0);
     }
 
     #[test]

@@ -15,14 +15,22 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Runs the command line's subcommand.
 pub fn run(cli: Cli) -> ExitCode {
-    if let Some(filter) = logging::level_filter(&cli.log_level) {
-        logging::init(filter, cli.log_format);
-    }
+    let logs = logging::Logs::new(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::Serve(args) => serve::run(&args),
-        Command::Swap(args) => swap::run(&args),
-        Command::Maps(MapsCommand::Check { file }) => maps_check::run(&file),
-        Command::Init(args) => crate::init::run(&args),
+        // `serve` installs the logs itself, with the trace exporter when one is configured.
+        Command::Serve(args) => serve::run(&args, logs),
+        Command::Swap(args) => {
+            logs.init(None);
+            swap::run(&args)
+        }
+        Command::Maps(MapsCommand::Check { file }) => {
+            logs.init(None);
+            maps_check::run(&file)
+        }
+        Command::Init(args) => {
+            logs.init(None);
+            crate::init::run(&args)
+        }
     }
 }
 

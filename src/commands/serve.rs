@@ -1,6 +1,7 @@
-//! `imageswap serve`: build the configuration, start a tokio runtime, wire
-//! SIGTERM/SIGINT to the server's shutdown (a second signal exits at once)
-//! and run until it has drained.
+//! `imageswap serve`: build the configuration, start a tokio runtime and
+//! the trace exporter (when configured) with the logs, wire SIGTERM/SIGINT
+//! to the server's shutdown (a second signal exits at once), run until it
+//! has drained, then flush the spans still queued.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,14 +10,16 @@ use std::time::Duration;
 use crate::cli::ServeArgs;
 use crate::config::{ServeConfig, Transport};
 use crate::server::{Server, dev};
+use crate::telemetry::logging::Logs;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::{self, Emitter, Traces};
 
 /// How long the runtime waits for stray blocking work after the server returns.
 const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Exit code of an exit forced by a second signal (128 + SIGINT).
 const EXIT_FORCED: i32 = 130;
 
-pub fn run(args: &ServeArgs) -> ExitCode {
+pub fn run(args: &ServeArgs, logs: Logs) -> ExitCode {
     let config = match ServeConfig::from_args(args) {
         Ok(config) => config,
         Err(e) => return super::usage_error(e),
@@ -28,12 +31,50 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(config));
+    let code = runtime.block_on(serve(config, logs));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     code
 }
 
-async fn serve(config: ServeConfig) -> ExitCode {
+async fn serve(config: ServeConfig, logs: Logs) -> ExitCode {
+    let metrics = Arc::new(Metrics::new());
+    let traces = match &config.traces {
+        None => None,
+        Some(settings) => {
+            let emitter = Emitter {
+                pod_name: config.pod_name.as_deref(),
+                namespace: config.namespace.as_deref(),
+            };
+            match Traces::new(settings, emitter, metrics.clone()) {
+                Ok(mut traces) => {
+                    traces.start_export();
+                    Some(traces)
+                }
+                Err(e) => {
+                    logs.init(None);
+                    tracing::error!(error = %e, "Cannot start the trace exporter.");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    logs.init(traces.as_ref());
+    if let Some(settings) = &config.traces {
+        tracing::info!(
+            endpoint = %settings.endpoint,
+            service = settings.service_name,
+            sampler = ?settings.sampler,
+            "Exporting traces over OTLP/HTTP."
+        );
+    }
+    let code = run_server(config, metrics).await;
+    if let Some(traces) = traces {
+        traces.shutdown(traces::FLUSH_TIMEOUT).await;
+    }
+    code
+}
+
+async fn run_server(config: ServeConfig, metrics: Arc<Metrics>) -> ExitCode {
     if config.transport == Transport::InsecureHttp {
         tracing::warn!(
             "PLAIN HTTP (--insecure-http): admission reviews travel unencrypted. For local and load \
@@ -42,7 +83,7 @@ async fn serve(config: ServeConfig) -> ExitCode {
     }
     let dev = config.dev;
     let tls = config.transport != Transport::InsecureHttp;
-    let server = match Server::bind(config, Arc::new(Metrics::new())).await {
+    let server = match Server::bind(config, metrics).await {
         Ok(server) => server,
         Err(e) => {
             tracing::error!(error = %e, "Cannot start the server.");

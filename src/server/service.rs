@@ -21,6 +21,7 @@ use super::state::AppState;
 use crate::admission::{self, Admission, Options, Verdict};
 use crate::cache::RulesState;
 use crate::telemetry::metrics::Outcome;
+use crate::telemetry::spans;
 
 pub type HttpResponse = Response<Full<Bytes>>;
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -166,7 +167,12 @@ fn review(state: &AppState, rules: &RulesState, body: &mut [u8], deadline: Optio
         shadow: settings.shadow,
         deadline,
     };
-    let result = admission::admit(body, &options, &decider);
+    // With traces on at DEBUG, each image decision is a child span.
+    let result = if spans::decisions_traced() {
+        admission::admit(body, &options, &spans::TracedDecider::new(&decider))
+    } else {
+        admission::admit(body, &options, &decider)
+    };
     state.metrics.cache(decider.hits(), decider.misses());
     match result {
         Err(bad) => {
@@ -179,6 +185,13 @@ fn review(state: &AppState, rules: &RulesState, body: &mut [u8], deadline: Optio
         }
         Ok(admission) => {
             let outcome = outcome_of(&admission.verdict);
+            spans::record_review(
+                &tracing::Span::current(),
+                &admission.request,
+                admission.images,
+                admission.changes.len(),
+                decider.hits(),
+            );
             report(state, &admission);
             json_response(StatusCode::OK, admission.body, Some(outcome))
         }
@@ -197,16 +210,10 @@ fn outcome_of(verdict: &Verdict) -> Outcome {
     }
 }
 
-/// The span fields, the log line and the swap counters of one review.
+/// The log lines and the swap counters of one review.
 fn report(state: &AppState, admission: &Admission<'_>) {
     let info = &admission.request;
     let changed = admission.changes.len();
-    let span = tracing::Span::current();
-    span.record("uid", info.uid);
-    span.record("kind", info.kind);
-    span.record("namespace", info.namespace);
-    span.record("name", info.name);
-    span.record("changed", changed);
     for change in &admission.changes {
         state.metrics.image_swapped(change.rule);
     }

@@ -23,6 +23,7 @@ use super::service::{
 use super::state::AppState;
 use crate::config::Limits;
 use crate::telemetry::metrics::{Metrics, Outcome};
+use crate::telemetry::spans;
 
 /// The admission stack, outer to inner.
 pub fn admission_stack<B>(state: Arc<AppState>, limits: Limits) -> AdmissionStack<B>
@@ -31,9 +32,10 @@ where
     B::Error: Into<BoxError>,
 {
     let stack = ServiceBuilder::new()
-        // 1. Tracing: the span (fields recorded once the body is parsed), the
-        //    arrival time and the request metrics. Outermost, so it also sees
-        //    and counts the requests the layers below refuse.
+        // 1. Tracing: the span (the trace span when traces are on; fields
+        //    recorded once the body is parsed), the arrival time and the
+        //    request metrics. Outermost, so it also sees, times and counts
+        //    the requests the layers below refuse.
         .layer(TraceLayer::new(state.metrics.clone()))
         // 2. Load shedding: when the limit below is full, refuse at once with
         //    a 503 instead of queueing. `ShedEdgeLayer` is the shed layer's
@@ -152,17 +154,10 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let arrival = Instant::now();
         request.extensions_mut().insert(Arrival(arrival));
-        // The fields are filled in by the admission service once the body is
-        // parsed; OpenTelemetry export will hang off this span.
-        let span = tracing::info_span!(
-            "admission",
-            uid = tracing::field::Empty,
-            kind = tracing::field::Empty,
-            namespace = tracing::field::Empty,
-            name = tracing::field::Empty,
-            changed = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
+        // The request's fields are recorded by the admission service once
+        // the body is parsed, the outcome below; a `traceparent` header
+        // makes it a child of the caller's span. Disabled (free) with traces off.
+        let span = spans::admission(request.headers());
         let inflight = self.metrics.inflight();
         let future = {
             let _entered = span.enter();
@@ -178,7 +173,7 @@ where
                 .get::<Outcome>()
                 .copied()
                 .unwrap_or(Outcome::bad_request);
-            span.record("outcome", outcome.as_str());
+            spans::record_outcome(&span, outcome, response.status().as_u16());
             metrics.request(outcome, arrival.elapsed());
             drop(inflight);
             Ok(response)

@@ -1,10 +1,30 @@
 //! The `tracing` subscriber every command installs: one format for the server,
-//! `init` and the tools, on standard error so standard output stays data.
+//! `init` and the tools, on standard error so standard output stays data;
+//! and, for `serve` with traces on, the OpenTelemetry layer beside it.
+//!
+//! The trace spans ([`spans::SPAN_TARGET`]) are hidden from the log lines:
+//! every line already carries the fields it needs, and printing the span's
+//! fields in front of each one said everything twice. In JSON, a line
+//! written inside a trace span gets that span's `trace_id` and `span_id`
+//! instead, so a log line leads to its trace and back.
 
 use std::io::IsTerminal;
+use std::sync::{Arc, OnceLock};
 
 use clap::ValueEnum;
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TraceContextExt;
+use tracing::dispatcher::WeakDispatch;
+use tracing::{Dispatch, Event, Subscriber};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use super::spans;
+use super::traces::Traces;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -33,22 +53,145 @@ pub fn level_filter(level: &str) -> Option<EnvFilter> {
     }
 }
 
-/// Installs the global subscriber. Safe to call more than once (tests): later
-/// calls are ignored.
+/// The log settings of the command line, installed once the command knows
+/// whether traces are exported too (`serve` starts them first).
+#[derive(Debug)]
+pub struct Logs {
+    filter: Option<EnvFilter>,
+    format: LogFormat,
+}
+
+impl Logs {
+    pub fn new(level: &str, format: LogFormat) -> Logs {
+        Logs {
+            filter: level_filter(level),
+            format,
+        }
+    }
+
+    /// Installs the global subscriber. Safe to call more than once (tests):
+    /// later calls are ignored.
+    pub fn init(self, traces: Option<&Traces>) {
+        if let Some(filter) = self.filter {
+            let ansi = std::io::stderr().is_terminal();
+            let _ = dispatch(filter, self.format, traces, std::io::stderr, ansi).try_init();
+        }
+    }
+}
+
+/// Installs the global subscriber (for commands without traces).
 pub fn init(filter: EnvFilter, format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    Logs {
+        filter: Some(filter),
+        format,
+    }
+    .init(None);
+}
+
+/// The subscriber: log lines to `writer`, and with `traces` the
+/// OpenTelemetry layer. Tests install it for their own threads.
+pub fn dispatch<W>(
+    filter: EnvFilter,
+    format: LogFormat,
+    traces: Option<&Traces>,
+    writer: W,
+    ansi: bool,
+) -> Dispatch
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let log_level = filter.max_level_hint().unwrap_or(LevelFilter::INFO);
+    let log_filter = filter.and(filter_fn(|meta| !meta.target().starts_with(spans::SPAN_TARGET)));
+    let dispatch_slot: Arc<OnceLock<WeakDispatch>> = Arc::default();
+    let logs = match format {
         // Colour only for a person at a terminal: escape codes in a log
         // pipeline (kubectl logs, Loki) are noise.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .with_target(false)
+            .with_filter(log_filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+            .with_writer(writer)
+            .event_format(WithTraceIds {
+                inner: format::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_target(false),
+                dispatch: dispatch_slot.clone(),
+            })
+            .with_filter(log_filter)
+            .boxed(),
     };
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![logs];
+    if let Some(traces) = traces {
+        layers.push(traces.layer(log_level));
+    }
+    let dispatch = Dispatch::new(Registry::default().with(layers));
+    // The formatter finds a span's trace context through the subscriber
+    // it is part of; a weak reference, or the two would keep each other alive.
+    let _ = dispatch_slot.set(dispatch.downgrade());
+    dispatch
+}
+
+/// A JSON event format with `trace_id` and `span_id` added to lines written
+/// inside a span that belongs to a trace.
+struct WithTraceIds<F> {
+    inner: F,
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+}
+
+impl<F> WithTraceIds<F> {
+    fn ids<S, N>(&self, ctx: &FmtContext<'_, S, N>, event: &Event<'_>) -> Option<(String, String)>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'w> FormatFields<'w> + 'static,
+    {
+        let dispatch = self.dispatch.get()?.upgrade()?;
+        // Not `lookup_current`: that is filtered for this layer, which does
+        // not see the trace spans.
+        let id = match event.parent() {
+            Some(id) => id.clone(),
+            None if event.is_contextual() => ctx.current_span().id()?.clone(),
+            None => return None,
+        };
+        let context = tracing_opentelemetry::get_otel_context(&id, &dispatch)?;
+        let span = context.span();
+        let ids = span.span_context();
+        ids.is_valid()
+            .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let Some((trace_id, span_id)) = self.ids(ctx, event) else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(512);
+        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        // The inner format writes one JSON object and a newline; the ids
+        // (hex, nothing to escape) go in before its closing brace.
+        match line.trim_end().strip_suffix('}') {
+            Some(object) => writeln!(
+                writer,
+                r#"{object},"trace_id":"{trace_id}","span_id":"{span_id}"}}"#
+            ),
+            None => writer.write_str(&line),
+        }
+    }
 }

@@ -115,6 +115,21 @@ struct ResultLabel {
     result: ReloadResult,
 }
 
+/// Why finished spans never reached the collector: the `reason` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SpanDrop {
+    /// The export queue was full (the collector is slower than the traffic).
+    queue_full,
+    /// The collector refused the batch, or did not answer within the export timeout.
+    export_failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SpanDropLabel {
+    reason: SpanDrop,
+}
+
 /// Every metric ImageSwap exports.
 pub struct Metrics {
     registry: Registry,
@@ -129,6 +144,8 @@ pub struct Metrics {
     shed: Counter,
     deadline_exceeded: Counter,
     timeouts: Counter,
+    spans_exported: Counter,
+    spans_dropped: [Counter; 2],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -232,6 +249,23 @@ impl Metrics {
             "Admission requests answered 503 because they outlived the request timeout",
             timeouts.clone(),
         );
+        let spans_exported = Counter::default();
+        registry.register(
+            "imageswap_trace_spans_exported",
+            "Finished spans the OTLP collector accepted",
+            spans_exported.clone(),
+        );
+        let spans_dropped_family = Family::<SpanDropLabel, Counter>::default();
+        registry.register(
+            "imageswap_trace_spans_dropped",
+            "Finished spans lost before the collector, by reason (admissions never wait for the collector)",
+            spans_dropped_family.clone(),
+        );
+        let spans_dropped = [SpanDrop::queue_full, SpanDrop::export_failed].map(|reason| {
+            spans_dropped_family
+                .get_or_create(&SpanDropLabel { reason })
+                .clone()
+        });
         registry.register(
             "imageswap_build",
             "The running ImageSwap build",
@@ -251,6 +285,8 @@ impl Metrics {
             shed,
             deadline_exceeded,
             timeouts,
+            spans_exported,
+            spans_dropped,
         }
     }
 
@@ -293,6 +329,16 @@ impl Metrics {
 
     pub fn tls_reload(&self, result: ReloadResult) {
         self.tls_reloads[result as usize].inc();
+    }
+
+    /// Spans the collector accepted.
+    pub fn trace_spans_exported(&self, spans: u64) {
+        self.spans_exported.inc_by(spans);
+    }
+
+    /// Spans lost on the way to the collector.
+    pub fn trace_spans_dropped(&self, reason: SpanDrop, spans: u64) {
+        self.spans_dropped[reason as usize].inc_by(spans);
     }
 
     /// Counts a request in flight until the returned guard drops (also when
@@ -394,6 +440,8 @@ mod tests {
         m.image_swapped(Rule::Exact);
         m.cache(3, 1);
         m.maps_reload(ReloadResult::error);
+        m.trace_spans_dropped(SpanDrop::queue_full, 4);
+        m.trace_spans_exported(2);
         let guard = m.inflight();
         let text = m.encode();
         assert_eq!(
@@ -407,6 +455,9 @@ mod tests {
         assert!(text.contains("imageswap_cache_misses_total 1"));
         assert!(text.contains("imageswap_maps_reload_total{result=\"error\"} 1"));
         assert!(text.contains("imageswap_inflight_requests 1"));
+        assert!(text.contains("imageswap_trace_spans_dropped_total{reason=\"queue_full\"} 4"));
+        assert!(text.contains("imageswap_trace_spans_dropped_total{reason=\"export_failed\"} 0"));
+        assert!(text.contains("imageswap_trace_spans_exported_total 2"));
         assert!(text.contains(&format!(
             "imageswap_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")

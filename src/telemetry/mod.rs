@@ -1,5 +1,10 @@
-//! Telemetry: structured logs now; Prometheus metrics and OpenTelemetry traces
-//! join here so that one place owns every signal the program emits.
+//! Telemetry: one place owns every signal the program emits: structured
+//! logs, Prometheus metrics, and OpenTelemetry traces (the spans, their
+//! settings, and the bounded queue that exports them off the request path).
 
 pub mod logging;
 pub mod metrics;
+pub mod span_queue;
+pub mod spans;
+pub mod trace_config;
+pub mod traces;

@@ -2,6 +2,8 @@
 //! `serve` on 127.0.0.1:0 with an rcgen certificate and TLS clients.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -183,6 +185,8 @@ pub struct Setup {
     pub metrics_listen: bool,
     pub insecure_http: bool,
     pub reload_poll: Duration,
+    /// The metrics the server records into (a fresh set when `None`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for Setup {
@@ -200,6 +204,7 @@ impl Default for Setup {
             metrics_listen: false,
             insecure_http: false,
             reload_poll: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -262,10 +267,10 @@ impl TestServer {
             shadow: setup.shadow,
             dev: false,
             reload_poll: setup.reload_poll,
+            traces: None,
         };
-        let server = Server::bind(config, Arc::new(Metrics::new()))
-            .await
-            .expect("server binds");
+        let metrics = setup.metrics.unwrap_or_else(|| Arc::new(Metrics::new()));
+        let server = Server::bind(config, metrics).await.expect("server binds");
         let addr = server.local_addr();
         let metrics_addr = server.metrics_addr();
         let state = server.state();
