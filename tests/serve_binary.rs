@@ -20,9 +20,14 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Running {
+        Running::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(BIN)
             .args(["--log-format", "json", "serve"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -105,6 +110,20 @@ fn maps_arg() -> String {
     common::fixtures_maps().display().to_string()
 }
 
+fn http_post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("write");
+    stream.write_all(body).expect("body");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
 fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
     write!(
@@ -159,13 +178,27 @@ fn a_bad_setting_stops_the_start_with_one_line_naming_the_variable() {
         ("IMAGESWAP_MAX_CONCURRENCY", "0"),
         ("IMAGESWAP_REQUEST_TIMEOUT", "soon"),
         ("IMAGESWAP_LISTEN", "everywhere"),
+        ("OTEL_TRACES_SAMPLER", "sometimes"),
+        ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "jaeger:4318"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
     ] {
-        let output = Command::new(BIN)
-            .arg("serve")
-            .env(variable, value)
-            .output()
-            .expect("run");
+        let mut command = Command::new(BIN);
+        command.arg("serve").env(variable, value);
+        if variable == "OTEL_TRACES_SAMPLER_ARG" {
+            command.env("OTEL_TRACES_SAMPLER", "traceidratio");
+        }
+        let output = command.output().expect("run");
         assert_eq!(output.status.code(), Some(2), "{variable}");
+        if variable.starts_with("OTEL_") {
+            // Checked after clap, by ImageSwap: exactly one line.
+            assert_eq!(
+                String::from_utf8_lossy(&output.stderr).lines().count(),
+                1,
+                "{variable}"
+            );
+        }
         let stderr = String::from_utf8_lossy(&output.stderr);
         let first = stderr.lines().next().unwrap_or_default();
         assert!(first.contains(variable), "{variable}: {stderr}");
@@ -217,4 +250,83 @@ fn dev_mode_serves_the_example_maps_over_tls_and_prints_a_curl_command() {
     }
     server.signal("TERM");
     assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+}
+
+#[test]
+fn empty_otel_variables_count_as_unset() {
+    let maps = maps_arg();
+    let mut server = Running::start_with_env(
+        &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            ("OTEL_TRACES_SAMPLER", ""),
+            ("OTEL_SERVICE_NAME", ""),
+        ],
+    );
+    let addr = server.listen_addr();
+    assert!(http_get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+    let exporting = server
+        .seen
+        .borrow()
+        .iter()
+        .any(|l| l["message"] == "Exporting traces over OTLP/HTTP.");
+    assert!(!exporting, "traces stay off");
+}
+
+/// The binary as deployed: the variables of the deploy example, a request
+/// from "the API server" with a traceparent, then SIGTERM before the batch
+/// delay is over: the span reaches the collector by the flush at shutdown,
+/// and the JSON log line of the review carries its ids.
+#[test]
+fn the_binary_exports_spans_and_flushes_them_at_shutdown() {
+    use common::otlp::{Collector, OtlpReceiver};
+
+    let collector_rt = tokio::runtime::Runtime::new().expect("runtime");
+    let collector = collector_rt.block_on(OtlpReceiver::start(Collector::Answers));
+    let maps = maps_arg();
+    let endpoint = collector.endpoint();
+    let mut server = Running::start_with_env(
+        &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_SERVICE_NAME", "imageswap-binary"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+            ("IMAGESWAP_POD_NAME", "imageswap-7d4b9-x2x5q"),
+        ],
+    );
+    let addr = server.listen_addr();
+    let started = server.wait_for("Exporting traces over OTLP/HTTP.");
+    assert_eq!(started["endpoint"], format!("{endpoint}/v1/traces"));
+    // Ratio 0 samples no new trace, but a sampled parent is followed.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\n");
+    let body = common::pod_review("binary-1", &["nginx:1.25"]);
+    assert!(http_post(addr, "/", &traceparent, &body).starts_with("HTTP/1.1 200"));
+    assert!(
+        http_post(addr, "/", "", &common::pod_review("binary-2", &["nginx:1.25"]))
+            .starts_with("HTTP/1.1 200")
+    );
+    let signalled = Instant::now();
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), 0);
+    let spans = collector.spans();
+    assert_eq!(
+        spans.len(),
+        1,
+        "only the sampled parent's span: {:?}",
+        spans.iter().map(|s| s.attributes()).collect::<Vec<_>>()
+    );
+    let span = &spans[0];
+    assert_eq!(span.trace_id(), trace_id);
+    assert_eq!(span.str("imageswap.uid"), Some("binary-1"));
+    assert_eq!(span.resource_str("service.name"), Some("imageswap-binary"));
+    assert_eq!(span.resource_str("k8s.pod.name"), Some("imageswap-7d4b9-x2x5q"));
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    let line = server.wait_for("Admission reviewed.");
+    assert_eq!(line["uid"], "binary-1");
+    assert_eq!(line["trace_id"], trace_id);
+    assert_eq!(line["span_id"], span.span_id());
 }
