@@ -4,17 +4,13 @@
 //!
 //! The parser is the Prometheus project's own (client_python's OpenMetrics
 //! parser, the format's reference implementation), run by
-//! scripts/parse-openmetrics. Not `promtool check metrics`: it reads only
+//! `scripts/prometheus-tools openmetrics`. Not `promtool check metrics`: it reads only
 //! the classic text format and stops at the first `# TYPE … info`
 //! ("unknown metric type"). Not the openmetrics-parser crate: it refuses a
 //! `# UNIT` line on a histogram, which OpenMetrics allows and
 //! `imageswap_admission_duration_seconds` has.
 
 mod common;
-
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::{Protocol, Setup, TestServer, pod_review};
 use http::StatusCode;
@@ -37,28 +33,9 @@ const EXPECTED: &[(&str, &str)] = &[
     ("imageswap_trace_spans_dropped", "counter"),
 ];
 
-/// Runs the parser: `Ok(families)` or `Err(its one-line complaint)`.
+/// Parses an exposition: `Ok(families)` or `Err(the parser's one-line complaint)`.
 fn parse(text: &str) -> Result<Vec<Value>, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/parse-openmetrics");
-    let mut child = Command::new(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/parse-openmetrics");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write the exposition");
-    let output = child.wait_with_output().expect("parser output");
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    match output.status.code() {
-        Some(0) => Ok(serde_json::from_slice(&output.stdout).expect("the parser prints JSON")),
-        Some(1) => Err(stderr),
-        other => panic!("the parser could not run ({other:?}): {stderr}"),
-    }
+    common::prometheus_tools("openmetrics", text).map(|families| families.as_array().expect("a list").clone())
 }
 
 fn family<'a>(families: &'a [Value], name: &str) -> &'a Value {
@@ -217,7 +194,7 @@ async fn metrics_after_traffic_parse_as_openmetrics_with_every_metric() {
     let error = parse(&text.replace("imageswap_cache_hits_total ", "imageswap_cache_hits "))
         .expect_err("counter without _total");
     assert!(
-        error.starts_with("parse-openmetrics: not valid OpenMetrics"),
+        error.starts_with("prometheus-tools: not valid OpenMetrics"),
         "{error}"
     );
 }

@@ -532,3 +532,34 @@ pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs `scripts/prometheus-tools COMMAND` (the Prometheus project's own
+/// OpenMetrics and PromQL parsers) on `input`: `Ok(its JSON)`, or `Err(its
+/// one-line complaint)` when the input is invalid. Panics when the tools
+/// cannot run at all (no Python, no PyPI on first use).
+pub fn prometheus_tools(command: &str, input: &str) -> Result<serde_json::Value, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/prometheus-tools");
+    let mut child = Command::new(script)
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scripts/prometheus-tools");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write the input");
+    let output = child.wait_with_output().expect("the tool's output");
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    match output.status.code() {
+        Some(0) => Ok(serde_json::from_slice(&output.stdout).expect("the tool prints JSON")),
+        Some(1) => Err(stderr),
+        other => panic!("scripts/prometheus-tools could not run ({other:?}): {stderr}"),
+    }
+}
