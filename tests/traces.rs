@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::otlp::{Collector, OtlpReceiver, ReceivedSpan, refused_endpoint};
-use common::{Protocol, Setup, TestServer, pod_review};
+use common::{Protocol, RawTls, Setup, TestServer, pod_review};
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use imageswap::config::Limits;
 use imageswap::telemetry::logging::{self, LogFormat};
 use imageswap::telemetry::metrics::Metrics;
 use imageswap::telemetry::trace_config::{SamplerConfig, TraceConfig};
@@ -203,13 +204,28 @@ fn admission_spans_reach_the_collector_with_their_attributes_parent_and_resource
         assert_eq!(status, StatusCode::OK);
         let status = post_with_traceparent(&server, b"not json".to_vec(), None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+        // A body that never arrives: 503 at the request timeout.
+        let slow = TestServer::start_with(Setup {
+            limits: Limits {
+                request_timeout: Duration::from_millis(200),
+                ..Setup::default().limits
+            },
+            ..server_setup(&metrics)
+        })
+        .await;
+        let mut raw = RawTls::connect(&slow).await;
+        raw.start_post("/", &pod_review("u-slow", &["nginx:1.25"]), 10)
+            .await;
+        assert_eq!(raw.read_response().await.0, 503);
+        let outcome = |spans: &[ReceivedSpan], outcome: &str| {
+            spans.iter().any(|s| s.str("imageswap.outcome") == Some(outcome))
+        };
         let spans = collector
             .wait_for(Duration::from_secs(10), |spans| {
                 by_uid(spans, "u-parent").is_some()
                     && by_uid(spans, "u-root").is_some()
-                    && spans
-                        .iter()
-                        .any(|s| s.str("imageswap.outcome") == Some("bad_request"))
+                    && outcome(spans, "bad_request")
+                    && outcome(spans, "timeout")
             })
             .await;
         (spans, server.metrics_text())
@@ -281,6 +297,18 @@ fn admission_spans_reach_the_collector_with_their_attributes_parent_and_resource
         .expect("bad request span");
     assert_eq!(bad.int("http.response.status_code"), Some(400));
     assert!(bad.str("imageswap.uid").is_none());
+
+    // A 503 is the server's failure: the span's status is ERROR.
+    let timeout = spans
+        .iter()
+        .find(|s| s.str("imageswap.outcome") == Some("timeout"))
+        .expect("timeout span");
+    assert_eq!(timeout.int("http.response.status_code"), Some(503));
+    assert_eq!(
+        timeout.span.status.as_ref().map(|s| s.code),
+        Some(2),
+        "STATUS_CODE_ERROR"
+    );
 
     // Sampled out by the parent: never exported. (It finished before the
     // others, so it would have been in the same or an earlier batch.)

@@ -79,15 +79,6 @@ impl Logs {
     }
 }
 
-/// Installs the global subscriber (for commands without traces).
-pub fn init(filter: EnvFilter, format: LogFormat) {
-    Logs {
-        filter: Some(filter),
-        format,
-    }
-    .init(None);
-}
-
 /// The subscriber: log lines to `writer`, and with `traces` the
 /// OpenTelemetry layer. Tests install it for their own threads.
 pub fn dispatch<W>(
@@ -133,8 +124,11 @@ where
     }
     let dispatch = Dispatch::new(Registry::default().with(layers));
     // The formatter finds a span's trace context through the subscriber
-    // it is part of; a weak reference, or the two would keep each other alive.
-    let _ = dispatch_slot.set(dispatch.downgrade());
+    // it is part of; a weak reference, or the two would keep each other
+    // alive. Without traces it is never set, and lines are written as they are.
+    if traces.is_some() {
+        let _ = dispatch_slot.set(dispatch.downgrade());
+    }
     dispatch
 }
 
