@@ -153,7 +153,7 @@ async fn a_request_slower_than_the_timeout_gets_503() {
     let elapsed = started.elapsed();
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&answer));
     assert!(
-        elapsed >= Duration::from_millis(280) && elapsed < Duration::from_secs(2),
+        elapsed >= Duration::from_millis(280) && elapsed < Duration::from_secs(10),
         "{elapsed:?}"
     );
     assert!(
@@ -182,7 +182,7 @@ async fn the_apiserver_timeout_parameter_shortens_the_deadline() {
     let elapsed = started.elapsed();
     assert_eq!(status, 503);
     assert!(
-        elapsed >= Duration::from_millis(850) && elapsed < Duration::from_secs(3),
+        elapsed >= Duration::from_millis(850) && elapsed < Duration::from_secs(10),
         "{elapsed:?}"
     );
 

@@ -23,8 +23,10 @@ async fn wait_inflight(server: &TestServer, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_turns_unready_first_then_closes_and_lets_requests_in_flight_finish() {
     let mut server = TestServer::start_with(Setup {
-        shutdown_delay: Duration::from_millis(600),
-        shutdown_grace: Duration::from_secs(5),
+        // Wide enough for a loaded CI machine to see the 503 before the
+        // listener closes; the drain bound below stays far under the grace.
+        shutdown_delay: Duration::from_secs(3),
+        shutdown_grace: Duration::from_secs(20),
         ..Setup::default()
     })
     .await;
@@ -38,7 +40,7 @@ async fn shutdown_turns_unready_first_then_closes_and_lets_requests_in_flight_fi
     server.trigger_shutdown();
 
     // Readiness is 503 while the listener still accepts new connections.
-    let unready = eventually(Duration::from_millis(500), async || {
+    let unready = eventually(Duration::from_millis(2500), async || {
         let answer = server.client(Protocol::Http1).get(&server.url("/readyz")).await;
         answer.status == StatusCode::SERVICE_UNAVAILABLE && answer.json()["reason"] == "shutting down"
     })
@@ -46,7 +48,7 @@ async fn shutdown_turns_unready_first_then_closes_and_lets_requests_in_flight_fi
     assert!(unready, "/readyz answered 503 before the listener closed");
 
     // Then the listener closes.
-    let closed = eventually(Duration::from_secs(2), async || {
+    let closed = eventually(Duration::from_secs(5), async || {
         tokio::net::TcpStream::connect(addr).await.is_err()
     })
     .await;
@@ -67,7 +69,7 @@ async fn shutdown_turns_unready_first_then_closes_and_lets_requests_in_flight_fi
     let started = Instant::now();
     server.join().await.expect("serve returns Ok");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "drained without waiting for the grace period"
     );
 }
@@ -92,7 +94,7 @@ async fn a_request_that_never_finishes_is_cut_at_the_grace_period() {
     server.join().await.expect("serve returns Ok");
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(280) && elapsed < Duration::from_secs(3),
+        elapsed >= Duration::from_millis(280) && elapsed < Duration::from_secs(10),
         "returned after {elapsed:?}"
     );
 }
@@ -127,7 +129,7 @@ async fn over_the_concurrency_limit_requests_get_a_fast_503() {
                 .contains("overloaded")
         );
         assert!(
-            elapsed < Duration::from_millis(500),
+            elapsed < Duration::from_secs(2),
             "shed fast, not queued: {elapsed:?}"
         );
         // Probes are outside the limit: a busy server is still alive.
