@@ -60,6 +60,8 @@ fn env_configs() -> Vec<(String, BTreeMap<String, String>)> {
         .map(|e| e.unwrap().path())
         .collect();
     names.sort();
+    // The tracing example is an overlay too.
+    names.push(Path::new(ROOT).join("deploy/observability/jaeger"));
     for overlay in names {
         let mut merged = base.clone();
         for entry in std::fs::read_dir(&overlay).unwrap() {
