@@ -63,7 +63,7 @@ async fn serve(config: ServeConfig, logs: Logs) -> ExitCode {
         tracing::info!(
             endpoint = %settings.endpoint,
             service = settings.service_name,
-            sampler = ?settings.sampler,
+            sampler = %settings.sampler,
             "Exporting traces over OTLP/HTTP."
         );
     }

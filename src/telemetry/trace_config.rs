@@ -75,6 +75,20 @@ impl Default for SamplerConfig {
     }
 }
 
+/// The variable's spelling: `parentbased_traceidratio 0.1`.
+impl std::fmt::Display for SamplerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.parent_based {
+            f.write_str("parentbased_")?;
+        }
+        match self.root {
+            RootSampler::AlwaysOn => f.write_str("always_on"),
+            RootSampler::AlwaysOff => f.write_str("always_off"),
+            RootSampler::Ratio(ratio) => write!(f, "traceidratio {ratio}"),
+        }
+    }
+}
+
 /// Where and how spans are exported.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TraceConfig {
@@ -424,6 +438,7 @@ mod tests {
                 a.sampler_arg = arg.map(str::to_owned);
             });
             assert_eq!(c.sampler, SamplerConfig { parent_based, root }, "{name} {arg:?}");
+            assert!(name.eq_ignore_ascii_case(c.sampler.to_string().split(' ').next().unwrap_or_default()));
         }
     }
 
