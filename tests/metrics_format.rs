@@ -4,11 +4,11 @@
 //!
 //! The parser is the Prometheus project's own (client_python's OpenMetrics
 //! parser, the format's reference implementation), run by
-//! `scripts/prometheus-tools openmetrics`. Not `promtool check metrics`: it reads only
-//! the classic text format and stops at the first `# TYPE … info`
-//! ("unknown metric type"). Not the openmetrics-parser crate: it refuses a
-//! `# UNIT` line on a histogram, which OpenMetrics allows and
-//! `imageswap_admission_duration_seconds` has.
+//! `scripts/prometheus-tools openmetrics`. Not `promtool check metrics`:
+//! it reads only the classic text format, and Debian's (2.42) stops at
+//! `imageswap_build`: "unknown metric type \"info\"". Not the
+//! openmetrics-parser crate: it refuses a `# UNIT` line on a histogram,
+//! which OpenMetrics allows and `imageswap_admission_duration_seconds` has.
 
 mod common;
 
