@@ -6,7 +6,7 @@
 //! parser, the format's reference implementation), run by
 //! `scripts/prometheus-tools openmetrics`. Not `promtool check metrics`:
 //! it reads only the classic text format, and Debian's (2.42) stops at
-//! `imageswap_build`: "unknown metric type \"info\"". Not the
+//! `imageswap_build`: `unknown metric type "info"`. Not the
 //! openmetrics-parser crate: it refuses a `# UNIT` line on a histogram,
 //! which OpenMetrics allows and `imageswap_admission_duration_seconds` has.
 
