@@ -183,6 +183,8 @@ fn a_second_signal_exits_at_once() {
         started.elapsed() < Duration::from_secs(10),
         "far under the 20 s grace"
     );
+    // The log line of the forced exit is flushed before the process goes.
+    server.wait_for("Second signal");
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //! has drained, then flush the spans still queued.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tracing_appender::non_blocking::WorkerGuard;
 
 use crate::cli::ServeArgs;
 use crate::config::{ServeConfig, Transport};
@@ -16,6 +18,9 @@ use crate::telemetry::traces::{self, Emitter, Traces};
 
 /// How long the runtime waits for stray blocking work after the server returns.
 const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+/// The server's log writer, while it runs.
+type LogWriter = Arc<Mutex<Option<WorkerGuard>>>;
+
 /// Exit code of an exit forced by a second signal (128 + SIGINT).
 const EXIT_FORCED: i32 = 130;
 
@@ -58,7 +63,14 @@ async fn serve(config: ServeConfig, logs: Logs) -> ExitCode {
             }
         }
     };
-    logs.init(traces.as_ref());
+    // Held to the end of `serve` (dropping it flushes the queued log
+    // lines), or taken by a forced exit, which flushes it first.
+    let log_writer: LogWriter = Arc::new(Mutex::new(logs.init_buffered(traces.as_ref()).map(
+        |(guard, dropped)| {
+            metrics.watch_log_drops(dropped);
+            guard
+        },
+    )));
     if let Some(settings) = &config.traces {
         tracing::info!(
             endpoint = %settings.endpoint,
@@ -67,14 +79,14 @@ async fn serve(config: ServeConfig, logs: Logs) -> ExitCode {
             "Exporting traces over OTLP/HTTP."
         );
     }
-    let code = run_server(config, metrics).await;
+    let code = run_server(config, metrics, log_writer.clone()).await;
     if let Some(traces) = traces {
         traces.shutdown(traces::FLUSH_TIMEOUT).await;
     }
     code
 }
 
-async fn run_server(config: ServeConfig, metrics: Arc<Metrics>) -> ExitCode {
+async fn run_server(config: ServeConfig, metrics: Arc<Metrics>, log_writer: LogWriter) -> ExitCode {
     if config.transport == Transport::InsecureHttp {
         tracing::warn!(
             "PLAIN HTTP (--insecure-http): admission reviews travel unencrypted. For local and load \
@@ -93,7 +105,7 @@ async fn run_server(config: ServeConfig, metrics: Arc<Metrics>) -> ExitCode {
     if dev {
         println!("{}", dev::try_it(server.local_addr(), tls));
     }
-    match server.run(shutdown_signal()).await {
+    match server.run(shutdown_signal(log_writer)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "The server stopped with an error.");
@@ -104,7 +116,7 @@ async fn run_server(config: ServeConfig, metrics: Arc<Metrics>) -> ExitCode {
 
 /// Resolves on the first SIGTERM or SIGINT, and arms the second one to exit
 /// at once.
-async fn shutdown_signal() {
+async fn shutdown_signal(log_writer: LogWriter) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = match signal(SignalKind::terminate()) {
         Ok(stream) => Some(stream),
@@ -127,6 +139,8 @@ async fn shutdown_signal() {
             _ = recv(&mut terminate) => {}
         }
         tracing::warn!("Second signal: exiting without finishing requests in flight.");
+        // `exit` runs no destructors: flush the log lines still queued.
+        drop(log_writer.lock().ok().and_then(|mut writer| writer.take()));
         std::process::exit(EXIT_FORCED);
     });
 }

@@ -7,8 +7,8 @@
 //! lock. The latency histogram is our own lock-free one: the
 //! prometheus-client histogram takes a mutex on every observation.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{
@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
+use tracing_appender::non_blocking::ErrorCounter;
 
 use crate::swap::Rule;
 
@@ -146,6 +147,11 @@ pub struct Metrics {
     timeouts: Counter,
     spans_exported: Counter,
     spans_dropped: [Counter; 2],
+    log_lines_dropped: Counter,
+    /// The log writer's own count of dropped lines, copied into
+    /// `log_lines_dropped` at each scrape.
+    log_drop_source: OnceLock<ErrorCounter>,
+    log_drops_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -266,6 +272,12 @@ impl Metrics {
                 .get_or_create(&SpanDropLabel { reason })
                 .clone()
         });
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "imageswap_log_lines_dropped",
+            "Log lines dropped because the log writer fell behind (the server never waits for it)",
+            log_lines_dropped.clone(),
+        );
         registry.register(
             "imageswap_build",
             "The running ImageSwap build",
@@ -287,7 +299,16 @@ impl Metrics {
             timeouts,
             spans_exported,
             spans_dropped,
+            log_lines_dropped,
+            log_drop_source: OnceLock::new(),
+            log_drops_seen: AtomicU64::new(0),
         }
+    }
+
+    /// Counts the lines the server's log writer drops (see
+    /// `Logs::init_buffered`) in `imageswap_log_lines_dropped_total`.
+    pub fn watch_log_drops(&self, dropped: ErrorCounter) {
+        let _ = self.log_drop_source.set(dropped);
     }
 
     /// One finished admission request.
@@ -350,6 +371,13 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        if let Some(source) = self.log_drop_source.get() {
+            let now = source.dropped_lines() as u64;
+            let before = self.log_drops_seen.swap(now, Ordering::Relaxed);
+            if now > before {
+                self.log_lines_dropped.inc_by(now - before);
+            }
+        }
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
