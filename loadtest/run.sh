@@ -13,10 +13,16 @@
 #
 # and the exit status is non-zero when a threshold or a check fails.
 #
+# The server runs as the production overlay configures it: INFO level, JSON
+# log lines (one per review). SERVER_ARGS replaces `--log-format json` with
+# other flags, e.g. SERVER_ARGS="--log-format json --log-level warn".
+#
 # Settings (environment): RATE, DURATION, P99_MS (see loadtest/imageswap.js);
 # steady and soak default to half of the sustainable rate in
 # results/max.json. COMPARE_RATE (k6 rate of compare, default 3000),
-# COMPARE_ROUNDS (wrk rounds per server, default 3), WRK_DURATION (20s),
+# COMPARE_ROUNDS (wrk rounds per server, default 3), COMPARE_WARN (1: also
+# measure imageswap with --log-level warn, to show what its per-review log
+# line costs; 0 to skip), WRK_DURATION (20s),
 # WRK_CONNECTIONS (16), WRK_THREADS (2). RESULTS_DIR (default
 # loadtest/results). Raw output, certificates and logs go to target/loadtest/.
 set -euo pipefail
@@ -42,6 +48,7 @@ COMPARE_REVIEW="$ROOT/benches/fixtures/pod-4-containers.review.json"
 # RSS sampling interval (seconds).
 SAMPLE_SECONDS=${SAMPLE_SECONDS:-2}
 CLK_TCK=$(getconf CLK_TCK)
+read -r -a SERVER_ARGS <<<"${SERVER_ARGS:---log-format json}"
 
 rm -rf "$WORK"
 mkdir -p "$WORK" "$RESULTS_DIR"
@@ -169,16 +176,30 @@ wait_ready() { # wait_ready PID PORT
   die "the server on port $port was not ready after 10 s"
 }
 
-# start_imageswap MAPS CERT_DIR: sets PORT and PID.
+# start_imageswap MAPS CERT_DIR [NAME [FLAG...]]: sets PORT and PID.
 start_imageswap() {
-  local maps=$1 certs=$2
+  local maps=$1 certs=$2 name=${3:-imageswap}
+  shift 2
+  shift $(($# > 0 ? 1 : 0))
   PORT=$(free_port)
   "$BIN" serve --listen "127.0.0.1:$PORT" --tls-cert "$certs/tls.crt" --tls-key "$certs/tls.key" \
-    --maps "$maps" --log-format json >"$WORK/imageswap.log" 2>&1 &
+    --maps "$maps" "${SERVER_ARGS[@]}" "$@" >"$WORK/$name.log" 2>&1 &
   PID=$!
   CHILDREN+=("$PID")
   wait_ready "$PID" "$PORT"
-  say "imageswap pid $PID on https://127.0.0.1:$PORT/"
+  say "$name pid $PID on https://127.0.0.1:$PORT/ (${SERVER_ARGS[*]} $*)"
+}
+
+# The server logs a line per review: keep the others (and a count), not
+# a gigabyte of them.
+trim_log() {
+  local log=$1
+  [[ -f "$log" ]] || return 0
+  local lines
+  lines=$(grep -c 'Admission reviewed' "$log" || true)
+  grep -v 'Admission reviewed' "$log" >"$log.kept" || true
+  echo "($lines 'Admission reviewed.' lines removed)" >>"$log.kept"
+  mv "$log.kept" "$log"
 }
 
 # stop PID NAME: SIGTERM, and the exit status must be 0.
@@ -273,6 +294,7 @@ run_single() {
     checks=$(reload_checks) || status=1
   fi
   stop "$PID" imageswap
+  trim_log "$WORK/imageswap.log"
   python3 "$LT/report.py" single --scenario "$SCENARIO" --k6 "$WORK/k6-summary.json" \
     --cpu-ticks "$((cpu_after - cpu_before))" --clk-tck "$CLK_TCK" --hwm-kib "$hwm" --rss "$WORK/rss.txt" \
     --sample-seconds "$SAMPLE_SECONDS" --step-seconds "${STEP_SECONDS:-10}" --machine "$WORK/machine.json" --extra "$checks" \
@@ -315,35 +337,42 @@ reload_checks() {
 }
 
 # compare: imageswap and the baseline, one after the other, same review.
+# Optionally also imageswap at --log-level warn (no line per review).
 run_compare() {
   ensure_wrk
-  local status=0 certs="$WORK/tls" server port pid round
+  local status=0 certs="$WORK/tls" round name
+  local -A pids=() ports=()
+  local servers=(imageswap baseline)
   make_ca
   make_leaf "$certs"
   machine_json >"$WORK/machine.json"
   start_imageswap "$MAPS_EXAMPLE" "$certs"
-  local imageswap_pid=$PID imageswap_port=$PORT
+  pids[imageswap]=$PID ports[imageswap]=$PORT
+  if [[ "${COMPARE_WARN:-1}" == 1 ]]; then
+    start_imageswap "$MAPS_EXAMPLE" "$certs" imageswap_warn --log-level warn
+    pids[imageswap_warn]=$PID ports[imageswap_warn]=$PORT
+    servers+=(imageswap_warn)
+  fi
   # The baseline answers exactly what imageswap answers to this review.
   curl -fsS --cacert "$WORK/ca.pem" -H 'Content-Type: application/json' --data-binary "@$COMPARE_REVIEW" \
-    "https://127.0.0.1:$imageswap_port/" >"$WORK/response.json"
+    "https://127.0.0.1:${ports[imageswap]}/" >"$WORK/response.json"
   local swaps
   swaps=$(python3 -c 'import base64, json, sys; r = json.load(open(sys.argv[1]))["response"]; print(len(json.loads(base64.b64decode(r["patch"]))) if "patch" in r else 0)' "$WORK/response.json")
-  local baseline_port
-  baseline_port=$(free_port)
-  "$BASELINE_BIN" "127.0.0.1:$baseline_port" "$certs/tls.crt" "$certs/tls.key" "$WORK/response.json" \
+  ports[baseline]=$(free_port)
+  "$BASELINE_BIN" "127.0.0.1:${ports[baseline]}" "$certs/tls.crt" "$certs/tls.key" "$WORK/response.json" \
     >"$WORK/baseline.log" 2>&1 &
-  local baseline_pid=$!
-  CHILDREN+=("$baseline_pid")
-  wait_ready_baseline "$baseline_pid" "$baseline_port"
-  say "baseline pid $baseline_pid on https://127.0.0.1:$baseline_port/"
+  pids[baseline]=$!
+  CHILDREN+=("${pids[baseline]}")
+  wait_ready_baseline "${pids[baseline]}" "${ports[baseline]}"
+  say "baseline pid ${pids[baseline]} on https://127.0.0.1:${ports[baseline]}/"
 
   local phases="$WORK/phases.jsonl" before after
   : >"$phases"
   # phase SERVER TOOL ROUND: measure one load run against one server.
   phase() {
-    local name=$1 tool=$2 round=$3 pid port out="$WORK/$1-$2-$3" code=0
-    if [[ $name == imageswap ]]; then pid=$imageswap_pid port=$imageswap_port; else pid=$baseline_pid port=$baseline_port; fi
-    say "$tool → $name (round $round)"
+    local name=$1 tool=$2 round=$3 out="$WORK/$1-$2-$3" code=0
+    local pid=${pids[$name]} port=${ports[$name]}
+    say "$tool → $name (round $round; load $(cut -d' ' -f1 /proc/loadavg))"
     before=$(proc_cpu_ticks "$pid")
     if [[ $tool == k6 ]]; then
       run_k6 "$port" "$out.json" RATE="${COMPARE_RATE:-3000}" DURATION="${DURATION:-20s}" \
@@ -358,20 +387,26 @@ run_compare() {
       "$name" "$tool" "$round" "$((after - before))" "$CLK_TCK" "$code" "$out.json" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$phases"
     sleep 2
   }
-  phase imageswap k6 1
-  phase baseline k6 1
-  for round in $(seq 1 "${COMPARE_ROUNDS:-3}"); do
-    phase imageswap wrk "$round"
-    phase baseline wrk "$round"
+  for name in "${servers[@]}"; do
+    phase "$name" k6 1
   done
-  local hwm_imageswap hwm_baseline
-  hwm_imageswap=$(proc_kib "$imageswap_pid" VmHWM)
-  hwm_baseline=$(proc_kib "$baseline_pid" VmHWM)
-  stop "$imageswap_pid" imageswap
-  stop "$baseline_pid" baseline
-  python3 "$LT/report.py" compare --phases "$phases" --machine "$WORK/machine.json" \
-    --hwm-kib "$hwm_imageswap" --baseline-hwm-kib "$hwm_baseline" --review "${COMPARE_REVIEW#"$ROOT"/}" \
-    --out "$RESULTS_DIR/compare.json" || status=$?
+  # Rounds interleave the servers, so a burst of load from elsewhere on the
+  # machine hits all of them alike; the report takes medians.
+  for round in $(seq 1 "${COMPARE_ROUNDS:-3}"); do
+    for name in "${servers[@]}"; do
+      phase "$name" wrk "$round"
+    done
+  done
+  local hwm=()
+  for name in "${servers[@]}"; do
+    hwm+=("--hwm" "$name=$(proc_kib "${pids[$name]}" VmHWM)")
+  done
+  for name in "${servers[@]}"; do
+    stop "${pids[$name]}" "$name"
+    trim_log "$WORK/$name.log"
+  done
+  python3 "$LT/report.py" compare --phases "$phases" --machine "$WORK/machine.json" "${hwm[@]}" \
+    --review "${COMPARE_REVIEW#"$ROOT"/}" --out "$RESULTS_DIR/compare.json" || status=$?
   return "$status"
 }
 
