@@ -74,7 +74,7 @@ profile() {
 # The baseline answers exactly what imageswap answers to the review.
 port=$(free_port)
 "$ROOT/target/release/imageswap" serve --listen "127.0.0.1:$port" --tls-cert cert.pem --tls-key key.pem \
-  --maps "$ROOT/examples/imageswap-maps.conf" >"$WORK/capture.log" 2>&1 &
+  --maps "$ROOT/loadtest/imageswap-maps.conf" >"$WORK/capture.log" 2>&1 &
 capture=$!
 for i in $(seq 1 100); do
   curl -fsS --cacert cert.pem -o response.json --data-binary "@$REVIEW" "https://127.0.0.1:$port/" 2>/dev/null && break
@@ -89,7 +89,7 @@ wait "$capture" || true
 
 port=$(free_port)
 read -r _ imageswap_ipr imageswap_dump < <(profile imageswap "$port" "$ROOT/target/release/imageswap" serve \
-  --listen "127.0.0.1:$port" --tls-cert cert.pem --tls-key key.pem --maps "$ROOT/examples/imageswap-maps.conf" \
+  --listen "127.0.0.1:$port" --tls-cert cert.pem --tls-key key.pem --maps "$ROOT/loadtest/imageswap-maps.conf" \
   "${SERVER_ARGS[@]}")
 port=$(free_port)
 read -r _ baseline_ipr baseline_dump < <(profile baseline "$port" "$ROOT/target/release/examples/baseline" \

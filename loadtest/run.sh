@@ -5,7 +5,7 @@
 #
 # Builds the release binary (skip with LOADTEST_SKIP_BUILD=1 when it is
 # built), makes a CA and a serving certificate for 127.0.0.1, starts the
-# server on a free loopback port with examples/imageswap-maps.conf, waits for
+# server on a free loopback port with loadtest/imageswap-maps.conf, waits for
 # /readyz, runs the scenario, stops the server with SIGTERM (it must exit 0),
 # and writes loadtest/results/SCENARIO.json. The last line printed is
 #
@@ -19,12 +19,13 @@
 #
 # Settings (environment): RATE, DURATION, P99_MS (see loadtest/imageswap.js);
 # steady and soak default to half of the sustainable rate in
-# results/max.json. COMPARE_RATE (k6 rate of compare, default 3000),
+# results/max.json, and spike's peak (SPIKE_RATE) to all of it. COMPARE_RATE (k6 rate of compare, default 3000),
 # COMPARE_ROUNDS (wrk rounds per server, default 3), COMPARE_WARN (1: also
 # measure imageswap with --log-level warn, to show what its per-review log
 # line costs; 0 to skip), WRK_DURATION (20s),
 # WRK_CONNECTIONS (16), WRK_THREADS (2). RESULTS_DIR (default
-# loadtest/results). Raw output, certificates and logs go to target/loadtest/.
+# loadtest/results). QUIET_LOAD=0.7: on a shared machine, wait (up to
+# QUIET_WAIT_S, 900 s) until the 1-minute load average is below it. Raw output, certificates and logs go to target/loadtest/.
 set -euo pipefail
 
 SCENARIO=${1:-}
@@ -42,7 +43,7 @@ RESULTS_DIR=${RESULTS_DIR:-$LT/results}
 WORK="$ROOT/target/loadtest/$SCENARIO"
 BIN="$ROOT/target/release/imageswap"
 BASELINE_BIN="$ROOT/target/release/examples/baseline"
-MAPS_EXAMPLE="$ROOT/examples/imageswap-maps.conf"
+MAPS_FILE="$LT/imageswap-maps.conf"
 # The review `compare` posts to both servers: a Pod with 4 containers.
 COMPARE_REVIEW="$ROOT/benches/fixtures/pod-4-containers.review.json"
 # RSS sampling interval (seconds).
@@ -215,17 +216,20 @@ stop() {
 run_k6() {
   local port=$1 summary=$2
   shift 2
-  env SSL_CERT_FILE="$WORK/ca.pem" TARGET="https://127.0.0.1:$port/" SCENARIO="$SCENARIO" \
+  # GOGC=400: k6 (Go) then spends ~20% less CPU on garbage collection, and
+  # its own GC pauses stop showing up as server latency.
+  env GOGC="${GOGC:-400}" SSL_CERT_FILE="$WORK/ca.pem" TARGET="https://127.0.0.1:$port/" SCENARIO="$SCENARIO" \
     SUMMARY_FILE="$summary" "$@" \
     k6 run --quiet --no-usage-report "$LT/imageswap.js" >&2
 }
 
-# The sustainable rate from the last `max` run, halved.
-half_of_max() {
-  python3 - "$RESULTS_DIR/max.json" <<'EOF'
+# The sustainable rate from the last `max` run divided by $1 (empty when none).
+share_of_max() {
+  python3 - "$RESULTS_DIR/max.json" "$1" <<'EOF'
 import json, sys
 try:
-    print(max(1, int(json.load(open(sys.argv[1]))["sustainable_rps"] // 2)))
+    rate = json.load(open(sys.argv[1]))["sustainable_rps"]
+    print(int(rate // int(sys.argv[2])) if rate else "")
 except Exception:
     print("")
 EOF
@@ -261,13 +265,19 @@ run_single() {
   local maps_dir="$WORK/maps" tls_dir="$WORK/tls" status=0 rate="${RATE:-}"
   mkdir -p "$maps_dir" "$tls_dir" "$WORK/src/maps" "$WORK/src/tls"
   make_ca
-  cp "$MAPS_EXAMPLE" "$WORK/src/maps/imageswap-maps.conf"
+  cp "$MAPS_FILE" "$WORK/src/maps/imageswap-maps.conf"
   make_leaf "$WORK/src/tls"
   publish_data "$maps_dir" "$WORK/src/maps"
   publish_data "$tls_dir" "$WORK/src/tls"
+  local vars=()
   if [[ -z "$rate" && ("$SCENARIO" == steady || "$SCENARIO" == soak) ]]; then
-    rate=$(half_of_max)
+    rate=$(share_of_max 2)
     [[ -n "$rate" ]] && say "rate $rate/s: half of the sustainable rate in $RESULTS_DIR/max.json"
+  fi
+  if [[ "$SCENARIO" == spike && -z "${SPIKE_RATE:-}" ]]; then
+    local peak
+    peak=$(share_of_max 1)
+    [[ -n "$peak" ]] && vars+=("SPIKE_RATE=$peak") && say "spike to $peak/s: the sustainable rate in $RESULTS_DIR/max.json"
   fi
   machine_json >"$WORK/machine.json"
   start_imageswap "$maps_dir/imageswap-maps.conf" "$tls_dir"
@@ -281,7 +291,6 @@ run_single() {
   fi
   local cpu_before cpu_after
   cpu_before=$(proc_cpu_ticks "$PID")
-  local vars=()
   [[ -n "$rate" ]] && vars+=("RATE=$rate")
   run_k6 "$PORT" "$WORK/k6-summary.json" "${vars[@]}" || status=$?
   cpu_after=$(proc_cpu_ticks "$PID")
@@ -307,13 +316,12 @@ run_single() {
 # same images (to different mirrors), so every response stays checkable.
 rotate_loop() {
   local n=0 variant
-  sed 's#::mirror\.example\.com/#::mirror-b.example.com/#; s#^default::mirror\.example\.com$#default::mirror-b.example.com#' \
-    "$MAPS_EXAMPLE" >"$WORK/maps-b.conf"
-  echo "mirror-b.example.com::" >>"$WORK/maps-b.conf"
+  sed 's#::harbor\.example\.com/#::harbor-b.example.com/#' "$MAPS_FILE" >"$WORK/maps-b.conf"
+  echo "harbor-b.example.com::" >>"$WORK/maps-b.conf"
   while true; do
     sleep 1
     n=$((n + 1))
-    if ((n % 2)); then variant="$WORK/maps-b.conf"; else variant="$MAPS_EXAMPLE"; fi
+    if ((n % 2)); then variant="$WORK/maps-b.conf"; else variant="$MAPS_FILE"; fi
     { cat "$variant"; echo "# generation $n"; } >"$WORK/src/maps/imageswap-maps.conf"
     publish_data "$WORK/maps" "$WORK/src/maps"
     echo "$n" >"$WORK/maps-generations"
@@ -346,10 +354,10 @@ run_compare() {
   make_ca
   make_leaf "$certs"
   machine_json >"$WORK/machine.json"
-  start_imageswap "$MAPS_EXAMPLE" "$certs"
+  start_imageswap "$MAPS_FILE" "$certs"
   pids[imageswap]=$PID ports[imageswap]=$PORT
   if [[ "${COMPARE_WARN:-1}" == 1 ]]; then
-    start_imageswap "$MAPS_EXAMPLE" "$certs" imageswap_warn --log-level warn
+    start_imageswap "$MAPS_FILE" "$certs" imageswap_warn --log-level warn
     pids[imageswap_warn]=$PID ports[imageswap_warn]=$PORT
     servers+=(imageswap_warn)
   fi
@@ -422,11 +430,26 @@ wait_ready_baseline() { # the baseline has no /readyz: any HTTPS answer will do
   die "the baseline on port $port was not ready after 10 s"
 }
 
+wait_quiet() {
+  [[ -n "${QUIET_LOAD:-}" ]] || return 0
+  local waited=0
+  until awk -v max="$QUIET_LOAD" '{ exit !($1 < max) }' /proc/loadavg; do
+    if ((waited >= ${QUIET_WAIT_S:-900})); then
+      say "load still $(cut -d' ' -f1 /proc/loadavg) after ${waited}s; measuring anyway"
+      return 0
+    fi
+    ((waited == 0)) && say "waiting for the 1-minute load average to drop below $QUIET_LOAD"
+    sleep 10
+    waited=$((waited + 10))
+  done
+}
+
 # ---------------------------------------------------------------- main
 
-say "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 ensure_k6
 build
+wait_quiet
+say "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 if [[ "$SCENARIO" == compare ]]; then
   run_compare
 else

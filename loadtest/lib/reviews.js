@@ -209,7 +209,7 @@ function kindOf(random) {
 
 // One review: { body, swaps, unique } where `body` holds UID_MARK (and
 // UNIQUE_TAG when `unique`), and `swaps` is how many patch operations the
-// example maps produce.
+// load tests' maps file produces.
 export function review(random) {
   const kind = kindOf(random);
   const app = pick(random, APPS);
