@@ -19,7 +19,7 @@
 #
 # Settings (environment): RATE, DURATION, P99_MS (see loadtest/imageswap.js);
 # steady and soak default to half of the sustainable rate in
-# results/max.json, and spike's peak (SPIKE_RATE) to all of it. COMPARE_RATE (k6 rate of compare, default 3000),
+# results/max.json, and spike's peak (SPIKE_RATE) to all of it. COMPARE_RATE (k6 rate of compare, default 1500),
 # COMPARE_ROUNDS (wrk rounds per server, default 3), COMPARE_WARN (1: also
 # measure imageswap with --log-level warn, to show what its per-review log
 # line costs; 0 to skip), WRK_DURATION (20s),
@@ -383,7 +383,7 @@ run_compare() {
     say "$tool → $name (round $round; load $(cut -d' ' -f1 /proc/loadavg))"
     before=$(proc_cpu_ticks "$pid")
     if [[ $tool == k6 ]]; then
-      run_k6 "$port" "$out.json" RATE="${COMPARE_RATE:-3000}" DURATION="${DURATION:-20s}" \
+      run_k6 "$port" "$out.json" RATE="${COMPARE_RATE:-1500}" DURATION="${DURATION:-20s}" \
         REVIEW_FILE="$COMPARE_REVIEW" EXPECT_SWAPS="$swaps" || code=$?
     else
       REVIEW_FILE="$COMPARE_REVIEW" wrk -t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-16}" -d"${WRK_DURATION:-20s}" \
