@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Where a request's CPU goes: runs imageswap and the baseline under
+# valgrind's callgrind, posts the `compare` review N times over one
+# keep-alive HTTPS connection to each (after a warm-up that is not counted),
+# and prints instructions per request for both and imageswap's most
+# expensive functions. Instruction counts do not depend on what else the
+# machine is running, unlike the timings of `run.sh compare`.
+#
+#   loadtest/profile.sh [N]        (default 2000; needs valgrind)
+#
+# SERVER_ARGS adds flags to `imageswap serve` (default `--log-format json`,
+# as run.sh starts it), e.g. SERVER_ARGS="--log-format json --log-level warn"
+# to see what the per-request log line costs.
+#
+# Uses the release builds (`cargo build --release --locked` and
+# `--example baseline`); callgrind files go to target/loadtest/profile/.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+N=${1:-2000}
+WARMUP=200
+read -r -a SERVER_ARGS <<<"${SERVER_ARGS:---log-format json}"
+WORK="$ROOT/target/loadtest/profile"
+REVIEW="$ROOT/benches/fixtures/pod-4-containers.review.json"
+CLIENT="$ROOT/loadtest/keepalive_client.py"
+command -v valgrind >/dev/null 2>&1 || {
+  echo "profile: needs valgrind (apt-get install valgrind)" >&2
+  exit 1
+}
+for bin in "$ROOT/target/release/imageswap" "$ROOT/target/release/examples/baseline"; do
+  [[ -x "$bin" ]] || {
+    echo "profile: build $bin first" >&2
+    exit 1
+  }
+done
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cd "$WORK"
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=localhost" \
+  -addext "subjectAltName=IP:127.0.0.1" -keyout key.pem -out cert.pem 2>/dev/null
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# profile NAME PORT COMMAND...: instructions per request, on stdout.
+profile() {
+  local name=$1 port=$2 pid i
+  shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.callgrind" --collect-atstart=yes "$@" \
+    >"$WORK/$name.log" 2>&1 &
+  pid=$!
+  for i in $(seq 1 300); do
+    if curl -fsS --cacert cert.pem -o /dev/null --data-binary "@$REVIEW" "https://127.0.0.1:$port/" 2>/dev/null; then
+      break
+    fi
+    sleep 0.1
+  done
+  python3 "$CLIENT" "https://127.0.0.1:$port/" cert.pem "$REVIEW" "$WARMUP"
+  callgrind_control -z "$pid" >/dev/null
+  python3 "$CLIENT" "https://127.0.0.1:$port/" cert.pem "$REVIEW" "$N"
+  callgrind_control -d "$pid" >/dev/null
+  kill -TERM "$pid"
+  wait "$pid" || true
+  # The dump after zeroing is the one with a ".1" suffix.
+  local dump="$WORK/$name.callgrind.1"
+  [[ -f "$dump" ]] || dump=$(ls -t "$WORK/$name".callgrind* | head -1)
+  local total
+  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+  echo "$name $((total / N)) $dump"
+}
+
+# The baseline answers exactly what imageswap answers to the review.
+port=$(free_port)
+"$ROOT/target/release/imageswap" serve --listen "127.0.0.1:$port" --tls-cert cert.pem --tls-key key.pem \
+  --maps "$ROOT/loadtest/imageswap-maps.conf" >"$WORK/capture.log" 2>&1 &
+capture=$!
+for i in $(seq 1 100); do
+  curl -fsS --cacert cert.pem -o response.json --data-binary "@$REVIEW" "https://127.0.0.1:$port/" 2>/dev/null && break
+  sleep 0.1
+done
+kill -TERM "$capture"
+wait "$capture" || true
+[[ -s response.json ]] || {
+  echo "profile: imageswap did not answer (see $WORK/capture.log)" >&2
+  exit 1
+}
+
+port=$(free_port)
+read -r _ imageswap_ipr imageswap_dump < <(profile imageswap "$port" "$ROOT/target/release/imageswap" serve \
+  --listen "127.0.0.1:$port" --tls-cert cert.pem --tls-key key.pem --maps "$ROOT/loadtest/imageswap-maps.conf" \
+  "${SERVER_ARGS[@]}")
+port=$(free_port)
+read -r _ baseline_ipr baseline_dump < <(profile baseline "$port" "$ROOT/target/release/examples/baseline" \
+  "127.0.0.1:$port" cert.pem key.pem response.json)
+
+echo "instructions per request (HTTP/1.1 keep-alive, TLS, $N requests after $WARMUP warm-up;"
+echo "imageswap serve ${SERVER_ARGS[*]}):"
+echo "  imageswap $imageswap_ipr"
+echo "  baseline  $baseline_ipr"
+echo "  ratio     $(python3 -c "print(f'{$imageswap_ipr / $baseline_ipr:.2f}')")"
+echo
+echo "imageswap, inclusive cost of its own functions (top 40):"
+callgrind_annotate --inclusive=yes "$imageswap_dump" 2>/dev/null |
+  grep -E 'imageswap::|simd_json|moka|prometheus|tracing|tower|hyper::proto|rustls::conn|ring::aead|serde_json|__memcpy|malloc|free' |
+  head -40

@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Turns what loadtest/run.sh measured into loadtest/results/SCENARIO.json
+and the closing RESULT line.
+
+    report.py single --scenario S --k6 SUMMARY ... --out FILE
+    report.py compare --phases PHASES.jsonl ... --out FILE
+    report.py reload-checks --work DIR
+
+Standard library only, so it runs wherever run.sh does. Exits non-zero when
+the scenario failed: a k6 threshold, an error, or a target the scenario
+exists to check (soak's memory, reload's rotations, compare's ratios).
+"""
+
+import argparse
+import datetime
+import json
+import re
+import statistics
+import sys
+
+# `max`: a step is sustained when its p99 stays under this (milliseconds),
+# nothing failed, and it was served at (1 - DROP_SHARE) of the offered rate
+# or more (below that, k6 had no VU free and dropped iterations).
+MAX_P99_MS = 10.0
+DROP_SHARE = 0.01
+# `soak`: the memory targets.
+SOAK_PEAK_RSS_MIB = 50.0
+SOAK_GROWTH_AFTER_S = 60
+# RSS growth tolerated (after the first minute; in the second half): allocator
+# noise, not a leak. Exit status: the second half decides; the first-minute
+# figure is reported against the target.
+SOAK_GROWTH_TOLERANCE_MIB = 2.0
+# `compare` targets (imageswap / baseline, wrk figures).
+TARGET_RPS_RATIO = 0.85
+TARGET_CPU_RATIO = 1.3
+TARGET_P99_RATIO = 2.0
+
+
+def metric(summary, name, stat, default=0.0):
+    values = summary["metrics"].get(name, {}).get("values", {})
+    return values.get(stat, default)
+
+
+def failed_thresholds(summary):
+    out = []
+    for name, m in summary["metrics"].items():
+        for expr, t in (m.get("thresholds") or {}).items():
+            if not t.get("ok", True):
+                out.append(f"{name} {expr}")
+    return sorted(out)
+
+
+def latency(summary, name="http_req_duration"):
+    return {
+        "p50": round(metric(summary, name, "p(50)"), 3),
+        "p90": round(metric(summary, name, "p(90)"), 3),
+        "p99": round(metric(summary, name, "p(99)"), 3),
+        "max": round(metric(summary, name, "max"), 3),
+        "avg": round(metric(summary, name, "avg"), 3),
+    }
+
+
+def errors(summary, suffix=""):
+    return int(metric(summary, "request_errors" + suffix, "count"))
+
+
+def rss_samples(path):
+    samples = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1].isdigit():
+                    samples.append([int(parts[0]), int(parts[1])])
+    except OSError:
+        pass
+    return samples
+
+
+def mib(kib):
+    return round(kib / 1024.0, 1)
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_json(path, value):
+    """Indented JSON, with each innermost list of numbers (the RSS samples) on one line."""
+    text = json.dumps(value, indent=1)
+    text = re.sub(r"\[\s+(-?[\d.]+),\s+(-?[\d.]+)\s+\]", r"[\1, \2]", text)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def result_line(scenario, rps, p50, p99, errs, cpu_us, rss_mib):
+    return (
+        f"RESULT scenario={scenario} rps={round(rps)} p50_ms={p50:.3f} p99_ms={p99:.3f} "
+        f"errors={errs} cpu_us_per_req={cpu_us:.1f} rss_mib={round(rss_mib)}"
+    )
+
+
+def max_steps(summary, step_seconds):
+    steps = []
+    pattern = re.compile(r"^http_reqs\{step:(\d+)\}$")
+    for name in summary["metrics"]:
+        m = pattern.match(name)
+        if not m:
+            continue
+        offered = int(m.group(1))
+        suffix = f"{{step:{offered}}}"
+        count = int(metric(summary, "http_reqs" + suffix, "count"))
+        rps = count / step_seconds
+        lat = latency(summary, "http_req_duration" + suffix)
+        errs = errors(summary, suffix)
+        # Fewer requests than offered: k6 dropped iterations (no VU free).
+        sustained = errs == 0 and lat["p99"] <= MAX_P99_MS and rps >= (1 - DROP_SHARE) * offered
+        steps.append(
+            {
+                "offered_rps": offered,
+                "rps": round(rps, 1),
+                "requests": count,
+                "latency_ms": lat,
+                "errors": errs,
+                "sustained": sustained,
+            }
+        )
+    steps.sort(key=lambda s: s["offered_rps"])
+    return steps
+
+
+def single(args):
+    summary = load_json(args.k6)
+    machine = load_json(args.machine)
+    machine["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+    requests = int(metric(summary, "http_reqs", "count"))
+    cpu_seconds = args.cpu_ticks / args.clk_tck
+    cpu_us = cpu_seconds * 1e6 / requests if requests else 0.0
+    samples = rss_samples(args.rss)
+    out = {
+        "scenario": args.scenario,
+        "date": now(),
+        "machine": machine,
+        "requests": requests,
+        "rps": round(metric(summary, "http_reqs", "rate"), 1),
+        "duration_s": round(summary.get("state", {}).get("testRunDurationMs", 0) / 1000.0, 1),
+        "latency_ms": latency(summary),
+        "errors": errors(summary),
+        "http_failed": int(metric(summary, "http_req_failed", "passes")),
+        "checks_failed": int(metric(summary, "checks", "fails")),
+        "dropped_iterations": int(metric(summary, "dropped_iterations", "count")),
+        "server_cpu_seconds": round(cpu_seconds, 2),
+        "cpu_us_per_req": round(cpu_us, 1),
+        "rss_peak_mib": mib(args.hwm_kib),
+        "rss_samples_interval_s": args.sample_seconds,
+        "rss_samples_kib": samples,
+        "thresholds_failed": failed_thresholds(summary),
+        "k6_status": args.k6_status,
+    }
+    out.update(json.loads(args.extra or "{}"))
+    ok = args.k6_status == 0
+    rps, lat = out["rps"], out["latency_ms"]
+
+    if args.scenario == "max":
+        steps = max_steps(summary, args.step_seconds)
+        # The highest step that held, even above one that did not: on a
+        # shared machine a burst from elsewhere can spoil one step's p99.
+        held = [step for step in steps if step["sustained"]]
+        sustainable = held[-1] if held else None
+        out["p99_limit_ms"] = MAX_P99_MS
+        out["steps"] = steps
+        out["sustainable_rps"] = sustainable["offered_rps"] if sustainable else 0
+        if sustainable:
+            rps, lat = sustainable["rps"], sustainable["latency_ms"]
+        else:
+            ok = False
+
+    if args.scenario == "soak":
+        # Two views of growth: after the first minute (the target as
+        # written), and over the second half of the run (a leak shows there;
+        # the first minutes include the image cache filling up to its bound).
+        late = [kib for t, kib in samples if t >= SOAK_GROWTH_AFTER_S]
+        end = samples[-1][0] if samples else 0
+        second_half = [kib for t, kib in samples if t >= end / 2]
+        if late and second_half:
+            out["rss_after_first_minute_mib"] = {"first": mib(late[0]), "max": mib(max(late)), "last": mib(late[-1])}
+            out["rss_growth_after_first_minute_mib"] = mib(max(late) - late[0])
+            out["rss_growth_second_half_mib"] = mib(max(second_half) - second_half[0])
+            if out["rss_growth_second_half_mib"] > SOAK_GROWTH_TOLERANCE_MIB:
+                print(f"soak: RSS grew by {out['rss_growth_second_half_mib']} MiB in the second half", file=sys.stderr)
+                ok = False
+        else:
+            ok = False
+        out["targets"] = {
+            "peak_rss_mib_max": SOAK_PEAK_RSS_MIB,
+            "peak_rss_ok": out["rss_peak_mib"] <= SOAK_PEAK_RSS_MIB,
+            "no_growth_after_first_minute_ok": out.get("rss_growth_after_first_minute_mib", 1e9)
+            <= SOAK_GROWTH_TOLERANCE_MIB,
+            "no_growth_second_half_ok": out.get("rss_growth_second_half_mib", 1e9) <= SOAK_GROWTH_TOLERANCE_MIB,
+        }
+        if not out["targets"]["peak_rss_ok"]:
+            print(f"soak: peak RSS {out['rss_peak_mib']} MiB > {SOAK_PEAK_RSS_MIB}", file=sys.stderr)
+            ok = False
+
+    if out["errors"] or out["http_failed"]:
+        ok = args.scenario == "max" and ok
+    out["ok"] = ok
+    write_json(args.out, out)
+    for t in out["thresholds_failed"]:
+        print(f"threshold failed: {t}", file=sys.stderr)
+    print(f"wrote {args.out}", file=sys.stderr)
+    print(result_line(args.scenario, rps, lat["p50"], lat["p99"], out["errors"], cpu_us, out["rss_peak_mib"]))
+    return 0 if ok else 1
+
+
+def compare(args):
+    machine = load_json(args.machine)
+    machine["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+    phases = [json.loads(line) for line in open(args.phases) if line.strip()]
+    runs = {}
+    total_errors = 0
+    ok = True
+    for p in phases:
+        try:
+            data = load_json(p["file"])
+        except (OSError, ValueError):
+            print(f"compare: no figures from {p['server']} {p['tool']} round {p['round']}", file=sys.stderr)
+            ok = False
+            continue
+        cpu = p["cpu_ticks"] / p["clk_tck"]
+        if p["tool"] == "k6":
+            requests = int(metric(data, "http_reqs", "count"))
+            lat = latency(data)
+            errs = errors(data) + int(metric(data, "http_req_failed", "passes"))
+            run = {"rps": metric(data, "http_reqs", "rate"), "p50_ms": lat["p50"], "p90_ms": lat["p90"],
+                   "p99_ms": lat["p99"], "max_ms": lat["max"], "dropped_iterations":
+                   int(metric(data, "dropped_iterations", "count"))}
+        else:
+            requests = data["requests"]
+            errs = sum(data["errors"].values())
+            run = {"rps": data["rps"], "p50_ms": data["p50_us"] / 1e3, "p90_ms": data["p90_us"] / 1e3,
+                   "p99_ms": data["p99_us"] / 1e3, "max_ms": data["max_us"] / 1e3}
+        if p["status"] != 0 or errs:
+            ok = False
+        total_errors += errs
+        run.update({"round": p["round"], "requests": requests, "errors": errs, "server_cpu_seconds": round(cpu, 2),
+                    "cpu_us_per_req": round(cpu * 1e6 / requests, 1) if requests else 0.0,
+                    "loadavg": p["loadavg"]})
+        runs.setdefault(p["tool"], {}).setdefault(p["server"], []).append(run)
+
+    def median(tool, server, key):
+        values = [r[key] for r in runs.get(tool, {}).get(server, [])]
+        return statistics.median(values) if values else 0.0
+
+    # imageswap as configured in production first, then the variants.
+    servers = ["imageswap"] + sorted(s for s in {p["server"] for p in phases} if s not in ("imageswap", "baseline"))
+    table = {}
+    for tool in ("k6", "wrk"):
+        table[tool] = {}
+        for server in servers + ["baseline"]:
+            table[tool][server] = {k: round(median(tool, server, k), 3)
+                                   for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+        b = table[tool]["baseline"]
+        for server in servers:
+            i = table[tool][server]
+            name = "ratio" if server == "imageswap" else f"ratio_{server}"
+            table[tool][name] = {k: round(i[k] / b[k], 3) if b[k] else None for k in i}
+    ratio = table["wrk"]["ratio"]
+    targets = {
+        "rps_ratio_min": TARGET_RPS_RATIO, "cpu_ratio_max": TARGET_CPU_RATIO, "p99_ratio_max": TARGET_P99_RATIO,
+        "rps_ok": ratio["rps"] is not None and ratio["rps"] >= TARGET_RPS_RATIO,
+        "cpu_ok": ratio["cpu_us_per_req"] is not None and ratio["cpu_us_per_req"] <= TARGET_CPU_RATIO,
+        "p99_ok": ratio["p99_ms"] is not None and ratio["p99_ms"] <= TARGET_P99_RATIO,
+    }
+    out = {
+        "scenario": "compare",
+        "date": now(),
+        "machine": machine,
+        "review": args.review,
+        "medians": table,
+        "targets": targets,
+        "runs": runs,
+        "errors": total_errors,
+        "rss_peak_mib": {h.split("=")[0]: mib(int(h.split("=")[1])) for h in args.hwm},
+    }
+    ok = ok and targets["rps_ok"] and targets["cpu_ok"] and targets["p99_ok"]
+    out["ok"] = ok
+    write_json(args.out, out)
+
+    rows = [f"{'tool':<4} {'server':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"]
+    for tool in ("k6", "wrk"):
+        for server in table[tool]:
+            r = table[tool][server]
+            ratio_row = server.startswith("ratio")
+            fmt = (lambda v: f"{v:.2f}x" if v is not None else "-") if ratio_row else (lambda v: f"{v:.1f}")
+            rows.append(f"{tool:<4} {server:<20} {fmt(r['rps']):>9} {fmt(r['p50_ms']):>8} "
+                        f"{fmt(r['p99_ms']):>8} {fmt(r['cpu_us_per_req']):>11}")
+    print("\n".join(rows), file=sys.stderr)
+    print("targets (wrk, imageswap/baseline): " + ", ".join(
+        f"{name} {'ok' if targets[name + '_ok'] else 'MISSED'}" for name in ("rps", "cpu", "p99")), file=sys.stderr)
+    print(f"wrote {args.out}", file=sys.stderr)
+    i = table["wrk"]["imageswap"]
+    print(result_line("compare", i["rps"], i["p50_ms"], i["p99_ms"], total_errors, i["cpu_us_per_req"],
+                      out["rss_peak_mib"].get("imageswap", 0)))
+    return 0 if ok else 1
+
+
+def reload_checks(args):
+    work = args.work
+
+    def read(name, default=""):
+        try:
+            with open(f"{work}/{name}") as f:
+                return f.read().strip()
+        except OSError:
+            return default
+
+    metrics = read("metrics.txt")
+
+    def counter(name, result):
+        m = re.search(r'^%s_total\{result="%s"\} (\d+)' % (name, result), metrics, re.M)
+        return int(m.group(1)) if m else 0
+
+    generations, rotations = int(read("maps-generations", "0")), int(read("tls-rotations", "0"))
+    served, expected = read("served.txt"), read("expected.txt")
+    out = {
+        "maps_published": generations,
+        "maps_reloads_ok": counter("imageswap_maps_reload", "success"),
+        "maps_reloads_failed": counter("imageswap_maps_reload", "error"),
+        "certs_published": rotations,
+        "tls_reloads_ok": counter("imageswap_tls_reload", "success"),
+        "tls_reloads_failed": counter("imageswap_tls_reload", "error"),
+        "serves_last_certificate": bool(served) and served == expected,
+    }
+    # The first load counts as a success too; two maps versions published
+    # close together may be read as one, so 90% of them is the floor.
+    ok = (
+        out["maps_reloads_failed"] == 0
+        and out["tls_reloads_failed"] == 0
+        and generations >= 10
+        and out["maps_reloads_ok"] - 1 >= 0.9 * generations
+        and rotations >= 1
+        and out["tls_reloads_ok"] - 1 >= rotations
+        and out["serves_last_certificate"]
+    )
+    out["ok"] = ok
+    print("reload checks: " + json.dumps(out), file=sys.stderr)
+    print(json.dumps({"reload": out}))
+    return 0 if ok else 1
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("single")
+    s.add_argument("--scenario", required=True)
+    s.add_argument("--k6", required=True)
+    s.add_argument("--cpu-ticks", type=int, required=True)
+    s.add_argument("--clk-tck", type=int, required=True)
+    s.add_argument("--hwm-kib", type=int, required=True)
+    s.add_argument("--rss", required=True)
+    s.add_argument("--sample-seconds", type=float, default=2)
+    s.add_argument("--step-seconds", type=float, default=10)
+    s.add_argument("--machine", required=True)
+    s.add_argument("--extra", default="{}")
+    s.add_argument("--k6-status", type=int, default=0)
+    s.add_argument("--out", required=True)
+    c = sub.add_parser("compare")
+    c.add_argument("--phases", required=True)
+    c.add_argument("--machine", required=True)
+    c.add_argument("--hwm", action="append", default=[], help="SERVER=VmHWM_KiB")
+    c.add_argument("--review", required=True)
+    c.add_argument("--out", required=True)
+    r = sub.add_parser("reload-checks")
+    r.add_argument("--work", required=True)
+    args = parser.parse_args()
+    return {"single": single, "compare": compare, "reload-checks": reload_checks}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

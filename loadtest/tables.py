@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Prints the README's performance tables (Markdown) from loadtest/results/,
+so the published figures are the measured ones.
+
+    python3 loadtest/tables.py [RESULTS_DIR]
+"""
+
+import json
+import os
+import sys
+
+NAMES = {
+    "imageswap": "imageswap (INFO, a JSON log line per review: the production overlay)",
+    "imageswap_warn": "imageswap `--log-level warn` (no line per review)",
+    "baseline": "bare hyper + rustls baseline",
+}
+
+
+def load(directory, name):
+    path = os.path.join(directory, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def fmt(value, digits=1):
+    return f"{value:,.{digits}f}"
+
+
+def compare_table(run):
+    lines = []
+    for tool, title in (("wrk", "wrk, HTTP/1.1 keep-alive, 16 connections, the server's ceiling"),
+                        ("k6", "k6, HTTP/2, a fixed 1,500 req/s")):
+        table = run["medians"][tool]
+        count = len(run["runs"][tool]["imageswap"])
+        lines += [f"**{title}** ({f'medians of {count} rounds' if count > 1 else 'one round'})", "",
+                  "| server | req/s | p50 ms | p99 ms | CPU µs/request |", "|---|---:|---:|---:|---:|"]
+        for server in [s for s in ("imageswap", "imageswap_warn", "baseline") if s in table]:
+            r = table[server]
+            lines.append(f"| {NAMES[server]} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
+                         f"| {fmt(r['cpu_us_per_req'])} |")
+        for name, label in (("ratio", "imageswap / baseline"), ("ratio_imageswap_warn", "warn / baseline")):
+            if name in table:
+                r = table[name]
+                lines.append(f"| *{label}* | *{r['rps']:.2f}×* | *{r['p50_ms']:.2f}×* | *{r['p99_ms']:.2f}×* "
+                             f"| *{r['cpu_us_per_req']:.2f}×* |")
+        lines.append("")
+    return lines
+
+
+def scenario_table(results):
+    lines = ["| scenario | offered | served req/s | p50 ms | p90 ms | p99 ms | failed | server CPU µs/request "
+             "| peak RSS MiB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, offered in (("steady", "constant, half the sustainable rate"),
+                          ("max", "staircase 250 → 6,000 req/s; p99 ≤ 10 ms held up to"),
+                          ("spike", "300 → the sustainable rate in 2 s"),
+                          ("reload", "constant, new connection per request"),
+                          ("soak", "constant 10 min, half the sustainable rate")):
+        run = results.get(name)
+        if not run:
+            continue
+        lat = run["latency_ms"]
+        rps = fmt(run["rps"], 0)
+        if name == "max":
+            # The figures of the highest step that held.
+            step = next((s for s in run["steps"] if s["offered_rps"] == run["sustainable_rps"]), None)
+            if step:
+                lat = step["latency_ms"]
+                rps = f"{fmt(step['rps'], 0)} (the sustainable step)"
+        lines.append(f"| `{name}` | {offered} | {rps} | {fmt(lat['p50'], 2)} | {fmt(lat['p90'], 2)} "
+                     f"| {fmt(lat['p99'], 2)} | {run['errors']} | {fmt(run['cpu_us_per_req'])} "
+                     f"| {fmt(run['rss_peak_mib'])} |")
+    return lines
+
+
+def main():
+    directory = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results")
+    results = {n: load(directory, n) for n in ("compare", "steady", "max", "spike", "reload", "soak")}
+    lines = []
+    if results["compare"]:
+        lines += compare_table(results["compare"])
+    lines += scenario_table(results)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
