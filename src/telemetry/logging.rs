@@ -12,18 +12,16 @@ use std::io::{BufWriter, IsTerminal};
 use std::sync::{Arc, OnceLock};
 
 use clap::ValueEnum;
-use opentelemetry::trace::TraceContextExt;
+use tracing::Dispatch;
 use tracing::dispatcher::WeakDispatch;
-use tracing::{Dispatch, Event, Subscriber};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
-use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+use super::json_lines::JsonLines;
 use super::spans;
 use super::traces::Traces;
 
@@ -141,13 +139,7 @@ where
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(writer)
-            .event_format(WithTraceIds {
-                inner: format::format()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_target(false),
+            .event_format(JsonLines {
                 dispatch: dispatch_slot.clone(),
             })
             .with_filter(log_filter)
@@ -165,62 +157,4 @@ where
         let _ = dispatch_slot.set(dispatch.downgrade());
     }
     dispatch
-}
-
-/// A JSON event format with `trace_id` and `span_id` added to lines written
-/// inside a span that belongs to a trace.
-struct WithTraceIds<F> {
-    inner: F,
-    dispatch: Arc<OnceLock<WeakDispatch>>,
-}
-
-impl<F> WithTraceIds<F> {
-    fn ids<S, N>(&self, ctx: &FmtContext<'_, S, N>, event: &Event<'_>) -> Option<(String, String)>
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-        N: for<'w> FormatFields<'w> + 'static,
-    {
-        let dispatch = self.dispatch.get()?.upgrade()?;
-        // Not `lookup_current`: that is filtered for this layer, which does
-        // not see the trace spans.
-        let id = match event.parent() {
-            Some(id) => id.clone(),
-            None if event.is_contextual() => ctx.current_span().id()?.clone(),
-            None => return None,
-        };
-        let context = tracing_opentelemetry::get_otel_context(&id, &dispatch)?;
-        let span = context.span();
-        let ids = span.span_context();
-        ids.is_valid()
-            .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
-    }
-}
-
-impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'w> FormatFields<'w> + 'static,
-    F: FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> std::fmt::Result {
-        let Some((trace_id, span_id)) = self.ids(ctx, event) else {
-            return self.inner.format_event(ctx, writer, event);
-        };
-        let mut line = String::with_capacity(512);
-        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
-        // The inner format writes one JSON object and a newline; the ids
-        // (hex, nothing to escape) go in before its closing brace.
-        match line.trim_end().strip_suffix('}') {
-            Some(object) => writeln!(
-                writer,
-                r#"{object},"trace_id":"{trace_id}","span_id":"{span_id}"}}"#
-            ),
-            None => writer.write_str(&line),
-        }
-    }
 }

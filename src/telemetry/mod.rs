@@ -2,6 +2,7 @@
 //! logs, Prometheus metrics, and OpenTelemetry traces (the spans, their
 //! settings, and the bounded queue that exports them off the request path).
 
+pub mod json_lines;
 pub mod logging;
 pub mod metrics;
 pub mod span_queue;
