@@ -460,6 +460,51 @@ mod tests {
     }
 
     #[test]
+    fn log_lines_dropped_by_the_writer_are_counted_at_scrape() {
+        use std::io::Write;
+        use std::sync::mpsc;
+
+        /// A log sink that holds its first write until released, so the
+        /// queue behind it fills up.
+        struct Stuck(mpsc::Receiver<()>);
+        impl Write for Stuck {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.recv();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (release, held) = mpsc::channel();
+        let (mut writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(2)
+            .finish(Stuck(held));
+        let m = Metrics::new();
+        m.watch_log_drops(writer.error_counter());
+        assert!(m.encode().contains("imageswap_log_lines_dropped_total 0\n"));
+        for _ in 0..50 {
+            writer.write_all(b"a line\n").expect("a lossy writer never fails");
+        }
+        let text = m.encode();
+        let dropped: u64 = line(&text, "imageswap_log_lines_dropped_total ")
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a count");
+        // At most the queue (2) and the line in the sink's hands got through.
+        assert!((47..=50).contains(&dropped), "{dropped}");
+        // A second scrape adds nothing new.
+        assert!(
+            m.encode()
+                .contains(&format!("imageswap_log_lines_dropped_total {dropped}\n"))
+        );
+        drop(release);
+        drop(guard);
+    }
+
+    #[test]
     fn names_types_and_values_are_exported() {
         let m = Metrics::new();
         m.request(Outcome::patched, Duration::from_micros(30));
