@@ -9,8 +9,61 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
+use arc_swap::{ArcSwapOption, Guard};
+
 use crate::admission::{Decide, ImageDecision};
+use crate::settings::setting;
 use crate::swap::Engine;
+
+/// Distinct images remembered; a large cluster runs a few thousand.
+pub const DEFAULT_CACHE_CAPACITY: &str = "10000";
+
+/// The cache's one setting.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CacheArgs {
+    /// Image decisions remembered (entries; 0 disables the cache).
+    #[arg(long, env = "IMAGESWAP_CACHE_CAPACITY", default_value = DEFAULT_CACHE_CAPACITY,
+        value_parser = setting::<u64>())]
+    pub cache_capacity: u64,
+}
+
+/// The rules every request reads, and why there are none yet: the handle the
+/// server start and the maps reloader publish into. One `ArcSwap` load per
+/// request; a publish never blocks a reader.
+#[derive(Debug, Default)]
+pub struct PublishedRules {
+    current: ArcSwapOption<RulesState>,
+    error: ArcSwapOption<String>,
+}
+
+impl PublishedRules {
+    pub fn new() -> PublishedRules {
+        PublishedRules::default()
+    }
+
+    /// The current rules; `None` until a maps file (or the LEGACY prefix)
+    /// has been loaded once.
+    pub fn load(&self) -> Guard<Option<Arc<RulesState>>> {
+        self.current.load()
+    }
+
+    /// Publishes new rules (and their empty cache) for the next requests.
+    pub fn publish(&self, state: RulesState) {
+        self.current.store(Some(Arc::new(state)));
+        self.error.store(None);
+    }
+
+    /// Records why the first load failed, for `/readyz`; published rules
+    /// stay as they are.
+    pub fn set_error(&self, error: String) {
+        self.error.store(Some(Arc::new(error)));
+    }
+
+    /// Why no rules are published, when a load has failed.
+    pub fn error(&self) -> Option<Arc<String>> {
+        self.error.load_full()
+    }
+}
 
 /// Longest image cached. Valid references stay well below this (a 255-byte
 /// name, a 128-byte tag and a digest); anything longer is invalid input that

@@ -1,44 +1,66 @@
-//! The typed configuration of `imageswap serve`, built from the parsed
-//! command line (flags and `IMAGESWAP_*` variables; nothing else reads the
-//! environment) with the checks that span several settings. A bad value
+//! The typed configuration of `imageswap serve`: [`ServeArgs`] composes the
+//! settings each module owns (the rules, the server, the cache, traces),
+//! and [`ServeConfig::from_args`] turns them into one checked value with the
+//! checks that span several settings. Building it does no I/O. A bad value
 //! stops the program at start with one line naming the variable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{DEFAULT_MAPS_FILE, ServeArgs, serve_defaults};
-use crate::rules::RulesSource;
-use crate::telemetry::trace_config::{TraceConfig, TraceConfigError};
+use clap::Args;
+
+use crate::cache::CacheArgs;
+use crate::rules::{RulesArgs, RulesSource};
+use crate::server::settings::{ServerArgs, defaults};
+use crate::settings::SettingName;
+use crate::telemetry::trace_config::{TraceArgs, TraceConfig, TraceConfigError};
 
 /// How often the reloader re-reads the watched files even without a file
 /// event: the safety net for events that never come (some volume types,
 /// a directory created after start).
 pub const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
+/// `imageswap serve`: every module's settings, flattened.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub rules: RulesArgs,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
+
+    #[command(flatten)]
+    pub traces: TraceArgs,
+}
+
 /// A setting that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{variable} must be at least {min}, got {value}")]
+    #[error("{setting} must be at least {min}, got {value}")]
     TooSmall {
-        variable: &'static str,
+        setting: SettingName,
         min: u64,
         value: u64,
     },
-    #[error("{variable} must be a positive duration, got {value:?}")]
-    ZeroDuration { variable: &'static str, value: Duration },
-    #[error("{variable} must not be empty")]
-    Empty { variable: &'static str },
-    #[error(
-        "IMAGESWAP_METRICS_LISTEN (--metrics-listen) must differ from IMAGESWAP_LISTEN (--listen), both are {0}"
-    )]
-    SameAddress(SocketAddr),
-    #[error("{variable} is {value}, larger than this platform can address")]
-    TooLarge { variable: &'static str, value: u64 },
-    #[error("--dev cannot write the example maps file: {0}")]
-    DevMaps(std::io::Error),
+    #[error("{setting} must be a positive duration, got {value:?}")]
+    ZeroDuration { setting: SettingName, value: Duration },
+    #[error("{setting} must not be empty")]
+    Empty { setting: SettingName },
+    #[error("{metrics} must differ from {}, both are {addr}", server_setting("listen"))]
+    SameAddress { metrics: SettingName, addr: SocketAddr },
+    #[error("{setting} is {value}, larger than this platform can address")]
+    TooLarge { setting: SettingName, value: u64 },
     #[error(transparent)]
     Traces(#[from] TraceConfigError),
+}
+
+/// The name of a server setting, from its field.
+fn server_setting(field: &str) -> SettingName {
+    SettingName::in_args::<ServerArgs>(field)
 }
 
 /// Where the serving certificate comes from.
@@ -88,89 +110,85 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     pub fn from_args(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
-        if args.max_concurrency == 0 {
+        let server = &args.server;
+        if server.max_concurrency == 0 {
             return Err(ConfigError::TooSmall {
-                variable: "IMAGESWAP_MAX_CONCURRENCY (--max-concurrency)",
+                setting: server_setting("max_concurrency"),
                 min: 1,
                 value: 0,
             });
         }
         // A review is a few KB; below 1 KiB nothing real fits.
-        if args.max_body_bytes < 1024 {
+        if server.max_body_bytes < 1024 {
             return Err(ConfigError::TooSmall {
-                variable: "IMAGESWAP_MAX_BODY_BYTES (--max-body-bytes)",
+                setting: server_setting("max_body_bytes"),
                 min: 1024,
-                value: args.max_body_bytes,
+                value: server.max_body_bytes,
             });
         }
-        let max_body_bytes = usize::try_from(args.max_body_bytes).map_err(|_| ConfigError::TooLarge {
-            variable: "IMAGESWAP_MAX_BODY_BYTES (--max-body-bytes)",
-            value: args.max_body_bytes,
+        let max_body_bytes = usize::try_from(server.max_body_bytes).map_err(|_| ConfigError::TooLarge {
+            setting: server_setting("max_body_bytes"),
+            value: server.max_body_bytes,
         })?;
-        if args.request_timeout.is_zero() {
+        if server.request_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration {
-                variable: "IMAGESWAP_REQUEST_TIMEOUT (--request-timeout)",
-                value: args.request_timeout,
+                setting: server_setting("request_timeout"),
+                value: server.request_timeout,
             });
         }
-        if args.disable_label.trim().is_empty() {
+        if server.disable_label.trim().is_empty() {
             return Err(ConfigError::Empty {
-                variable: "IMAGESWAP_DISABLE_LABEL (--disable-label)",
+                setting: server_setting("disable_label"),
             });
         }
-        let default_listen = if args.dev {
-            serve_defaults::DEV_LISTEN
+        let default_listen = if server.dev {
+            defaults::DEV_LISTEN
         } else {
-            serve_defaults::LISTEN
+            defaults::LISTEN
         };
-        let listen = match args.listen {
+        let listen = match server.listen {
             Some(listen) => listen,
             None => default_listen
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5000))),
         };
-        if args.metrics_listen == Some(listen) && listen.port() != 0 {
-            return Err(ConfigError::SameAddress(listen));
+        if server.metrics_listen == Some(listen) && listen.port() != 0 {
+            return Err(ConfigError::SameAddress {
+                metrics: server_setting("metrics_listen"),
+                addr: listen,
+            });
         }
-        let transport = if args.insecure_http {
+        let transport = if server.insecure_http {
             Transport::InsecureHttp
-        } else if args.dev {
+        } else if server.dev {
             Transport::Tls(TlsSource::SelfSigned {
                 names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
             })
         } else {
             Transport::Tls(TlsSource::Files {
-                cert: args.tls_cert.clone(),
-                key: args.tls_key.clone(),
+                cert: server.tls_cert.clone(),
+                key: server.tls_key.clone(),
             })
         };
         let traces = TraceConfig::from_args(&args.traces)?;
-        let mut rules = RulesSource::from(&args.engine);
-        if args.dev
-            && let RulesSource::Maps(path) = &rules
-            && path.as_os_str() == DEFAULT_MAPS_FILE
-            && !path.exists()
-        {
-            rules = RulesSource::Maps(crate::server::dev::example_maps_file().map_err(ConfigError::DevMaps)?);
-        }
         Ok(ServeConfig {
             listen,
             transport,
-            rules,
-            disable_label: args.disable_label.clone(),
-            pod_name: args.pod_name.clone(),
-            namespace: args.namespace.clone(),
+            rules: RulesSource::from(&args.rules),
+            disable_label: server.disable_label.clone(),
+            pod_name: server.pod_name.clone(),
+            namespace: server.namespace.clone(),
             limits: Limits {
                 max_body_bytes,
-                request_timeout: args.request_timeout,
-                max_concurrency: args.max_concurrency,
+                request_timeout: server.request_timeout,
+                max_concurrency: server.max_concurrency,
             },
-            cache_capacity: args.cache_capacity,
-            shutdown_grace: args.shutdown_grace,
-            shutdown_delay: args.shutdown_delay,
-            metrics_listen: args.metrics_listen,
-            shadow: args.shadow,
-            dev: args.dev,
+            cache_capacity: args.cache.cache_capacity,
+            shutdown_grace: server.shutdown_grace,
+            shutdown_delay: server.shutdown_delay,
+            metrics_listen: server.metrics_listen,
+            shadow: server.shadow,
+            dev: server.dev,
             reload_poll: RELOAD_POLL_INTERVAL,
             traces,
         })
@@ -182,16 +200,18 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+
+    /// `imageswap serve ARGS`, as far as the configuration goes.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
 
     fn config(args: &[&str]) -> Result<ServeConfig, ConfigError> {
-        let mut argv = vec!["imageswap", "serve"];
+        let mut argv = vec!["serve"];
         argv.extend_from_slice(args);
-        let cli = Cli::try_parse_from(argv).expect("parses");
-        match cli.command {
-            Command::Serve(args) => ServeConfig::from_args(&args),
-            _ => panic!("not serve"),
-        }
+        ServeConfig::from_args(&Serve::try_parse_from(argv).expect("parses").args)
     }
 
     #[test]

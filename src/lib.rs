@@ -18,5 +18,7 @@ pub mod init;
 pub mod reload;
 pub mod rules;
 pub mod server;
+pub mod settings;
 pub mod swap;
 pub mod telemetry;
+pub mod tls;

@@ -7,5 +7,5 @@ fn main() -> std::process::ExitCode {
     // One process-wide rustls provider (ring), chosen before anything builds a
     // TLS config; a second install attempt is harmless and ignored.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    imageswap::commands::run(imageswap::cli::Cli::parse())
+    imageswap::cli::Cli::parse().run()
 }

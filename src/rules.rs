@@ -1,11 +1,43 @@
-//! Loading the swap rules: read the maps file (or take the LEGACY prefix),
-//! compile an engine and report what the file's author should know. The only
-//! I/O around the pure `swap` core; `swap` and `serve` both load through here.
+//! Loading the swap rules: where they come from (the settings `swap` and
+//! `serve` share), reading the maps file (or taking the LEGACY prefix),
+//! compiling an engine and reporting what the file's author should know. The
+//! only I/O around the pure `swap` core; every load — `swap`, the server's
+//! start and its reloads — goes through [`compile_maps`].
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{EngineArgs, Mode};
-use crate::swap::{Engine, Finding, FindingKind};
+use clap::{Args, ValueEnum};
+
+use crate::swap::{Engine, EngineMode, Finding, FindingKind};
+
+/// The maps file path the original ImageSwap reads (a ConfigMap mount).
+pub const DEFAULT_MAPS_FILE: &str = "/app/maps/imageswap-maps.conf";
+
+/// Which rules decide: the maps file, or the deprecated single prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "lower")]
+pub enum Mode {
+    /// The maps file (`IMAGESWAP_MAPS_FILE`).
+    Maps,
+    /// Only `IMAGE_PREFIX` (deprecated).
+    Legacy,
+}
+
+/// Where the swap rules come from; shared by `swap` and `serve`.
+#[derive(Clone, Debug, Args)]
+pub struct RulesArgs {
+    /// The maps file.
+    #[arg(long = "maps", env = "IMAGESWAP_MAPS_FILE", default_value = DEFAULT_MAPS_FILE)]
+    pub maps_file: PathBuf,
+
+    /// MAPS or LEGACY (deprecated).
+    #[arg(long, env = "IMAGESWAP_MODE", value_enum, default_value_t = Mode::Maps, ignore_case = true)]
+    pub mode: Mode,
+
+    /// The LEGACY mode prefix (deprecated).
+    #[arg(long, env = "IMAGE_PREFIX")]
+    pub prefix: Option<String>,
+}
 
 /// Why a maps file could not be loaded (a running server keeps its last good maps).
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +66,8 @@ pub enum RulesSource {
     Legacy(Option<String>),
 }
 
-impl From<&EngineArgs> for RulesSource {
-    fn from(args: &EngineArgs) -> Self {
+impl From<&RulesArgs> for RulesSource {
+    fn from(args: &RulesArgs) -> Self {
         match args.mode {
             Mode::Maps => RulesSource::Maps(args.maps_file.clone()),
             Mode::Legacy => RulesSource::Legacy(args.prefix.clone()),
@@ -48,16 +80,33 @@ impl RulesSource {
     /// UTF-8 fails.
     pub fn load(&self) -> Result<Loaded, LoadError> {
         match self {
-            RulesSource::Maps(path) => {
-                let text = read_maps_text(path)?;
-                let (engine, findings) = Engine::from_maps_text(&text);
-                Ok(Loaded { engine, findings })
-            }
-            RulesSource::Legacy(prefix) => Ok(Loaded {
-                engine: Engine::legacy(prefix.as_deref()),
-                findings: Vec::new(),
-            }),
+            RulesSource::Maps(path) => Ok(compile_maps(&read_maps_text(path)?)),
+            RulesSource::Legacy(prefix) => Ok(load_legacy(prefix.as_deref())),
         }
+    }
+}
+
+/// Compiles maps file text: the one place an engine is built from a file.
+pub fn compile_maps(text: &str) -> Loaded {
+    let (engine, findings) = Engine::from_maps_text(text);
+    Loaded { engine, findings }
+}
+
+/// The LEGACY rules: one prefix for every image, no file.
+pub fn load_legacy(prefix: Option<&str>) -> Loaded {
+    Loaded {
+        engine: Engine::legacy(prefix),
+        findings: Vec::new(),
+    }
+}
+
+/// The server's warnings for LEGACY mode, logged once at start.
+pub fn warn_legacy(engine: &Engine, prefix: Option<&str>) {
+    if engine.mode() == EngineMode::Legacy {
+        tracing::warn!("LEGACY mode is deprecated; move to a maps file (IMAGESWAP_MODE=MAPS).");
+    }
+    if prefix.unwrap_or_default().is_empty() {
+        tracing::warn!("LEGACY mode without IMAGE_PREFIX: no image will be swapped.");
     }
 }
 
@@ -67,6 +116,12 @@ pub fn read_maps_text(path: &Path) -> Result<String, LoadError> {
         path: path.to_owned(),
         source,
     })?;
+    maps_text(path, bytes)
+}
+
+/// The text of a maps file's bytes, which must be UTF-8 (`path` names it in
+/// the error).
+pub fn maps_text(path: &Path, bytes: Vec<u8>) -> Result<String, LoadError> {
     String::from_utf8(bytes).map_err(|e| LoadError::NotUtf8 {
         path: path.to_owned(),
         valid_up_to: e.utf8_error().valid_up_to(),

@@ -9,9 +9,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use imageswap::cli::TraceArgs;
 use imageswap::telemetry::logging::LogFormat;
 use imageswap::telemetry::metrics::Metrics;
+use imageswap::telemetry::trace_config::TraceArgs;
 use imageswap::telemetry::trace_config::TraceConfig;
 use serde_json::Value;
 

@@ -261,51 +261,28 @@ async fn a_rotated_certificate_is_served_to_new_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_poll_finds_a_file_whose_directory_appeared_after_start() {
-    use imageswap::config::{Limits, ServeConfig, Transport};
-    use imageswap::reload::Reloader;
-    use imageswap::rules::RulesSource;
-    use imageswap::server::state::{AppState, Settings};
+    use imageswap::cache::PublishedRules;
+    use imageswap::reload::{MapsFile, Reloader};
     use imageswap::telemetry::metrics::Metrics;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let maps_dir = dir.path().join("later");
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        transport: Transport::InsecureHttp,
-        rules: RulesSource::Maps(maps_dir.join("maps.conf")),
-        disable_label: "k8s.twr.io/imageswap".to_owned(),
-        pod_name: None,
-        namespace: None,
-        limits: Limits {
-            max_body_bytes: 1 << 20,
-            request_timeout: Duration::from_secs(2),
-            max_concurrency: 8,
-        },
-        cache_capacity: 100,
-        shutdown_grace: Duration::from_secs(1),
-        shutdown_delay: Duration::ZERO,
-        metrics_listen: None,
-        shadow: false,
-        dev: false,
-        reload_poll: Duration::from_millis(100),
-        traces: None,
-    };
-    let settings = Settings {
-        disable_label: config.disable_label.clone(),
-        shadow: false,
-        max_body_bytes: 1 << 20,
-        pod_name: None,
-    };
-    let state = Arc::new(AppState::new(settings, None, Arc::new(Metrics::new())));
-    let mut reloader = Reloader::new(state.clone(), &config);
-    reloader.load_initial().await.expect("initial load");
-    assert!(state.rules.load().is_none(), "nothing to load yet");
+    let rules = Arc::new(PublishedRules::new());
+    let mut reloader = Reloader::new(Duration::from_millis(100));
+    reloader.watch(MapsFile::new(
+        maps_dir.join("maps.conf"),
+        100,
+        rules.clone(),
+        Arc::new(Metrics::new()),
+    ));
+    reloader.load_initial().await;
+    assert!(rules.load().is_none(), "nothing to load yet");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(reloader.run(stopped));
 
     std::fs::create_dir(&maps_dir).expect("mkdir");
     std::fs::write(maps_dir.join("maps.conf"), MAPS_A).expect("write");
-    let loaded = eventually(RELOAD_WITHIN, async || state.rules.load().is_some()).await;
+    let loaded = eventually(RELOAD_WITHIN, async || rules.load().is_some()).await;
     assert!(loaded, "the poll picked the file up");
     stop.send(true).expect("stop");
     task.await.expect("reloader stops");

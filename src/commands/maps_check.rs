@@ -2,18 +2,28 @@
 //! file. Findings come from the same parser and compiler the server uses.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::rules::read_maps_text;
-use crate::swap::{Engine, Severity};
+use clap::Args;
 
-pub fn run(file: &Path) -> ExitCode {
+use crate::rules::{compile_maps, read_maps_text};
+use crate::swap::Severity;
+
+/// `imageswap maps check FILE`.
+#[derive(Clone, Debug, Args)]
+pub struct MapsCheckArgs {
+    /// The maps file to check.
+    pub file: PathBuf,
+}
+
+pub fn run(args: &MapsCheckArgs) -> ExitCode {
+    let file = &args.file;
     let text = match read_maps_text(file) {
         Ok(text) => text,
         Err(e) => return super::usage_error(e),
     };
-    let (_, findings) = Engine::from_maps_text(&text);
+    let findings = compile_maps(&text).findings;
     let mut out = std::io::stdout().lock();
     let shown = file.display();
     for finding in &findings {

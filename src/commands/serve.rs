@@ -1,4 +1,6 @@
-//! `imageswap serve`: build the configuration, start a tokio runtime and
+//! `imageswap serve`: build the configuration (and, for `--dev`, find or
+//! write the example maps file: the one piece of I/O settings need), start a
+//! tokio runtime and
 //! the trace exporter (when configured) with the logs, wire SIGTERM/SIGINT
 //! to the server's shutdown (a second signal exits at once), run until it
 //! has drained, then flush the spans still queued.
@@ -9,8 +11,8 @@ use std::time::Duration;
 
 use tracing_appender::non_blocking::WorkerGuard;
 
-use crate::cli::ServeArgs;
-use crate::config::{ServeConfig, Transport};
+use crate::config::{ServeArgs, ServeConfig, Transport};
+use crate::rules::{DEFAULT_MAPS_FILE, RulesSource};
 use crate::server::{Server, dev};
 use crate::telemetry::logging::Logs;
 use crate::telemetry::metrics::Metrics;
@@ -25,10 +27,18 @@ type LogWriter = Arc<Mutex<Option<WorkerGuard>>>;
 const EXIT_FORCED: i32 = 130;
 
 pub fn run(args: &ServeArgs, logs: Logs) -> ExitCode {
-    let config = match ServeConfig::from_args(args) {
+    let mut config = match ServeConfig::from_args(args) {
         Ok(config) => config,
         Err(e) => return super::usage_error(e),
     };
+    if config.dev {
+        match dev_rules(config.rules) {
+            Ok(rules) => config.rules = rules,
+            Err(e) => {
+                return super::usage_error(format_args!("--dev cannot write the example maps file: {e}"));
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -39,6 +49,17 @@ pub fn run(args: &ServeArgs, logs: Logs) -> ExitCode {
     let code = runtime.block_on(serve(config, logs));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     code
+}
+
+/// `--dev` without a maps file of one's own: the example maps (the source
+/// tree's when run from it, else a temporary copy).
+fn dev_rules(rules: RulesSource) -> std::io::Result<RulesSource> {
+    match rules {
+        RulesSource::Maps(path) if path.as_os_str() == DEFAULT_MAPS_FILE && !path.exists() => {
+            Ok(RulesSource::Maps(dev::example_maps_file()?))
+        }
+        other => Ok(other),
+    }
 }
 
 async fn serve(config: ServeConfig, logs: Logs) -> ExitCode {
@@ -65,12 +86,9 @@ async fn serve(config: ServeConfig, logs: Logs) -> ExitCode {
     };
     // Held to the end of `serve` (dropping it flushes the queued log
     // lines), or taken by a forced exit, which flushes it first.
-    let log_writer: LogWriter = Arc::new(Mutex::new(logs.init_buffered(traces.as_ref()).map(
-        |(guard, dropped)| {
-            metrics.watch_log_drops(dropped);
-            guard
-        },
-    )));
+    let (guard, dropped) = logs.init_buffered(traces.as_ref());
+    metrics.watch_log_drops(dropped);
+    let log_writer: LogWriter = Arc::new(Mutex::new(Some(guard)));
     if let Some(settings) = &config.traces {
         tracing::info!(
             endpoint = %settings.endpoint,

@@ -6,18 +6,42 @@
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use crate::cli::{OutputFormat, SwapArgs};
-use crate::rules::{RulesSource, log_findings};
+use crate::rules::{RulesArgs, RulesSource, log_findings};
 use crate::swap::{Decision, Engine, EngineMode};
+
+/// How `imageswap swap` prints its decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "lower")]
+pub enum OutputFormat {
+    /// One aligned line per image: image, result, rule, key.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `imageswap swap`: the rules, the output format and the images.
+#[derive(Clone, Debug, Args)]
+pub struct SwapArgs {
+    #[command(flatten)]
+    pub rules: RulesArgs,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, ignore_case = true)]
+    pub output: OutputFormat,
+
+    /// Images to decide; when none are given, one per line from standard input.
+    pub images: Vec<String>,
+}
 
 /// Lines per aligned block of text output when reading a pipe: columns line
 /// up within a block, and memory stays bounded however long the input is.
 const TEXT_BLOCK_LINES: usize = 4096;
 
 pub fn run(args: &SwapArgs) -> ExitCode {
-    let source = RulesSource::from(&args.engine);
+    let source = RulesSource::from(&args.rules);
     let loaded = match source.load() {
         Ok(loaded) => loaded,
         Err(e) => return super::usage_error(e),

@@ -68,15 +68,13 @@ pub mod settings;
 pub mod tls_pair;
 pub mod webhook;
 
-use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
-use tracing::{error, info};
+use tracing::info;
 
-use crate::cli::InitArgs;
 pub use serving_pair::PairSource;
-pub use settings::InitSettings;
+pub use settings::{InitArgs, InitSettings};
 pub use webhook::MwcOutcome;
 
 /// Why `init` failed; each variant's `Display` is the one line an operator
@@ -107,44 +105,6 @@ pub struct InitOutcome {
     /// Unix seconds.
     pub not_after: i64,
     pub mwc: MwcOutcome,
-}
-
-/// The subcommand: settings, a runtime, a client from the environment
-/// (in-cluster, else the local kubeconfig), then [`run_with`].
-pub fn run(args: &InitArgs) -> ExitCode {
-    let settings = match InitSettings::from_args(args) {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("imageswap init: {err}");
-            return ExitCode::from(crate::commands::EXIT_USAGE);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            error!(error = %err, "Cannot start the async runtime.");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let client = kube::Client::try_default().await.map_err(InitError::Client)?;
-        run_with(client, &settings).await
-    });
-    match result {
-        Ok(outcome) => {
-            info!(
-                pair = ?outcome.pair,
-                not_after = %tls_pair::format_time(outcome.not_after),
-                mwc = ?outcome.mwc,
-                "Init finished; the pod may start serving."
-            );
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            error!("Init failed: {err}.");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 /// Everything `init` does, against any API server `client` points at.

@@ -1,16 +1,17 @@
 //! Typed settings of `imageswap init`: the names of every Kubernetes object it
 //! touches, where it writes, and its two tunables (CSR wait, renewal
 //! threshold). The defaults are the original ImageSwap's names, so an existing
-//! installation keeps working; `cli.rs` uses the same constants for its flag
-//! defaults. Cross-field checks live here: the namespace and service become
+//! installation keeps working. [`InitArgs`] are the flags and variables;
+//! [`InitSettings`] the checked values: the namespace and service become
 //! certificate names, so they must be DNS labels.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Args;
 use thiserror::Error;
 
-use crate::cli::InitArgs;
+use crate::settings::{SettingName, setting};
 
 pub const DEFAULT_NAMESPACE: &str = "imageswap-system";
 pub const DEFAULT_SERVICE_NAME: &str = "imageswap";
@@ -28,6 +29,81 @@ pub const DEFAULT_CSR_TIMEOUT: &str = "60s";
 /// renewing in the last 180 days leaves half a year of slack.
 pub const DEFAULT_RENEW_BEFORE: &str = "180d";
 
+/// `imageswap init`: the names are the original ImageSwap's, so existing
+/// installations keep working.
+#[derive(Clone, Debug, Args)]
+pub struct InitArgs {
+    /// Namespace of the service, the secrets and the cluster CA ConfigMap.
+    #[arg(long, env = "IMAGESWAP_NAMESPACE_NAME", default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+
+    /// This pod's name, to make the CSR name traceable (default: the hostname).
+    #[arg(long, env = "IMAGESWAP_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// The webhook's Service; the certificate covers its DNS names.
+    #[arg(long, env = "IMAGESWAP_SERVICE_NAME", default_value = DEFAULT_SERVICE_NAME)]
+    pub service_name: String,
+
+    /// Secret holding the serving pair (`cert.pem`, `key.pem`).
+    #[arg(long, env = "IMAGESWAP_TLS_SECRET_NAME", default_value = DEFAULT_TLS_SECRET)]
+    pub tls_secret: String,
+
+    /// Secret holding the bring-your-own CA (`rootca.pem`).
+    #[arg(long, env = "IMAGESWAP_TLS_CA_SECRET_NAME", default_value = DEFAULT_CA_SECRET)]
+    pub ca_secret: String,
+
+    /// The MutatingWebhookConfiguration to create or update.
+    #[arg(long, env = "IMAGESWAP_MWC_NAME", default_value = DEFAULT_MWC_NAME)]
+    pub mwc_name: String,
+
+    /// The webhook, in the template, whose caBundle is set.
+    #[arg(long, env = "IMAGESWAP_WEBHOOK_NAME", default_value = DEFAULT_WEBHOOK_NAME)]
+    pub webhook_name: String,
+
+    /// The MutatingWebhookConfiguration template (YAML).
+    #[arg(long, env = "IMAGESWAP_MWC_TEMPLATE", default_value = DEFAULT_MWC_TEMPLATE)]
+    pub mwc_template: PathBuf,
+
+    /// Directory where `cert.pem` and `key.pem` are written for the server.
+    #[arg(long, env = "IMAGESWAP_TLS_DIR", default_value = DEFAULT_TLS_DIR)]
+    pub tls_dir: PathBuf,
+
+    /// The signer asked to sign the CSR.
+    #[arg(long, env = "IMAGESWAP_CSR_SIGNER_NAME", default_value = DEFAULT_CSR_SIGNER)]
+    pub csr_signer: String,
+
+    /// Leave the MutatingWebhookConfiguration alone (true/false, any case).
+    #[arg(
+        long,
+        env = "IMAGESWAP_DISABLE_AUTO_MWC",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = setting::<bool>(),
+    )]
+    pub disable_auto_mwc: bool,
+
+    /// How long to wait for the CSR to be signed.
+    #[arg(
+        long,
+        env = "IMAGESWAP_CSR_TIMEOUT",
+        default_value = DEFAULT_CSR_TIMEOUT,
+        value_parser = setting::<Duration>(),
+    )]
+    pub csr_timeout: Duration,
+
+    /// Reissue the certificate when it expires within this long.
+    #[arg(
+        long,
+        env = "IMAGESWAP_CERT_RENEW_BEFORE",
+        default_value = DEFAULT_RENEW_BEFORE,
+        value_parser = setting::<Duration>(),
+    )]
+    pub renew_before: Duration,
+}
+
 /// Used in the CSR name when neither `IMAGESWAP_POD_NAME` nor a hostname is
 /// known; the random suffix keeps it unique anyway.
 const FALLBACK_POD_NAME: &str = "imageswap";
@@ -36,10 +112,9 @@ const DNS_SUBDOMAIN_MAX_LEN: usize = 253;
 
 /// A bad setting, named by its environment variable and flag.
 #[derive(Debug, Error)]
-#[error("{variable} ({flag}) {value:?}: {reason}")]
+#[error("{setting} {value:?}: {reason}")]
 pub struct SettingsError {
-    pub variable: &'static str,
-    pub flag: &'static str,
+    pub setting: SettingName,
     pub value: String,
     pub reason: &'static str,
 }
@@ -115,27 +190,21 @@ impl InitSettings {
     /// The checks `from_args` applies; public so callers that build settings
     /// by hand (tests, embedders) get the same guarantees.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        check_label("IMAGESWAP_NAMESPACE_NAME", "--namespace", &self.namespace)?;
-        check_label("IMAGESWAP_SERVICE_NAME", "--service-name", &self.service_name)?;
-        check_subdomain("IMAGESWAP_TLS_SECRET_NAME", "--tls-secret", &self.tls_secret)?;
-        check_subdomain("IMAGESWAP_TLS_CA_SECRET_NAME", "--ca-secret", &self.ca_secret)?;
-        check_subdomain("IMAGESWAP_MWC_NAME", "--mwc-name", &self.mwc_name)?;
-        check_subdomain("IMAGESWAP_WEBHOOK_NAME", "--webhook-name", &self.webhook_name)?;
+        check_label("namespace", &self.namespace)?;
+        check_label("service_name", &self.service_name)?;
+        check_subdomain("tls_secret", &self.tls_secret)?;
+        check_subdomain("ca_secret", &self.ca_secret)?;
+        check_subdomain("mwc_name", &self.mwc_name)?;
+        check_subdomain("webhook_name", &self.webhook_name)?;
         if self.csr_signer.is_empty() {
             return Err(invalid(
-                "IMAGESWAP_CSR_SIGNER_NAME",
-                "--csr-signer",
+                "csr_signer",
                 &self.csr_signer,
                 "must name a signer, such as kubernetes.io/kubelet-serving",
             ));
         }
         if self.csr_timeout.is_zero() {
-            return Err(invalid(
-                "IMAGESWAP_CSR_TIMEOUT",
-                "--csr-timeout",
-                "0s",
-                "must be longer than zero",
-            ));
+            return Err(invalid("csr_timeout", "0s", "must be longer than zero"));
         }
         Ok(())
     }
@@ -166,36 +235,34 @@ fn hostname() -> Option<String> {
         .find(|name| !name.is_empty())
 }
 
-fn invalid(variable: &'static str, flag: &'static str, value: &str, reason: &'static str) -> SettingsError {
+/// A bad value of the `InitArgs` field `field`.
+fn invalid(field: &str, value: &str, reason: &'static str) -> SettingsError {
     SettingsError {
-        variable,
-        flag,
+        setting: SettingName::in_args::<InitArgs>(field),
         value: value.to_owned(),
         reason,
     }
 }
 
-fn check_label(variable: &'static str, flag: &'static str, value: &str) -> Result<(), SettingsError> {
+fn check_label(field: &str, value: &str) -> Result<(), SettingsError> {
     if is_dns_label(value) {
         Ok(())
     } else {
         Err(invalid(
-            variable,
-            flag,
+            field,
             value,
             "must be a DNS label: lower-case letters, digits and '-', at most 63 characters",
         ))
     }
 }
 
-fn check_subdomain(variable: &'static str, flag: &'static str, value: &str) -> Result<(), SettingsError> {
+fn check_subdomain(field: &str, value: &str) -> Result<(), SettingsError> {
     let ok = !value.is_empty() && value.len() <= DNS_SUBDOMAIN_MAX_LEN && value.split('.').all(is_dns_label);
     if ok {
         Ok(())
     } else {
         Err(invalid(
-            variable,
-            flag,
+            field,
             value,
             "must be a DNS subdomain: dot-separated lower-case labels, at most 253 characters",
         ))
@@ -211,22 +278,6 @@ fn is_dns_label(value: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes.first() != Some(&b'-')
         && bytes.last() != Some(&b'-')
-}
-
-/// Parses a boolean environment value: `true`/`false` in any case, as the
-/// original's `TRUE`/`FALSE`.
-pub fn parse_bool(variable: &str, value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!("{variable}: expected true or false")),
-    }
-}
-
-/// Parses a duration such as `60s`, `2m` or `180days`.
-pub fn parse_duration(variable: &str, value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value.trim())
-        .map_err(|err| format!("{variable}: expected a duration such as 60s, 5m or 180days ({err})"))
 }
 
 #[cfg(test)]
@@ -254,7 +305,7 @@ mod tests {
             ..InitSettings::default()
         };
         let err = settings.validate().unwrap_err();
-        assert_eq!(err.variable, "IMAGESWAP_NAMESPACE_NAME");
+        assert_eq!(err.setting.variable.as_deref(), Some("IMAGESWAP_NAMESPACE_NAME"));
         assert!(
             err.to_string()
                 .starts_with("IMAGESWAP_NAMESPACE_NAME (--namespace) \"Bad_NS\"")
@@ -263,31 +314,58 @@ mod tests {
 
     #[test]
     fn subdomains_accept_dots_and_reject_empty_labels() {
-        assert!(check_subdomain("X", "--x", "imageswap.webhook.k8s.twr.io").is_ok());
-        assert!(check_subdomain("X", "--x", "a..b").is_err());
-        assert!(check_subdomain("X", "--x", "").is_err());
+        assert!(check_subdomain("mwc_name", "imageswap.webhook.k8s.twr.io").is_ok());
+        assert!(check_subdomain("mwc_name", "a..b").is_err());
+        assert!(check_subdomain("mwc_name", "").is_err());
     }
 
     #[test]
     fn booleans_accept_any_case_and_nothing_else() {
-        assert_eq!(parse_bool("V", "TRUE"), Ok(true));
-        assert_eq!(parse_bool("V", "False"), Ok(false));
-        assert!(parse_bool("V", "yes").unwrap_err().starts_with("V:"));
+        use crate::settings::SettingValue;
+        assert_eq!(bool::parse_setting("TRUE"), Ok(true));
+        assert_eq!(bool::parse_setting("False"), Ok(false));
+        assert!(bool::parse_setting("yes").is_err());
     }
 
     #[test]
     fn durations_use_humantime() {
+        use crate::settings::SettingValue;
         assert_eq!(
-            parse_duration("V", "180days"),
+            Duration::parse_setting("180days"),
             Ok(Duration::from_secs(180 * 86_400))
         );
         // The spelling of the default and of the deploy ConfigMap.
         assert_eq!(
-            parse_duration("V", DEFAULT_RENEW_BEFORE),
+            Duration::parse_setting(DEFAULT_RENEW_BEFORE),
             Ok(Duration::from_secs(180 * 86_400))
         );
-        assert_eq!(parse_duration("V", "60s"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("V", "soon").unwrap_err().starts_with("V:"));
+        assert_eq!(Duration::parse_setting("60s"), Ok(Duration::from_secs(60)));
+        assert!(Duration::parse_setting("soon").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_flag_on_one_line() {
+        #[derive(Debug, clap::Parser)]
+        struct Init {
+            #[command(flatten)]
+            args: InitArgs,
+        }
+        use clap::Parser as _;
+        for (flag, variable) in [
+            ("--csr-timeout", "IMAGESWAP_CSR_TIMEOUT"),
+            ("--disable-auto-mwc", "IMAGESWAP_DISABLE_AUTO_MWC"),
+        ] {
+            let message = Init::try_parse_from(["init", flag, "soon"])
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                message.starts_with(&format!("error: {variable} ({flag})")),
+                "{message}"
+            );
+            assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+        }
+        let err = invalid("csr_timeout", "0s", "must be longer than zero");
+        assert_eq!(err.setting.variable.as_deref(), Some("IMAGESWAP_CSR_TIMEOUT"));
     }
 
     #[test]
@@ -296,6 +374,9 @@ mod tests {
             csr_timeout: Duration::ZERO,
             ..InitSettings::default()
         };
-        assert_eq!(settings.validate().unwrap_err().variable, "IMAGESWAP_CSR_TIMEOUT");
+        assert_eq!(
+            settings.validate().unwrap_err().setting.variable.as_deref(),
+            Some("IMAGESWAP_CSR_TIMEOUT")
+        );
     }
 }

@@ -242,7 +242,10 @@ fn parse_certificate<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<
 
 fn signing_key(key_pem: &[u8]) -> Result<Arc<dyn SigningKey>, PairProblem> {
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|err| PairProblem::BadKey(err.to_string()))?;
-    rustls::crypto::ring::sign::any_supported_type(&key).map_err(|err| PairProblem::BadKey(err.to_string()))
+    crate::tls::provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|err| PairProblem::BadKey(err.to_string()))
 }
 
 fn keys_match(leaf: &CertificateDer<'_>, key: Arc<dyn SigningKey>) -> Result<(), PairProblem> {

@@ -1,66 +1,39 @@
-//! Hot reload of the maps file and the serving certificate, off the hot
-//! path: a task watches the *directories* of the files (a Kubernetes
-//! ConfigMap or Secret mount changes by swapping its `..data` symlink, which
-//! a watch on the file itself never sees), waits for the burst of events to
-//! settle, and compares content fingerprints; a slow poll does the same as a
-//! safety net for events that never arrive.
+//! Hot reload of the files the server reads while it runs, off the hot
+//! path. The server hands the reloader each file together with the handle
+//! it publishes into ([`MapsFile`] → the published rules, [`TlsFiles`] → the
+//! certificate store); the reloader knows nothing else of the server.
 //!
-//! A changed, good file is compiled (maps) or checked (certificate: the key
-//! must match) on a blocking thread and published with one `ArcSwap` store.
-//! A broken one is logged at error once per distinct content, counted, and
-//! ignored: the last good version keeps serving.
+//! A task watches the *directories* of the files (a Kubernetes ConfigMap or
+//! Secret mount changes by swapping its `..data` symlink, which a watch on
+//! the file itself never sees), waits for the burst of events to settle, and
+//! looks at every file through one state machine ([`watched`]): content
+//! fingerprints, build on the blocking pool, publish with one store; a
+//! broken file is logged once per distinct content, counted, and ignored
+//! while the last good version keeps serving. A slow poll does the same as a
+//! safety net for events that never arrive.
 
-mod files;
+mod maps_file;
+mod tls_files;
+pub mod watched;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use crate::cache::RulesState;
-use crate::config::{ServeConfig, TlsSource, Transport};
-use crate::rules::{RulesSource, log_findings};
-use crate::server::state::AppState;
-use crate::server::tls::{self, CertStore, TlsError};
-use crate::swap::EngineMode;
-use crate::telemetry::metrics::ReloadResult;
+pub use maps_file::MapsFile;
+pub use tls_files::TlsFiles;
+pub use watched::{Fingerprint, Watched, WatchedFile};
 
-pub use files::Fingerprint;
+use std::sync::Arc;
 
 /// Quiet time after a file event before reading: a `..data` swap is a burst
 /// of creates, renames and deletes, and a hand edit may be several writes.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
-/// The maps file, when the rules come from one.
-#[derive(Debug)]
-struct MapsWatch {
-    path: PathBuf,
-    /// Content of the published maps.
-    loaded: Option<Fingerprint>,
-    /// Content (or error) of the last failure, so it is reported once.
-    failed: Option<Fingerprint>,
-}
-
-/// The certificate files, when TLS comes from files.
-#[derive(Debug)]
-struct TlsWatch {
-    cert: PathBuf,
-    key: PathBuf,
-    store: Arc<CertStore>,
-    loaded: Option<Fingerprint>,
-    failed: Option<Fingerprint>,
-}
-
-/// Loads the rules and the certificate at start, then keeps them current.
-#[derive(Debug)]
+/// Loads the watched files at start, then keeps them current.
 pub struct Reloader {
-    state: Arc<AppState>,
-    rules: RulesSource,
-    cache_capacity: u64,
-    maps: Option<MapsWatch>,
-    tls: Option<TlsWatch>,
-    self_signed: Option<(Vec<String>, Arc<CertStore>)>,
+    files: Vec<Box<dyn watched::Check>>,
     poll: Duration,
     /// Set by the OS watcher on every relevant event.
     events: Arc<Notify>,
@@ -69,71 +42,37 @@ pub struct Reloader {
     watcher: Option<notify::RecommendedWatcher>,
 }
 
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("files", &self.files.iter().map(|f| f.paths()).collect::<Vec<_>>())
+            .field("poll", &self.poll)
+            .finish()
+    }
+}
+
 impl Reloader {
-    pub fn new(state: Arc<AppState>, config: &ServeConfig) -> Reloader {
-        let maps = match &config.rules {
-            RulesSource::Maps(path) => Some(MapsWatch {
-                path: path.clone(),
-                loaded: None,
-                failed: None,
-            }),
-            RulesSource::Legacy(_) => None,
-        };
-        let (tls, self_signed) = match (&config.transport, &state.certs) {
-            (Transport::Tls(TlsSource::Files { cert, key }), Some(store)) => (
-                Some(TlsWatch {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    store: store.clone(),
-                    loaded: None,
-                    failed: None,
-                }),
-                None,
-            ),
-            (Transport::Tls(TlsSource::SelfSigned { names }), Some(store)) => {
-                (None, Some((names.clone(), store.clone())))
-            }
-            _ => (None, None),
-        };
+    /// A reloader that re-reads every file each `poll` even without events.
+    pub fn new(poll: Duration) -> Reloader {
         Reloader {
-            state,
-            rules: config.rules.clone(),
-            cache_capacity: config.cache_capacity,
-            maps,
-            tls,
-            self_signed,
-            poll: config.reload_poll,
+            files: Vec::new(),
+            poll,
             events: Arc::new(Notify::new()),
             watcher: None,
         }
     }
 
-    /// The first load, before the listener opens. Only a certificate that
-    /// cannot even be generated is fatal; missing or broken files leave the
-    /// server unready (`/readyz` says why) until a good version appears.
-    pub async fn load_initial(&mut self) -> Result<(), TlsError> {
+    /// Adds a file to watch; it is first read by [`Reloader::load_initial`].
+    pub fn watch<F: WatchedFile>(&mut self, file: F) {
+        self.files.push(Box::new(Watched::new(file)));
+    }
+
+    /// The first load, before the listener opens. Missing or broken files
+    /// are reported by their own `reject` (the server stays unready until a
+    /// good version appears); nothing here is fatal.
+    pub async fn load_initial(&mut self) {
         self.watcher = self.watch_directories();
-        if let RulesSource::Legacy(prefix) = &self.rules {
-            let engine = crate::swap::Engine::legacy(prefix.as_deref());
-            if engine.mode() == EngineMode::Legacy {
-                tracing::warn!("LEGACY mode is deprecated; move to a maps file (IMAGESWAP_MODE=MAPS).");
-            }
-            if prefix.as_deref().unwrap_or_default().is_empty() {
-                tracing::warn!("LEGACY mode without IMAGE_PREFIX: no image will be swapped.");
-            }
-            self.state
-                .rules
-                .store(Some(Arc::new(RulesState::new(engine, self.cache_capacity))));
-        }
-        if let Some((names, store)) = &self.self_signed {
-            let names = names.clone();
-            let pair = tokio::task::spawn_blocking(move || tls::self_signed(&names))
-                .await
-                .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))??;
-            store.store(pair);
-        }
         self.check().await;
-        Ok(())
     }
 
     /// Watches and polls until `stop` turns true (or its sender is dropped).
@@ -161,17 +100,19 @@ impl Reloader {
         }
     }
 
+    /// Looks at every file once and reloads whatever changed.
+    pub async fn check(&mut self) {
+        for file in &mut self.files {
+            file.check().await;
+        }
+    }
+
     /// Starts an OS watch on every directory holding a watched file. A
     /// directory that cannot be watched is left to the poll.
     fn watch_directories(&self) -> Option<notify::RecommendedWatcher> {
         let mut directories: Vec<PathBuf> = Vec::new();
-        let files = self
-            .maps
-            .iter()
-            .map(|m| m.path.as_path())
-            .chain(self.tls.iter().flat_map(|t| [t.cert.as_path(), t.key.as_path()]));
-        for file in files {
-            let directory = parent_directory(file);
+        for file in self.files.iter().flat_map(|f| f.paths()) {
+            let directory = parent_directory(&file);
             if !directories.contains(&directory) {
                 directories.push(directory);
             }
@@ -182,7 +123,7 @@ impl Reloader {
         let sender = self.events.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event
-                && files::is_relevant(&event.kind)
+                && watched::is_relevant(&event.kind)
             {
                 sender.notify_one();
             }
@@ -205,102 +146,6 @@ impl Reloader {
             }
         }
         Some(watcher)
-    }
-
-    /// Reloads whatever changed.
-    pub async fn check(&mut self) {
-        self.check_maps().await;
-        self.check_tls().await;
-    }
-
-    async fn check_maps(&mut self) {
-        let Some(maps) = &mut self.maps else {
-            return;
-        };
-        let path = maps.path.clone();
-        let loaded = maps.loaded;
-        let capacity = self.cache_capacity;
-        let read = tokio::task::spawn_blocking(move || files::read_maps(&path, loaded, capacity)).await;
-        let read = match read {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::error!(error = %e, "The maps reload task failed.");
-                return;
-            }
-        };
-        match read {
-            files::Read::Unchanged => maps.failed = None,
-            files::Read::Loaded {
-                value: (state, findings),
-                fingerprint,
-            } => {
-                let first = maps.loaded.is_none();
-                maps.loaded = Some(fingerprint);
-                maps.failed = None;
-                log_findings(&maps.path, &findings);
-                self.state.rules.store(Some(Arc::new(state)));
-                self.state.rules_error.store(None);
-                self.state.metrics.maps_reload(ReloadResult::success);
-                let message = if first { "Maps loaded." } else { "Maps reloaded." };
-                tracing::info!(path = %maps.path.display(), findings = findings.len(), "{message}");
-            }
-            files::Read::Failed { error, fingerprint } => {
-                if maps.failed == Some(fingerprint) {
-                    return;
-                }
-                maps.failed = Some(fingerprint);
-                self.state.metrics.maps_reload(ReloadResult::error);
-                if maps.loaded.is_some() {
-                    tracing::error!(error = %error, "Cannot reload the maps file; keeping the last good maps.");
-                } else {
-                    self.state.rules_error.store(Some(Arc::new(error.clone())));
-                    tracing::error!(error = %error, "Cannot load the maps file; not ready until it can be read.");
-                }
-            }
-        }
-    }
-
-    async fn check_tls(&mut self) {
-        let Some(tls) = &mut self.tls else {
-            return;
-        };
-        let (cert, key, loaded) = (tls.cert.clone(), tls.key.clone(), tls.loaded);
-        let read = tokio::task::spawn_blocking(move || files::read_pair(&cert, &key, loaded)).await;
-        let read = match read {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::error!(error = %e, "The certificate reload task failed.");
-                return;
-            }
-        };
-        match read {
-            files::Read::Unchanged => tls.failed = None,
-            files::Read::Loaded { value, fingerprint } => {
-                let first = tls.loaded.is_none();
-                tls.loaded = Some(fingerprint);
-                tls.failed = None;
-                tls.store.store(value);
-                self.state.metrics.tls_reload(ReloadResult::success);
-                let message = if first {
-                    "TLS certificate loaded."
-                } else {
-                    "TLS certificate reloaded; new connections use it."
-                };
-                tracing::info!(cert = %tls.cert.display(), "{message}");
-            }
-            files::Read::Failed { error, fingerprint } => {
-                if tls.failed == Some(fingerprint) {
-                    return;
-                }
-                tls.failed = Some(fingerprint);
-                self.state.metrics.tls_reload(ReloadResult::error);
-                if tls.loaded.is_some() {
-                    tracing::error!(error = %error, "Cannot reload the TLS certificate; keeping the last good one.");
-                } else {
-                    tracing::error!(error = %error, "Cannot load the TLS certificate; no TLS connection until it can.");
-                }
-            }
-        }
     }
 }
 

@@ -11,9 +11,9 @@
 pub mod deadline;
 pub mod dev;
 pub mod service;
+pub mod settings;
 pub mod stack;
 pub mod state;
-pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,12 +28,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ServeConfig, Transport};
-use crate::reload::Reloader;
+use crate::cache::{PublishedRules, RulesState};
+use crate::config::{ServeConfig, TlsSource, Transport};
+use crate::reload::{MapsFile, Reloader, TlsFiles};
+use crate::rules::{self, RulesSource};
 use crate::telemetry::metrics::Metrics;
+use crate::tls::{self, CertStore, TlsError};
 use service::Router;
 use state::{AppState, Settings};
-use tls::{CertStore, TlsError};
+
+/// ALPN protocols offered, preferred first: the API server speaks HTTP/2.
+pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Longest a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,8 +84,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Loads the rules and the certificate and opens the listeners.
+    /// Loads the rules and the certificate and opens the listeners. Only a
+    /// certificate that cannot even be generated is fatal; missing or broken
+    /// files leave the server unready (`/readyz` says why) until a good
+    /// version appears.
     pub async fn bind(config: ServeConfig, metrics: Arc<Metrics>) -> Result<Server, ServeError> {
+        let rules = Arc::new(PublishedRules::new());
         let certs = match config.transport {
             Transport::Tls(_) => Some(Arc::new(CertStore::new())),
             Transport::InsecureHttp => None,
@@ -91,11 +100,50 @@ impl Server {
             max_body_bytes: config.limits.max_body_bytes,
             pod_name: config.pod_name.clone(),
         };
-        let state = Arc::new(AppState::new(settings, certs.clone(), metrics));
-        let mut reloader = Reloader::new(state.clone(), &config);
-        reloader.load_initial().await?;
+        let state = Arc::new(AppState::new(
+            settings,
+            rules.clone(),
+            certs.clone(),
+            metrics.clone(),
+        ));
+
+        // Files are handed to the reloader with the handle each publishes
+        // into; what is not a file is loaded here, once.
+        let mut reloader = Reloader::new(config.reload_poll);
+        match &config.rules {
+            RulesSource::Maps(path) => reloader.watch(MapsFile::new(
+                path.clone(),
+                config.cache_capacity,
+                rules.clone(),
+                metrics.clone(),
+            )),
+            RulesSource::Legacy(prefix) => {
+                let loaded = rules::load_legacy(prefix.as_deref());
+                rules::warn_legacy(&loaded.engine, prefix.as_deref());
+                rules.publish(RulesState::new(loaded.engine, config.cache_capacity));
+            }
+        }
+        match (&config.transport, &certs) {
+            (Transport::Tls(TlsSource::Files { cert, key }), Some(store)) => {
+                reloader.watch(TlsFiles::new(
+                    cert.clone(),
+                    key.clone(),
+                    store.clone(),
+                    metrics.clone(),
+                ));
+            }
+            (Transport::Tls(TlsSource::SelfSigned { names }), Some(store)) => {
+                let names = names.clone();
+                let pair = tokio::task::spawn_blocking(move || tls::self_signed(&names))
+                    .await
+                    .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))??;
+                store.store(pair);
+            }
+            _ => {}
+        }
+        reloader.load_initial().await;
         let tls = match certs {
-            Some(store) => Some(TlsAcceptor::from(Arc::new(tls::server_config(store)?))),
+            Some(store) => Some(TlsAcceptor::from(Arc::new(server_config(store)?))),
             None => None,
         };
         let listener = bind(config.listen).await?;
@@ -205,6 +253,18 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The rustls server configuration over a [`CertStore`]: the provider of
+/// [`tls::provider`], safe default versions, ALPN for HTTP/2 and HTTP/1.1.
+pub fn server_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {

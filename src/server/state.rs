@@ -1,15 +1,14 @@
 //! The state every request reads: the rules (engine + cache) and the
-//! certificate, each behind an `ArcSwap` so reloads never block a request,
+//! certificate, each behind an `ArcSwap` (their handles are shared with the
+//! reloader that publishes into them) so reloads never block a request,
 //! plus the readiness flags and the settings of the request path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwapOption;
-
-use super::tls::CertStore;
-use crate::cache::RulesState;
+use crate::cache::PublishedRules;
 use crate::telemetry::metrics::Metrics;
+use crate::tls::CertStore;
 
 /// Settings of the admission path, fixed at start.
 #[derive(Clone, Debug)]
@@ -23,11 +22,9 @@ pub struct Settings {
 /// Shared by the request path, the probes and the reloader.
 #[derive(Debug)]
 pub struct AppState {
-    /// The current rules; `None` until a maps file (or the LEGACY prefix)
-    /// has been loaded once. Loaded once per request.
-    pub rules: ArcSwapOption<RulesState>,
-    /// Why the rules are not loaded yet, for `/readyz`.
-    pub rules_error: ArcSwapOption<String>,
+    /// The current rules (loaded once per request), and why there are none
+    /// yet, for `/readyz`.
+    pub rules: Arc<PublishedRules>,
     /// The serving certificate; `None` in plain-HTTP mode.
     pub certs: Option<Arc<CertStore>>,
     shutting_down: AtomicBool,
@@ -36,10 +33,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(settings: Settings, certs: Option<Arc<CertStore>>, metrics: Arc<Metrics>) -> AppState {
+    pub fn new(
+        settings: Settings,
+        rules: Arc<PublishedRules>,
+        certs: Option<Arc<CertStore>>,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
         AppState {
-            rules: ArcSwapOption::empty(),
-            rules_error: ArcSwapOption::empty(),
+            rules,
             certs,
             shutting_down: AtomicBool::new(false),
             metrics,
@@ -63,7 +64,7 @@ impl AppState {
             return Err("shutting down".to_owned());
         }
         if self.rules.load().is_none() {
-            return Err(match self.rules_error.load().as_deref() {
+            return Err(match self.rules.error().as_deref() {
                 Some(error) => format!("maps not loaded: {error}"),
                 None => "maps not loaded yet".to_owned(),
             });

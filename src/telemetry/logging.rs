@@ -24,6 +24,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 use super::json_lines::JsonLines;
 use super::spans;
 use super::traces::Traces;
+use crate::settings::{SettingValue, setting};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -35,20 +36,66 @@ pub enum LogFormat {
     Json,
 }
 
-/// Turns `IMAGESWAP_LOG_LEVEL` (the original's `INFO`/`DEBUG`, or any tracing
-/// level in any case) into a filter; `None` for a value that is not a level.
+/// The log settings every subcommand shares (global flags).
+#[derive(Clone, Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log level: INFO or DEBUG (the original's), or any tracing level.
+    #[arg(long, global = true, env = "IMAGESWAP_LOG_LEVEL", default_value = "INFO",
+        value_parser = setting::<LogLevel>())]
+    pub log_level: LogLevel,
+
+    /// Log line format.
+    #[arg(long, global = true, env = "IMAGESWAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, ignore_case = true)]
+    pub log_format: LogFormat,
+}
+
+/// `IMAGESWAP_LOG_LEVEL`: the original's `INFO`/`DEBUG`, or any tracing
+/// level, in any case (`WARNING`, `CRITICAL` and `FATAL` as Python spells them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Off,
+}
+
+impl SettingValue for LogLevel {
+    const EXPECTED: &'static str = "one of TRACE, DEBUG, INFO, WARN, ERROR, OFF";
+
+    fn parse_setting(text: &str) -> Result<LogLevel, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "trace" => Ok(LogLevel::Trace),
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "error" | "critical" | "fatal" => Ok(LogLevel::Error),
+            "off" => Ok(LogLevel::Off),
+            _ => Err("not a log level".to_owned()),
+        }
+    }
+}
+
+/// The filter of a level written as text; `None` for a value that is not a level.
 pub fn level_filter(level: &str) -> Option<EnvFilter> {
-    let level = level.trim().to_ascii_lowercase();
-    let level = match level.as_str() {
-        "warning" => "warn",
-        "critical" | "fatal" => "error",
-        other => other,
-    };
-    match level {
-        "trace" | "debug" | "info" | "warn" | "error" | "off" => Some(EnvFilter::new(format!(
+    LogLevel::parse_setting(level.trim()).ok().map(LogLevel::filter)
+}
+
+impl LogLevel {
+    /// The filter of this level; the libraries' own chatter stays at WARN.
+    pub fn filter(self) -> EnvFilter {
+        let level = match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Off => "off",
+        };
+        EnvFilter::new(format!(
             "{level},hyper=warn,h2=warn,rustls=warn,kube=warn,tower=warn,notify=warn"
-        ))),
-        _ => None,
+        ))
     }
 }
 
@@ -56,15 +103,15 @@ pub fn level_filter(level: &str) -> Option<EnvFilter> {
 /// whether traces are exported too (`serve` starts them first).
 #[derive(Debug)]
 pub struct Logs {
-    filter: Option<EnvFilter>,
+    filter: EnvFilter,
     format: LogFormat,
 }
 
 impl Logs {
-    pub fn new(level: &str, format: LogFormat) -> Logs {
+    pub fn new(args: &LogArgs) -> Logs {
         Logs {
-            filter: level_filter(level),
-            format,
+            filter: args.log_level.filter(),
+            format: args.log_format,
         }
     }
 
@@ -72,10 +119,8 @@ impl Logs {
     /// standard error (the tools: a line is seen the moment it is logged).
     /// Safe to call more than once (tests): later calls are ignored.
     pub fn init(self, traces: Option<&Traces>) {
-        if let Some(filter) = self.filter {
-            let ansi = std::io::stderr().is_terminal();
-            let _ = dispatch(filter, self.format, traces, std::io::stderr, ansi).try_init();
-        }
+        let ansi = std::io::stderr().is_terminal();
+        let _ = dispatch(self.filter, self.format, traces, std::io::stderr, ansi).try_init();
     }
 
     /// Installs the global subscriber for the server: lines go through a
@@ -88,8 +133,8 @@ impl Logs {
     /// enqueues it; when the writer falls behind, lines are dropped (never
     /// a blocked request) and counted. Keep the guard until exit: dropping
     /// it flushes what is queued.
-    pub fn init_buffered(self, traces: Option<&Traces>) -> Option<(WorkerGuard, ErrorCounter)> {
-        let filter = self.filter?;
+    pub fn init_buffered(self, traces: Option<&Traces>) -> (WorkerGuard, ErrorCounter) {
+        let filter = self.filter;
         let ansi = std::io::stderr().is_terminal();
         let (writer, guard) = NonBlockingBuilder::default()
             .lossy(true)
@@ -101,7 +146,7 @@ impl Logs {
             ));
         let dropped = writer.error_counter();
         let _ = dispatch(filter, self.format, traces, writer, ansi).try_init();
-        Some((guard, dropped))
+        (guard, dropped)
     }
 }
 

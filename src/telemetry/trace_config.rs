@@ -10,9 +10,76 @@
 
 use std::time::Duration;
 
+use clap::Args;
+
 use http::Uri;
 
-use crate::cli::TraceArgs;
+use crate::settings::SettingName;
+
+/// OpenTelemetry traces: the standard `OTEL_*` variables (the flags exist for
+/// a person at a shell). Read as text; [`TraceConfig::from_args`] checks them,
+/// so one error type names the variable whatever was wrong. An empty value
+/// counts as unset, as the OpenTelemetry specification says.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "OpenTelemetry traces (off while no endpoint is set)")]
+pub struct TraceArgs {
+    /// OTLP/HTTP collector base URL; spans go to URL/v1/traces (Jaeger: http://HOST:4318).
+    #[arg(
+        long = "otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub endpoint: Option<String>,
+
+    /// Full URL for spans, used as it is; wins over OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(
+        long = "otlp-traces-endpoint",
+        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub traces_endpoint: Option<String>,
+
+    /// OTLP transport: http/protobuf (the only one built in) [default: http/protobuf].
+    #[arg(
+        long = "otlp-protocol",
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        value_name = "PROTOCOL"
+    )]
+    pub protocol: Option<String>,
+
+    /// Longest wait for the collector per batch, in milliseconds [default: 2000].
+    #[arg(
+        long = "otlp-timeout",
+        env = "OTEL_EXPORTER_OTLP_TIMEOUT",
+        value_name = "MILLISECONDS"
+    )]
+    pub timeout: Option<String>,
+
+    /// The service name of the spans [default: imageswap].
+    #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME", value_name = "NAME")]
+    pub service_name: Option<String>,
+
+    /// Which requests are traced: always_on, always_off, traceidratio, parentbased_always_on,
+    /// parentbased_always_off or parentbased_traceidratio [default: parentbased_always_on].
+    #[arg(long = "traces-sampler", env = "OTEL_TRACES_SAMPLER", value_name = "SAMPLER")]
+    pub sampler: Option<String>,
+
+    /// The ratio (0 to 1) of the traceidratio samplers [default: 1].
+    #[arg(
+        long = "traces-sampler-arg",
+        env = "OTEL_TRACES_SAMPLER_ARG",
+        value_name = "RATIO"
+    )]
+    pub sampler_arg: Option<String>,
+
+    /// More resource attributes: key=value,key=value (values percent-encoded).
+    #[arg(
+        long = "otel-resource-attributes",
+        env = "OTEL_RESOURCE_ATTRIBUTES",
+        value_name = "LIST"
+    )]
+    pub resource_attributes: Option<String>,
+}
 
 /// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
 pub const DEFAULT_SERVICE_NAME: &str = "imageswap";
@@ -23,26 +90,28 @@ pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(2000);
 /// Path appended to `OTEL_EXPORTER_OTLP_ENDPOINT` for spans.
 pub const TRACES_PATH: &str = "v1/traces";
 
-const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT (--otlp-endpoint)";
-const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (--otlp-traces-endpoint)";
-const PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL (--otlp-protocol)";
-const TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT (--otlp-timeout)";
-const SERVICE_NAME: &str = "OTEL_SERVICE_NAME (--otel-service-name)";
-const SAMPLER: &str = "OTEL_TRACES_SAMPLER (--traces-sampler)";
-const SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG (--traces-sampler-arg)";
-const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES (--otel-resource-attributes)";
+// The settings, by their field in `TraceArgs`: errors name them as the
+// operator sets them, from clap's metadata.
+const ENDPOINT: &str = "endpoint";
+const TRACES_ENDPOINT: &str = "traces_endpoint";
+const PROTOCOL: &str = "protocol";
+const TIMEOUT: &str = "timeout";
+const SERVICE_NAME: &str = "service_name";
+const SAMPLER: &str = "sampler";
+const SAMPLER_ARG: &str = "sampler_arg";
+const RESOURCE_ATTRIBUTES: &str = "resource_attributes";
 
 /// A trace setting that cannot work.
 #[derive(Debug, thiserror::Error)]
-#[error("{variable}: {problem}")]
+#[error("{setting}: {problem}")]
 pub struct TraceConfigError {
-    pub variable: &'static str,
+    pub setting: SettingName,
     pub problem: String,
 }
 
-fn invalid(variable: &'static str, problem: impl Into<String>) -> TraceConfigError {
+fn invalid(field: &'static str, problem: impl Into<String>) -> TraceConfigError {
     TraceConfigError {
-        variable,
+        setting: SettingName::in_args::<TraceArgs>(field),
         problem: problem.into(),
     }
 }

@@ -177,7 +177,7 @@ fn exporter(config: &TraceConfig) -> Result<opentelemetry_otlp::SpanExporter, Tr
     let timeout = config.export_timeout;
     if config.endpoint.scheme_str() == Some("https") {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(crate::server::tls::provider())
+            .with_provider_and_native_roots(crate::tls::provider())
             .map_err(TracesError::NoCaCertificates)?
             .https_only()
             .enable_http1()

@@ -138,7 +138,7 @@ impl TestCa {
     pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.der.clone()).expect("trust the test CA");
-        let mut config = rustls::ClientConfig::builder_with_provider(imageswap::server::tls::provider())
+        let mut config = rustls::ClientConfig::builder_with_provider(imageswap::tls::provider())
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_root_certificates(roots)

@@ -1,6 +1,8 @@
-//! The serving certificate: loaded from PEM files (or generated for
-//! `--dev`), checked (the key must match the certificate) and published in
-//! an `ArcSwap` that a rustls `ResolvesServerCert` reads on every handshake.
+//! TLS material, shared by the server, the reloader and the trace exporter:
+//! the crypto provider (ring) every TLS object is built with, PEM parsing
+//! into a checked pair (the key must match the certificate), the `--dev`
+//! self-signed pair, and the [`CertStore`] that publishes the serving pair in
+//! an `ArcSwap` a rustls `ResolvesServerCert` reads on every handshake.
 //! Rotation is a store into that swap: new connections get the new pair,
 //! established ones keep theirs, and a broken pair never replaces a good one.
 
@@ -13,9 +15,6 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-/// ALPN protocols offered, preferred first: the API server speaks HTTP/2.
-pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Why a certificate pair cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -89,17 +88,6 @@ impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.load_full()
     }
-}
-
-/// The rustls server configuration over a [`CertStore`].
-pub fn server_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
-    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
-    Ok(config)
 }
 
 /// Builds a checked pair from PEM bytes; the paths only name the files in
