@@ -2,6 +2,7 @@
 //! containers, decided through a warm cache (the steady state of a cluster).
 //! Target: ≤ 15 µs median. `parse` compares the two simd-json front ends the
 //! core could use (the tape is what `admit` uses).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark may panic on what it did not expect.
 
 use std::hint::black_box;
 

@@ -4,6 +4,7 @@
 //! compiling a 10,000-rule file.
 //!
 //! Run: `cargo bench --bench swap`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark may panic on what it did not expect.
 
 use std::hint::black_box;
 

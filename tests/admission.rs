@@ -1,6 +1,7 @@
 //! The admission fixtures: each `tests/fixtures/admission/<case>.review.json`
 //! is a review as kube-apiserver sends it, next to `<case>.patch.json`, the
 //! decoded patch expected back (`null`: no `patch` and no `patchType`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod common;
 

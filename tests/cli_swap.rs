@@ -1,5 +1,6 @@
 //! `imageswap swap` and `imageswap maps check` as a person runs them: the real
 //! binary, real files, arguments, standard input, exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

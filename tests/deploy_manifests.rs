@@ -5,6 +5,7 @@
 //! default. The rendered base is `deploy/install.yaml` (kept current by
 //! `scripts/check-deploy`); the overlays' ConfigMap patches are read as
 //! written.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! block) with the `| image | result |` tables after it, and the example maps
 //! file shipped in the kustomize base, checked against the swap engine, so the
 //! docs cannot drift from what ImageSwap does.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,7 @@
 //! docs/configuration.md names every environment variable the program
 //! reads: each `env` of every subcommand's arguments, taken from the
 //! command line definition itself, so a new setting cannot go undocumented.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 use std::path::Path;
 

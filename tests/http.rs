@@ -1,5 +1,6 @@
 //! HTTP over TLS: both protocol versions, the probes, metrics, routing and
 //! the request deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! secret's pair is used as is and never rotated, the operator's CA goes into
 //! the webhook configuration, and each thing that can be wrong with the pair
 //! fails with one line that names it, before anything is written.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod init_support;
 

@@ -2,6 +2,7 @@
 //! only through the `IMAGESWAP_*` variables the deploy manifests set, finding
 //! the API server through a kubeconfig (here: the fake's URL). Checks the
 //! variable names, the exit codes and the single failure line.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod init_support;
 

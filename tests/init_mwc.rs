@@ -3,6 +3,7 @@
 //! matches even with the API server's defaults and others' additions, updated
 //! with one write when it drifted, never looked at when disabled, and a
 //! template without the named webhook fails before any API call.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod init_support;
 

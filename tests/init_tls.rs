@@ -2,6 +2,7 @@
 //! against the in-process fake API server: first install, restart with a
 //! sound secret, renewal, unusable stored pairs, a signer that never signs or
 //! refuses, and replicas racing on first install and on renewal.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod init_support;
 

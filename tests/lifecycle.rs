@@ -1,5 +1,6 @@
 //! Shutdown and overload: what happens to requests in flight when SIGTERM
 //! arrives, and to requests beyond the concurrency limit.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod common;
 

@@ -9,6 +9,7 @@
 //! `imageswap_build`: `unknown metric type "info"`. Not the
 //! openmetrics-parser crate: it refuses a `# UNIT` line on a histogram,
 //! which OpenMetrics allows and `imageswap_admission_duration_seconds` has.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! the Prometheus grammar, scripts/prometheus-tools) reading only metrics
 //! the server exports, and the panels the issue asks for are there; the
 //! Jaeger example's settings are valid and point at its own collector.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod common;
 

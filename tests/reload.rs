@@ -1,5 +1,6 @@
 //! Hot reload: maps and certificates replaced the way Kubernetes replaces a
 //! mounted ConfigMap or Secret (a `..data` symlink swap), while requests run.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod common;
 

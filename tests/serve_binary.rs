@@ -1,5 +1,6 @@
 //! The `imageswap serve` binary itself: configuration errors, signals and
 //! exit codes, `--dev`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! any image or maps file, invalid references are always unchanged, swapping
 //! a result again is stable when the mirror is opted out, and `[REPLACE]`
 //! globs agree with a plain shell-glob matcher.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 use imageswap::swap::reference::is_valid_reference;
 use imageswap::swap::{Engine, Rule};

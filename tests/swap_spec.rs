@@ -1,6 +1,7 @@
 //! The swap rules of `../shared/spec/maps.md`, section by section: every
 //! example table of §5, each **fix** (a case that shows the fixed behaviour)
 //! and each **extension**, with the rule word of §6 for every decision.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 use imageswap::swap::{Engine, Rule};
 

@@ -7,6 +7,7 @@
 //! subscriber (logs into a buffer, spans to the test's collector), so the
 //! tests do not depend on a process-wide subscriber. The collector runs on a
 //! runtime of its own, as a collector is another process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on what they did not expect.
 
 mod common;
 

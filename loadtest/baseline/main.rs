@@ -15,7 +15,7 @@
 //! Stops on SIGTERM or SIGINT (exit 0). Built as a cargo example to reuse
 //! the main package's dependency build:
 //! `cargo build --release --locked --example baseline`.
-
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark may panic on what it did not expect.
 #![forbid(unsafe_code)]
 
 use std::convert::Infallible;
