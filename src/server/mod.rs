@@ -11,7 +11,6 @@
 pub mod deadline;
 pub mod dev;
 pub mod service;
-pub mod settings;
 pub mod stack;
 pub mod state;
 
