@@ -59,13 +59,14 @@ IMAGESWAP_DISABLE_AUTO_MWC: "FALSE"
 {{/* The variables of the ConfigMap imageswap-env, as a YAML map of strings. */}}
 {{- define "imageswap.envData" -}}
 {{- $data := dict -}}
-{{- range $name, $value := .Values.config -}}
+{{- range $name, $value := merge (deepCopy (.Values.extraConfig | default dict)) .Values.config -}}
 {{- if not (kindIs "invalid" $value) -}}
+{{- /* Values from --set or JSON arrive as float64: 4194304, not 4.194304e+06. */ -}}
+{{- if and (kindIs "float64" $value) (eq $value (float64 (int64 $value))) -}}
+{{- $value = int64 $value -}}
+{{- end -}}
 {{- $_ := set $data $name (toString $value) -}}
 {{- end -}}
-{{- end -}}
-{{- range $name, $value := .Values.extraConfig -}}
-{{- $_ := set $data $name (toString $value) -}}
 {{- end -}}
 {{- if .Values.webhook.createByHelm -}}
 {{- $_ := set $data "IMAGESWAP_DISABLE_AUTO_MWC" "TRUE" -}}

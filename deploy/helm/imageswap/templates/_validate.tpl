@@ -24,4 +24,7 @@ render with one line naming the values. Included by the Deployment.
 {{- fail (printf "config.IMAGESWAP_METRICS_LISTEN (%s) must use another port than config.IMAGESWAP_LISTEN" .) -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
+{{- end -}}
 {{- end }}
