@@ -159,7 +159,7 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
     namespace = deploy["metadata"].get("namespace")
 
     for obj in objects:
-        scoped = obj["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+        scoped = obj["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
         if scoped and obj["metadata"].get("namespace") != namespace:
             bad(name_of(obj), f"namespace is {obj['metadata'].get('namespace')!r}, the Deployment's is {namespace!r}")
 
@@ -325,8 +325,11 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
     resources = {r for rule in hook.get("rules", []) for r in rule.get("resources", [])}
     if not {"pods", "pods/ephemeralcontainers"} <= resources:
         bad("MWC template", "rules must cover pods and pods/ephemeralcontainers")
-    if hook.get("namespaceSelector", {}).get("matchLabels", {}).get("k8s.twr.io/imageswap") != "enabled":
-        bad("MWC template", "namespaceSelector must match k8s.twr.io/imageswap: enabled")
+    # The opt-in label, or any other selector (docs/advanced-install.md): never
+    # none, which would send ImageSwap's own pods to ImageSwap.
+    selector = hook.get("namespaceSelector") or {}
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        bad("MWC template", "needs a namespaceSelector (the default: k8s.twr.io/imageswap: enabled)")
     for expr in hook.get("objectSelector", {}).get("matchExpressions", []):
         if expr.get("values") == ["disabled"] and expr.get("key") != env["IMAGESWAP_DISABLE_LABEL"]:
             bad("MWC template", f"objectSelector key {expr.get('key')} differs from IMAGESWAP_DISABLE_LABEL")
