@@ -149,7 +149,7 @@ REFUSED = [
     ("failure policy", {"webhook": {"failurePolicy": "Retry"}}, "failurePolicy"),
     ("webhook timeout", {"webhook": {"timeoutSeconds": 31}}, "timeoutSeconds"),
     ("timeout below the server's", {"webhook": {"timeoutSeconds": 2}}, "IMAGESWAP_REQUEST_TIMEOUT"),
-    ("grace below shutdown + preStop", {"terminationGracePeriodSeconds": 20}, "terminationGracePeriodSeconds"),
+    ("grace not above shutdown + preStop", {"terminationGracePeriodSeconds": 25}, "terminationGracePeriodSeconds"),
     ("certificate outside the TLS dir", {"config": {"IMAGESWAP_TLS_CERT": "/etc/cert.pem"}}, "IMAGESWAP_TLS_DIR"),
     ("createByHelm without caBundle", {"webhook": {"createByHelm": True}}, "caBundle"),
     ("PDB bound", {"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
@@ -209,7 +209,13 @@ def differences(a, b, path=""):
         return out
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
-    return [] if a == b else [f"{path}: base {a!r:.80}, chart {b!r:.80}"]
+    if a == b:
+        return []
+    if isinstance(a, str) and isinstance(b, str) and "\n" in a + b:
+        lines_a, lines_b = a.splitlines(), b.splitlines()
+        i = next((i for i, (x, y) in enumerate(zip(lines_a, lines_b)) if x != y), min(len(lines_a), len(lines_b)))
+        return [f"{path}: line {i + 1}: base {(lines_a[i:] or [''])[0]!r:.80}, chart {(lines_b[i:] or [''])[0]!r:.80}"]
+    return [f"{path}: base {a!r:.80}, chart {b!r:.80}"]
 
 
 def with_template_parsed(obj):
