@@ -323,6 +323,10 @@ def check_webhook(name, objects, values, namespace, problems):
             {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": namespace}] \
             or pod.get("serviceAccountName") != sa["metadata"]["name"]:
         problems.add(where, "the hook's binding must bind its ClusterRole to its ServiceAccount, which the Job uses")
+    # kubectl's in-cluster configuration needs the mounted token.
+    if pod.get("automountServiceAccountToken") is False or (
+            sa.get("automountServiceAccountToken") is False and pod.get("automountServiceAccountToken") is not True):
+        problems.add(where, "the Job's pod gets no service account token, so kubectl cannot reach the API server")
     container = pod["containers"][0]
     args = container.get("args", [])
     if args[:3] != ["delete", "mutatingwebhookconfiguration", mwc_name] or "--ignore-not-found" not in args:
