@@ -2,7 +2,9 @@
 """Validate rendered ImageSwap manifests, offline.
 
 Run by scripts/check-deploy, with the pinned kubernetes-validate package it
-installs. Two kinds of checks on each rendered file (one per kustomization):
+installs; scripts/check-helm.py runs the same checks (check_objects) on each
+rendering of the Helm chart. Two kinds of checks on each rendered file (one
+per kustomization):
 
 1. Schema: every object (ImageSwap's, and any other application an example
    renders beside it), and the MutatingWebhookConfiguration template held
