@@ -148,6 +148,7 @@ REFUSED = [
     ("sampler ratio", {"config": {"OTEL_TRACES_SAMPLER_ARG": 2}}, "OTEL_TRACES_SAMPLER_ARG"),
     ("failure policy", {"webhook": {"failurePolicy": "Retry"}}, "failurePolicy"),
     ("webhook timeout", {"webhook": {"timeoutSeconds": 31}}, "timeoutSeconds"),
+    ("every namespace", {"webhook": {"namespaceSelector": {"matchLabels": None}}}, "webhook.namespaceSelector"),
     ("timeout below the server's", {"webhook": {"timeoutSeconds": 2}}, "IMAGESWAP_REQUEST_TIMEOUT"),
     ("grace not above shutdown + preStop", {"terminationGracePeriodSeconds": 25}, "terminationGracePeriodSeconds"),
     ("certificate outside the TLS dir", {"config": {"IMAGESWAP_TLS_CERT": "/etc/cert.pem"}}, "IMAGESWAP_TLS_DIR"),

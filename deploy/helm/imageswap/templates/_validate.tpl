@@ -24,6 +24,10 @@ render with one line naming the values. Included by the Deployment.
 {{- fail (printf "config.IMAGESWAP_METRICS_LISTEN (%s) must use another port than config.IMAGESWAP_LISTEN" .) -}}
 {{- end -}}
 {{- end -}}
+{{- $selector := .Values.webhook.namespaceSelector | default dict -}}
+{{- if not (or $selector.matchLabels $selector.matchExpressions) -}}
+{{- fail "webhook.namespaceSelector must select namespaces (matchLabels or matchExpressions): an empty one sends every namespace's pods, ImageSwap's own included, to ImageSwap" -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
 {{- end -}}
