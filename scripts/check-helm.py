@@ -166,6 +166,10 @@ REFUSED = [
 
 # Not keys of `config`, on purpose: from the downward API, or never in a cluster.
 NOT_CONFIG = {"IMAGESWAP_POD_NAME", "IMAGESWAP_NAMESPACE_NAME", "IMAGESWAP_INSECURE_HTTP", "IMAGESWAP_DEV"}
+# Set by the chart's `verify` block (mirror verification, issue 11), not by `config`.
+VERIFY_BLOCK = {"IMAGESWAP_VERIFY", "IMAGESWAP_VERIFY_ON_ERROR", "IMAGESWAP_VERIFY_TIMEOUT", "IMAGESWAP_VERIFY_TTL",
+                "IMAGESWAP_VERIFY_MISSING_TTL", "IMAGESWAP_REGISTRY_CONFIG", "IMAGESWAP_REGISTRY_CA",
+                "IMAGESWAP_REGISTRY_PLAIN_HTTP", "IMAGESWAP_IMAGE_PULL_SECRETS"}
 
 
 class Problems:
@@ -362,13 +366,21 @@ def check_every_setting(chart, problems):
     base_vars = set(re.findall(r"^\s*#?\s*([A-Z][A-Z0-9_]+):", base_cm, re.M))
     docs = (ROOT / "docs/configuration.md").read_text()
     doc_vars = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", docs, re.M))
-    for source, names in (("deploy/manifests/imageswap-env-cm.yaml", base_vars), ("docs/configuration.md", doc_vars)):
-        for name in sorted(names - config - NOT_CONFIG):
+    # The program's own: every `env = "…"` of its clap arguments (test-only
+    # names, without the IMAGESWAP_/OTEL_ prefix, are left out).
+    src_vars = {name for path in (ROOT / "src").rglob("*.rs")
+                for name in re.findall(r'env\s*=\s*"([A-Z][A-Z0-9_]+)"', path.read_text())
+                if name.startswith(("IMAGESWAP_", "OTEL_")) or name == "IMAGE_PREFIX"}
+    for source, names in (("deploy/manifests/imageswap-env-cm.yaml", base_vars), ("docs/configuration.md", doc_vars),
+                          ("src/", src_vars)):
+        for name in sorted(names - config - NOT_CONFIG - VERIFY_BLOCK):
             problems.add(where, f"{name} ({source}) is not a key of values.yaml's config")
     schema = set(chart.schema["properties"]["config"]["properties"])
     for name in sorted(config ^ schema):
         problems.add(where, f"{name}: in {'values.yaml' if name in config else 'values.schema.json'} only")
-    return len(config)
+    if len(src_vars) < 30:
+        problems.add(where, f"found only {len(src_vars)} variables in src/: has the clap `env = \"…\"` form changed?")
+    return len(config), len(src_vars)
 
 
 def check_lint(versions, value_sets, problems):
@@ -437,8 +449,9 @@ def main():
     refused = check_refused(chart, problems)
     n = report(f"bad values refused: {refused} cases", n)
 
-    settings = check_every_setting(chart, problems)
-    n = report(f"every setting in values.yaml: {settings} config keys against the base and docs/configuration.md", n)
+    settings, program = check_every_setting(chart, problems)
+    n = report(f"every setting in values.yaml: {settings} config keys against the base's env ConfigMap, "
+               f"docs/configuration.md and the program's {program} variables", n)
 
     table = subprocess.run([sys.executable, str(ROOT / "scripts/helm-values-table"), "--check"],
                            capture_output=True, text=True)
