@@ -2,7 +2,9 @@
 """Validate rendered ImageSwap manifests, offline.
 
 Run by scripts/check-deploy, with the pinned kubernetes-validate package it
-installs. Two kinds of checks on each rendered file (one per kustomization):
+installs; scripts/check-helm.py runs the same checks (check_objects) on each
+rendering of the Helm chart. Two kinds of checks on each rendered file (one
+per kustomization):
 
 1. Schema: every object (ImageSwap's, and any other application an example
    renders beside it), and the MutatingWebhookConfiguration template held
@@ -141,7 +143,10 @@ def find(objects, kind, name=None):
     return found[0] if len(found) == 1 else None
 
 
-def check_consistency(objects, template, file, problems):
+def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CONFIGMAP, MAPS_KEY), maps_external=False):
+    """`maps_configmap` is the (name, key) the maps file must come from;
+    `maps_external`: that ConfigMap is the user's, not in the render (the
+    Helm chart's maps.existingConfigMap)."""
     def bad(what, message):
         problems.add(f"{file}: {what}", message)
 
@@ -156,7 +161,7 @@ def check_consistency(objects, template, file, problems):
     namespace = deploy["metadata"].get("namespace")
 
     for obj in objects:
-        scoped = obj["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+        scoped = obj["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
         if scoped and obj["metadata"].get("namespace") != namespace:
             bad(name_of(obj), f"namespace is {obj['metadata'].get('namespace')!r}, the Deployment's is {namespace!r}")
 
@@ -268,7 +273,7 @@ def check_consistency(objects, template, file, problems):
         return cm["name"], (inner if not cm.get("items") else None)
 
     for var, container, cm_name, key in (
-        ("IMAGESWAP_MAPS_FILE", serve, MAPS_CONFIGMAP, MAPS_KEY),
+        ("IMAGESWAP_MAPS_FILE", serve, *maps_configmap),
         ("IMAGESWAP_MWC_TEMPLATE", init, TEMPLATE_CONFIGMAP, TEMPLATE_KEY),
     ):
         volume, inner = mount_for(container, env[var])
@@ -285,7 +290,8 @@ def check_consistency(objects, template, file, problems):
         init_volume, _ = mount_for(init, env["IMAGESWAP_TLS_DIR"])
         if init_volume is not volume:
             bad(f"container {INIT_CONTAINER}", f"IMAGESWAP_TLS_DIR {env['IMAGESWAP_TLS_DIR']} is not the volume the server reads {var} from")
-    for cm_name, key in ((MAPS_CONFIGMAP, MAPS_KEY), (TEMPLATE_CONFIGMAP, TEMPLATE_KEY)):
+    rendered_configmaps = [(TEMPLATE_CONFIGMAP, TEMPLATE_KEY)] + ([] if maps_external else [maps_configmap])
+    for cm_name, key in rendered_configmaps:
         cm = find(objects, "ConfigMap", cm_name)
         if cm is None or key not in (cm.get("data") or {}):
             bad(f"ConfigMap/{cm_name}", f"missing, or without key {key!r}")
@@ -321,8 +327,11 @@ def check_consistency(objects, template, file, problems):
     resources = {r for rule in hook.get("rules", []) for r in rule.get("resources", [])}
     if not {"pods", "pods/ephemeralcontainers"} <= resources:
         bad("MWC template", "rules must cover pods and pods/ephemeralcontainers")
-    if hook.get("namespaceSelector", {}).get("matchLabels", {}).get("k8s.twr.io/imageswap") != "enabled":
-        bad("MWC template", "namespaceSelector must match k8s.twr.io/imageswap: enabled")
+    # The opt-in label, or any other selector (docs/advanced-install.md): never
+    # none, which would send ImageSwap's own pods to ImageSwap.
+    selector = hook.get("namespaceSelector") or {}
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        bad("MWC template", "needs a namespaceSelector (the default: k8s.twr.io/imageswap: enabled)")
     for expr in hook.get("objectSelector", {}).get("matchExpressions", []):
         if expr.get("values") == ["disabled"] and expr.get("key") != env["IMAGESWAP_DISABLE_LABEL"]:
             bad("MWC template", f"objectSelector key {expr.get('key')} differs from IMAGESWAP_DISABLE_LABEL")
@@ -352,8 +361,13 @@ def check_consistency(objects, template, file, problems):
         ("ClusterRole", "certificates.k8s.io", "signers", "approve", env["IMAGESWAP_CSR_SIGNER_NAME"]),
         ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "create", None),
     ]
-    for verb in ("get", "update", "patch"):
-        needs.append(("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", verb, env["IMAGESWAP_MWC_NAME"]))
+    # With IMAGESWAP_DISABLE_AUTO_MWC, init never touches the webhook
+    # configuration, and needs no rights on it.
+    if str(env.get("IMAGESWAP_DISABLE_AUTO_MWC", "false")).lower() == "true":
+        needs = [n for n in needs if n[2] != "mutatingwebhookconfigurations"]
+    else:
+        for verb in ("get", "update", "patch"):
+            needs.append(("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", verb, env["IMAGESWAP_MWC_NAME"]))
     for kind, group, resource, verb, name in needs:
         if not allowed(kind, group, resource, verb, name):
             bad("RBAC", f"no {kind} allows {verb} on {resource} {name or ''}".rstrip())
@@ -362,6 +376,36 @@ def check_consistency(objects, template, file, problems):
         if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa and s.get("namespace") == namespace
                    for s in binding.get("subjects", [])):
             bad(name_of(binding), f"does not bind ServiceAccount {namespace}/{sa}")
+
+
+def check_objects(objects, file, versions, problems, **consistency):
+    """Both kinds of checks on the objects of one render; returns how many
+    objects were schema-checked. `consistency` goes to check_consistency
+    (scripts/check-helm.py passes the Helm chart's maps ConfigMap)."""
+    count = 0
+    template = None
+    for obj in objects:
+        check_schema(obj, f"{file}: {name_of(obj)}", versions, problems)
+        count += 1
+        if obj.get("kind") == "ConfigMap" and obj["metadata"]["name"] == TEMPLATE_CONFIGMAP:
+            text = (obj.get("data") or {}).get(TEMPLATE_KEY, "")
+            try:
+                template = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                problems.add(f"{file}: MWC template", f"not YAML: {e}")
+                continue
+            if not isinstance(template, dict) or template.get("kind") != "MutatingWebhookConfiguration":
+                problems.add(f"{file}: MWC template", "is not a MutatingWebhookConfiguration")
+                template = None
+                continue
+            check_schema(template, f"{file}: MWC template", versions, problems)
+            count += 1
+    # Other applications rendered beside ImageSwap (the Jaeger of
+    # deploy/observability/jaeger, the Helm chart's cleanup hook) get the
+    # schema check only.
+    ours = [o for o in objects if (o.get("metadata", {}).get("labels") or {}).get("app") == "imageswap"]
+    check_consistency(ours, template, file, problems, **consistency)
+    return count
 
 
 def main():
@@ -374,27 +418,7 @@ def main():
     for file in args.files:
         with open(file) as f:
             objects = [o for o in yaml.safe_load_all(f) if o]
-        template = None
-        for i, obj in enumerate(objects):
-            check_schema(obj, f"{file}: {name_of(obj)}", args.versions, problems)
-            count += 1
-            if obj.get("kind") == "ConfigMap" and obj["metadata"]["name"] == TEMPLATE_CONFIGMAP:
-                text = (obj.get("data") or {}).get(TEMPLATE_KEY, "")
-                try:
-                    template = yaml.safe_load(text)
-                except yaml.YAMLError as e:
-                    problems.add(f"{file}: MWC template", f"not YAML: {e}")
-                    continue
-                if not isinstance(template, dict) or template.get("kind") != "MutatingWebhookConfiguration":
-                    problems.add(f"{file}: MWC template", "is not a MutatingWebhookConfiguration")
-                    template = None
-                    continue
-                check_schema(template, f"{file}: MWC template", args.versions, problems)
-                count += 1
-        # Other applications rendered beside ImageSwap (the Jaeger of
-        # deploy/observability/jaeger) get the schema check only.
-        ours = [o for o in objects if (o.get("metadata", {}).get("labels") or {}).get("app") == "imageswap"]
-        check_consistency(ours, template, file, problems)
+        count += check_objects(objects, file, args.versions, problems)
     for line in problems.lines:
         print(line)
     print(f"{count} objects in {len(args.files)} renders against Kubernetes {', '.join(args.versions)}: "

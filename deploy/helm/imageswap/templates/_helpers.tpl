@@ -1,0 +1,163 @@
+{{/*
+Helpers of the ImageSwap chart. Object names are fixed (the original
+ImageSwap's, as in deploy/manifests), not derived from the release name, so
+that `helm upgrade --install` over an existing installation updates the same
+objects. Labels are the kustomize base's: `app: imageswap` and
+`resource: <kind>`.
+*/}}
+
+{{/* Labels of an object: imageswap.labels (list $ "deployment") */}}
+{{- define "imageswap.labels" -}}
+app: imageswap
+resource: {{ index . 1 }}
+{{- end }}
+
+{{/* The image of both containers. */}}
+{{- define "imageswap.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ $tag }}
+{{- end -}}
+{{- end }}
+
+{{/*
+The programs' defaults (docs/configuration.md), for a setting that
+.Values.config leaves out (null): the chart derives objects from them.
+*/}}
+{{- define "imageswap.programDefaults" -}}
+IMAGESWAP_LISTEN: "0.0.0.0:5000"
+IMAGESWAP_TLS_CERT: "/tls/cert.pem"
+IMAGESWAP_TLS_KEY: "/tls/key.pem"
+IMAGESWAP_MAPS_FILE: "/app/maps/imageswap-maps.conf"
+IMAGESWAP_DISABLE_LABEL: "k8s.twr.io/imageswap"
+IMAGESWAP_REQUEST_TIMEOUT: "2s"
+IMAGESWAP_SHUTDOWN_GRACE: "20s"
+IMAGESWAP_SERVICE_NAME: "imageswap"
+IMAGESWAP_TLS_SECRET_NAME: "imageswap-tls"
+IMAGESWAP_TLS_CA_SECRET_NAME: "imageswap-tls-ca"
+IMAGESWAP_MWC_NAME: "imageswap-webhook"
+IMAGESWAP_WEBHOOK_NAME: "imageswap.webhook.k8s.twr.io"
+IMAGESWAP_MWC_TEMPLATE: "/mwc/imageswap-mwc.yaml"
+IMAGESWAP_TLS_DIR: "/tls"
+IMAGESWAP_CSR_SIGNER_NAME: "kubernetes.io/kubelet-serving"
+IMAGESWAP_DISABLE_AUTO_MWC: "FALSE"
+{{- end }}
+
+{{/* One setting's effective value: imageswap.setting (list $ "IMAGESWAP_LISTEN") */}}
+{{- define "imageswap.setting" -}}
+{{- $root := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- $value := index $root.Values.config $name -}}
+{{- if kindIs "invalid" $value -}}
+{{- $value = index (include "imageswap.programDefaults" $root | fromYaml) $name -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $value) }}{{ $value }}{{ end -}}
+{{- end }}
+
+{{/* The variables of the ConfigMap imageswap-env, as a YAML map of strings. */}}
+{{- define "imageswap.envData" -}}
+{{- $data := dict -}}
+{{- range $name, $value := merge (deepCopy (.Values.extraConfig | default dict)) .Values.config -}}
+{{- if not (kindIs "invalid" $value) -}}
+{{- /* Values from --set or JSON arrive as float64: 4194304, not 4.194304e+06. */ -}}
+{{- if and (kindIs "float64" $value) (eq $value (float64 (int64 $value))) -}}
+{{- $value = int64 $value -}}
+{{- end -}}
+{{- $_ := set $data $name (toString $value) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.webhook.createByHelm -}}
+{{- $_ := set $data "IMAGESWAP_DISABLE_AUTO_MWC" "TRUE" -}}
+{{- end -}}
+{{- with .Values.verify -}}
+{{- if .enabled -}}
+{{- $_ := set $data "IMAGESWAP_VERIFY" "on" -}}
+{{- with .onError }}{{ $_ := set $data "IMAGESWAP_VERIFY_ON_ERROR" (toString .) }}{{ end -}}
+{{- with .timeout }}{{ $_ := set $data "IMAGESWAP_VERIFY_TIMEOUT" (toString .) }}{{ end -}}
+{{- with .ttl }}{{ $_ := set $data "IMAGESWAP_VERIFY_TTL" (toString .) }}{{ end -}}
+{{- with .missingTtl }}{{ $_ := set $data "IMAGESWAP_VERIFY_MISSING_TTL" (toString .) }}{{ end -}}
+{{- end -}}
+{{- if .registryCAConfigMap -}}
+{{- $_ := set $data "IMAGESWAP_REGISTRY_CA" "/etc/imageswap/registry-ca/ca.crt" -}}
+{{- end -}}
+{{- with .plainHttpRegistries }}{{ $_ := set $data "IMAGESWAP_REGISTRY_PLAIN_HTTP" (join "," .) }}{{ end -}}
+{{- with .imagePullSecrets -}}
+{{- $pairs := list -}}
+{{- range $registry, $secret := . }}{{ $pairs = append $pairs (printf "%s=%s" $registry $secret) }}{{ end -}}
+{{- $_ := set $data "IMAGESWAP_IMAGE_PULL_SECRETS" (join "," $pairs) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $data -}}
+{{- end }}
+
+{{/* The port of an address such as 0.0.0.0:5000 or [::]:5000. */}}
+{{- define "imageswap.port" -}}
+{{- regexReplaceAll "^.*:" . "" -}}
+{{- end }}
+
+{{/* true when init leaves the webhook configuration alone. */}}
+{{- define "imageswap.autoMwcDisabled" -}}
+{{- if or .Values.webhook.createByHelm (eq (lower (include "imageswap.setting" (list . "IMAGESWAP_DISABLE_AUTO_MWC"))) "true") -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/* Seconds of a duration written with one unit (20s, 500ms, 1m, 2h); empty otherwise. */}}
+{{- define "imageswap.seconds" -}}
+{{- $m := regexFindAll "^([0-9]+)(ms|s|m|h)$" . 1 -}}
+{{- if $m -}}
+{{- $n := regexReplaceAll "[a-z]+$" . "" | float64 -}}
+{{- $unit := regexReplaceAll "^[0-9]+" . "" -}}
+{{- $factor := get (dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0) $unit -}}
+{{- mulf $n $factor -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+The MutatingWebhookConfiguration: the template init fills in, or (with
+webhook.createByHelm) the object Helm creates, caBundle included.
+imageswap.webhookConfiguration (dict "root" $ "caBundle" "...")
+*/}}
+{{- define "imageswap.webhookConfiguration" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values.webhook -}}
+{{- $disableLabel := include "imageswap.setting" (list $root "IMAGESWAP_DISABLE_LABEL") -}}
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: {{ include "imageswap.setting" (list $root "IMAGESWAP_MWC_NAME") }}
+  labels:
+    {{- include "imageswap.labels" (list $root "mutatingwebhookconfiguration") | nindent 4 }}
+webhooks:
+  - name: {{ include "imageswap.setting" (list $root "IMAGESWAP_WEBHOOK_NAME") }}
+    clientConfig:
+      service:
+        name: {{ include "imageswap.setting" (list $root "IMAGESWAP_SERVICE_NAME") }}
+        namespace: {{ $root.Release.Namespace }}
+        path: "/"
+        port: {{ $v.servicePort }}
+      {{- with .caBundle }}
+      caBundle: {{ . }}
+      {{- end }}
+    rules:
+      {{- toYaml $v.rules | nindent 6 }}
+    namespaceSelector:
+      {{- toYaml ($v.namespaceSelector | default dict) | nindent 6 }}
+    objectSelector:
+      {{- if kindIs "invalid" $v.objectSelector }}
+      matchExpressions:
+        - key: {{ $disableLabel }}
+          operator: NotIn
+          values: ["disabled"]
+      {{- else }}
+      {{- toYaml $v.objectSelector | nindent 6 }}
+      {{- end }}
+    failurePolicy: {{ $v.failurePolicy }}
+    matchPolicy: {{ $v.matchPolicy }}
+    sideEffects: None
+    admissionReviewVersions: ["v1"]
+    reinvocationPolicy: {{ $v.reinvocationPolicy }}
+    timeoutSeconds: {{ $v.timeoutSeconds }}
+{{- end }}

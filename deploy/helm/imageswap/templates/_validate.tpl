@@ -1,0 +1,34 @@
+{{/*
+Checks across values that values.schema.json cannot express; each stops the
+render with one line naming the values. Included by the Deployment.
+*/}}
+{{- define "imageswap.validate" -}}
+{{- $tlsDir := include "imageswap.setting" (list . "IMAGESWAP_TLS_DIR") | trimSuffix "/" -}}
+{{- range $var := list "IMAGESWAP_TLS_CERT" "IMAGESWAP_TLS_KEY" -}}
+{{- $path := include "imageswap.setting" (list $ $var) -}}
+{{- if ne (dir $path) $tlsDir -}}
+{{- fail (printf "config.%s (%s) must be a file in config.IMAGESWAP_TLS_DIR (%s): the init container writes the pair there" $var $path $tlsDir) -}}
+{{- end -}}
+{{- end -}}
+{{- $requestTimeout := include "imageswap.seconds" (include "imageswap.setting" (list . "IMAGESWAP_REQUEST_TIMEOUT")) -}}
+{{- if and $requestTimeout (ge (float64 $requestTimeout) (float64 .Values.webhook.timeoutSeconds)) -}}
+{{- fail (printf "webhook.timeoutSeconds (%v) must exceed config.IMAGESWAP_REQUEST_TIMEOUT (%s), so the server's 503 arrives first" .Values.webhook.timeoutSeconds (include "imageswap.setting" (list . "IMAGESWAP_REQUEST_TIMEOUT"))) -}}
+{{- end -}}
+{{- $grace := include "imageswap.seconds" (include "imageswap.setting" (list . "IMAGESWAP_SHUTDOWN_GRACE")) -}}
+{{- if and $grace (le (float64 .Values.terminationGracePeriodSeconds) (addf (float64 $grace) (float64 .Values.preStopSleepSeconds))) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.IMAGESWAP_SHUTDOWN_GRACE (%s) plus preStopSleepSeconds (%v)" .Values.terminationGracePeriodSeconds (include "imageswap.setting" (list . "IMAGESWAP_SHUTDOWN_GRACE")) .Values.preStopSleepSeconds) -}}
+{{- end -}}
+{{- $listenPort := include "imageswap.port" (include "imageswap.setting" (list . "IMAGESWAP_LISTEN")) -}}
+{{- with (index .Values.config "IMAGESWAP_METRICS_LISTEN") -}}
+{{- if eq (include "imageswap.port" .) $listenPort -}}
+{{- fail (printf "config.IMAGESWAP_METRICS_LISTEN (%s) must use another port than config.IMAGESWAP_LISTEN" .) -}}
+{{- end -}}
+{{- end -}}
+{{- $selector := .Values.webhook.namespaceSelector | default dict -}}
+{{- if not (or $selector.matchLabels $selector.matchExpressions) -}}
+{{- fail "webhook.namespaceSelector must select namespaces (matchLabels or matchExpressions): an empty one sends every namespace's pods, ImageSwap's own included, to ImageSwap" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- end }}

@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+"""Check the Helm chart deploy/helm/imageswap with the real Helm engine, offline.
+
+Run by scripts/check-deploy, with the pinned helm-python-sdk (Helm v4's Go
+library, libhelm_c, behind a Python API: no `helm` binary) and
+kubernetes-validate that it installs. Each check prints one line, and every
+problem one more; the exit status is 1 if there was any.
+
+1. lint: `helm lint --strict` of the chart, with the defaults and with each
+   value set below, for the Kubernetes versions given;
+2. render: the defaults and each value set, every object validated against
+   the strict Kubernetes schemas and for consistency, exactly as the
+   kustomize trees are (scripts/validate-manifests.py);
+3. the same objects: the default rendering against the kustomize base
+   (deploy/manifests, rendered by check-deploy), object by object, allowing
+   only the differences the chart's README lists;
+4. the webhook: no MutatingWebhookConfiguration from `helm install` (the init
+   container makes it), a pre-delete hook that deletes exactly that one, and
+   with webhook.createByHelm the chart's own object instead;
+5. refused: bad values are rejected, by values.schema.json or by the chart's
+   cross-checks, each with a message naming the value;
+6. every setting: each variable of the base's env ConfigMap and of
+   docs/configuration.md is a key of values.yaml's `config`;
+7. the values table of the chart's README is current (scripts/helm-values-table);
+8. package: `helm package` makes an archive that renders the same objects.
+
+Usage: check-helm.py --kubernetes-version 1.33 [...] --base RENDERED_BASE.yaml --out DIR
+"""
+
+import argparse
+import copy
+import hashlib
+import importlib.util
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import helm_python as helm
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy/helm/imageswap"
+RELEASE = "imageswap"
+NAMESPACE = "imageswap-system"
+HOOK = "helm.sh/hook"
+CHECKSUM = "checksum/config"
+
+spec = importlib.util.spec_from_file_location("validate_manifests", ROOT / "scripts/validate-manifests.py")
+vm = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(vm)
+
+CA_BUNDLE = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJ0ZXN0Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K"
+
+# Value sets rendered beside the defaults: (name, values, namespace, options).
+# `maps` names the ConfigMap the maps file must come from when it is the user's.
+VALUE_SETS = [
+    ("production", {
+        "replicas": 3,
+        "autoscaling": {"minReplicas": 3, "maxReplicas": 10},
+        "podDisruptionBudget": {"minAvailable": 2},
+        "resources": {"requests": {"cpu": "200m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}},
+        "priorityClassName": "system-cluster-critical",
+        "image": {"repository": "registry.example.com/imageswap",
+                  "digest": "sha256:" + "ab" * 32},
+        "imagePullSecrets": ["registry-example-com"],
+        "config": {
+            "IMAGESWAP_LOG_FORMAT": "json",
+            "IMAGESWAP_METRICS_LISTEN": "0.0.0.0:9090",
+            "IMAGESWAP_MAX_BODY_BYTES": 4194304,
+            "IMAGESWAP_CACHE_CAPACITY": "50000",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger-collector.observability:4318",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": 0.1,
+            "OTEL_RESOURCE_ATTRIBUTES": "k8s.cluster.name=eu-1",
+        },
+        "extraEnv": [{"name": "OTEL_EXPORTER_OTLP_HEADERS",
+                      "valueFrom": {"secretKeyRef": {"name": "otlp-auth", "key": "headers"}}}],
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}],
+        "podAnnotations": {"example.com/team": "platform"},
+        "podLabels": {"team": "platform"},
+        "serviceAccount": {"annotations": {"example.com/role": "imageswap"}},
+    }, NAMESPACE, {}),
+    ("verify", {
+        "verify": {
+            "enabled": True, "onError": "swap", "timeout": "1s", "ttl": "10m", "missingTtl": "30s",
+            "registryCredentialsSecret": "mirror-credentials",
+            "registryCAConfigMap": "mirror-ca",
+            "plainHttpRegistries": ["registry.local:5000"],
+            "imagePullSecrets": {"harbor.example.com": "harbor-pull"},
+        },
+    }, NAMESPACE, {}),
+    ("existing-maps", {
+        "maps": {"existingConfigMap": "my-maps", "existingConfigMapKey": "rules.conf"},
+        "config": {"IMAGESWAP_MAPS_FILE": "/etc/imageswap/maps/rules.conf"},
+    }, NAMESPACE, {"maps": ("my-maps", "rules.conf")}),
+    ("webhook-by-helm", {
+        "webhook": {
+            "createByHelm": True, "caBundle": CA_BUNDLE, "failurePolicy": "Ignore", "timeoutSeconds": 10,
+            "namespaceSelector": {"matchLabels": None, "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}]},
+        },
+    }, NAMESPACE, {}),
+    ("legacy-single", {
+        "config": {"IMAGESWAP_MODE": "LEGACY", "IMAGE_PREFIX": "registry.example.com", "IMAGESWAP_LOG_LEVEL": "DEBUG"},
+        "autoscaling": {"enabled": False},
+        "replicas": 1,
+        "podDisruptionBudget": {"maxUnavailable": 1},
+        "cleanup": {"enabled": False},
+    }, NAMESPACE, {}),
+    ("renamed", {
+        "namespace": {"create": True},
+        "config": {
+            "IMAGESWAP_SERVICE_NAME": "swapper",
+            "IMAGESWAP_TLS_SECRET_NAME": "swapper-tls",
+            "IMAGESWAP_TLS_CA_SECRET_NAME": "swapper-ca",
+            "IMAGESWAP_MWC_NAME": "swapper-webhook",
+            "IMAGESWAP_WEBHOOK_NAME": "swap.webhook.example.com",
+            "IMAGESWAP_CSR_SIGNER_NAME": "beta.eks.amazonaws.com/app-serving",
+            "IMAGESWAP_DISABLE_LABEL": "example.com/swap",
+            "IMAGESWAP_LISTEN": "[::]:8443",
+            "IMAGESWAP_TLS_DIR": "/run/tls",
+            "IMAGESWAP_TLS_CERT": "/run/tls/cert.pem",
+            "IMAGESWAP_TLS_KEY": "/run/tls/key.pem",
+            "IMAGESWAP_MWC_TEMPLATE": "/etc/mwc/template.yaml",
+            "IMAGESWAP_REQUEST_TIMEOUT": "3s",
+            "IMAGESWAP_SHUTDOWN_GRACE": "40s",
+        },
+        "terminationGracePeriodSeconds": 60,
+        "webhook": {"servicePort": 8443},
+    }, "swap-system", {}),
+]
+
+# Values that must be refused: (what, values, a fragment of the message).
+REFUSED = [
+    ("unknown top-level value", {"replica": 3}, "additional properties 'replica'"),
+    ("misspelt setting", {"config": {"IMAGESWAP_LOGLEVEL": "DEBUG"}}, "IMAGESWAP_LOGLEVEL"),
+    ("log level", {"config": {"IMAGESWAP_LOG_LEVEL": "LOUD"}}, "IMAGESWAP_LOG_LEVEL"),
+    ("empty setting", {"config": {"IMAGESWAP_LISTEN": ""}}, "IMAGESWAP_LISTEN"),
+    ("listen address", {"config": {"IMAGESWAP_LISTEN": "5000"}}, "IMAGESWAP_LISTEN"),
+    ("duration", {"config": {"IMAGESWAP_REQUEST_TIMEOUT": "2 seconds"}}, "IMAGESWAP_REQUEST_TIMEOUT"),
+    ("LEGACY without a prefix", {"config": {"IMAGESWAP_MODE": "LEGACY"}}, "IMAGE_PREFIX"),
+    ("relative maps path", {"config": {"IMAGESWAP_MAPS_FILE": "maps.conf"}}, "IMAGESWAP_MAPS_FILE"),
+    ("OTLP protocol", {"config": {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ("sampler ratio", {"config": {"OTEL_TRACES_SAMPLER_ARG": 2}}, "OTEL_TRACES_SAMPLER_ARG"),
+    ("failure policy", {"webhook": {"failurePolicy": "Retry"}}, "failurePolicy"),
+    ("webhook timeout", {"webhook": {"timeoutSeconds": 31}}, "timeoutSeconds"),
+    ("every namespace", {"webhook": {"namespaceSelector": {"matchLabels": None}}}, "webhook.namespaceSelector"),
+    ("timeout below the server's", {"webhook": {"timeoutSeconds": 2}}, "IMAGESWAP_REQUEST_TIMEOUT"),
+    ("grace not above shutdown + preStop", {"terminationGracePeriodSeconds": 25}, "terminationGracePeriodSeconds"),
+    ("certificate outside the TLS dir", {"config": {"IMAGESWAP_TLS_CERT": "/etc/cert.pem"}}, "IMAGESWAP_TLS_DIR"),
+    ("createByHelm without caBundle", {"webhook": {"createByHelm": True}}, "caBundle"),
+    ("PDB bound", {"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
+    ("HPA min above max", {"autoscaling": {"minReplicas": 8}}, "autoscaling.minReplicas"),
+    ("zero replicas", {"replicas": 0}, "replicas"),
+    ("pull policy", {"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+    ("image digest", {"image": {"digest": "latest"}}, "digest"),
+    ("no maps at all", {"maps": {"content": ""}}, "content"),
+    ("verify on-error policy", {"verify": {"enabled": True, "onError": "retry"}}, "onError"),
+    ("pod label app", {"podLabels": {"app": "other"}}, "'app'"),
+    ("metrics on the webhook port", {"config": {"IMAGESWAP_METRICS_LISTEN": "0.0.0.0:5000"}}, "IMAGESWAP_METRICS_LISTEN"),
+]
+
+# Not keys of `config`, on purpose: from the downward API, or never in a cluster.
+NOT_CONFIG = {"IMAGESWAP_POD_NAME", "IMAGESWAP_NAMESPACE_NAME", "IMAGESWAP_INSECURE_HTTP", "IMAGESWAP_DEV"}
+# Set by the chart's `verify` block (mirror verification, issue 11), not by `config`.
+VERIFY_BLOCK = {"IMAGESWAP_VERIFY", "IMAGESWAP_VERIFY_ON_ERROR", "IMAGESWAP_VERIFY_TIMEOUT", "IMAGESWAP_VERIFY_TTL",
+                "IMAGESWAP_VERIFY_MISSING_TTL", "IMAGESWAP_REGISTRY_CONFIG", "IMAGESWAP_REGISTRY_CA",
+                "IMAGESWAP_REGISTRY_PLAIN_HTTP", "IMAGESWAP_IMAGE_PULL_SECRETS"}
+
+
+class Problems:
+    def __init__(self):
+        self.lines = []
+
+    def add(self, where, message):
+        self.lines.append(f"{where}: {message}")
+
+
+def render(chart, values, namespace=NAMESPACE):
+    """The rendered objects, NOTES.txt left out."""
+    manifests = chart.render(values, name=RELEASE, namespace=namespace, is_install=True)
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(o for o in yaml.safe_load_all(text) if o)
+    return objects
+
+
+def key(obj):
+    return (obj["kind"], obj["metadata"]["name"])
+
+
+def is_hook(obj):
+    return HOOK in (obj["metadata"].get("annotations") or {})
+
+
+def differences(a, b, path=""):
+    """Paths where two parsed objects differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in a:
+                out.append(f"{sub}: only in the chart ({b[k]!r:.80})")
+            elif k not in b:
+                out.append(f"{sub}: only in the base ({a[k]!r:.80})")
+            else:
+                out.extend(differences(a[k], b[k], sub))
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
+    if a == b:
+        return []
+    if isinstance(a, str) and isinstance(b, str) and "\n" in a + b:
+        lines_a, lines_b = a.splitlines(), b.splitlines()
+        i = next((i for i, (x, y) in enumerate(zip(lines_a, lines_b)) if x != y), min(len(lines_a), len(lines_b)))
+        return [f"{path}: line {i + 1}: base {(lines_a[i:] or [''])[0]!r:.80}, chart {(lines_b[i:] or [''])[0]!r:.80}"]
+    return [f"{path}: base {a!r:.80}, chart {b!r:.80}"]
+
+
+def with_template_parsed(obj):
+    """The object, with the webhook template inside its ConfigMap parsed."""
+    obj = copy.deepcopy(obj)
+    if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == vm.TEMPLATE_CONFIGMAP:
+        obj["data"][vm.TEMPLATE_KEY] = yaml.safe_load(obj["data"][vm.TEMPLATE_KEY])
+    return obj
+
+
+def compare_with_base(base, chart_default, chart_namespace, chart_fixed_replicas, problems):
+    """Object by object; the differences allowed are the README's list."""
+    where = "same objects as deploy/manifests"
+    base_objects = {key(o): with_template_parsed(o) for o in base}
+    ours = {key(o): with_template_parsed(o) for o in chart_default if not is_hook(o)}
+    for k in sorted(set(base_objects) | set(ours)):
+        a, b = base_objects.get(k), ours.get(k)
+        if k[0] == "Namespace" and b is None:
+            # Difference 1: no Namespace by default (Helm needs it before the
+            # release); namespace.create renders the base's.
+            b = next((with_template_parsed(o) for o in chart_namespace if o["kind"] == "Namespace"), None)
+            if b is None:
+                problems.add(where, "namespace.create=true renders no Namespace")
+                continue
+        if a is None or b is None:
+            problems.add(where, f"{k[0]}/{k[1]} is only in the {'chart' if a is None else 'base'}")
+            continue
+        if k[0] == "Deployment":
+            b = copy.deepcopy(b)
+            # Difference 2: with the HPA on, the HPA owns the replica count.
+            if "replicas" in b["spec"]:
+                problems.add(where, "Deployment: spec.replicas is rendered although autoscaling is on")
+            fixed = next(o for o in chart_fixed_replicas if o["kind"] == "Deployment")
+            if fixed["spec"].get("replicas") != a["spec"].get("replicas"):
+                problems.add(where, f"Deployment: autoscaling.enabled=false renders replicas {fixed['spec'].get('replicas')}, the base has {a['spec'].get('replicas')}")
+            b["spec"]["replicas"] = a["spec"].get("replicas")
+            # Difference 3: the pods restart when the settings or the webhook
+            # template change.
+            annotations = b["spec"]["template"]["metadata"].get("annotations", {})
+            checksum = annotations.pop(CHECKSUM, None)
+            if not re.fullmatch(r"[0-9a-f]{64}", str(checksum)):
+                problems.add(where, f"Deployment: pod annotation {CHECKSUM} missing or not a sha256: {checksum!r}")
+        for d in differences(a, b):
+            problems.add(where, f"{k[0]}/{k[1]}: {d}")
+    return len(base_objects)
+
+
+def check_webhook(name, objects, values, namespace, problems):
+    """No webhook configuration from Helm unless the chart owns it; the hook deletes exactly the one init makes."""
+    where = f"webhook [{name}]"
+    env = dict(vm.DEFAULTS)
+    env.update(next(o for o in objects if key(o) == ("ConfigMap", vm.ENV_CONFIGMAP)).get("data") or {})
+    mwc_name = env["IMAGESWAP_MWC_NAME"]
+    by_helm = values.get("webhook", {}).get("createByHelm", False)
+    cleanup = values.get("cleanup", {}).get("enabled", True) and not by_helm
+    mwcs = [o for o in objects if o["kind"] == "MutatingWebhookConfiguration" and not is_hook(o)]
+    hooks = [o for o in objects if is_hook(o)]
+    if not by_helm:
+        if mwcs:
+            problems.add(where, "`helm install` would create a MutatingWebhookConfiguration; the init container makes it")
+    else:
+        if [o["metadata"]["name"] for o in mwcs] != [mwc_name]:
+            problems.add(where, f"webhook.createByHelm must render exactly MutatingWebhookConfiguration {mwc_name}")
+        else:
+            template_cm = next(o for o in objects if key(o) == ("ConfigMap", vm.TEMPLATE_CONFIGMAP))
+            template = yaml.safe_load(template_cm["data"][vm.TEMPLATE_KEY])
+            for hook in template["webhooks"]:
+                hook["clientConfig"]["caBundle"] = values["webhook"]["caBundle"]
+            for d in differences(template, mwcs[0]):
+                problems.add(where, f"the chart's webhook configuration differs from the template plus caBundle: {d}")
+        if env.get("IMAGESWAP_DISABLE_AUTO_MWC", "").lower() != "true":
+            problems.add(where, "webhook.createByHelm must set IMAGESWAP_DISABLE_AUTO_MWC=TRUE")
+        role = next(o for o in objects if key(o) == ("ClusterRole", "imageswap-write"))
+        if any("mutatingwebhookconfigurations" in r.get("resources", []) for r in role["rules"]):
+            problems.add(where, "with webhook.createByHelm, imageswap-write must grant nothing on webhook configurations")
+    if not cleanup:
+        if hooks:
+            problems.add(where, f"no hook expected, found {[key(o) for o in hooks]}")
+        return
+    kinds = sorted(o["kind"] for o in hooks)
+    if kinds != ["ClusterRole", "ClusterRoleBinding", "Job", "ServiceAccount"]:
+        problems.add(where, f"the cleanup hook needs a ServiceAccount, ClusterRole, ClusterRoleBinding and Job; found {kinds}")
+        return
+    for o in hooks:
+        ann = o["metadata"]["annotations"]
+        if ann[HOOK] != "pre-delete":
+            problems.add(where, f"{o['kind']}: must be a pre-delete hook, is {ann[HOOK]}")
+        policy = set(ann.get("helm.sh/hook-delete-policy", "").split(","))
+        if not {"before-hook-creation", "hook-succeeded"} <= policy:
+            problems.add(where, f"{o['kind']}: hook-delete-policy must include before-hook-creation and hook-succeeded")
+        if (o["metadata"].get("labels") or {}).get("app") == "imageswap":
+            problems.add(where, f"{o['kind']}: must not carry app: imageswap (the Service and PDB select it)")
+    by_kind = {o["kind"]: o for o in hooks}
+    weights = {k: int(o["metadata"]["annotations"].get("helm.sh/hook-weight", "0")) for k, o in by_kind.items()}
+    if not all(weights[k] < weights["Job"] for k in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")):
+        problems.add(where, "the Job's hook weight must come after its ServiceAccount and RBAC")
+    rules = by_kind["ClusterRole"]["rules"]
+    wanted = [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+               "resourceNames": [mwc_name], "verbs": ["delete"]}]
+    if rules != wanted:
+        problems.add(where, f"the hook's ClusterRole must allow only deleting {mwc_name}: {rules}")
+    crb, sa, job = by_kind["ClusterRoleBinding"], by_kind["ServiceAccount"], by_kind["Job"]
+    pod = job["spec"]["template"]["spec"]
+    if crb["roleRef"]["name"] != by_kind["ClusterRole"]["metadata"]["name"] or crb["subjects"] != [
+            {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": namespace}] \
+            or pod.get("serviceAccountName") != sa["metadata"]["name"]:
+        problems.add(where, "the hook's binding must bind its ClusterRole to its ServiceAccount, which the Job uses")
+    # kubectl's in-cluster configuration needs the mounted token.
+    if pod.get("automountServiceAccountToken") is False or (
+            sa.get("automountServiceAccountToken") is False and pod.get("automountServiceAccountToken") is not True):
+        problems.add(where, "the Job's pod gets no service account token, so kubectl cannot reach the API server")
+    container = pod["containers"][0]
+    args = container.get("args", [])
+    if args[:3] != ["delete", "mutatingwebhookconfiguration", mwc_name] or "--ignore-not-found" not in args:
+        problems.add(where, f"the Job must run `kubectl delete mutatingwebhookconfiguration {mwc_name} --ignore-not-found`: {args}")
+    # The namespace enforces the restricted Pod Security Standard.
+    psc, sc = pod.get("securityContext", {}), container.get("securityContext", {})
+    if (psc.get("runAsNonRoot") is not True or not psc.get("runAsUser") or psc.get("seccompProfile", {}).get("type") != "RuntimeDefault"
+            or sc.get("allowPrivilegeEscalation") is not False or sc.get("capabilities", {}).get("drop") != ["ALL"]
+            or sc.get("readOnlyRootFilesystem") is not True):
+        problems.add(where, "the Job's pod must meet the restricted Pod Security Standard")
+    if job["metadata"]["namespace"] != namespace:
+        problems.add(where, "the Job must run in the release namespace")
+
+
+def check_refused(chart, problems):
+    for what, values, fragment in REFUSED:
+        try:
+            render(chart, values)
+        except (helm.HelmValuesError, helm.HelmRenderError) as e:
+            message = str(e)
+            if fragment not in message:
+                problems.add(f"refused [{what}]", f"refused, but the message does not name {fragment!r}: {message.strip()[:300]}")
+            continue
+        problems.add(f"refused [{what}]", f"{values} renders, but must be refused")
+    return len(REFUSED)
+
+
+def check_every_setting(chart, problems):
+    where = "every setting"
+    config = set(yaml.safe_load((CHART / "values.yaml").read_text())["config"])
+    base_cm = (ROOT / "deploy/manifests/imageswap-env-cm.yaml").read_text()
+    base_vars = set(re.findall(r"^\s*#?\s*([A-Z][A-Z0-9_]+):", base_cm, re.M))
+    docs = (ROOT / "docs/configuration.md").read_text()
+    doc_vars = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", docs, re.M))
+    # The program's own: every `env = "…"` of its clap arguments (test-only
+    # names, without the IMAGESWAP_/OTEL_ prefix, are left out).
+    src_vars = {name for path in (ROOT / "src").rglob("*.rs")
+                for name in re.findall(r'env\s*=\s*"([A-Z][A-Z0-9_]+)"', path.read_text())
+                if name.startswith(("IMAGESWAP_", "OTEL_")) or name == "IMAGE_PREFIX"}
+    for source, names in (("deploy/manifests/imageswap-env-cm.yaml", base_vars), ("docs/configuration.md", doc_vars),
+                          ("src/", src_vars)):
+        for name in sorted(names - config - NOT_CONFIG - VERIFY_BLOCK):
+            problems.add(where, f"{name} ({source}) is not a key of values.yaml's config")
+    schema = set(chart.schema["properties"]["config"]["properties"])
+    for name in sorted(config ^ schema):
+        problems.add(where, f"{name}: in {'values.yaml' if name in config else 'values.schema.json'} only")
+    if len(src_vars) < 30:
+        problems.add(where, f"found only {len(src_vars)} variables in src/: has the clap `env = \"…\"` form changed?")
+    return len(config), len(src_vars)
+
+
+def check_lint(versions, value_sets, problems):
+    runs = 0
+    for version in versions:
+        for name, values in value_sets:
+            report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version=f"v{version}.0")
+            runs += 1
+            for m in report.get("messages", []):
+                if m["severity"] >= 2:
+                    problems.add(f"lint [{name}, Kubernetes {version}]", f"{m['path']}: {m['error']}")
+            for e in report.get("errors", []):
+                problems.add(f"lint [{name}, Kubernetes {version}]", e)
+    return runs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubernetes-version", action="append", required=True, dest="versions")
+    parser.add_argument("--base", required=True, help="deploy/manifests rendered by kustomize")
+    parser.add_argument("--out", required=True, help="directory for the rendered files")
+    args = parser.parse_args()
+    problems = Problems()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+
+    def report(what, before):
+        new = problems.lines[before:]
+        print(f"{what}: {'ok' if not new else f'{len(new)} problems'}")
+        return len(problems.lines)
+
+    print(f"helm: helm-python-sdk {helm.__version__}, Helm {helm.helm_sdk_version()}")
+    chart = helm.Chart.load(CHART)
+    n = 0
+
+    all_sets = [("default", {}, NAMESPACE, {})] + VALUE_SETS
+    runs = check_lint(args.versions, [(name, values) for name, values, _, _ in all_sets], problems)
+    n = report(f"lint --strict: {runs} runs ({len(all_sets)} value sets, Kubernetes {', '.join(args.versions)})", n)
+
+    rendered = {}
+    count = 0
+    for name, values, namespace, options in all_sets:
+        try:
+            objects = render(chart, values, namespace)
+        except helm.HelmError as e:
+            problems.add(f"render [{name}]", str(e).strip())
+            continue
+        rendered[name] = objects
+        (out / f"helm-{name}.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+        consistency = {}
+        if "maps" in options:
+            consistency = {"maps_configmap": options["maps"], "maps_external": True}
+        count += vm.check_objects(objects, f"helm [{name}]", args.versions, problems, **consistency)
+        check_webhook(name, objects, values, namespace, problems)
+    n = report(f"render and validate: {count} objects in {len(rendered)} value sets against Kubernetes "
+               f"{', '.join(args.versions)}; the webhook configuration and the cleanup hook", n)
+
+    if "default" in rendered:
+        with open(args.base) as f:
+            base = [o for o in yaml.safe_load_all(f) if o]
+        compared = compare_with_base(base, rendered["default"], render(chart, {"namespace": {"create": True}}),
+                                     render(chart, {"autoscaling": {"enabled": False}}), problems)
+        n = report(f"default values against deploy/manifests: {compared} objects compared", n)
+
+    refused = check_refused(chart, problems)
+    n = report(f"bad values refused: {refused} cases", n)
+
+    settings, program = check_every_setting(chart, problems)
+    n = report(f"every setting in values.yaml: {settings} config keys against the base's env ConfigMap, "
+               f"docs/configuration.md and the program's {program} variables", n)
+
+    table = subprocess.run([sys.executable, str(ROOT / "scripts/helm-values-table"), "--check"],
+                           capture_output=True, text=True)
+    if table.returncode != 0:
+        problems.add("values table", (table.stderr or table.stdout).strip())
+    n = report("README values table current", n)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = helm.package(CHART, destination=tmp)
+        packaged = helm.Chart.load(archive)
+        names = {f["name"] for f in packaged.files}
+        for wanted in ("README.md", "values.schema.json"):
+            if wanted not in names and not (wanted == "values.schema.json" and packaged.schema):
+                problems.add("package", f"{wanted} is not in the archive")
+        if "default" in rendered and render(packaged, {}) != rendered["default"]:
+            problems.add("package", "the archive renders other objects than the chart directory")
+        size = Path(archive).stat().st_size
+        digest = hashlib.sha256(Path(archive).read_bytes()).hexdigest()[:12]
+    n = report(f"package: {Path(archive).name} ({size} bytes, sha256 {digest}…) renders the same objects", n)
+
+    for line in problems.lines:
+        print(line)
+    print(f"check-helm: {len(problems.lines)} problems ({time.monotonic() - started:.1f} s)")
+    return 1 if problems.lines else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
