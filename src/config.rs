@@ -101,16 +101,19 @@ pub struct ServerArgs {
     pub metrics_listen: Option<SocketAddr>,
 
     /// Plain HTTP instead of TLS: for local tests and load tests only.
-    #[arg(long, env = "IMAGESWAP_INSECURE_HTTP")]
+    #[arg(long, env = "IMAGESWAP_INSECURE_HTTP", default_value = "false", num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set, value_parser = setting::<bool>())]
     pub insecure_http: bool,
 
     /// Decide, log and count every swap, but never return a patch.
-    #[arg(long, env = "IMAGESWAP_SHADOW")]
+    #[arg(long, env = "IMAGESWAP_SHADOW", default_value = "false", num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set, value_parser = setting::<bool>())]
     pub shadow: bool,
 
     /// Local development: a self-signed certificate for localhost, 127.0.0.1:5000,
     /// the example maps file, and a curl command to try it.
-    #[arg(long, env = "IMAGESWAP_DEV")]
+    #[arg(long, env = "IMAGESWAP_DEV", default_value = "false", num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set, value_parser = setting::<bool>())]
     pub dev: bool,
 }
 

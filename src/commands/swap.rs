@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::rules::{RulesArgs, RulesSource, log_findings};
+use crate::settings::choice;
 use crate::swap::{Decision, Engine, EngineMode};
 
 /// How `imageswap swap` prints its decisions.
@@ -29,7 +30,8 @@ pub struct SwapArgs {
     pub rules: RulesArgs,
 
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text, ignore_case = true)]
+    #[arg(long, default_value = "text",
+        value_parser = choice::<OutputFormat>())]
     pub output: OutputFormat,
 
     /// Images to decide; when none are given, one per line from standard input.

@@ -321,20 +321,20 @@ fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, TraceC
         let Some((key, value)) = entry.split_once('=') else {
             return Err(invalid(
                 RESOURCE_ATTRIBUTES,
-                format!("entry {position} has no `=`: expected key=value,key=value"),
+                format!("entry {position} has no `=`: expected key=value,key=value, got {text:?}"),
             ));
         };
         let key = key.trim();
         if key.is_empty() {
             return Err(invalid(
                 RESOURCE_ATTRIBUTES,
-                format!("entry {position} has an empty key"),
+                format!("entry {position} has an empty key: expected key=value,key=value, got {text:?}"),
             ));
         }
         let value = percent_decode(value.trim()).ok_or_else(|| {
             invalid(
                 RESOURCE_ATTRIBUTES,
-                format!("the value of {key:?} is not valid percent-encoded UTF-8"),
+                format!("the value of {key:?} must be valid percent-encoded UTF-8, got {text:?}"),
             )
         })?;
         attributes.push((key.to_owned(), value));
