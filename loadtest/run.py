@@ -52,7 +52,7 @@ the 1-minute load average is below it. Raw output (k6 summaries, wrk output,
 server logs, metrics, certificates) goes to target/loadtest/SCENARIO/.
 
 Why openssl and Python here rather than the Rust test harness's code: the
-harness (tests/common: TestCa with rcgen, kube_volume_write) is test code
+harness (its rcgen TestCa and kube_volume_write) is test code
 compiled into each test binary. Python cannot call it, and using it would
 take a new Rust binary: one more build before every run, and a dependency
 on test code that is being reorganised. This driver needs only a few
@@ -115,8 +115,6 @@ RELOAD_SETTLE_S = 1
 PHASE_PAUSE_S = 2
 # QUIET_LOAD: how often the load average is read.
 QUIET_POLL_S = 10
-
-
 # What a failed HTTPS request raises.
 HTTP_ERRORS = (OSError, ssl.SSLError, http.client.HTTPException)
 
@@ -143,6 +141,7 @@ class Run:
     results_dir: Path
     work: Path
     server_args: list
+    # Every process started, stopped at the end of the run whatever happens.
     children: list = field(default_factory=list)
 
     @classmethod
@@ -272,7 +271,7 @@ def make_leaf(run, directory):
 
 def publish_volume(mount, files):
     """Update MOUNT the way the kubelet updates a ConfigMap or Secret volume
-    (as tests/common's kube_volume_write does): write the files into a new
+    (as the Rust test harness's kube_volume_write does): write the files into a new
     `..<timestamp>` directory, point a `..data_tmp` symlink at it, rename
     that over `..data` (one atomic step), make each visible name a symlink
     `name -> ..data/name` on the first publish, and remove the previous
@@ -313,8 +312,11 @@ def https(run, url, data=None, headers=None, timeout=5):
     """GET (or POST DATA to) URL, trusting the run's CA; the body, or an
     exception for a failure or a status of 400 and up."""
     context = ssl.create_default_context(cafile=str(run.ca_pem))
+    # No proxy from the environment: the servers are on 127.0.0.1.
+    no_proxy = urllib.request.ProxyHandler({})
+    opener = urllib.request.build_opener(no_proxy, urllib.request.HTTPSHandler(context=context))
     request = urllib.request.Request(url, data=data, headers=headers or {})
-    with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+    with opener.open(request, timeout=timeout) as response:
         return response.read()
 
 
@@ -412,7 +414,8 @@ def start_baseline(run, certs, response):
     """The bare baseline server answering RESPONSE to every request, ready
     (it has no /readyz: any HTTPS answer will do)."""
     port = free_port()
-    process = spawn(run, "baseline", [BASELINE_BIN, f"127.0.0.1:{port}", certs / "tls.crt", certs / "tls.key", response])
+    command = [BASELINE_BIN, f"127.0.0.1:{port}", certs / "tls.crt", certs / "tls.key", response]
+    process = spawn(run, "baseline", command)
     server = Server("baseline", process, port)
     wait_ready(run, server, lambda s: https(run, s.url, data=b"{}"))
     say(f"baseline pid {process.pid} on {server.url}")
@@ -502,7 +505,8 @@ class Rotator(threading.Thread):
         self.last_cert = leaf["tls.crt"]
         self.error = None
         self.maps_a = MAPS_FILE.read_text()
-        self.maps_b = self.maps_a.replace("::harbor.example.com/", "::harbor-b.example.com/") + "harbor-b.example.com::\n"
+        self.maps_b = (self.maps_a.replace("::harbor.example.com/", "::harbor-b.example.com/")
+                       + "harbor-b.example.com::\n")
 
     def run(self):
         try:
