@@ -623,8 +623,8 @@ def measure_phase(run, server, tool, round_, swaps):
                                     stdout=log, stderr=subprocess.STDOUT).returncode
         # wrk-post.lua prints its figures as one `WRK_JSON {...}` line.
         lines = raw.read_text(errors="replace").splitlines()
-        figures.write_text("".join(line[len("WRK_JSON "):] + "\n"
-                                                    for line in lines if line.startswith("WRK_JSON ")))
+        figures.write_text("".join(line.removeprefix("WRK_JSON ") + "\n"
+                                   for line in lines if line.startswith("WRK_JSON ")))
     phase = {"server": server.name, "tool": tool, "round": round_, "cpu_ticks": server.cpu_ticks() - before,
              "clk_tck": CLK_TCK, "status": status, "file": str(figures),
              "loadavg": " ".join(loadavg())}
