@@ -85,6 +85,8 @@ pub struct RequestInfo<'i> {
     /// `request.name`, else the object's name, else its `generateName`.
     pub name: Option<&'i str>,
     pub operation: Option<&'i str>,
+    /// `request.subResource`: `status`, `ephemeralcontainers`, `scale`, …
+    pub sub_resource: Option<&'i str>,
     pub dry_run: bool,
 }
 
@@ -101,6 +103,8 @@ pub(super) enum Object<'t, 'i> {
 pub(super) struct Review<'t, 'i> {
     pub info: RequestInfo<'i>,
     pub object: Object<'t, 'i>,
+    /// `request.oldObject` when it is an object (an UPDATE); read leniently.
+    pub old_object: Option<Value<'t, 'i>>,
 }
 
 /// The JSON type of a value, as error messages name it.
@@ -185,9 +189,18 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
         namespace: request.get("namespace").and_then(text),
         name,
         operation: request.get("operation").and_then(text),
+        sub_resource: request
+            .get("subResource")
+            .and_then(text)
+            .filter(|s| !s.is_empty()),
         dry_run: request.get("dryRun").and_then(|d| d.as_bool()).unwrap_or(false),
     };
-    Ok(Review { info, object })
+    let old_object = request.get("oldObject").filter(|o| o.is_object());
+    Ok(Review {
+        info,
+        object,
+        old_object,
+    })
 }
 
 /// A string value, borrowed from the input (not from the tape).

@@ -172,14 +172,36 @@ pub(super) fn disabled(object: Value<'_, '_>, label: &str) -> bool {
         == Some("disabled")
 }
 
-/// Calls `visit(field, index, image)` for every container with an `image`,
-/// in patch order. A container without `image` (allowed in templates) is
-/// skipped; a list, container or image of the wrong type stops the walk with
+/// One container's image as the walk finds it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Image<'i> {
+    pub field: ContainerField,
+    /// Index in the field's array.
+    pub index: usize,
+    /// The container's `name`, when it is a string.
+    pub name: Option<&'i str>,
+    pub image: &'i str,
+}
+
+impl Image<'_> {
+    /// The same container with the same image: same list, same name (a
+    /// container without a name matches nothing).
+    pub fn is_same_container(&self, other: &Image<'_>) -> bool {
+        self.field == other.field
+            && self.name.is_some()
+            && self.name == other.name
+            && self.image == other.image
+    }
+}
+
+/// Calls `visit` for every container with an `image`, in patch order. A
+/// container without `image` (allowed in templates) is skipped; a list,
+/// container or image of the wrong type stops the walk with
 /// [`Verdict::Malformed`]; `visit` can stop it with any verdict.
 pub(super) fn for_each_image<'i>(
     spec: Value<'_, 'i>,
     location: &Location,
-    mut visit: impl FnMut(ContainerField, usize, &'i str) -> Result<(), Verdict>,
+    mut visit: impl FnMut(Image<'i>) -> Result<(), Verdict>,
 ) -> Result<(), Verdict> {
     for field in ContainerField::ALL {
         let list = match spec.get(field.as_str()) {
@@ -214,7 +236,13 @@ pub(super) fn for_each_image<'i>(
                     type_name(image),
                 ));
             };
-            visit(field, index, image)?;
+            let name = container.get("name").and_then(text);
+            visit(Image {
+                field,
+                index,
+                name,
+                image,
+            })?;
         }
     }
     Ok(())

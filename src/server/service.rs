@@ -204,9 +204,11 @@ fn outcome_of(verdict: &Verdict) -> Outcome {
         Verdict::Shadowed => Outcome::shadowed,
         Verdict::Malformed(_) => Outcome::malformed,
         Verdict::DeadlineExceeded => Outcome::deadline_exceeded,
-        Verdict::Unchanged | Verdict::Disabled | Verdict::UnknownKind | Verdict::NoPodSpec => {
-            Outcome::unchanged
-        }
+        Verdict::Unchanged
+        | Verdict::Disabled
+        | Verdict::UnknownKind
+        | Verdict::NoPodSpec
+        | Verdict::Subresource => Outcome::unchanged,
     }
 }
 
