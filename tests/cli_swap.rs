@@ -237,7 +237,8 @@ fn check(contents: &str) -> (Option<i32>, String) {
 
 #[test]
 fn maps_check_clean_file() {
-    let (code, text) = check("default::d.io\ndocker.io::hub.io\n");
+    // Idempotent too: what docker.io swaps to is left alone (`hub.io::`).
+    let (code, text) = check("default::d.io\ndocker.io::hub.io\nhub.io::\n");
     assert_eq!((code, text.as_str()), (Some(0), "maps.conf: ok\n"));
 }
 
@@ -249,7 +250,9 @@ fn maps_check_warnings_only_exit_zero() {
          docker.io::a.io\n\
          docker.io::b.io\n\
          noswap_wildcards::a.io,,b.io\n\
-         gcr.io::mirror. example\n",
+         gcr.io::mirror. example\n\
+         q.io::\n\
+         mirror.example::\n",
     );
     assert_eq!(code, Some(0), "{text}");
     let lines: Vec<&str> = text.lines().collect();
@@ -289,4 +292,25 @@ fn maps_check_unreadable_file_exit_two() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&output.stderr).lines().count(), 1);
+}
+
+#[test]
+fn maps_check_warns_when_a_swapped_image_is_swapped_again() {
+    // The issue's case: the default with a path swaps its own output again.
+    let (code, text) = check("default::harbor.example.com/proj\n[REPLACE]ghcr.io/{a,b}/*::x.example\n");
+    assert_eq!(code, Some(0), "warnings only: {text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("maps.conf:1: warning: not idempotent: `default`"),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("harbor.example.com/proj/proj/"),
+        "names the doubled result: {text}"
+    );
+    assert!(
+        lines[1].starts_with("maps.conf:2: warning: `[REPLACE]ghcr.io/{a,b}/*` cannot match"),
+        "{text}"
+    );
 }
