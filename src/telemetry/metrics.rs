@@ -8,7 +8,7 @@
 //! prometheus-client histogram takes a mutex on every observation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{
@@ -116,6 +116,37 @@ struct ResultLabel {
     result: ReloadResult,
 }
 
+/// The content a loaded file's series names: the hex SHA-256 an operator
+/// computes with `sha256sum` (maps) or from the certificate's DER.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ContentLabel {
+    sha256: String,
+}
+
+/// A gauge family holding one series at a time: the content loaded now,
+/// valued with the Unix time it was loaded.
+#[derive(Debug, Default)]
+struct LoadedContent {
+    family: Family<ContentLabel, Gauge>,
+    current: Mutex<Option<ContentLabel>>,
+}
+
+impl LoadedContent {
+    fn set(&self, sha256: &str, loaded_at: i64) {
+        let label = ContentLabel {
+            sha256: sha256.to_owned(),
+        };
+        self.family.get_or_create(&label).set(loaded_at);
+        let previous = match self.current.lock() {
+            Ok(mut current) => current.replace(label.clone()),
+            Err(_) => None,
+        };
+        if let Some(previous) = previous.filter(|p| *p != label) {
+            self.family.remove(&previous);
+        }
+    }
+}
+
 /// Why finished spans never reached the collector: the `reason` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -141,6 +172,8 @@ pub struct Metrics {
     cache_misses: Counter,
     maps_reloads: [Counter; 2],
     tls_reloads: [Counter; 2],
+    maps_loaded: LoadedContent,
+    tls_loaded: LoadedContent,
     inflight: Gauge,
     shed: Counter,
     deadline_exceeded: Counter,
@@ -218,18 +251,33 @@ impl Metrics {
         let maps_family = Family::<ResultLabel, Counter>::default();
         registry.register(
             "imageswap_maps_reload",
-            "Maps file loads after start, by result (an error keeps the last good maps)",
+            "Maps file loads (the first at start, then one per change), by result (an error keeps the last good maps)",
             maps_family.clone(),
         );
         let tls_family = Family::<ResultLabel, Counter>::default();
         registry.register(
             "imageswap_tls_reload",
-            "TLS certificate loads after start, by result (an error keeps the last good pair)",
+            "TLS certificate loads (the first at start, then one per change), by result (an error keeps the last good pair)",
             tls_family.clone(),
         );
         let results = [ReloadResult::success, ReloadResult::error];
         let maps_reloads = results.map(|result| maps_family.get_or_create(&ResultLabel { result }).clone());
         let tls_reloads = results.map(|result| tls_family.get_or_create(&ResultLabel { result }).clone());
+
+        let maps_loaded = LoadedContent::default();
+        registry.register_with_unit(
+            "imageswap_maps_loaded_timestamp",
+            "When the maps serving now were loaded, one series labelled with their SHA-256 (sha256sum of the file)",
+            Unit::Seconds,
+            maps_loaded.family.clone(),
+        );
+        let tls_loaded = LoadedContent::default();
+        registry.register_with_unit(
+            "imageswap_tls_cert_loaded_timestamp",
+            "When the serving certificate was loaded, one series labelled with the SHA-256 of its DER",
+            Unit::Seconds,
+            tls_loaded.family.clone(),
+        );
 
         let inflight = Gauge::default();
         registry.register(
@@ -293,6 +341,8 @@ impl Metrics {
             cache_misses,
             maps_reloads,
             tls_reloads,
+            maps_loaded,
+            tls_loaded,
             inflight,
             shed,
             deadline_exceeded,
@@ -346,6 +396,16 @@ impl Metrics {
 
     pub fn maps_reload(&self, result: ReloadResult) {
         self.maps_reloads[result as usize].inc();
+    }
+
+    /// The maps now serving: their SHA-256 (hex) and the Unix time of the load.
+    pub fn maps_loaded(&self, sha256: &str, loaded_at: i64) {
+        self.maps_loaded.set(sha256, loaded_at);
+    }
+
+    /// The certificate now serving: the SHA-256 (hex) of its DER and the load time.
+    pub fn tls_cert_loaded(&self, sha256: &str, loaded_at: i64) {
+        self.tls_loaded.set(sha256, loaded_at);
     }
 
     pub fn tls_reload(&self, result: ReloadResult) {
