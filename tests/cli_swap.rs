@@ -66,7 +66,8 @@ fn json_output_for_arguments() {
         vec![
             serde_json::json!({"image": "alpine", "result": "my.example.com/mirror-docker.io/alpine", "changed": true, "rule": "registry", "key": "docker.io"}),
             serde_json::json!({"image": "cool.io:443/a", "result": "cool.io:443/a", "changed": false, "rule": "registry", "key": "cool.io"}),
-            serde_json::json!({"image": "gcr.io/", "result": "gcr.io/", "changed": false, "rule": "invalid", "key": null}),
+            serde_json::json!({"image": "gcr.io/", "result": "gcr.io/", "changed": false, "rule": "invalid", "key": null,
+                "reason": "nothing follows the registry `gcr.io/`"}),
         ]
     );
 }
@@ -313,4 +314,36 @@ fn maps_check_warns_when_a_swapped_image_is_swapped_again() {
         lines[1].starts_with("maps.conf:2: warning: `[REPLACE]ghcr.io/{a,b}/*` cannot match"),
         "{text}"
     );
+}
+
+#[test]
+fn stdin_answers_each_line_as_soon_as_it_arrives() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = imageswap()
+        .args(["swap", "--maps", SPEC_A])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // The answer to the first line arrives while stdin is still open: the
+    // output is not held back for a block of 4096 lines or for EOF.
+    stdin.write_all(b"alpine\n").unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("alpine  my.example.com/mirror-docker.io/alpine"),
+        "{line}"
+    );
+    stdin.write_all(b"Alpine\n").unwrap();
+    drop(stdin);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("invalid") && line.contains("lower case"),
+        "the reason: {line}"
+    );
+    assert!(child.wait().unwrap().success());
 }
