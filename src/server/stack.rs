@@ -86,7 +86,10 @@ where
         // 6. Body limit: 413 from `Content-Length` before storing any of the
         //    body, and a cap on bodies that arrive without one. Innermost, so
         //    a body is never read for a request already refused.
-        .layer(layer_fn(move |inner| BodyLimit { inner, max_body_bytes }))
+        .layer(layer_fn(move |inner| BodyLimit {
+            inner,
+            max_body_bytes,
+        }))
         // 7. The admission service: bytes → review → decisions → bytes.
         .service(AdmissionService::new(state));
     AdmissionStack::new(stack)
@@ -157,10 +160,12 @@ where
         };
         Box::pin(async move {
             let mut future = std::pin::pin!(future);
-            std::future::poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-                Ok(poll) => poll,
-                Err(panic) => Poll::Ready(Ok(panicked(panic.as_ref()))),
-            })
+            std::future::poll_fn(
+                |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                    Ok(poll) => poll,
+                    Err(panic) => Poll::Ready(Ok(panicked(panic.as_ref()))),
+                },
+            )
             .await
         })
     }
@@ -172,7 +177,10 @@ fn panicked(panic: &(dyn Any + Send)) -> HttpResponse {
         (None, Some(text)) => text.as_str(),
         (None, None) => "(no message)",
     };
-    tracing::error!(panic = message, "Answered 500: handling the admission request panicked.");
+    tracing::error!(
+        panic = message,
+        "Answered 500: handling the admission request panicked."
+    );
     error_response(
         StatusCode::INTERNAL_SERVER_ERROR,
         Some(Outcome::panicked),

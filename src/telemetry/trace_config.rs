@@ -277,10 +277,12 @@ fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, TraceC
 /// format does not allow (the decoder would keep it as is), or for bytes
 /// that are not UTF-8 once decoded.
 fn percent_decode(text: &str) -> Option<String> {
-    let well_formed = text
-        .split('%')
-        .skip(1)
-        .all(|after| after.as_bytes().get(..2).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)));
+    let well_formed = text.split('%').skip(1).all(|after| {
+        after
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
     if !well_formed {
         return None;
     }
