@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use arc_swap::Guard;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -103,8 +104,8 @@ where
     // to decide, so the request is refused unread; with them, every image
     // of this review is decided by the same engine and cache, even if a
     // reload publishes new ones meanwhile (in-flight requests finish on
-    // the old maps).
-    let Some(rules) = state.rules.load_full() else {
+    // the old maps). Held as an `Arc` (not the guard) across the body read.
+    let Some(rules) = Guard::into_inner(state.rules.load()) else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             Some(Outcome::not_ready),
