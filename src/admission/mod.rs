@@ -11,7 +11,7 @@
 //! can put its cache in front of the engine and tests can pass a closure.
 
 mod decode;
-mod json;
+pub mod json;
 mod patch;
 mod podspec;
 mod scratch;

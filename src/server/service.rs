@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use arc_swap::Guard;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -99,14 +100,18 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    // Refuse before reading the body: without rules there is nothing to decide.
-    if state.rules.load().is_none() {
+    // Loaded once, before the body is read: without rules there is nothing
+    // to decide, so the request is refused unread; with them, every image
+    // of this review is decided by the same engine and cache, even if a
+    // reload publishes new ones meanwhile (in-flight requests finish on
+    // the old maps). Held as an `Arc` (not the guard) across the body read.
+    let Some(rules) = Guard::into_inner(state.rules.load()) else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             Some(Outcome::not_ready),
             "not ready: the maps are not loaded",
         );
-    }
+    };
     let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
     let capacity = content_length(&request)
         .and_then(|n| usize::try_from(n).ok())
@@ -130,17 +135,7 @@ where
             );
         }
     };
-    // Loaded once: every image of this review is decided by the same engine
-    // and cache, even if a reload publishes new ones meanwhile.
-    let rules = state.rules.load();
-    match rules.as_deref() {
-        Some(rules) => review(state, rules, &mut body, deadline),
-        None => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(Outcome::not_ready),
-            "not ready: the maps are not loaded",
-        ),
-    }
+    review(state, &rules, &mut body, deadline)
 }
 
 async fn collect<B>(body: Limited<B>, capacity: usize) -> Result<Vec<u8>, BoxError>

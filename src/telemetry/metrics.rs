@@ -56,10 +56,12 @@ pub enum Outcome {
     timeout,
     /// 503: the maps are not loaded yet, or the server is shutting down.
     not_ready,
+    /// 500: handling the request panicked (a bug; logged at ERROR).
+    panicked,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::patched,
         Outcome::unchanged,
         Outcome::shadowed,
@@ -70,6 +72,7 @@ impl Outcome {
         Outcome::shed,
         Outcome::timeout,
         Outcome::not_ready,
+        Outcome::panicked,
     ];
 
     fn index(self) -> usize {
@@ -89,6 +92,7 @@ impl Outcome {
             Outcome::shed => "shed",
             Outcome::timeout => "timeout",
             Outcome::not_ready => "not_ready",
+            Outcome::panicked => "panicked",
         }
     }
 }
