@@ -2,14 +2,12 @@
 //! is a review as kube-apiserver sends it, next to `<case>.patch.json`, the
 //! decoded patch expected back (`null`: no `patch` and no `patchType`).
 
-mod common;
-
 use std::sync::Arc;
 
 use imageswap::admission::{self, Options};
 use imageswap::cache::RulesState;
 
-use common::{Fixture, decoded_patch, fixtures, fixtures_engine};
+use crate::support::{Fixture, decoded_patch, fixtures, fixtures_engine};
 
 fn check_answer(fixture: &Fixture, answer: &serde_json::Value) {
     let name = &fixture.name;
@@ -84,7 +82,8 @@ fn shadow_mode_decides_but_never_patches() {
 // ---------------------------------------------------------------------------
 // The same fixtures, and bad input, through the server over TLS.
 
-use common::{Protocol, RawTls, Setup, TestServer, pod_review};
+use crate::support::pod_review;
+use crate::support::server::{Protocol, RawTls, Setup, TestServer};
 use http::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,139 +1,17 @@
 //! The `imageswap serve` binary itself: configuration errors, signals and
 //! exit codes, `--dev`.
 
-mod common;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_imageswap");
-
-/// A running `imageswap serve` whose JSON log lines arrive on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<serde_json::Value>,
-    seen: std::cell::RefCell<Vec<serde_json::Value>>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        Running::start_with_env(args, &[])
-    }
-
-    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "serve"])
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start imageswap");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(json) = serde_json::from_str(&line) {
-                    let _ = tx.send(json);
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Default::default(),
-        }
-    }
-
-    /// Finds (or waits for) a log line whose message starts with `prefix`.
-    fn wait_for(&self, prefix: &str) -> serde_json::Value {
-        let matches =
-            |line: &serde_json::Value| line["message"].as_str().is_some_and(|m| m.starts_with(prefix));
-        if let Some(line) = self.seen.borrow().iter().find(|l| matches(l)) {
-            return line.clone();
-        }
-        let until = Instant::now() + Duration::from_secs(10);
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.borrow_mut().push(line.clone());
-                    if matches(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no log line starting with {prefix:?}");
-    }
-
-    fn listen_addr(&self) -> SocketAddr {
-        let line = self.wait_for("ImageSwap is serving.");
-        line["listen"]
-            .as_str()
-            .expect("listen field")
-            .parse()
-            .expect("address")
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> i32 {
-        let until = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < until, "still running after {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::binary::{Running, command, http_get, http_post};
+use crate::support::otlp::{Collector, OtlpReceiver};
+use crate::support::{eventually_blocking, fixtures_maps, pod_review};
 
 fn maps_arg() -> String {
-    common::fixtures_maps().display().to_string()
-}
-
-fn http_post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\n\r\n",
-        body.len()
-    )
-    .expect("write");
-    stream.write_all(body).expect("body");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    response
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    response
+    fixtures_maps().display().to_string()
 }
 
 #[test]
@@ -164,7 +42,7 @@ fn a_second_signal_exits_at_once() {
     ]);
     let addr = server.listen_addr();
     // A request held in flight would keep a graceful shutdown waiting 20 s.
-    let body = common::pod_review("held", &["nginx"]);
+    let body = pod_review("held", &["nginx"]);
     let mut held = TcpStream::connect(addr).expect("connect");
     write!(
         held,
@@ -173,7 +51,12 @@ fn a_second_signal_exits_at_once() {
     )
     .expect("head");
     held.write_all(&body[..10]).expect("part of the body");
-    std::thread::sleep(Duration::from_millis(200));
+    // In flight once the server has read its head and entered the stack:
+    // its own gauge says so (a signal before that would find nothing to wait for).
+    let inflight = eventually_blocking(Duration::from_secs(10), || {
+        http_get(addr, "/metrics").contains("\nimageswap_inflight_requests 1\n")
+    });
+    assert!(inflight, "the held request never reached the server");
     server.signal("TERM");
     server.wait_for("Stopped accepting");
     let started = Instant::now();
@@ -199,12 +82,12 @@ fn a_bad_setting_stops_the_start_with_one_line_naming_the_variable() {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
     ] {
-        let mut command = Command::new(BIN);
-        command.arg("serve").env(variable, value);
+        let mut serve = command();
+        serve.arg("serve").env(variable, value);
         if variable == "OTEL_TRACES_SAMPLER_ARG" {
-            command.env("OTEL_TRACES_SAMPLER", "traceidratio");
+            serve.env("OTEL_TRACES_SAMPLER", "traceidratio");
         }
-        let output = command.output().expect("run");
+        let output = serve.output().expect("run");
         assert_eq!(output.status.code(), Some(2), "{variable}");
         if variable.starts_with("OTEL_") {
             // Checked after clap, by ImageSwap: exactly one line.
@@ -296,8 +179,6 @@ fn empty_otel_variables_count_as_unset() {
 /// and the JSON log line of the review carries its ids.
 #[test]
 fn the_binary_exports_spans_and_flushes_them_at_shutdown() {
-    use common::otlp::{Collector, OtlpReceiver};
-
     let collector_rt = tokio::runtime::Runtime::new().expect("runtime");
     let collector = collector_rt.block_on(OtlpReceiver::start(Collector::Answers));
     let maps = maps_arg();
@@ -318,10 +199,10 @@ fn the_binary_exports_spans_and_flushes_them_at_shutdown() {
     // Ratio 0 samples no new trace, but a sampled parent is followed.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\n");
-    let body = common::pod_review("binary-1", &["nginx:1.25"]);
+    let body = pod_review("binary-1", &["nginx:1.25"]);
     assert!(http_post(addr, "/", &traceparent, &body).starts_with("HTTP/1.1 200"));
     assert!(
-        http_post(addr, "/", "", &common::pod_review("binary-2", &["nginx:1.25"]))
+        http_post(addr, "/", "", &pod_review("binary-2", &["nginx:1.25"]))
             .starts_with("HTTP/1.1 200")
     );
     let signalled = Instant::now();

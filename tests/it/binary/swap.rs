@@ -4,18 +4,10 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use crate::support::binary::command as imageswap;
+
 const SPEC_A: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/maps/spec-a.conf");
 
-/// The binary with a clean environment (no `IMAGESWAP_*` from the caller).
-fn imageswap() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imageswap"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("IMAGESWAP_") || key == "IMAGE_PREFIX" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
 
 fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
     let mut child = cmd

@@ -13,11 +13,7 @@ use clap::{ArgAction, CommandFactory};
 use imageswap::cli::Cli;
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use crate::support::{read, repo_path};
 
 fn yaml_documents(text: &str) -> Vec<Value> {
     serde_saphyr::from_multiple::<Value>(text)
@@ -54,14 +50,14 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
 fn env_configs() -> Vec<(String, BTreeMap<String, String>)> {
     let base = string_map(&object(&install(), "ConfigMap", "imageswap-env")["data"]);
     let mut configs = vec![("base".to_owned(), base.clone())];
-    let overlays = Path::new(ROOT).join("deploy/overlays");
+    let overlays = repo_path("deploy/overlays");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&overlays)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     names.sort();
     // The tracing example is an overlay too.
-    names.push(Path::new(ROOT).join("deploy/observability/jaeger"));
+    names.push(repo_path("deploy/observability/jaeger"));
     for overlay in names {
         let mut merged = base.clone();
         for entry in std::fs::read_dir(&overlay).unwrap() {

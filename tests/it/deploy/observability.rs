@@ -4,10 +4,7 @@
 //! the server exports, and the panels the issue asks for are there; the
 //! Jaeger example's settings are valid and point at its own collector.
 
-mod common;
-
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use imageswap::cli::TraceArgs;
 use imageswap::telemetry::logging::LogFormat;
@@ -15,10 +12,7 @@ use imageswap::telemetry::metrics::Metrics;
 use imageswap::telemetry::trace_config::TraceConfig;
 use serde_json::Value;
 
-fn read(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
-}
+use crate::support::{prometheus_tools, read};
 
 fn dashboard() -> Value {
     serde_json::from_str(&read("deploy/observability/grafana-dashboard.json"))
@@ -124,7 +118,7 @@ fn every_query_is_promql_over_exported_metrics_and_the_asked_panels_are_there() 
         .map(|q| q.replace("$__rate_interval", "1m").replace("$job", ".*"))
         .collect();
     let input = serde_json::to_string(&substituted).expect("json");
-    let parsed = common::prometheus_tools("promql", &input).unwrap_or_else(|e| panic!("{e}"));
+    let parsed = prometheus_tools("promql", &input).unwrap_or_else(|e| panic!("{e}"));
     let reads: Vec<Vec<String>> = serde_json::from_value(parsed).expect("names per query");
 
     let exported = exported_series();
@@ -161,7 +155,7 @@ fn every_query_is_promql_over_exported_metrics_and_the_asked_panels_are_there() 
 
     // And the checker does refuse broken PromQL.
     let broken = serde_json::to_string(&["sum(rate(imageswap_cache_hits_total[1m])"]).expect("json");
-    assert!(common::prometheus_tools("promql", &broken).is_err());
+    assert!(prometheus_tools("promql", &broken).is_err());
 }
 
 /// The Jaeger example: its settings are what ImageSwap accepts, and its

@@ -7,19 +7,13 @@ use std::path::{Path, PathBuf};
 
 use imageswap::swap::Engine;
 
+use crate::support::{read, repo_path};
+
 /// Documents whose ```maps blocks and tables are checked.
 const DOCS_WITH_EXAMPLES: &[&str] = &["docs/maps.md", "docs/migrating.md", "docs/quick-start.md"];
 
 /// The maps file of `deploy/manifests` (the `imageswap-maps` ConfigMap).
 const DEPLOY_MAPS: &str = "deploy/manifests/imageswap-maps.conf";
-
-fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn read(relative: &str) -> String {
-    std::fs::read_to_string(repo_file(relative)).unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
-}
 
 /// One table row: image, expected result (`None` = unchanged), optional rule word.
 #[derive(Debug)]
@@ -271,7 +265,7 @@ fn links(text: &str) -> Vec<(usize, String)> {
 #[test]
 fn links_between_the_docs_resolve() {
     let mut documents = vec![PathBuf::from("README.md")];
-    let docs_dir = repo_file("docs");
+    let docs_dir = repo_path("docs");
     let mut entries: Vec<_> = std::fs::read_dir(&docs_dir)
         .unwrap_or_else(|e| panic!("cannot list docs/: {e}"))
         .map(|entry| entry.expect("a docs/ entry").path())
@@ -301,7 +295,7 @@ fn links_between_the_docs_resolve() {
             } else {
                 doc.parent().unwrap_or(Path::new("")).join(file)
             };
-            let linked_path = repo_file(&linked.display().to_string());
+            let linked_path = repo_path(&linked.display().to_string());
             checked += 1;
             if !linked_path.exists() {
                 broken.push(format!("{doc_name}:{line}: {target}: no such file"));

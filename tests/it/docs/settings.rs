@@ -2,10 +2,10 @@
 //! reads: each `env` of every subcommand's arguments, taken from the
 //! command line definition itself, so a new setting cannot go undocumented.
 
-use std::path::Path;
-
 use clap::CommandFactory;
 use imageswap::cli::Cli;
+
+use crate::support::read;
 
 fn variables(command: &clap::Command, found: &mut Vec<String>) {
     for arg in command.get_arguments() {
@@ -20,8 +20,7 @@ fn variables(command: &clap::Command, found: &mut Vec<String>) {
 
 #[test]
 fn configuration_md_names_every_variable() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
-    let docs = std::fs::read_to_string(path).expect("docs/configuration.md");
+    let docs = read("docs/configuration.md");
     let mut found = Vec::new();
     variables(&Cli::command(), &mut found);
     found.sort();

@@ -3,12 +3,12 @@
 //! the webhook configuration, and each thing that can be wrong with the pair
 //! fails with one line that names it, before anything is written.
 
-mod init_support;
-
 use imageswap::init::{MwcOutcome, PairSource, run_with};
-use init_support::*;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
+
+use crate::support::init::*;
+use crate::support::logs::LogCapture;
 
 const BYOC: (&str, &str) = ("imageswap-byoc", "true");
 
@@ -74,7 +74,7 @@ async fn a_byoc_chain_through_an_intermediate_verifies_against_the_root() {
 #[tokio::test]
 async fn a_byoc_pair_expiring_within_30_days_serves_with_a_warning() {
     install_crypto_provider();
-    let logs = Logs::capture();
+    let logs = LogCapture::on_this_thread();
     let fake = FakeApiServer::start(NAMESPACE).await;
     let operator_ca = TestCa::new("operator CA");
     let pair = operator_ca.issue(&service_names(), -300, 10);
@@ -99,7 +99,7 @@ async fn a_byoc_pair_expiring_within_30_days_serves_with_a_warning() {
 #[tokio::test]
 async fn a_byoc_pair_without_the_short_service_names_serves_with_a_warning() {
     install_crypto_provider();
-    let logs = Logs::capture();
+    let logs = LogCapture::on_this_thread();
     let fake = FakeApiServer::start(NAMESPACE).await;
     let operator_ca = TestCa::new("operator CA");
     // The API server dials only <svc>.<ns>.svc.

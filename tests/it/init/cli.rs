@@ -3,12 +3,12 @@
 //! the API server through a kubeconfig (here: the fake's URL). Checks the
 //! variable names, the exit codes and the single failure line.
 
-mod init_support;
-
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use init_support::*;
+use crate::support::binary;
+use crate::support::init::*;
+
 
 fn kubeconfig(dir: &Path, server: &str) -> std::path::PathBuf {
     let path = dir.join("kubeconfig");
@@ -25,7 +25,7 @@ fn kubeconfig(dir: &Path, server: &str) -> std::path::PathBuf {
 /// thread so the fake keeps answering.
 async fn imageswap_init(vars: Vec<(&'static str, String)>) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_imageswap"))
+        binary::command()
             .arg("init")
             .env_clear()
             .envs(vars)

@@ -4,13 +4,12 @@
 //! with one write when it drifted, never looked at when disabled, and a
 //! template without the named webhook fails before any API call.
 
-mod init_support;
-
 use base64::Engine as _;
 use imageswap::init::{InitSettings, MwcOutcome, PairSource, run_with};
-use init_support::*;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+
+use crate::support::init::*;
 
 async fn first_install(fake: &FakeApiServer, root: &std::path::Path) {
     let outcome = run_with(fake.client(), &settings(root, "pod-first"))

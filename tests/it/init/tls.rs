@@ -3,16 +3,15 @@
 //! sound secret, renewal, unusable stored pairs, a signer that never signs or
 //! refuses, and replicas racing on first install and on renewal.
 
-mod init_support;
-
 use std::time::{Duration, Instant};
 
 use imageswap::init::tls_pair::{self, TlsPair};
 use imageswap::init::{InitOutcome, InitSettings, MwcOutcome, PairSource, run_with};
-use init_support::*;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::Secret;
+
+use crate::support::init::*;
 
 const DAY: i64 = 86_400;
 
@@ -413,7 +412,7 @@ fn original_secret(fake: &FakeApiServer, to_days: i64) -> (Secret, TlsPair) {
     let pair = TlsPair {
         cert_pem: fake
             .ca()
-            .issue_for_key(&pkcs8, &service_names(), -10, to_days)
+            .issue_for_key(&pkcs8, &format!("imageswap.{NAMESPACE}.svc"), &service_names(), -10, to_days)
             .into_bytes(),
         key_pem: pkcs1.into_bytes(),
     };

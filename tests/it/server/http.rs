@@ -1,13 +1,13 @@
 //! HTTP over TLS: both protocol versions, the probes, metrics, routing and
 //! the request deadline.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Protocol, RawTls, Setup, TestServer, pod_review};
 use http::{StatusCode, Version};
 use http_body_util::Full;
+
+use crate::support::pod_review;
+use crate::support::server::{Protocol, RawTls, Setup, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_and_http1_over_tls_are_both_served() {

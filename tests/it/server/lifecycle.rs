@@ -1,12 +1,12 @@
 //! Shutdown and overload: what happens to requests in flight when SIGTERM
 //! arrives, and to requests beyond the concurrency limit.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Protocol, RawTls, Setup, TestServer, decoded_patch, eventually, pod_review};
 use http::StatusCode;
+
+use crate::support::server::{Protocol, RawTls, Setup, TestServer};
+use crate::support::{decoded_patch, eventually, pod_review};
 
 /// Waits until `n` admission requests are inside the stack.
 async fn wait_inflight(server: &TestServer, n: usize) {

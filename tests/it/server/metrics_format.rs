@@ -10,12 +10,12 @@
 //! openmetrics-parser crate: it refuses a `# UNIT` line on a histogram,
 //! which OpenMetrics allows and `imageswap_admission_duration_seconds` has.
 
-mod common;
-
-use common::{Protocol, Setup, TestServer, pod_review};
 use http::StatusCode;
 use imageswap::config::Limits;
 use serde_json::Value;
+
+use crate::support::server::{Protocol, Setup, TestServer};
+use crate::support::{pod_review, prometheus_tools};
 
 /// Every family and its type: the server issue's metrics, and the trace
 /// export counters.
@@ -35,7 +35,7 @@ const EXPECTED: &[(&str, &str)] = &[
 
 /// Parses an exposition: `Ok(families)` or `Err(the parser's one-line complaint)`.
 fn parse(text: &str) -> Result<Vec<Value>, String> {
-    common::prometheus_tools("openmetrics", text).map(|families| families.as_array().expect("a list").clone())
+    prometheus_tools("openmetrics", text).map(|families| families.as_array().expect("a list").clone())
 }
 
 fn family<'a>(families: &'a [Value], name: &str) -> &'a Value {

@@ -1,14 +1,14 @@
 //! Hot reload: maps and certificates replaced the way Kubernetes replaces a
 //! mounted ConfigMap or Secret (a `..data` symlink swap), while requests run.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Protocol, RawTls, Setup, TestServer, decoded_patch, eventually, kube_volume_write, pod_review};
 use http::StatusCode;
+
+use crate::support::server::{Protocol, RawTls, Setup, TestServer, kube_volume_write};
+use crate::support::{decoded_patch, eventually, pod_review};
 
 /// The spec's bound is 2 s and the server takes a change after a 150 ms
 /// debounce; the tests allow twice that for the latency of a loaded 2-core

@@ -1,28 +1,24 @@
 //! OpenTelemetry traces end to end: a real server, real HTTPS requests, the
 //! real OTLP/HTTP exporter, and a collector inside the test that decodes what
-//! arrives (tests/common/otlp.rs). Also what a collector that hangs or is
-//! down does to admissions (nothing), and to the dropped-span counters.
+//! arrives (`support::otlp`). Also what a collector that hangs or is down
+//! does to admissions (every one answered, none waiting on the collector),
+//! and to the dropped-span counters. How much a hung or absent collector
+//! costs a request, compared with traces off, is measured by the bench
+//! `cargo bench --bench traces`, not asserted here: timing belongs to
+//! benchmarks, and a parallel test run is no place to compare latencies.
 //!
 //! Each test builds its own runtime whose threads use the test's own
 //! subscriber (logs into a buffer, spans to the test's collector), so the
 //! tests do not depend on a process-wide subscriber. The collector runs on a
 //! runtime of its own, as a collector is another process.
 
-mod common;
-
 use std::cell::RefCell;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::otlp::{Collector, OtlpReceiver, ReceivedSpan, refused_endpoint};
-use common::{Protocol, RawTls, Setup, TestServer, pod_review};
 use http::StatusCode;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use imageswap::config::Limits;
 use imageswap::telemetry::logging::{self, LogFormat};
 use imageswap::telemetry::metrics::Metrics;
@@ -31,37 +27,14 @@ use imageswap::telemetry::traces::{Emitter, Traces};
 use tracing::Dispatch;
 use tracing::dispatcher::DefaultGuard;
 
+use crate::support::logs::LogCapture;
+use crate::support::otlp::{Collector, OtlpReceiver, ReceivedSpan, refused_endpoint};
+use crate::support::server::{Protocol, RawTls, Setup, TestServer};
+use crate::support::{eventually, pod_review};
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 const UNSAMPLED_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
-
-/// Log lines written by the subscriber under test.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-
-    fn json_lines(&self) -> Vec<serde_json::Value> {
-        self.text()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-            .collect()
-    }
-}
 
 thread_local! {
     static THREAD_DISPATCH: RefCell<Option<DefaultGuard>> = const { RefCell::new(None) };
@@ -105,7 +78,7 @@ fn trace_config(endpoint: &str) -> TraceConfig {
 struct Traced {
     traces: Option<Traces>,
     metrics: Arc<Metrics>,
-    logs: LogBuffer,
+    logs: LogCapture,
     dispatch: Dispatch,
     runtime: tokio::runtime::Runtime,
 }
@@ -118,13 +91,12 @@ impl Traced {
             namespace: Some("imageswap-system"),
         };
         let traces = Traces::with_queue(config, emitter, metrics.clone(), queue).expect("traces");
-        let logs = LogBuffer::default();
-        let writer = logs.clone();
+        let logs = LogCapture::default();
         let dispatch = logging::dispatch(
             logging::level_filter(level).expect("level"),
             format,
             Some(&traces),
-            move || writer.clone(),
+            logs.clone(),
             false,
         );
         let runtime = runtime_with(&dispatch);
@@ -416,26 +388,10 @@ fn at_debug_each_decision_is_a_child_span_and_text_logs_say_things_once() {
     assert!(!line.contains('{'), "no span context: {line}");
 }
 
-/// An HTTP/2 client with `TCP_NODELAY`, as the API server's is: without
-/// it, Nagle and delayed ACKs add 40 ms to every request and hide what is
-/// being measured.
-fn nodelay_client(server: &TestServer) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(server.ca.client_config(&[]))
-        .https_only()
-        .enable_http2()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(connector)
-}
-
-/// Latencies of `count` sequential reviews, sorted.
+/// Latencies of `count` sequential reviews, sorted. The client has
+/// `TCP_NODELAY`, as the API server's has (`support::server::TestClient`).
 async fn latencies(server: &TestServer, count: usize) -> Vec<Duration> {
-    let client = nodelay_client(server);
+    let client = server.client(Protocol::Http2);
     let mut latencies = Vec::with_capacity(count);
     for i in 0..count {
         let body = pod_review(&format!("lat-{i}"), &["nginx:1.25", "busybox:1.36"]);
@@ -444,9 +400,7 @@ async fn latencies(server: &TestServer, count: usize) -> Vec<Duration> {
             .body(Full::new(Bytes::from(body)))
             .expect("request");
         let start = Instant::now();
-        let response = client.request(request).await.expect("request sent");
-        let status = response.status();
-        response.into_body().collect().await.expect("body");
+        let status = client.send(request).await.status;
         latencies.push(start.elapsed());
         assert_eq!(status, StatusCode::OK);
     }
@@ -459,43 +413,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-/// The same load with traces off: what "fast" means on this machine now.
-fn baseline(count: usize) -> Vec<Duration> {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let dispatch = logging::dispatch(
-        logging::level_filter("INFO").expect("level"),
-        LogFormat::Json,
-        None,
-        move || writer.clone(),
-        false,
-    );
-    let runtime = runtime_with(&dispatch);
-    let _guard = tracing::dispatcher::set_default(&dispatch);
-    runtime.block_on(async {
-        let server = TestServer::start().await;
-        latencies(&server, count).await
-    })
-}
-
-/// Generous: a request path that waited for the collector would take the
-/// export timeout (60 s in the hanging case) or hit the request timeout (2 s).
-fn assert_not_slower(case: &str, base: &[Duration], measured: &[Duration]) {
-    let (b50, b99) = (percentile(base, 0.5), percentile(base, 0.99));
+/// Every admission answered, and none waited for the collector: a request
+/// path that did would take the export timeout (60 s in the hanging case)
+/// or hit the request timeout. An absolute bound, far above any request's
+/// time on a loaded machine; how the latencies compare with traces off is
+/// the bench's (`cargo bench --bench traces`).
+fn assert_none_waited(case: &str, measured: &[Duration]) {
     let (m50, m99, max) = (
         percentile(measured, 0.5),
         percentile(measured, 0.99),
         percentile(measured, 1.0),
     );
-    eprintln!("{case}: p50 {m50:?} p99 {m99:?} max {max:?}; traces off: p50 {b50:?} p99 {b99:?}");
-    assert!(
-        m50 <= b50 * 5 + Duration::from_millis(10),
-        "{case}: p50 {m50:?} vs {b50:?}"
-    );
-    assert!(
-        m99 <= b99 * 10 + Duration::from_millis(100),
-        "{case}: p99 {m99:?} vs {b99:?}"
-    );
+    eprintln!("{case}: p50 {m50:?} p99 {m99:?} max {max:?}");
     assert!(max < Duration::from_secs(1), "{case}: max {max:?}");
 }
 
@@ -503,7 +432,6 @@ const REQUESTS: usize = 200;
 
 #[test]
 fn a_hanging_collector_never_slows_admissions_and_overflow_is_counted() {
-    let base = baseline(REQUESTS);
     let collector_rt = collector_runtime();
     let collector = collector_rt.block_on(OtlpReceiver::start(Collector::Hangs));
     let mut config = trace_config(&collector.endpoint());
@@ -516,7 +444,7 @@ fn a_hanging_collector_never_slows_admissions_and_overflow_is_counted() {
         // from then on nothing leaves the queue.
         let status = post_with_traceparent(&server, pod_review("first", &["nginx:1.25"]), None).await;
         assert_eq!(status, StatusCode::OK);
-        let hung = common::eventually(Duration::from_secs(5), async || collector.requests() >= 1).await;
+        let hung = eventually(Duration::from_secs(5), async || collector.requests() >= 1).await;
         assert!(hung, "the exporter sent the collector its first batch");
         let measured = latencies(&server, REQUESTS).await;
         let metrics_text = server.metrics_text();
@@ -525,7 +453,7 @@ fn a_hanging_collector_never_slows_admissions_and_overflow_is_counted() {
         traces.shutdown(Duration::from_millis(500)).await;
         (measured, metrics_text, start.elapsed())
     });
-    assert_not_slower("collector hangs", &base, &measured);
+    assert_none_waited("collector hangs", &measured);
     // The queue (16) filled; every later span was dropped and counted.
     let dropped = metric(
         &metrics_text,
@@ -544,14 +472,13 @@ fn a_hanging_collector_never_slows_admissions_and_overflow_is_counted() {
 
 #[test]
 fn a_collector_that_is_down_fails_exports_not_admissions() {
-    let base = baseline(REQUESTS);
     let config = trace_config(&refused_endpoint());
     let mut traced = Traced::new(&config, "INFO", LogFormat::Json, 2048);
     let (measured, failed) = traced.run(async |_traces, metrics| {
         let server = TestServer::start_with(server_setup(&metrics)).await;
         let measured = latencies(&server, REQUESTS).await;
         // Every span ends up counted: queued, tried, refused.
-        let counted = common::eventually(Duration::from_secs(10), async || {
+        let counted = eventually(Duration::from_secs(10), async || {
             metric(
                 &server.metrics_text(),
                 "imageswap_trace_spans_dropped_total{reason=\"export_failed\"}",
@@ -561,7 +488,7 @@ fn a_collector_that_is_down_fails_exports_not_admissions() {
         assert!(counted, "{}", server.metrics_text());
         (measured, server.metrics_text())
     });
-    assert_not_slower("collector down", &base, &measured);
+    assert_none_waited("collector down", &measured);
     assert_eq!(
         metric(
             &failed,

@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::TestCa;
+use super::ca::TestCa;
 
 pub const CSR_PATH: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
 pub const MWC_PATH: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
@@ -196,6 +196,9 @@ struct State {
     signer: Mutex<SignerMode>,
     /// The signer holds back until this many CSRs are approved.
     sign_barrier: Mutex<usize>,
+    /// The signer controller's own latency: a real one signs a while after
+    /// the approval, so `init`'s first look finds no certificate and it must
+    /// wait for one. Behaviour of the fake, not a wait of the test's.
     sign_delay: Duration,
     ca: TestCa,
 }

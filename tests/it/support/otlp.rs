@@ -113,7 +113,6 @@ pub struct OtlpReceiver {
     pub addr: SocketAddr,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
     requests: Arc<AtomicUsize>,
-    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -129,15 +128,13 @@ impl OtlpReceiver {
         let addr = listener.local_addr().expect("addr");
         let spans: Arc<Mutex<Vec<ReceivedSpan>>> = Arc::default();
         let requests: Arc<AtomicUsize> = Arc::default();
-        let connections: Arc<AtomicUsize> = Arc::default();
         let task = {
-            let (spans, requests, connections) = (spans.clone(), requests.clone(), connections.clone());
+            let (spans, requests) = (spans.clone(), requests.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((tcp, _)) = listener.accept().await else {
                         continue;
                     };
-                    connections.fetch_add(1, Ordering::SeqCst);
                     match mode {
                         Collector::Hangs => {
                             let requests = requests.clone();
@@ -181,7 +178,6 @@ impl OtlpReceiver {
             addr,
             spans,
             requests,
-            connections,
             task,
         }
     }
@@ -198,10 +194,6 @@ impl OtlpReceiver {
     /// Export requests received (answered or not).
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
-    }
-
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
     }
 
     /// Waits until `done` holds for the spans received, or panics after `within`.

@@ -1,80 +1,11 @@
-//! Shared test harness: fixtures, and (for the server tests) an in-process
-//! `serve` on 127.0.0.1:0 with an rcgen certificate and TLS clients.
-#![allow(dead_code)]
-
-pub mod otlp;
-
-use std::path::{Path, PathBuf};
-
-use base64::Engine as _;
-use imageswap::swap::Engine;
-
-pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-pub fn fixtures_maps() -> PathBuf {
-    fixtures_dir().join("maps/fixtures.conf")
-}
-
-pub fn fixtures_engine() -> Engine {
-    let text = std::fs::read_to_string(fixtures_maps()).expect("fixture maps");
-    Engine::from_maps_text(&text).0
-}
-
-/// One review fixture and its expected decoded patch.
-pub struct Fixture {
-    pub name: String,
-    pub bytes: Vec<u8>,
-    pub review: serde_json::Value,
-    pub patch: serde_json::Value,
-}
-
-/// Every `<case>.review.json` with its `<case>.patch.json`, sorted by name.
-pub fn fixtures() -> Vec<Fixture> {
-    let dir = fixtures_dir().join("admission");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("fixture dir")
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter_map(|n| n.strip_suffix(".review.json").map(str::to_owned))
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|name| {
-            let bytes = std::fs::read(dir.join(format!("{name}.review.json"))).expect("review");
-            let review = serde_json::from_slice(&bytes).expect("review is JSON");
-            let patch_text = std::fs::read(dir.join(format!("{name}.patch.json")))
-                .unwrap_or_else(|e| panic!("{name}.patch.json: {e}"));
-            let patch = serde_json::from_slice(&patch_text).expect("patch is JSON");
-            Fixture {
-                name,
-                bytes,
-                review,
-                patch,
-            }
-        })
-        .collect()
-}
-
-/// The decoded `response.patch` of an answer, or `null` without one.
-pub fn decoded_patch(answer: &serde_json::Value) -> serde_json::Value {
-    match answer["response"]["patch"].as_str() {
-        None => serde_json::Value::Null,
-        Some(b64) => {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .expect("patch is base64");
-            serde_json::from_slice(&raw).expect("decoded patch is JSON")
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The server harness.
+//! The one way to start an in-process server: `serve` on 127.0.0.1:0 with
+//! a serving leaf from the test CA, its maps and certificate in a temporary
+//! directory laid out like Kubernetes volumes; and the clients that talk to
+//! it (hyper over TLS per HTTP version, and raw TLS for slow bodies and for
+//! the certificate presented).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,59 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A test certificate authority; servers get leaves it signs for
-/// 127.0.0.1 and localhost, clients trust it.
-pub struct TestCa {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pub der: CertificateDer<'static>,
-}
-
-/// A serving pair in PEM, with its certificate in DER for comparisons.
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub der: CertificateDer<'static>,
-}
-
-impl TestCa {
-    pub fn new() -> TestCa {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "imageswap test CA");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params.self_signed(&key).expect("ca cert");
-        TestCa {
-            der: cert.der().clone(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    pub fn leaf(&self) -> Leaf {
-        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("params");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-
-    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.der.clone()).expect("trust the test CA");
-        let mut config = rustls::ClientConfig::builder_with_provider(imageswap::server::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        config
-    }
-}
+use super::ca::{Leaf, TestCa};
+use super::fixtures_maps;
 
 /// Writes files the way the kubelet updates a ConfigMap or Secret volume:
 /// the data goes into a fresh `..<version>` directory, a `..data_tmp`
@@ -232,7 +112,7 @@ impl TestServer {
 
     pub async fn start_with(setup: Setup) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ca = TestCa::new();
+        let ca = TestCa::new("imageswap test CA");
         let leaf = ca.leaf();
         kube_volume_write(
             &dir.path().join("maps"),
@@ -304,15 +184,6 @@ impl TestServer {
         }
     }
 
-    /// Triggers shutdown and waits for `serve` to return.
-    pub async fn stop(mut self) -> Result<(), ServeError> {
-        self.trigger_shutdown();
-        match self.task.take() {
-            Some(task) => task.await.expect("serve task"),
-            None => Ok(()),
-        }
-    }
-
     /// Waits for `serve` to return after `trigger_shutdown`.
     pub async fn join(&mut self) -> Result<(), ServeError> {
         match self.task.take() {
@@ -365,25 +236,20 @@ impl Answer {
 
 impl TestClient {
     pub fn new(ca: &TestCa, protocol: Protocol) -> TestClient {
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        // TCP_NODELAY, as the API server's client has: without it, Nagle and
+        // delayed ACKs add 40 ms to a request.
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(ca.client_config(&[]))
+            .https_only();
         let mut client_builder = Client::builder(TokioExecutor::new());
         let client = match protocol {
-            Protocol::Http1 => {
-                let connector = builder
-                    .with_tls_config(ca.client_config(&[]))
-                    .https_only()
-                    .enable_http1()
-                    .build();
-                client_builder.build(connector)
-            }
-            Protocol::Http2 => {
-                let connector = builder
-                    .with_tls_config(ca.client_config(&[]))
-                    .https_only()
-                    .enable_http2()
-                    .build();
-                client_builder.http2_only(true).build(connector)
-            }
+            Protocol::Http1 => client_builder.build(builder.enable_http1().wrap_connector(http)),
+            Protocol::Http2 => client_builder
+                .http2_only(true)
+                .build(builder.enable_http2().wrap_connector(http)),
         };
         TestClient { client }
     }
@@ -498,71 +364,4 @@ impl RawTls {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A review of a Pod with these container images, uid `uid`.
-pub fn pod_review(uid: &str, images: &[&str]) -> Vec<u8> {
-    let containers: Vec<serde_json::Value> = images
-        .iter()
-        .enumerate()
-        .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image}))
-        .collect();
-    serde_json::to_vec(&serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "namespace": "default",
-            "operation": "CREATE",
-            "object": {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": uid},
-                       "spec": {"containers": containers}}
-        }
-    }))
-    .expect("json")
-}
-
-/// Polls `check` every 20 ms until it holds or `within` passes.
-pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let until = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs `scripts/prometheus-tools COMMAND` (the Prometheus project's own
-/// OpenMetrics and PromQL parsers) on `input`: `Ok(its JSON)`, or `Err(its
-/// one-line complaint)` when the input is invalid. Panics when the tools
-/// cannot run at all (no Python, no PyPI on first use).
-pub fn prometheus_tools(command: &str, input: &str) -> Result<serde_json::Value, String> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/prometheus-tools");
-    let mut child = Command::new(script)
-        .arg(command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/prometheus-tools");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write the input");
-    let output = child.wait_with_output().expect("the tool's output");
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    match output.status.code() {
-        Some(0) => Ok(serde_json::from_slice(&output.stdout).expect("the tool prints JSON")),
-        Some(1) => Err(stderr),
-        other => panic!("scripts/prometheus-tools could not run ({other:?}): {stderr}"),
-    }
 }

@@ -7,8 +7,8 @@ use imageswap::swap::reference::is_valid_reference;
 use imageswap::swap::{Engine, Rule};
 use proptest::prelude::*;
 
-const SPEC_A: &str = include_str!("fixtures/maps/spec-a.conf");
-const SPEC_B: &str = include_str!("fixtures/maps/spec-b.conf");
+const SPEC_A: &str = include_str!("../../fixtures/maps/spec-a.conf");
+const SPEC_B: &str = include_str!("../../fixtures/maps/spec-b.conf");
 
 /// Maps whose mirror is opted out (`mirror.example::`), in every rule form
 /// that can point at it.

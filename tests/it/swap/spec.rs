@@ -4,8 +4,8 @@
 
 use imageswap::swap::{Engine, Rule};
 
-const SPEC_A: &str = include_str!("fixtures/maps/spec-a.conf");
-const SPEC_B: &str = include_str!("fixtures/maps/spec-b.conf");
+const SPEC_A: &str = include_str!("../../fixtures/maps/spec-a.conf");
+const SPEC_B: &str = include_str!("../../fixtures/maps/spec-b.conf");
 const DIGEST: &str = "sha256:15d3fa0b0e4d1b7c31dbb2c7bd6e6c6ba0a4f3ec4fe4c52cd0fa1d1e5b6a32a7";
 
 /// `(result or the image itself, rule word, key)` for `image` under `maps`.
