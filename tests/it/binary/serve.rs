@@ -201,10 +201,7 @@ fn the_binary_exports_spans_and_flushes_them_at_shutdown() {
     let traceparent = format!("traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\n");
     let body = pod_review("binary-1", &["nginx:1.25"]);
     assert!(http_post(addr, "/", &traceparent, &body).starts_with("HTTP/1.1 200"));
-    assert!(
-        http_post(addr, "/", "", &pod_review("binary-2", &["nginx:1.25"]))
-            .starts_with("HTTP/1.1 200")
-    );
+    assert!(http_post(addr, "/", "", &pod_review("binary-2", &["nginx:1.25"])).starts_with("HTTP/1.1 200"));
     let signalled = Instant::now();
     server.signal("TERM");
     assert_eq!(server.wait_exit(Duration::from_secs(10)), 0);

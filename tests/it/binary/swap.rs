@@ -8,7 +8,6 @@ use crate::support::binary::command as imageswap;
 
 const SPEC_A: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/maps/spec-a.conf");
 
-
 fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())

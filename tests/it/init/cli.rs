@@ -9,7 +9,6 @@ use std::process::Output;
 use crate::support::binary;
 use crate::support::init::*;
 
-
 fn kubeconfig(dir: &Path, server: &str) -> std::path::PathBuf {
     let path = dir.join("kubeconfig");
     let text = format!(

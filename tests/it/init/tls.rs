@@ -412,7 +412,13 @@ fn original_secret(fake: &FakeApiServer, to_days: i64) -> (Secret, TlsPair) {
     let pair = TlsPair {
         cert_pem: fake
             .ca()
-            .issue_for_key(&pkcs8, &format!("imageswap.{NAMESPACE}.svc"), &service_names(), -10, to_days)
+            .issue_for_key(
+                &pkcs8,
+                &format!("imageswap.{NAMESPACE}.svc"),
+                &service_names(),
+                -10,
+                to_days,
+            )
             .into_bytes(),
         key_pem: pkcs1.into_bytes(),
     };

@@ -112,7 +112,10 @@ impl Running {
         let child = &mut self.child;
         let mut code = None;
         let exited = super::eventually_blocking(within, || {
-            code = child.try_wait().expect("wait").map(|status| status.code().unwrap_or(-1));
+            code = child
+                .try_wait()
+                .expect("wait")
+                .map(|status| status.code().unwrap_or(-1));
             code.is_some()
         });
         assert!(exited, "still running after {within:?}");

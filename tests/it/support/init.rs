@@ -11,7 +11,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 pub use super::ca::TestCa;
-pub use super::fake_apiserver::{CSR_PATH, FakeApiServer, MWC_PATH, SignerMode, configmaps_path, secrets_path};
+pub use super::fake_apiserver::{
+    CSR_PATH, FakeApiServer, MWC_PATH, SignerMode, configmaps_path, secrets_path,
+};
 
 pub const NAMESPACE: &str = "imageswap-system";
 pub const SECRET: &str = "imageswap-tls";

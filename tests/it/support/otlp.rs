@@ -212,7 +212,7 @@ impl OtlpReceiver {
                 let names: Vec<_> = spans.iter().map(|s| s.span.name.clone()).collect();
                 panic!("the collector did not get the expected spans within {within:?}; it got {names:?}");
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(super::POLL_INTERVAL).await;
         }
     }
 }
