@@ -8,11 +8,11 @@
 //! benchmarks, and a parallel test run is no place to compare latencies.
 //!
 //! Each test builds its own runtime whose threads use the test's own
-//! subscriber (logs into a buffer, spans to the test's collector), so the
-//! tests do not depend on a process-wide subscriber. The collector runs on a
-//! runtime of its own, as a collector is another process.
+//! subscriber (`support::traces::Traced`: logs into a buffer, spans to the
+//! test's collector), so the tests do not depend on a process-wide
+//! subscriber. The collector runs on a runtime of its own, as a collector is
+//! another process.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,107 +20,17 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
 use imageswap::config::Limits;
-use imageswap::telemetry::logging::{self, LogFormat};
+use imageswap::telemetry::logging::LogFormat;
 use imageswap::telemetry::metrics::Metrics;
-use imageswap::telemetry::trace_config::{SamplerConfig, TraceConfig};
-use imageswap::telemetry::traces::{Emitter, Traces};
-use tracing::Dispatch;
-use tracing::dispatcher::DefaultGuard;
 
-use crate::support::logs::LogCapture;
 use crate::support::otlp::{Collector, OtlpReceiver, ReceivedSpan, refused_endpoint};
 use crate::support::server::{Protocol, RawTls, Setup, TestServer};
+use crate::support::traces::{Traced, collector_runtime, trace_config};
 use crate::support::{eventually, pod_review};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 const UNSAMPLED_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
-
-thread_local! {
-    static THREAD_DISPATCH: RefCell<Option<DefaultGuard>> = const { RefCell::new(None) };
-}
-
-/// A multi-thread runtime whose threads all log and trace through `dispatch`.
-fn runtime_with(dispatch: &Dispatch) -> tokio::runtime::Runtime {
-    let dispatch = dispatch.clone();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_start(move || {
-            let guard = tracing::dispatcher::set_default(&dispatch);
-            THREAD_DISPATCH.with(|slot| *slot.borrow_mut() = Some(guard));
-        })
-        .build()
-        .expect("runtime")
-}
-
-/// The collector's own runtime.
-fn collector_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn trace_config(endpoint: &str) -> TraceConfig {
-    TraceConfig {
-        endpoint: format!("{endpoint}/v1/traces").parse().expect("endpoint"),
-        export_timeout: Duration::from_secs(2),
-        service_name: "imageswap-test".to_owned(),
-        sampler: SamplerConfig::default(),
-        resource_attributes: vec![("deployment.environment.name".to_owned(), "test".to_owned())],
-    }
-}
-
-/// Everything a traced test needs: the pipeline, its subscriber, the runtime
-/// the server runs on, and what the subscriber writes.
-struct Traced {
-    traces: Option<Traces>,
-    metrics: Arc<Metrics>,
-    logs: LogCapture,
-    dispatch: Dispatch,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Traced {
-    fn new(config: &TraceConfig, level: &str, format: LogFormat, queue: usize) -> Traced {
-        let metrics = Arc::new(Metrics::new());
-        let emitter = Emitter {
-            pod_name: Some("imageswap-test-0"),
-            namespace: Some("imageswap-system"),
-        };
-        let traces = Traces::with_queue(config, emitter, metrics.clone(), queue).expect("traces");
-        let logs = LogCapture::default();
-        let dispatch = logging::dispatch(
-            logging::level_filter(level).expect("level"),
-            format,
-            Some(&traces),
-            logs.clone(),
-            false,
-        );
-        let runtime = runtime_with(&dispatch);
-        Traced {
-            traces: Some(traces),
-            metrics,
-            logs,
-            dispatch,
-            runtime,
-        }
-    }
-
-    /// Runs `test` on the traced runtime with the export started; the
-    /// calling thread uses the subscriber too (it polls the test's future).
-    fn run<T>(&mut self, test: impl AsyncFnOnce(Traces, Arc<Metrics>) -> T) -> T {
-        let _guard = tracing::dispatcher::set_default(&self.dispatch);
-        let metrics = self.metrics.clone();
-        let mut traces = self.traces.take().expect("run once");
-        self.runtime.block_on(async move {
-            traces.start_export();
-            test(traces, metrics).await
-        })
-    }
-}
 
 fn server_setup(metrics: &Arc<Metrics>) -> Setup {
     Setup {

@@ -8,7 +8,8 @@
 //! - [`binary`]: the one way to start the `imageswap` binary;
 //! - [`fake_apiserver`]: the fake Kubernetes API server `init` talks to, and
 //!   [`init`] the settings and read-backs around it;
-//! - [`otlp`]: the OTLP/HTTP collector the trace tests export to;
+//! - [`otlp`]: the OTLP/HTTP collector the trace tests export to, and
+//!   [`traces`] the pipeline and subscriber they run the server under;
 //! - here: the repository's files and fixtures, a review builder, polling a
 //!   condition with a deadline, and the Prometheus parsers.
 //!
@@ -22,6 +23,7 @@ pub mod init;
 pub mod logs;
 pub mod otlp;
 pub mod server;
+pub mod traces;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
