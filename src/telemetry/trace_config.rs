@@ -367,7 +367,7 @@ mod tests {
     use crate::cli::{Cli, Command};
 
     /// Parses `imageswap serve ARGS` (the flags; the variables are tested
-    /// on the binary in tests/serve_binary.rs).
+    /// on the binary in tests/it/binary/serve.rs).
     fn traces(args: &[&str]) -> Result<Option<TraceConfig>, TraceConfigError> {
         let mut argv = vec!["imageswap", "serve"];
         argv.extend_from_slice(args);
