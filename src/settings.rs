@@ -94,14 +94,31 @@ impl<T: SettingValue> TypedValueParser for SettingParser<T> {
     ) -> Result<T, clap::Error> {
         let text = value.to_string_lossy();
         T::parse_setting(text.trim()).map_err(|detail| {
-            let name = arg.map_or_else(SettingName::default, SettingName::of);
-            // `raw`: clap's own format adds usage lines; ours is one line.
-            clap::Error::raw(
+            refused(
+                arg,
                 ErrorKind::ValueValidation,
-                format!("{name}: expected {}, got {text:?} ({detail})\n", T::EXPECTED),
+                T::EXPECTED,
+                &text,
+                &format!(" ({detail})"),
             )
         })
     }
+}
+
+/// The one line every refused value gets: `VARIABLE (--flag): expected …,
+/// got "…"` and a detail. `raw`: clap's own format adds usage lines.
+fn refused(
+    arg: Option<&clap::Arg>,
+    kind: ErrorKind,
+    expected: &str,
+    text: &str,
+    detail: &str,
+) -> clap::Error {
+    let name = arg.map_or_else(SettingName::default, SettingName::of);
+    clap::Error::raw(
+        kind,
+        format!("{name}: expected {expected}, got {text:?}{detail}\n"),
+    )
 }
 
 /// The clap value parser of an enum setting (`IMAGESWAP_MODE`,
@@ -126,19 +143,13 @@ impl<T: ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for ChoicePa
     ) -> Result<T, clap::Error> {
         let text = value.to_string_lossy();
         T::from_str(text.trim(), true).map_err(|_| {
-            let name = arg.map_or_else(SettingName::default, SettingName::of);
             let words: Vec<String> = T::value_variants()
                 .iter()
                 .filter_map(|v| v.to_possible_value())
                 .map(|v| v.get_name().to_owned())
                 .collect();
-            clap::Error::raw(
-                ErrorKind::InvalidValue,
-                format!(
-                    "{name}: expected one of {} (any case), got {text:?}\n",
-                    words.join(", ")
-                ),
-            )
+            let expected = format!("one of {} (any case)", words.join(", "));
+            refused(arg, ErrorKind::InvalidValue, &expected, &text, "")
         })
     }
 
