@@ -37,6 +37,11 @@ pub mod defaults {
     /// a stuck reload), and then it sheds instead of queueing without bound.
     /// At up to 3 MiB of body each, it also bounds memory.
     pub const MAX_CONCURRENCY: &str = "1024";
+    /// 64 MiB of request bodies in flight at once (see
+    /// [`crate::server::stack`]'s memory budget): with the parse state of
+    /// one review per worker thread on top, the worst case stays well under
+    /// the 256 MiB memory limit the manifests give the container.
+    pub const MEMORY_BUDGET_BYTES: &str = "67108864";
     pub const SHUTDOWN_GRACE: &str = "20s";
     pub const SHUTDOWN_DELAY: &str = "0s";
 }
@@ -83,6 +88,12 @@ pub struct ServerArgs {
     #[arg(long, env = "IMAGESWAP_MAX_CONCURRENCY", default_value = defaults::MAX_CONCURRENCY,
         value_parser = setting::<usize>())]
     pub max_concurrency: usize,
+
+    /// Bytes of request bodies held in memory at once, across all requests;
+    /// a body that would exceed it gets a fast 503.
+    #[arg(long, env = "IMAGESWAP_MEMORY_BUDGET_BYTES", default_value = defaults::MEMORY_BUDGET_BYTES,
+        value_parser = setting::<u64>())]
+    pub memory_budget_bytes: u64,
 
     /// After SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "IMAGESWAP_SHUTDOWN_GRACE", default_value = defaults::SHUTDOWN_GRACE,
@@ -175,12 +186,26 @@ pub enum Transport {
     InsecureHttp,
 }
 
-/// Limits of the request path.
+/// Longest a client may take to complete the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection may stay open before its first request arrives
+/// (after the handshake): a socket that never sends one is closed, so
+/// idle connections cannot exhaust the server's sockets. The API server
+/// sends a request on a connection as soon as it opens it.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Limits of the request path and of connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub max_concurrency: usize,
+    /// Bytes of request bodies held at once, across all requests.
+    pub memory_budget_bytes: usize,
+    /// [`TLS_HANDSHAKE_TIMEOUT`]; a field so tests can shorten it.
+    pub tls_handshake_timeout: Duration,
+    /// [`FIRST_REQUEST_TIMEOUT`]; a field so tests can shorten it.
+    pub first_request_timeout: Duration,
 }
 
 /// Everything `serve` needs.
@@ -226,6 +251,19 @@ impl ServeConfig {
             setting: server_setting("max_body_bytes"),
             value: server.max_body_bytes,
         })?;
+        // The budget must hold at least one body of the largest size.
+        if server.memory_budget_bytes < server.max_body_bytes {
+            return Err(ConfigError::TooSmall {
+                setting: server_setting("memory_budget_bytes"),
+                min: server.max_body_bytes,
+                value: server.memory_budget_bytes,
+            });
+        }
+        let memory_budget_bytes =
+            usize::try_from(server.memory_budget_bytes).map_err(|_| ConfigError::TooLarge {
+                setting: server_setting("memory_budget_bytes"),
+                value: server.memory_budget_bytes,
+            })?;
         if server.request_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration {
                 setting: server_setting("request_timeout"),
@@ -278,6 +316,9 @@ impl ServeConfig {
                 max_body_bytes,
                 request_timeout: server.request_timeout,
                 max_concurrency: server.max_concurrency,
+                memory_budget_bytes,
+                tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+                first_request_timeout: FIRST_REQUEST_TIMEOUT,
             },
             cache_capacity: args.cache.cache_capacity,
             shutdown_grace: server.shutdown_grace,
@@ -324,6 +365,7 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, 3 * 1024 * 1024);
         assert_eq!(c.limits.request_timeout, Duration::from_secs(2));
         assert_eq!(c.limits.max_concurrency, 1024);
+        assert_eq!(c.limits.memory_budget_bytes, 64 * 1024 * 1024);
         assert_eq!(c.shutdown_grace, Duration::from_secs(20));
         assert_eq!(c.disable_label, "k8s.twr.io/imageswap");
         assert!(!c.shadow && !c.dev);
@@ -347,6 +389,7 @@ mod tests {
         for (args, variable) in [
             (&["--max-concurrency", "0"][..], "IMAGESWAP_MAX_CONCURRENCY"),
             (&["--max-body-bytes", "10"][..], "IMAGESWAP_MAX_BODY_BYTES"),
+            (&["--memory-budget-bytes", "1024"][..], "IMAGESWAP_MEMORY_BUDGET_BYTES"),
             (&["--request-timeout", "0s"][..], "IMAGESWAP_REQUEST_TIMEOUT"),
             (&["--disable-label", " "][..], "IMAGESWAP_DISABLE_LABEL"),
             (&["--traces-sampler", "sometimes"][..], "OTEL_TRACES_SAMPLER"),

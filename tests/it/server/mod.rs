@@ -1,5 +1,6 @@
 //! The server in this process (`support::server`), over real TLS.
 
+mod abuse;
 mod http;
 mod lifecycle;
 mod metrics_format;

@@ -80,6 +80,9 @@ impl Default for Setup {
                 // timeout. Tests of the timeout set their own.
                 request_timeout: Duration::from_secs(30),
                 max_concurrency: 1024,
+                memory_budget_bytes: 64 * 1024 * 1024,
+                tls_handshake_timeout: Duration::from_secs(10),
+                first_request_timeout: Duration::from_secs(10),
             },
             shadow: false,
             shutdown_grace: Duration::from_secs(20),
@@ -111,6 +114,28 @@ impl TestServer {
     }
 
     pub async fn start_with(setup: Setup) -> TestServer {
+        let Bound { server, ca, leaf, dir } = TestServer::bind(setup).await;
+        let addr = server.local_addr();
+        let metrics_addr = server.metrics_addr();
+        let state = server.state();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            metrics_addr,
+            state,
+            ca,
+            leaf,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A server bound (its listener open) but not yet accepting.
+    pub async fn bind(setup: Setup) -> Bound {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = TestCa::new("imageswap test CA");
         let leaf = ca.leaf();
@@ -154,23 +179,7 @@ impl TestServer {
         };
         let metrics = setup.metrics.unwrap_or_else(|| Arc::new(Metrics::new()));
         let server = Server::bind(config, metrics).await.expect("server binds");
-        let addr = server.local_addr();
-        let metrics_addr = server.metrics_addr();
-        let state = server.state();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async move {
-            let _ = rx.await;
-        }));
-        TestServer {
-            addr,
-            metrics_addr,
-            state,
-            ca,
-            leaf,
-            dir,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        Bound { server, ca, leaf, dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -205,6 +214,14 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.trigger_shutdown();
     }
+}
+
+/// A server from [`TestServer::bind`]: listening, not accepting.
+pub struct Bound {
+    pub server: Server,
+    pub ca: TestCa,
+    pub leaf: Leaf,
+    pub dir: tempfile::TempDir,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,7 +311,12 @@ impl RawTls {
     }
 
     pub async fn connect_to(addr: SocketAddr, ca: &TestCa) -> RawTls {
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(ca.client_config(&[b"http/1.1"])));
+        RawTls::connect_alpn(addr, ca, &[b"http/1.1"]).await
+    }
+
+    /// A TLS connection offering these ALPN protocols (none: no ALPN).
+    pub async fn connect_alpn(addr: SocketAddr, ca: &TestCa, alpn: &[&[u8]]) -> RawTls {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(ca.client_config(alpn)));
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp connect");
         let name = ServerName::try_from("127.0.0.1").expect("name");
         let stream = connector.connect(name, tcp).await.expect("TLS handshake");
@@ -364,4 +386,68 @@ impl RawTls {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The body of an [`H2`] request: whole, or fed by hand through a channel.
+pub type H2Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// One HTTP/2 connection over TLS (ALPN `h2`) whose requests' bodies the
+/// test writes itself: for bodies that arrive slowly or never end.
+#[derive(Clone)]
+pub struct H2 {
+    pub send: hyper::client::conn::http2::SendRequest<H2Body>,
+}
+
+impl H2 {
+    pub async fn connect(server: &TestServer) -> H2 {
+        let raw = RawTls::connect_alpn(server.addr, &server.ca, &[b"h2"]).await;
+        let (send, connection) = hyper::client::conn::http2::handshake(
+            TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(raw.stream),
+        )
+        .await
+        .expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        H2 { send }
+    }
+
+    /// Starts a POST of `length` bytes whose body the returned sender writes.
+    pub fn start_post(
+        &self,
+        url: &str,
+        length: usize,
+    ) -> (
+        http_body_util::channel::Sender<Bytes>,
+        tokio::task::JoinHandle<Result<Answer, hyper::Error>>,
+    ) {
+        let (sender, body) = http_body_util::channel::Channel::<Bytes>::new(4);
+        let request = Request::post(url)
+            .header("content-type", "application/json")
+            .header("content-length", length)
+            .body(body.boxed())
+            .expect("request");
+        (sender, tokio::spawn(H2::answer(self.send.clone(), request)))
+    }
+
+    pub async fn send(&self, request: Request<H2Body>) -> Result<Answer, hyper::Error> {
+        H2::answer(self.send.clone(), request).await
+    }
+
+    async fn answer(
+        mut send: hyper::client::conn::http2::SendRequest<H2Body>,
+        request: Request<H2Body>,
+    ) -> Result<Answer, hyper::Error> {
+        send.ready().await?;
+        let response = send.send_request(request).await?;
+        let status = response.status();
+        let version = response.version();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer {
+            status,
+            version,
+            headers,
+            body,
+        })
+    }
 }
