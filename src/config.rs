@@ -389,7 +389,10 @@ mod tests {
         for (args, variable) in [
             (&["--max-concurrency", "0"][..], "IMAGESWAP_MAX_CONCURRENCY"),
             (&["--max-body-bytes", "10"][..], "IMAGESWAP_MAX_BODY_BYTES"),
-            (&["--memory-budget-bytes", "1024"][..], "IMAGESWAP_MEMORY_BUDGET_BYTES"),
+            (
+                &["--memory-budget-bytes", "1024"][..],
+                "IMAGESWAP_MEMORY_BUDGET_BYTES",
+            ),
             (&["--request-timeout", "0s"][..], "IMAGESWAP_REQUEST_TIMEOUT"),
             (&["--disable-label", " "][..], "IMAGESWAP_DISABLE_LABEL"),
             (&["--traces-sampler", "sometimes"][..], "OTEL_TRACES_SAMPLER"),

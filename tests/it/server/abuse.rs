@@ -51,8 +51,13 @@ async fn connections_that_never_send_a_request_are_closed() {
     let server = TestServer::start_with(short_bounds()).await;
 
     // TCP only: no TLS handshake.
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
-    assert!(closed_within(&mut tcp, CLOSE_WITHIN).await, "a silent TCP connection");
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    assert!(
+        closed_within(&mut tcp, CLOSE_WITHIN).await,
+        "a silent TCP connection"
+    );
 
     // TLS, then nothing, whatever ALPN chose.
     for alpn in [&[b"h2".as_slice()][..], &[b"http/1.1"], &[]] {
@@ -85,12 +90,18 @@ async fn connections_that_never_send_a_request_are_closed() {
 async fn a_connection_that_sent_a_request_in_time_stays_open() {
     let server = TestServer::start_with(short_bounds()).await;
     let h2 = H2::connect(&server).await;
-    let first = h2.send(get(&server.url("/healthz"))).await.expect("first request");
+    let first = h2
+        .send(get(&server.url("/healthz")))
+        .await
+        .expect("first request");
     assert_eq!(first.status, StatusCode::OK);
     // Past the first-request bound (what is tested here is that time
     // passing does not close a connection in use).
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let second = h2.send(get(&server.url("/healthz"))).await.expect("same connection");
+    let second = h2
+        .send(get(&server.url("/healthz")))
+        .await
+        .expect("same connection");
     assert_eq!(second.status, StatusCode::OK);
 }
 
@@ -113,16 +124,19 @@ async fn slow_bodies_do_not_shed_other_requests() {
     let body = pod_review("slow", &["nginx:1.25"]);
     let mut slow = Vec::new();
     for _ in 0..SLOW {
-        let (mut sender, answer) = h2.start_post(&server.url("/"), body.len());
+        let (sender, answer) = h2.start_post(&server.url("/"), body.len());
         sender
-            .send_data(Bytes::copy_from_slice(&body[..body.len() / 2]))
+            .send(Bytes::copy_from_slice(&body[..body.len() / 2]))
             .await
             .expect("half a body");
         slow.push((sender, answer));
     }
     let line = format!("imageswap_inflight_requests {SLOW}");
     assert!(
-        eventually(Duration::from_secs(5), async || server.metrics_text().contains(&line)).await,
+        eventually(Duration::from_secs(5), async || server
+            .metrics_text()
+            .contains(&line))
+        .await,
         "never saw {line}"
     );
 
@@ -144,9 +158,9 @@ async fn slow_bodies_do_not_shed_other_requests() {
     }
 
     // The slow ones complete too.
-    for (mut sender, answer) in slow {
+    for (sender, answer) in slow {
         sender
-            .send_data(Bytes::copy_from_slice(&body[body.len() / 2..]))
+            .send(Bytes::copy_from_slice(&body[body.len() / 2..]))
             .await
             .expect("rest of the body");
         drop(sender);
@@ -181,9 +195,9 @@ async fn bodies_past_the_memory_budget_get_a_fast_503() {
     let h2 = H2::connect(&server).await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        let (mut sender, answer) = h2.start_post(&server.url("/"), body.len());
+        let (sender, answer) = h2.start_post(&server.url("/"), body.len());
         for chunk in body[..body.len() - 1024].chunks(64 * 1024) {
-            sender.send_data(Bytes::copy_from_slice(chunk)).await.expect("body");
+            sender.send(Bytes::copy_from_slice(chunk)).await.expect("body");
         }
         held.push((sender, answer));
     }
@@ -192,7 +206,9 @@ async fn bodies_past_the_memory_budget_get_a_fast_503() {
     let client = server.client(Protocol::Http2);
     let mut refused = None;
     let over_budget = eventually(Duration::from_secs(10), async || {
-        let answer = client.post(&server.url("/"), review_of_size("extra", 2 * MIB)).await;
+        let answer = client
+            .post(&server.url("/"), review_of_size("extra", 2 * MIB))
+            .await;
         let shed = answer.status == StatusCode::SERVICE_UNAVAILABLE;
         refused = Some(answer);
         shed
@@ -206,19 +222,26 @@ async fn bodies_past_the_memory_budget_get_a_fast_503() {
         String::from_utf8_lossy(&refused.body)
     );
     // Small reviews still fit.
-    let small = client.post(&server.url("/"), pod_review("small", &["nginx"])).await;
+    let small = client
+        .post(&server.url("/"), pod_review("small", &["nginx"]))
+        .await;
     assert_eq!(small.status, StatusCode::OK);
 
     // The held ones are answered, and give their memory back.
-    for (mut sender, answer) in held {
+    for (sender, answer) in held {
         sender
-            .send_data(Bytes::copy_from_slice(&body[body.len() - 1024..]))
+            .send(Bytes::copy_from_slice(&body[body.len() - 1024..]))
             .await
             .expect("rest");
         drop(sender);
-        assert_eq!(answer.await.expect("task").expect("answer").status, StatusCode::OK);
+        assert_eq!(
+            answer.await.expect("task").expect("answer").status,
+            StatusCode::OK
+        );
     }
-    let answer = client.post(&server.url("/"), review_of_size("after", 2 * MIB)).await;
+    let answer = client
+        .post(&server.url("/"), review_of_size("after", 2 * MIB))
+        .await;
     assert_eq!(answer.status, StatusCode::OK);
 
     // A burst of near-limit bodies: each is answered 200 or a fast 503,
@@ -266,7 +289,10 @@ async fn http2_clients_read_the_whole_413_and_not_ready_answers() {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.clone())).boxed())
             .expect("request");
-        let answer = h2.send(request).await.expect("the 413 is read without a stream error");
+        let answer = h2
+            .send(request)
+            .await
+            .expect("the 413 is read without a stream error");
         assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(
             answer.json()["error"]
@@ -275,6 +301,11 @@ async fn http2_clients_read_the_whole_413_and_not_ready_answers() {
                 .contains("larger than")
         );
     }
+
+    // curl over HTTP/2 (the client of the issue) reads it and exits 0.
+    let answer = curl_post_h2(&server, &body).await;
+    assert_eq!(answer.0, 413, "{answer:?}");
+    assert!(answer.1.contains("larger than"), "{answer:?}");
 
     // Not ready: the maps file is not UTF-8.
     let server = TestServer::start_with(Setup {
@@ -288,9 +319,52 @@ async fn http2_clients_read_the_whole_413_and_not_ready_answers() {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)).boxed())
         .expect("request");
-    let answer = h2.send(request).await.expect("the 503 is read without a stream error");
+    let answer = h2
+        .send(request)
+        .await
+        .expect("the 503 is read without a stream error");
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
-    assert!(answer.json()["error"].as_str().expect("error").contains("not ready"));
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .expect("error")
+            .contains("not ready")
+    );
+    let answer = curl_post_h2(&server, &review_of_size("unready", 2 * MIB)).await;
+    assert_eq!(answer.0, 503, "{answer:?}");
+    assert!(answer.1.contains("not ready"), "{answer:?}");
+}
+
+/// `curl --http2` posting `body`: the status and the body it read. Fails
+/// when curl does (a reset stream is curl's exit 92, "Stream error").
+async fn curl_post_h2(server: &TestServer, body: &[u8]) -> (u16, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    let data = dir.path().join("body.json");
+    std::fs::write(&ca, &server.ca.pem).expect("ca");
+    std::fs::write(&data, body).expect("body");
+    let url = server.url("/");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["--http2", "-sS", "--cacert"])
+            .arg(&ca)
+            .args(["-H", "content-type: application/json", "--data-binary"])
+            .arg(format!("@{}", data.display()))
+            .args(["-w", "\n%{http_code}", &url])
+            .output()
+            .expect("curl runs (scripts/test needs it installed)")
+    })
+    .await
+    .expect("task");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "curl: {:?} {}{stdout}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (text, status) = stdout.rsplit_once('\n').expect("status line");
+    (status.trim().parse().expect("status"), text.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,14 +377,19 @@ async fn head_over_http2_has_headers_only() {
             .uri(server.url(path))
             .body(Full::default().boxed())
             .expect("request");
-        let answer = h2.send(request).await.unwrap_or_else(|e| panic!("HEAD {path}: {e}"));
+        let answer = h2
+            .send(request)
+            .await
+            .unwrap_or_else(|e| panic!("HEAD {path}: {e}"));
         assert_eq!(answer.status, StatusCode::OK, "{path}");
         assert!(answer.body.is_empty(), "{path}: {:?}", answer.body);
     }
     // And over HTTP/1.1, the connection stays usable after a HEAD.
     let mut raw = RawTls::connect(&server).await;
-    raw.write(b"HEAD /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
-        .await;
+    raw.write(
+        b"HEAD /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n",
+    )
+    .await;
     let mut seen = Vec::new();
     let mut chunk = [0u8; 4096];
     while !String::from_utf8_lossy(&seen).contains("\"health\":\"ok\"") {

@@ -114,7 +114,12 @@ impl TestServer {
     }
 
     pub async fn start_with(setup: Setup) -> TestServer {
-        let Bound { server, ca, leaf, dir } = TestServer::bind(setup).await;
+        let Bound {
+            server,
+            ca,
+            leaf,
+            dir,
+        } = TestServer::bind(setup).await;
         let addr = server.local_addr();
         let metrics_addr = server.metrics_addr();
         let state = server.state();
@@ -179,7 +184,12 @@ impl TestServer {
         };
         let metrics = setup.metrics.unwrap_or_else(|| Arc::new(Metrics::new()));
         let server = Server::bind(config, metrics).await.expect("server binds");
-        Bound { server, ca, leaf, dir }
+        Bound {
+            server,
+            ca,
+            leaf,
+            dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -417,10 +427,11 @@ impl H2 {
         url: &str,
         length: usize,
     ) -> (
-        http_body_util::channel::Sender<Bytes>,
+        tokio::sync::mpsc::Sender<Bytes>,
         tokio::task::JoinHandle<Result<Answer, hyper::Error>>,
     ) {
-        let (sender, body) = http_body_util::channel::Channel::<Bytes>::new(4);
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let body = ChannelBody { receiver };
         let request = Request::post(url)
             .header("content-type", "application/json")
             .header("content-length", length)
@@ -449,5 +460,25 @@ impl H2 {
             headers,
             body,
         })
+    }
+}
+
+/// A request body written by the test, a chunk at a time; it ends when the
+/// sender is dropped.
+pub struct ChannelBody {
+    receiver: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.receiver
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|data| Ok(hyper::body::Frame::data(data))))
     }
 }
