@@ -17,18 +17,19 @@ pub mod state;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::cache::{PublishedRules, RulesState};
-use crate::config::{ServeConfig, TlsSource, Transport};
+use crate::config::{Limits, ServeConfig, TlsSource, Transport};
 use crate::reload::{MapsFile, Reloader, TlsFiles};
 use crate::rules::{self, RulesSource};
 use crate::telemetry::metrics::Metrics;
@@ -39,14 +40,25 @@ use state::{AppState, Settings};
 /// ALPN protocols offered, preferred first: the API server speaks HTTP/2.
 pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// Longest a client may take to complete the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest an HTTP/1.1 client may take to send the request head
-/// (slow-loris protection; HTTP/2 streams are bounded by the stack's timeout).
+/// Longest an HTTP/1.1 client may take to send a request head, the first
+/// or the next on a kept-alive connection (slow-loris protection; HTTP/2
+/// streams are bounded by the stack's timeout, the wait for a connection's
+/// first request by [`Limits::first_request_timeout`]).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 keep-alive pings find dead API-server connections.
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams one HTTP/2 connection may have open at once (hyper's default,
+/// written down): request bodies are bounded by the memory budget and the
+/// deadline, this bounds the per-stream state of one client.
+const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Connections the kernel queues until `accept` takes them (the listen
+/// backlog). After a restart the API servers open many connections at once:
+/// with the usual 128, a burst of 3,000 connects left up to 1,860 of them
+/// waiting a second or more (a full queue drops the SYN; the client
+/// retries after 1 s). Linux caps it at `net.core.somaxconn` (4096 by
+/// default since 5.4).
+pub const LISTEN_BACKLOG: u32 = 4096;
 /// Pause after a failed `accept` (out of file descriptors, say) so the loop
 /// does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -145,9 +157,9 @@ impl Server {
             Some(store) => Some(TlsAcceptor::from(Arc::new(server_config(store)?))),
             None => None,
         };
-        let listener = bind(config.listen).await?;
+        let listener = bind(config.listen)?;
         let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(bind(addr).await?),
+            Some(addr) => Some(bind(addr)?),
             None => None,
         };
         Ok(Server {
@@ -189,7 +201,8 @@ impl Server {
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let reload_task = tokio::spawn(reloader.run(stop_rx.clone()));
-        let metrics_task = metrics_listener.map(|l| tokio::spawn(serve_metrics(l, state.clone(), stop_rx)));
+        let metrics_task =
+            metrics_listener.map(|l| tokio::spawn(serve_metrics(l, state.clone(), config.limits, stop_rx)));
 
         let router: Router<Incoming> = Router::new(
             state.clone(),
@@ -197,8 +210,9 @@ impl Server {
         );
         let connections = Connections {
             tls,
-            builder: connection_builder(),
+            protocols: Protocols::new(),
             router,
+            limits: config.limits,
         };
         let graceful = GracefulShutdown::new();
         tracing::info!(
@@ -253,26 +267,62 @@ pub fn server_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsE
     Ok(config)
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })
+/// A listener with a backlog of [`LISTEN_BACKLOG`] (`TcpListener::bind`
+/// has no way to set it), and `SO_REUSEADDR` as `bind` sets it, so a
+/// restarted server binds while old connections linger in `TIME_WAIT`.
+fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    let error = |source| ServeError::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(error)?;
+    socket.set_reuseaddr(true).map_err(error)?;
+    socket.bind(addr).map_err(error)?;
+    socket.listen(LISTEN_BACKLOG).map_err(error)
 }
 
-/// HTTP/1.1 and HTTP/2 on one port: hyper reads the HTTP/2 preface (which
-/// clients send after negotiating `h2` by ALPN) and picks the protocol.
-fn connection_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
-    builder
+/// The connection builders. Over TLS the protocol is the one ALPN chose
+/// (`h2`, else HTTP/1.1): sniffing it from the first bytes would wait for
+/// those bytes with no bound. Plain HTTP (local tests, the metrics port)
+/// has no ALPN, so hyper reads the HTTP/2 preface there, under the same
+/// first-request bound.
+#[derive(Clone)]
+struct Protocols {
+    /// Either, from the first bytes.
+    sniff: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new() -> Protocols {
+        let mut sniff = auto::Builder::new(TokioExecutor::new());
+        sniff
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        sniff
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+            .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
+        Protocols {
+            http1: sniff.clone().http1_only(),
+            http2: sniff.clone().http2_only(),
+            sniff,
+        }
+    }
+
+    /// The builder for the protocol ALPN chose.
+    fn negotiated(&self, alpn: Option<&[u8]>) -> &auto::Builder<TokioExecutor> {
+        match alpn {
+            Some(b"h2") => &self.http2,
+            _ => &self.http1,
+        }
+    }
 }
 
 /// The `port` field of the accept loop's log line.
@@ -307,8 +357,9 @@ async fn accept_until(
 /// What each accepted connection needs.
 struct Connections {
     tls: Option<TlsAcceptor>,
-    builder: auto::Builder<TokioExecutor>,
+    protocols: Protocols,
     router: Router<Incoming>,
+    limits: Limits,
 }
 
 impl Connections {
@@ -318,8 +369,9 @@ impl Connections {
             tcp,
             peer,
             self.tls.clone(),
-            self.builder.clone(),
+            self.protocols.clone(),
             self.router.clone(),
+            self.limits,
             graceful.watcher(),
         ));
     }
@@ -329,50 +381,126 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    builder: auto::Builder<TokioExecutor>,
+    protocols: Protocols,
     router: Router<Incoming>,
+    limits: Limits,
     watcher: Watcher,
 ) {
+    let (service, seen) = FirstRequest::new(router);
+    let bound = limits.first_request_timeout;
     let result = match tls {
         None => {
-            watcher
-                .watch(builder.serve_connection(TokioIo::new(tcp), router))
-                .await
+            let connection = protocols.sniff.serve_connection(TokioIo::new(tcp), service);
+            until_first_request(watcher.watch(connection), &seen, bound).await
         }
-        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => {
-                watcher
-                    .watch(builder.serve_connection(TokioIo::new(stream), router))
-                    .await
+        Some(acceptor) => {
+            match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let builder = protocols.negotiated(stream.get_ref().1.alpn_protocol());
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    until_first_request(watcher.watch(connection), &seen, bound).await
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed.");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out.");
+                    return;
+                }
             }
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed.");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out.");
-                return;
-            }
-        },
+        }
     };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "Connection ended with an error.");
+    match result {
+        Ok(Served::Done) => {}
+        Ok(Served::NoRequest) => tracing::debug!(%peer, "No request in time; closed the connection."),
+        Err(e) => tracing::debug!(%peer, error = %e, "Connection ended with an error."),
+    }
+}
+
+/// How a connection ended without an error.
+enum Served {
+    Done,
+    /// Closed: no request arrived within the first-request bound.
+    NoRequest,
+}
+
+/// Drives `connection` to its end, but drops it (closing the socket) when
+/// no request has arrived within `bound` of its start: a connection that
+/// never sends a request (no bytes, or an HTTP/2 preface and no stream)
+/// would otherwise be held for ever.
+async fn until_first_request<C, E>(connection: C, seen: &AtomicBool, bound: Duration) -> Result<Served, E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        biased;
+        result = &mut connection => return result.map(|()| Served::Done),
+        () = tokio::time::sleep(bound) => {}
+    }
+    if seen.load(Ordering::Relaxed) {
+        connection.await.map(|()| Served::Done)
+    } else {
+        Ok(Served::NoRequest)
+    }
+}
+
+/// Notes that a connection has had a request (one relaxed store per
+/// request), for [`until_first_request`].
+#[derive(Clone)]
+struct FirstRequest<S> {
+    inner: S,
+    seen: Arc<AtomicBool>,
+}
+
+impl<S> FirstRequest<S> {
+    fn new(inner: S) -> (FirstRequest<S>, Arc<AtomicBool>) {
+        let seen = Arc::new(AtomicBool::new(false));
+        (
+            FirstRequest {
+                inner,
+                seen: seen.clone(),
+            },
+            seen,
+        )
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for FirstRequest<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        self.seen.store(true, Ordering::Relaxed);
+        self.inner.call(request)
     }
 }
 
 /// The optional plain-HTTP `/metrics` listener.
-async fn serve_metrics(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+async fn serve_metrics(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
     let router: Router<Incoming> = Router::metrics_only(state);
-    let builder = connection_builder();
+    let protocols = Protocols::new();
     // Stops on `true`, or when the sender is gone.
     let stopped = async move {
         let _ = stop.wait_for(|stop| *stop).await;
     };
     accept_until(&listener, PORT_METRICS, stopped, |tcp, _peer| {
-        let builder = builder.clone();
-        let router = router.clone();
+        let (service, seen) = FirstRequest::new(router.clone());
+        let builder = protocols.sniff.clone();
+        let bound = limits.first_request_timeout;
         tokio::spawn(async move {
-            let _ = builder.serve_connection(TokioIo::new(tcp), router).await;
+            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            let _ = until_first_request(connection, &seen, bound).await;
         });
     })
     .await;

@@ -14,10 +14,11 @@ use arc_swap::Guard;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
-use tower::{BoxError, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
+use super::stack::ReadBody;
 use super::state::AppState;
 use crate::admission::{self, Admission, Options, Verdict};
 use crate::cache::RulesState;
@@ -30,11 +31,6 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// The admission path's latest answer time, set by the deadline layer.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline(pub Instant);
-
-/// Most bytes reserved up front for a body from its `Content-Length`: a
-/// client announcing megabytes and sending nothing must not make the
-/// server hold megabytes per connection.
-const PREALLOCATE_MAX_BYTES: usize = 256 * 1024;
 
 const JSON: &str = "application/json";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -63,8 +59,8 @@ pub fn content_length<B>(request: &Request<B>) -> Option<u64> {
     request.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// The core of the stack: reads the (already size-limited) body, loads the
-/// rules once, and answers the review.
+/// The core of the stack: loads the rules once and answers the review
+/// whose body the stack has read.
 #[derive(Clone, Debug)]
 pub struct AdmissionService {
     state: Arc<AppState>,
@@ -76,11 +72,7 @@ impl AdmissionService {
     }
 }
 
-impl<B> Service<Request<Limited<B>>> for AdmissionService
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+impl Service<Request<ReadBody>> for AdmissionService {
     type Response = HttpResponse;
     type Error = Infallible;
     type Future = BoxFuture<Result<HttpResponse, Infallible>>;
@@ -89,22 +81,17 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Limited<B>>) -> Self::Future {
+    fn call(&mut self, request: Request<ReadBody>) -> Self::Future {
         let state = self.state.clone();
-        Box::pin(async move { Ok(handle(&state, request).await) })
+        Box::pin(async move { Ok(handle(&state, request)) })
     }
 }
 
-async fn handle<B>(state: &AppState, request: Request<Limited<B>>) -> HttpResponse
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    // Loaded once, before the body is read: without rules there is nothing
-    // to decide, so the request is refused unread; with them, every image
-    // of this review is decided by the same engine and cache, even if a
-    // reload publishes new ones meanwhile (in-flight requests finish on
-    // the old maps). Held as an `Arc` (not the guard) across the body read.
+fn handle(state: &AppState, request: Request<ReadBody>) -> HttpResponse {
+    // Loaded once: without rules there is nothing to decide; with them,
+    // every image of this review is decided by the same engine and cache,
+    // even if a reload publishes new ones meanwhile (in-flight requests
+    // finish on the old maps).
     let Some(rules) = Guard::into_inner(state.rules.load()) else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -113,44 +100,10 @@ where
         );
     };
     let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
-    let capacity = content_length(&request)
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(0)
-        .min(PREALLOCATE_MAX_BYTES);
-    let mut body = match collect(request.into_body(), capacity).await {
-        Ok(body) => body,
-        Err(e) if e.is::<LengthLimitError>() => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Some(Outcome::too_large),
-                &format!("the body is larger than {} bytes", state.settings.max_body_bytes),
-            );
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Could not read a request body.");
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                Some(Outcome::bad_request),
-                &format!("cannot read the body: {e}"),
-            );
-        }
-    };
-    review(state, &rules, &mut body, deadline)
-}
-
-async fn collect<B>(body: Limited<B>, capacity: usize) -> Result<Vec<u8>, BoxError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let mut out = Vec::with_capacity(capacity);
-    let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out)
+    // The body (and its share of the memory budget) lives until the answer
+    // is built.
+    let mut body = request.into_body();
+    review(state, &rules, &mut body.bytes, deadline)
 }
 
 /// The synchronous part: decide, count, log, answer.
@@ -357,6 +310,7 @@ where
     type Future = BoxFuture<Result<HttpResponse, Infallible>>;
 
     fn call(&self, request: Request<B>) -> Self::Future {
+        let head = request.method() == Method::HEAD;
         let response = match self.route(request.method(), request.uri().path()) {
             Route::Admission => match &self.admission {
                 Some(stack) => return Box::pin(stack.clone().oneshot(request)),
@@ -374,6 +328,19 @@ where
                 response
             }
         };
+        let response = if head { headers_only(response) } else { response };
         Box::pin(std::future::ready(Ok(response)))
     }
+}
+
+/// The answer to a `HEAD`: the `GET` answer's headers, with its length,
+/// and no body. hyper drops the body of a HEAD answer on HTTP/1.1 but
+/// sends it on HTTP/2 (after a `content-length: 0`), which clients refuse
+/// as a protocol error.
+fn headers_only(response: HttpResponse) -> HttpResponse {
+    let (mut parts, body) = response.into_parts();
+    if let Some(length) = body.size_hint().exact() {
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Response::from_parts(parts, Full::default())
 }

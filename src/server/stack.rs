@@ -6,9 +6,12 @@
 //!
 //! Ours or tower's: the shed and concurrency layers are tower's own. The
 //! others are written here because tower-http's do not do the job:
-//! - body limit: `RequestBodyLimitLayer` answers the 413 without reading a
-//!   refused HTTP/1.1 body, so the client, still writing it, sees a broken
-//!   pipe instead of the answer; ours drains it (up to [`DRAIN_MAX_BYTES`]).
+//! - body: `RequestBodyLimitLayer` answers the 413 without reading a
+//!   refused body, so an HTTP/1.1 client, still writing it, sees a broken
+//!   pipe instead of the answer and an HTTP/2 one (curl) a reset stream;
+//!   ours drains it (up to [`DRAIN_MAX_BYTES`]). It also reads the body
+//!   whole before the concurrency limit and charges it to the memory
+//!   budget, which no tower layer does.
 //! - timeout: `TimeoutLayer`/`RequestBodyTimeoutLayer` know one fixed
 //!   duration; ours counts from arrival, shortens it to the API server's
 //!   `?timeout=`, and hands the deadline to the decision.
@@ -29,11 +32,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use http::{Request, StatusCode, Version};
-use http_body_util::{BodyExt, Limited};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Body;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::layer::layer_fn;
-use tower::{BoxError, Service, ServiceBuilder};
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
 use super::deadline;
@@ -45,15 +49,36 @@ use crate::config::Limits;
 use crate::telemetry::metrics::{Metrics, Outcome};
 use crate::telemetry::spans;
 
-/// The admission stack, outer to inner.
+/// The admission stack, outer to inner, around the admission service.
 pub fn admission_stack<B>(state: Arc<AppState>, limits: Limits) -> AdmissionStack<B>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let service = AdmissionService::new(state.clone());
+    stack_around(&state, limits, service)
+}
+
+/// [`admission_stack`] around any core (tests put one there that waits).
+fn stack_around<B, S>(state: &AppState, limits: Limits, core: S) -> AdmissionStack<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    S: Service<Request<ReadBody>, Response = HttpResponse, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let metrics = state.metrics.clone();
     let request_timeout = limits.request_timeout;
-    let max_body_bytes = limits.max_body_bytes;
+    let body = BodyLimits {
+        max_body_bytes: limits.max_body_bytes,
+        budget: Arc::new(Semaphore::new(
+            limits.memory_budget_bytes.min(Semaphore::MAX_PERMITS),
+        )),
+    };
     let stack = ServiceBuilder::new()
         // 1. Tracing: the span (the trace span when traces are on; fields
         //    recorded once the body is parsed), the arrival time and the
@@ -67,31 +92,35 @@ where
         //    (HTTP/1.1) or stream (HTTP/2) closed without an answer. Right
         //    under tracing, so the panic is still timed, counted and traced.
         .layer(layer_fn(|inner| CatchPanic { inner }))
-        // 3. Load shedding: when the limit below is full, refuse at once with
-        //    a 503 instead of queueing. `ShedEdge` is the shed layer's edge:
-        //    its only error, "overloaded", becomes the 503.
-        .layer(layer_fn(|inner| ShedEdge { inner }))
-        .load_shed()
-        // 4. Concurrency limit: at most `max_concurrency` reviews in progress.
-        //    Above the timeout so a timed-out request gives its permit back.
-        .concurrency_limit(limits.max_concurrency)
-        // 5. Timeout: the request timeout, or less when the API server's
-        //    `?timeout=` leaves less; counted from arrival. Also hands the
-        //    deadline to the decision, which answers without a patch rather
-        //    than late.
+        // 3. Timeout: the request timeout, or less when the API server's
+        //    `?timeout=` leaves less; counted from arrival. Above the body
+        //    read, so a body that dribbles is cut at the deadline (and gives
+        //    back its memory); also hands the deadline to the decision,
+        //    which answers without a patch rather than late.
         .layer(layer_fn(move |inner| DeadlineService {
             inner,
             request_timeout,
         }))
-        // 6. Body limit: 413 from `Content-Length` before storing any of the
-        //    body, and a cap on bodies that arrive without one. Innermost, so
-        //    a body is never read for a request already refused.
-        .layer(layer_fn(move |inner| BodyLimit {
+        // 4. The body, read whole before anything below: 413 from
+        //    `Content-Length` (the body drained, never stored) or past the
+        //    limit, and a fast 503 past the memory budget (bytes of bodies
+        //    held at once, across requests). Above the concurrency limit,
+        //    so a request takes a permit only once its body is in: slow
+        //    bodies cannot hold the permits other requests need.
+        .layer(layer_fn(move |inner| ReadBodyService {
             inner,
-            max_body_bytes,
+            limits: body.clone(),
         }))
+        // 5. Load shedding: when the limit below is full, refuse at once with
+        //    a 503 instead of queueing. `ShedEdge` is the shed layer's edge:
+        //    its only error, "overloaded", becomes the 503.
+        .layer(layer_fn(|inner| ShedEdge { inner }))
+        .load_shed()
+        // 6. Concurrency limit: at most `max_concurrency` reviews being
+        //    decided (their bodies in) at once.
+        .concurrency_limit(limits.max_concurrency)
         // 7. The admission service: bytes → review → decisions → bytes.
-        .service(AdmissionService::new(state));
+        .service(core);
     AdmissionStack::new(stack)
 }
 
@@ -286,9 +315,16 @@ where
     }
 }
 
-/// Most bytes of a refused HTTP/1.1 body read and dropped so the client
-/// sees the 413; past this the connection is closed instead.
+/// Most bytes of a refused body read and dropped so the client sees the
+/// answer; past this the connection (HTTP/1.1) or stream (HTTP/2) is
+/// closed instead.
 const DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most bytes reserved up front for a body from its `Content-Length`: a
+/// client announcing megabytes and sending nothing must not make the
+/// server hold (or charge the budget) megabytes per request. The buffer
+/// then doubles, up to the announced length, as bytes arrive.
+const PREALLOCATE_MAX_BYTES: usize = 256 * 1024;
 
 /// Reads and drops up to `max` bytes of a body.
 async fn discard<B: Body>(body: B, max: usize) {
@@ -302,48 +338,183 @@ async fn discard<B: Body>(body: B, max: usize) {
     }
 }
 
-/// Caps the request body at `max_body_bytes`.
-#[derive(Clone, Debug)]
-pub struct BodyLimit<S> {
-    inner: S,
-    max_body_bytes: usize,
+/// A request body read whole, with its share of the memory budget (given
+/// back when the request is done with it).
+#[derive(Debug)]
+pub struct ReadBody {
+    pub bytes: Vec<u8>,
+    _charge: Option<OwnedSemaphorePermit>,
 }
 
-impl<S, B> Service<Request<B>> for BodyLimit<S>
+impl ReadBody {
+    pub fn new(bytes: Vec<u8>) -> ReadBody {
+        ReadBody { bytes, _charge: None }
+    }
+}
+
+/// The body limit and the memory budget of all bodies held at once: a
+/// byte-weighted semaphore, charged with the buffer's capacity as it grows.
+#[derive(Clone, Debug)]
+struct BodyLimits {
+    max_body_bytes: usize,
+    budget: Arc<Semaphore>,
+}
+
+/// Why a body was not read.
+enum Refused {
+    TooLarge,
+    OverBudget,
+    Unreadable(BoxError),
+}
+
+impl BodyLimits {
+    /// Reads `body` into memory; on a refusal, drains what is left of it
+    /// (bounded) so that the client reads the answer on either protocol.
+    async fn read<B>(&self, body: B, announced: Option<u64>) -> Result<ReadBody, Refused>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let mut body = std::pin::pin!(body);
+        let refused = match self.collect(body.as_mut(), announced).await {
+            Ok(read) => return Ok(read),
+            Err(refused) => refused,
+        };
+        if !matches!(refused, Refused::Unreadable(_)) {
+            discard(body, DRAIN_MAX_BYTES).await;
+        }
+        Err(refused)
+    }
+
+    async fn collect<B>(
+        &self,
+        mut body: std::pin::Pin<&mut B>,
+        announced: Option<u64>,
+    ) -> Result<ReadBody, Refused>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let limit = self.max_body_bytes;
+        let announced = match announced.map(usize::try_from) {
+            Some(Ok(n)) if n <= limit => Some(n),
+            Some(_) => return Err(Refused::TooLarge),
+            None => None,
+        };
+        // Refused at once when the announced body cannot fit now.
+        if announced.is_some_and(|n| n > self.budget.available_permits()) {
+            return Err(Refused::OverBudget);
+        }
+        let mut charge: Option<OwnedSemaphorePermit> = None;
+        let mut bytes = Vec::new();
+        self.grow(
+            &mut bytes,
+            &mut charge,
+            announced.unwrap_or(0).min(PREALLOCATE_MAX_BYTES),
+        )?;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Refused::Unreadable(e.into()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let needed = bytes.len() + data.len();
+            if needed > limit {
+                return Err(Refused::TooLarge);
+            }
+            if needed > bytes.capacity() {
+                let doubled = bytes.capacity().saturating_mul(2).max(needed);
+                let target = announced
+                    .filter(|&n| n >= needed)
+                    .map_or(doubled, |n| doubled.min(n));
+                self.grow(&mut bytes, &mut charge, target.min(limit))?;
+            }
+            bytes.extend_from_slice(&data);
+        }
+        Ok(ReadBody {
+            bytes,
+            _charge: charge,
+        })
+    }
+
+    /// Grows `bytes` to hold `capacity`, charging the budget first.
+    fn grow(
+        &self,
+        bytes: &mut Vec<u8>,
+        charge: &mut Option<OwnedSemaphorePermit>,
+        capacity: usize,
+    ) -> Result<(), Refused> {
+        let held = charge.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        let Some(more) = capacity.checked_sub(held).filter(|&n| n > 0) else {
+            return Ok(());
+        };
+        let more = u32::try_from(more).map_err(|_| Refused::OverBudget)?;
+        let permit = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(more)
+            .map_err(|_| Refused::OverBudget)?;
+        match charge {
+            Some(held) => held.merge(permit),
+            None => *charge = Some(permit),
+        }
+        bytes.reserve_exact(capacity - bytes.len());
+        Ok(())
+    }
+}
+
+/// Reads the request body (see [`BodyLimits::read`]) and only then calls
+/// the service below: its readiness (the concurrency permit) is asked for
+/// once the body is in, not when the request arrives.
+#[derive(Clone, Debug)]
+pub struct ReadBodyService<S> {
+    inner: S,
+    limits: BodyLimits,
+}
+
+impl<S, B> Service<Request<B>> for ReadBodyService<S>
 where
-    S: Service<Request<Limited<B>>, Response = HttpResponse, Error = Infallible>,
+    S: Service<Request<ReadBody>, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     type Response = HttpResponse;
     type Error = Infallible;
     type Future = BoxFuture<Result<HttpResponse, Infallible>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Always ready: the service below is asked once the body is in.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let limit = self.max_body_bytes;
-        if content_length(&request).is_some_and(|n| n > limit as u64) {
-            // An HTTP/1.1 client writes its whole body before reading the
-            // answer; closing on it makes it see a broken pipe instead of
-            // the 413. So the body is read and dropped (never stored), up
-            // to a bound, and under the deadline layer's clock. HTTP/2
-            // ends just the stream, so it is answered at once.
-            let drain = request.version() <= Version::HTTP_11;
-            return Box::pin(async move {
-                if drain {
-                    discard(request.into_body(), DRAIN_MAX_BYTES).await;
-                }
-                Ok(error_response(
+        let inner = self.inner.clone();
+        let limits = self.limits.clone();
+        Box::pin(async move {
+            let announced = content_length(&request);
+            let (parts, body) = request.into_parts();
+            match limits.read(body, announced).await {
+                Ok(read) => inner.oneshot(Request::from_parts(parts, read)).await,
+                Err(Refused::TooLarge) => Ok(error_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     Some(Outcome::too_large),
-                    &format!("the body is larger than {limit} bytes"),
-                ))
-            });
-        }
-        Box::pin(self.inner.call(request.map(|body| Limited::new(body, limit))))
+                    &format!("the body is larger than {} bytes", limits.max_body_bytes),
+                )),
+                Err(Refused::OverBudget) => Ok(error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some(Outcome::shed),
+                    "overloaded: the memory for request bodies in progress is used up",
+                )),
+                Err(Refused::Unreadable(e)) => {
+                    tracing::warn!(error = %e, "Could not read a request body.");
+                    Ok(error_response(
+                        StatusCode::BAD_REQUEST,
+                        Some(Outcome::bad_request),
+                        &format!("cannot read the body: {e}"),
+                    ))
+                }
+            }
+        })
     }
 }
 
