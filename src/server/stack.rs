@@ -528,6 +528,70 @@ mod tests {
         response.extensions().get::<Outcome>().copied()
     }
 
+    /// A stack with `max_concurrency` 1 around a core that answers once
+    /// the test lets it, and tells when a request has reached it.
+    #[tokio::test]
+    async fn reviews_past_the_concurrency_limit_get_a_fast_503() {
+        use crate::cache::PublishedRules;
+        use crate::server::state::Settings;
+        use http_body_util::Full;
+        use tokio::sync::Notify;
+
+        let state = AppState::new(
+            Settings {
+                disable_label: "k8s.twr.io/imageswap".to_owned(),
+                shadow: false,
+                max_body_bytes: 4096,
+                pod_name: None,
+            },
+            Arc::new(PublishedRules::new()),
+            None,
+            Arc::new(Metrics::new()),
+        );
+        let limits = Limits {
+            max_body_bytes: 4096,
+            request_timeout: Duration::from_secs(30),
+            max_concurrency: 1,
+            memory_budget_bytes: 1 << 20,
+            tls_handshake_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(10),
+        };
+        let gate = Arc::new(Semaphore::new(0));
+        let entered = Arc::new(Notify::new());
+        let core = {
+            let (gate, entered) = (gate.clone(), entered.clone());
+            tower::service_fn(move |_request: Request<ReadBody>| {
+                let (gate, entered) = (gate.clone(), entered.clone());
+                async move {
+                    entered.notify_one();
+                    let _permit = gate.acquire().await;
+                    Ok::<_, Infallible>(error_response(StatusCode::OK, Some(Outcome::patched), "done"))
+                }
+            })
+        };
+        let stack = stack_around::<Full<Bytes>, _>(&state, limits, core);
+        let post = || {
+            Request::post("/")
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap()
+        };
+
+        let held = tokio::spawn(stack.clone().oneshot(post()));
+        entered.notified().await;
+        let Ok(shed) = stack.clone().oneshot(post()).await;
+        assert_eq!(
+            (shed.status(), outcome(&shed)),
+            (StatusCode::SERVICE_UNAVAILABLE, Some(Outcome::shed))
+        );
+        gate.add_permits(2);
+        let Ok(done) = held.await.unwrap();
+        assert_eq!(done.status(), StatusCode::OK);
+        // The permit is back.
+        let Ok(after) = stack.clone().oneshot(post()).await;
+        assert_eq!(after.status(), StatusCode::OK);
+        assert!(state.metrics.encode().contains("imageswap_shed_requests_total 1"));
+    }
+
     #[tokio::test]
     async fn a_panic_in_call_or_in_a_poll_is_answered_with_a_500() {
         let in_call = CatchPanic {
