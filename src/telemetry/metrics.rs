@@ -50,7 +50,7 @@ pub enum Outcome {
     bad_request,
     /// 413: body over the limit.
     too_large,
-    /// 503: over the concurrency limit.
+    /// 503: over the concurrency limit or the memory budget of bodies.
     shed,
     /// 503: slower than the request timeout.
     timeout,
@@ -292,7 +292,7 @@ impl Metrics {
         let shed = Counter::default();
         registry.register(
             "imageswap_shed_requests",
-            "Admission requests refused with 503 because the concurrency limit was reached",
+            "Admission requests refused with 503 because the concurrency limit or the memory budget was reached",
             shed.clone(),
         );
         let deadline_exceeded = Counter::default();
