@@ -1,5 +1,6 @@
 //! The `imageswap` binary as people and Kubernetes run it
 //! (`support::binary`).
 
+mod memory;
 mod serve;
 mod swap;

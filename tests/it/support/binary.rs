@@ -18,7 +18,12 @@ const LOG_LINE_WITHIN: Duration = Duration::from_secs(10);
 /// The binary with none of the caller's settings (`IMAGESWAP_*`,
 /// `IMAGE_PREFIX`, `OTEL_*`): a test sets what it means to.
 pub fn command() -> Command {
-    let mut command = Command::new(BIN);
+    command_of(BIN)
+}
+
+/// [`command`] of another build of the binary.
+pub fn command_of(program: &str) -> Command {
+    let mut command = Command::new(program);
     for (key, _) in std::env::vars() {
         if key.starts_with("IMAGESWAP_") || key.starts_with("OTEL_") || key == "IMAGE_PREFIX" {
             command.env_remove(key);
@@ -42,7 +47,13 @@ impl Running {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut child = command()
+        Running::start_program(BIN, args, env)
+    }
+
+    /// [`Running::start_with_env`] of another build of the binary (the
+    /// release build, for measurements).
+    pub fn start_program(program: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut child = command_of(program)
             .args(["--log-format", "json", "serve"])
             .args(args)
             .envs(env.iter().copied())
