@@ -31,16 +31,17 @@ pub mod defaults {
     /// 3 MiB: the API server's own limit on a request body.
     pub const MAX_BODY_BYTES: &str = "3145728";
     pub const REQUEST_TIMEOUT: &str = "2s";
-    /// Reviews in progress at once. A cached review is tens of microseconds
-    /// of CPU, so 1024 in flight is far more than two cores can be busy
-    /// with: the limit only bites when something stalls (slow clients,
-    /// a stuck reload), and then it sheds instead of queueing without bound.
-    /// At up to 3 MiB of body each, it also bounds memory.
+    /// Reviews being decided at once; a request counts once its body is in,
+    /// so slow clients hold no place. A cached review is tens of
+    /// microseconds of CPU, so 1024 is far more than two cores can be busy
+    /// with: the limit only bites when decisions stall, and then it sheds
+    /// instead of queueing without bound. (Memory is bounded by the budget
+    /// below, not by this.)
     pub const MAX_CONCURRENCY: &str = "1024";
-    /// 64 MiB of request bodies in flight at once (see
-    /// [`crate::server::stack`]'s memory budget): with the parse state of
-    /// one review per worker thread on top, the worst case stays well under
-    /// the 256 MiB memory limit the manifests give the container.
+    /// 64 MiB of request bodies in flight at once (the stack's memory
+    /// budget): with the parse state of one review per worker thread on
+    /// top, the worst case stays under the 256 MiB memory limit the
+    /// manifests give the container (docs/operations.md has the figure).
     pub const MEMORY_BUDGET_BYTES: &str = "67108864";
     pub const SHUTDOWN_GRACE: &str = "20s";
     pub const SHUTDOWN_DELAY: &str = "0s";
