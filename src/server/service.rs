@@ -19,7 +19,7 @@ use hyper::body::Body;
 use tower::{Service, ServiceExt};
 
 use super::stack::ReadBody;
-use super::state::AppState;
+use super::state::{AppState, LARGE_REVIEW_BYTES};
 use crate::admission::{self, Admission, Options, Verdict};
 use crate::cache::RulesState;
 use crate::telemetry::metrics::Outcome;
@@ -103,6 +103,20 @@ fn handle(state: &AppState, request: Request<ReadBody>) -> HttpResponse {
     // The body (and its share of the memory budget) lives until the answer
     // is built.
     let mut body = request.into_body();
+    let _large = if body.bytes.len() > LARGE_REVIEW_BYTES {
+        match state.large_parses.try_acquire() {
+            Ok(place) => Some(place),
+            Err(_) => {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some(Outcome::shed),
+                    "overloaded: too many large reviews in progress",
+                );
+            }
+        }
+    } else {
+        None
+    };
     review(state, &rules, &mut body.bytes, deadline)
 }
 

@@ -66,7 +66,7 @@ async fn worst_case_memory_stays_under_the_container_limit() {
     let server = Running::start_program(
         &program,
         &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
-        &[("IMAGESWAP_LOG_LEVEL", "warn")],
+        &[],
     );
     let addr = server.listen_addr();
     let pid = server.child.id();
