@@ -88,7 +88,11 @@ fn the_module_graph_has_no_circles() {
     let mut done = BTreeSet::new();
     for node in edges.keys() {
         let cycle = cycle_from(node, &edges, &mut Vec::new(), &mut done);
-        assert!(cycle.is_none(), "a circle in the module graph: {}", cycle.unwrap_or_default().join(" -> "));
+        assert!(
+            cycle.is_none(),
+            "a circle in the module graph: {}",
+            cycle.unwrap_or_default().join(" -> ")
+        );
     }
 }
 
