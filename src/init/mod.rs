@@ -60,12 +60,15 @@
 //!   PKCS#1 RSA or SEC1 EC, whatever the server's rustls loads.
 
 pub mod api_error;
+pub mod ca_bundle;
 pub mod csr;
 pub mod files;
+pub mod probes;
 pub mod secret;
 pub mod serving_pair;
 pub mod settings;
 pub mod tls_pair;
+pub mod watch;
 pub mod webhook;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -140,7 +143,30 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
     })
 }
 
-fn unix_now() -> i64 {
+/// `init --watch`: the first pass is `init` ([`run_with`]; its error ends
+/// the sidecar, so the kubelet restarts it and the pod stays unready), then
+/// `ready` is called and the [`watch::Watcher`] keeps it all true until
+/// `shutdown` completes.
+pub async fn watch_with(
+    client: kube::Client,
+    settings: &InitSettings,
+    metrics: std::sync::Arc<crate::telemetry::metrics::InitMetrics>,
+    ready: impl FnOnce(&InitOutcome),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), InitError> {
+    let outcome = run_with(client.clone(), settings).await?;
+    metrics.reconcile(crate::telemetry::metrics::ReloadResult::success, unix_now());
+    metrics.cert_expiry(outcome.not_after);
+    ready(&outcome);
+    info!(
+        interval = %humantime::format_duration(settings.watch_interval),
+        "The pair is written; watching the pair and the webhook configuration."
+    );
+    watch::Watcher::new(client, settings.clone(), metrics).run(shutdown).await;
+    Ok(())
+}
+
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))

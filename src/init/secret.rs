@@ -22,6 +22,15 @@ use super::tls_pair::TlsPair;
 pub const CERT_KEY: &str = "cert.pem";
 pub const KEY_KEY: &str = "key.pem";
 pub const ROOTCA_KEY: &str = "rootca.pem";
+/// cert-manager's names (a `kubernetes.io/tls` secret), accepted as well as
+/// the original's: read when the original's key is absent or empty.
+pub const TLS_CRT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
+pub const CA_CRT_KEY: &str = "ca.crt";
+/// The fingerprint of the cluster CA bundle a pair stored by `--watch` was
+/// issued under: when the bundle changes, the pair is reissued once, by
+/// whichever replica gets there first.
+pub const CLUSTER_CA_ANNOTATION: &str = "imageswap/cluster-ca-fingerprint";
 /// Any value: its presence marks a bring-your-own-certificate secret.
 pub const BYOC_ANNOTATION: &str = "imageswap-byoc";
 /// Which pod stored the current pair, for whoever debugs a rollout.
@@ -62,12 +71,38 @@ pub enum Written {
     LostRace,
 }
 
-/// The secret, data key by key, as the pair it holds (absent keys are empty).
+/// The secret, data key by key, as the pair it holds (absent keys are
+/// empty): `cert.pem`/`key.pem`, else cert-manager's `tls.crt`/`tls.key`.
 pub fn pair_of(secret: &Secret) -> TlsPair {
     TlsPair {
-        cert_pem: data(secret, CERT_KEY),
-        key_pem: data(secret, KEY_KEY),
+        cert_pem: data_or(secret, CERT_KEY, TLS_CRT_KEY),
+        key_pem: data_or(secret, KEY_KEY, TLS_KEY_KEY),
     }
+}
+
+/// The CA certificates of a bring-your-own CA secret: `rootca.pem`, else
+/// cert-manager's `ca.crt`.
+pub fn ca_of(secret: &Secret) -> Vec<u8> {
+    data_or(secret, ROOTCA_KEY, CA_CRT_KEY)
+}
+
+fn data_or(secret: &Secret, key: &str, fallback: &str) -> Vec<u8> {
+    let value = data(secret, key);
+    if value.iter().all(u8::is_ascii_whitespace) {
+        data(secret, fallback)
+    } else {
+        value
+    }
+}
+
+/// An annotation's value.
+pub fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(key))
+        .map(String::as_str)
 }
 
 pub fn is_byoc(secret: &Secret) -> bool {
@@ -122,6 +157,18 @@ impl Secrets {
         pair: &TlsPair,
         pod_name: &str,
     ) -> Result<Written, SecretError> {
+        self.write_pair_annotated(name, current, pair, pod_name, &[]).await
+    }
+
+    /// [`Secrets::write_pair`], also setting `annotations`.
+    pub async fn write_pair_annotated(
+        &self,
+        name: &str,
+        current: Option<&Secret>,
+        pair: &TlsPair,
+        pod_name: &str,
+        annotations: &[(&str, String)],
+    ) -> Result<Written, SecretError> {
         let mut secret = match current {
             Some(existing) => existing.clone(),
             None => Secret {
@@ -143,6 +190,13 @@ impl Secrets {
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(UPDATED_BY_ANNOTATION.to_owned(), pod_name.to_owned());
+        for (key, value) in annotations {
+            secret
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert((*key).to_owned(), value.clone());
+        }
         // `managedFields` is server bookkeeping; sending it back is allowed
         // but pointless.
         secret.metadata.managed_fields = None;
