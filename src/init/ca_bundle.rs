@@ -10,8 +10,9 @@
 //!
 //! - while it signs the pair in the secret (nothing was reissued yet), then
 //! - for a grace period after this sidecar first saw it stop signing that
-//!   pair: long enough for every replica to adopt the new pair and for its
-//!   server to load it,
+//!   pair, if it was in a base this sidecar saw: long enough for every
+//!   replica to adopt the new pair and for its server to load it (a CA that
+//!   someone else added to the live object is drift, and goes at once),
 //! - and never past its own expiry.
 //!
 //! Only the live object is the memory of which CAs were trusted: a retired CA
@@ -20,7 +21,7 @@
 //! sidecar only ever keeps a CA longer. With no CA retained the bundle is the
 //! base byte for byte, as `init` writes it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -40,6 +41,9 @@ const PEM_LINE_LEN: usize = 64;
 pub struct Retention {
     grace: Duration,
     since: HashMap<Vec<u8>, Instant>,
+    /// Every CA this sidecar saw in a base: only those are retained once
+    /// they sign nothing (a CA someone else put in the live object is drift).
+    seen: HashSet<Vec<u8>>,
 }
 
 impl Retention {
@@ -47,7 +51,13 @@ impl Retention {
         Retention {
             grace,
             since: HashMap::new(),
+            seen: HashSet::new(),
         }
+    }
+
+    /// Remembers the CAs of a base the caller trusted (`init`'s first pass).
+    pub fn saw_base(&mut self, base: &[u8]) {
+        self.seen.extend(certificates(base).iter().map(|der| der.as_ref().to_vec()));
     }
 
     /// The `caBundle` to set: `base`, then the CAs of `live` it lacks that are
@@ -79,6 +89,10 @@ impl Retention {
                 kept.push(ca);
                 continue;
             }
+            if !self.seen.contains(&key) {
+                info!(ca = %subject(&ca), "Dropped a CA from the webhook's caBundle that is neither the cluster's nor a previous one.");
+                continue;
+            }
             let since = self.since.get(&key).copied().unwrap_or(now);
             if now.saturating_duration_since(since) < self.grace {
                 if !self.since.contains_key(&key) {
@@ -95,6 +109,7 @@ impl Retention {
             }
         }
         self.since = still_leaving;
+        self.saw_base(base);
         if kept.is_empty() {
             return base.to_vec();
         }
@@ -125,6 +140,26 @@ pub fn fingerprint(pem: &[u8]) -> String {
     let mut hasher = DefaultHasher::new();
     ders.hash(&mut hasher);
     format!("{:016x}", hasher.finish())
+}
+
+/// Whether the newest CA of `bundle` (latest `notBefore`; the later in the
+/// bundle on a tie) signs the leaf of `cert_pem`.
+pub fn signed_by_newest(cert_pem: &[u8], bundle: &[u8]) -> bool {
+    let newest = certificates(bundle)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, der)| {
+            let not_before = x509_parser::parse_x509_certificate(der.as_ref())
+                .ok()?
+                .1
+                .validity()
+                .not_before
+                .timestamp();
+            Some(((not_before, index), der))
+        })
+        .max_by_key(|(order, _)| *order)
+        .map(|(_, der)| der);
+    newest.is_some_and(|der| tls_pair::verify_chain(cert_pem, pem_of(&der).as_bytes()).is_ok())
 }
 
 /// One certificate as PEM.
@@ -215,6 +250,9 @@ mod tests {
         let t0 = Instant::now();
         let base = new.pem.as_bytes();
         let old_pair = leaf(&old);
+        // Before: the old CA is the cluster's.
+        let before = retention.bundle(old.pem.as_bytes(), Some(old.pem.as_bytes()), old_pair.as_bytes(), now_unix(), t0);
+        assert_eq!(before, old.pem.as_bytes());
         // The cluster switched to the new CA; the stored pair is still old.
         let bundle = retention.bundle(base, Some(old.pem.as_bytes()), old_pair.as_bytes(), now_unix(), t0);
         assert_eq!(
@@ -261,10 +299,10 @@ mod tests {
         let noisy = format!("{}\n{}", new.pem, new.pem);
         let bundle = retention.bundle(new.pem.as_bytes(), Some(noisy.as_bytes()), new_pair.as_bytes(), now_unix(), now);
         assert_eq!(bundle, new.pem.as_bytes());
-        // A CA that left the base but signs nothing and was never seen
-        // before: it gets the grace once, from now.
+        // A CA someone else added, that signs nothing and never was the
+        // cluster's: drift, dropped at once.
         let live = format!("{}{}", new.pem, old.pem);
         let bundle = retention.bundle(new.pem.as_bytes(), Some(live.as_bytes()), new_pair.as_bytes(), now_unix(), now);
-        assert_eq!(certificates(&bundle).len(), 2);
+        assert_eq!(bundle, new.pem.as_bytes());
     }
 }

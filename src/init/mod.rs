@@ -108,6 +108,8 @@ pub struct InitOutcome {
     /// Unix seconds.
     pub not_after: i64,
     pub mwc: MwcOutcome,
+    /// The cluster CA bundle put in the `caBundle`, when it was read.
+    pub cluster_ca: Option<Vec<u8>>,
 }
 
 /// Everything `init` does, against any API server `client` points at.
@@ -123,6 +125,7 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
     files::write_pair(&settings.tls_dir, &serving.pair)?;
     info!(dir = %settings.tls_dir.display(), "Wrote cert.pem and key.pem for the server.");
 
+    let mut cluster_ca = None;
     let mwc = match template {
         None => {
             info!("IMAGESWAP_DISABLE_AUTO_MWC is set; leaving the webhook configuration alone.");
@@ -131,7 +134,11 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
         Some(template) => {
             let ca = match &serving.byoc_ca {
                 Some(ca) => ca.clone(),
-                None => secret::read_cluster_ca(&client, &settings.namespace).await?,
+                None => {
+                    let ca = secret::read_cluster_ca(&client, &settings.namespace).await?;
+                    cluster_ca = Some(ca.clone());
+                    ca
+                }
             };
             webhook::ensure(&client, &template.with_ca_bundle(&ca)).await?
         }
@@ -140,6 +147,7 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
         pair: serving.source,
         not_after: serving.info.not_after,
         mwc,
+        cluster_ca,
     })
 }
 
@@ -162,7 +170,10 @@ pub async fn watch_with(
         interval = %humantime::format_duration(settings.watch_interval),
         "The pair is written; watching the pair and the webhook configuration."
     );
-    watch::Watcher::new(client, settings.clone(), metrics).run(shutdown).await;
+    watch::Watcher::new(client, settings.clone(), metrics)
+        .first_bundle(outcome.cluster_ca.as_deref())
+        .run(shutdown)
+        .await;
     Ok(())
 }
 

@@ -103,6 +103,10 @@ pub struct Policy {
 pub struct ClusterCa {
     pub pem: Vec<u8>,
     pub fingerprint: String,
+    /// The fingerprint to assume for a stored pair without the annotation
+    /// (stored by `init`, or before this version): the bundle this sidecar
+    /// first saw.
+    pub assumed: Option<String>,
 }
 
 impl Policy {
@@ -145,8 +149,14 @@ impl Policy {
         tls_pair::check_managed(&pair, names, now, threshold)?;
         if let Some(ca) = &self.cluster_ca {
             tls_pair::verify_chain(&pair.cert_pem, &ca.pem)?;
-            let stamped = secret::annotation(secret, secret::CLUSTER_CA_ANNOTATION);
-            if strict && stamped.is_some_and(|stamped| stamped != ca.fingerprint) {
+            // The bundle changed since the pair was issued: reissue, unless
+            // the pair already comes from the newest CA in it (the signer
+            // switched first; the old CA merely left the bundle).
+            let stamped = secret::annotation(secret, secret::CLUSTER_CA_ANNOTATION).or(ca.assumed.as_deref());
+            if strict
+                && stamped.is_some_and(|stamped| stamped != ca.fingerprint)
+                && !super::ca_bundle::signed_by_newest(&pair.cert_pem, &ca.pem)
+            {
                 return Err(PairProblem::IssuedUnderOtherCa);
             }
         }

@@ -50,6 +50,9 @@ const JITTER: f64 = 0.25;
 /// stored pair leaves the `caBundle`: the servers' reload after the files
 /// change (150 ms after the event, 10 s at worst by the poll).
 const RETIRE_SLACK: Duration = Duration::from_secs(5);
+/// At most this long between putting a new CA in the `caBundle` and writing
+/// the pair it signs (the interval, when shorter).
+const CA_PROPAGATION: Duration = Duration::from_secs(2);
 /// Quiet time after a template file event (a ConfigMap `..data` swap is a
 /// burst of events).
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -72,6 +75,8 @@ pub struct Watcher {
     metrics: Arc<InitMetrics>,
     retention: Retention,
     failures: u32,
+    /// The cluster CA bundle's fingerprint at this sidecar's first pass.
+    first_bundle: Option<String>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -91,7 +96,18 @@ impl Watcher {
             metrics,
             retention: Retention::new(grace),
             failures: 0,
+            first_bundle: None,
         }
+    }
+
+    /// The cluster CA bundle the first pass (`init`) used: a change from it
+    /// is a rotation even before this watcher's own first pass.
+    pub fn first_bundle(mut self, pem: Option<&[u8]>) -> Watcher {
+        if let Some(pem) = pem {
+            self.first_bundle = Some(ca_bundle::fingerprint(pem));
+            self.retention.saw_base(pem);
+        }
+        self
     }
 
     /// Passes failed in a row.
@@ -165,10 +181,15 @@ impl Watcher {
             Some(found) => serving_pair::byoc(&secrets, settings, found, now).await?,
             None => {
                 let cluster_ca = match secret::read_cluster_ca(&self.client, &settings.namespace).await {
-                    Ok(pem) => Some(ClusterCa {
-                        fingerprint: ca_bundle::fingerprint(&pem),
-                        pem,
-                    }),
+                    Ok(pem) => {
+                        let fingerprint = ca_bundle::fingerprint(&pem);
+                        let assumed = self.first_bundle.get_or_insert_with(|| fingerprint.clone()).clone();
+                        Some(ClusterCa {
+                            fingerprint,
+                            pem,
+                            assumed: Some(assumed),
+                        })
+                    }
                     // Without auto-MWC the cluster CA is not needed; without it
                     // only the chain check is skipped.
                     Err(SecretError::NoClusterCa { .. }) if template.is_none() => None,
@@ -213,6 +234,12 @@ impl Watcher {
 
         let on_disk = files::read_pair(&settings.tls_dir);
         let wrote_files = on_disk.as_ref() != Some(&serving.pair);
+        if wrote_files && matches!(mwc, MwcOutcome::Updated) {
+            // The API servers learn the new caBundle through their watch of
+            // the object: give them a moment before the server presents a
+            // pair only the new bundle trusts.
+            tokio::time::sleep(settings.watch_interval.min(CA_PROPAGATION)).await;
+        }
         if wrote_files {
             files::write_pair(&settings.tls_dir, &serving.pair)?;
             self.metrics.action(InitAction::pair_written);

@@ -134,6 +134,21 @@ impl TestCa {
         params.signed_by(&key, &self.issuer).expect("signed leaf").pem()
     }
 
+    /// [`TestCa::sign_csr`] for a certificate living `lifetime` from this
+    /// second on (short lifetimes, for renewal tests).
+    pub fn sign_csr_for(&self, csr_pem: &str, lifetime: Duration) -> Result<String, rcgen::Error> {
+        let mut request = CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(time::OffsetDateTime::now_utc());
+        request.params.not_before = now;
+        request.params.not_after = now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::HOUR);
+        request.params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        request.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        Ok(request.signed_by(&self.issuer)?.pem())
+    }
+
     /// What a kubelet-serving signer does with a CSR: keep its subject, names
     /// and key, add serving usages, sign for `valid_days`.
     pub fn sign_csr(&self, csr_pem: &str, valid_days: i64) -> Result<String, rcgen::Error> {
