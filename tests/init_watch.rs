@@ -90,8 +90,23 @@ impl Sidecar {
         }
     }
 
+    /// The pair on disk (read again while caught between two renames), its
+    /// key private.
     fn pair(&self) -> TlsPair {
-        pair_on_disk(&self.tls_dir)
+        let until = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(pair) = matching_pair(&self.tls_dir) {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(self.tls_dir.join("key.pem")).unwrap().permissions().mode();
+                    assert_eq!(mode & 0o777, 0o600, "key.pem must be private");
+                }
+                return pair;
+            }
+            assert!(std::time::Instant::now() < until, "a matching pair on disk");
+            std::thread::yield_now();
+        }
     }
 
     async fn stop(mut self) {
@@ -254,6 +269,17 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The pair in `dir` when its key matches its certificate: `None` while a
+/// reader catches the sidecar between its two renames (the server's
+/// reloader refuses such a read and looks again, so must the tests).
+fn matching_pair(dir: &Path) -> Option<TlsPair> {
+    let pair = TlsPair {
+        cert_pem: std::fs::read(dir.join("cert.pem")).ok()?,
+        key_pem: std::fs::read(dir.join("key.pem")).ok()?,
+    };
+    tls_pair::inspect(&pair).ok().map(|_| pair)
+}
+
 fn live_mwc(fake: &FakeApiServer) -> MutatingWebhookConfiguration {
     fake.get(MWC_PATH, MWC).expect("the MWC exists")
 }
@@ -323,8 +349,10 @@ async fn renewal_while_serving_never_fails_a_connection() {
     // The server's expiry gauge follows the pair it serves.
     let metrics = server.metrics.clone();
     eventually("the server's expiry gauge is the served pair's", || {
-        let now_served = tls_pair::inspect(&pair_on_disk(&sidecar.tls_dir)).unwrap();
-        metric(&metrics.encode(), "imageswap_tls_cert_expiry_timestamp_seconds") == now_served.not_after as f64
+        matching_pair(&sidecar.tls_dir).is_some_and(|pair| {
+            let now_served = tls_pair::inspect(&pair).unwrap();
+            metric(&metrics.encode(), "imageswap_tls_cert_expiry_timestamp_seconds") == now_served.not_after as f64
+        })
     })
     .await;
     assert!(info.not_after > 0);
@@ -385,8 +413,8 @@ async fn a_cluster_ca_rotation_keeps_the_api_server_trusting_the_webhook() {
     let both = format!("{old_ca}{}", new_ca.pem);
     fake.set_cluster_ca(NAMESPACE, &both);
     eventually("the pair is reissued under the new CA and served", || {
-        let pair = pair_on_disk(&sidecar.tls_dir);
-        tls_pair::verify_chain(&pair.cert_pem, new_ca.pem.as_bytes()).is_ok()
+        matching_pair(&sidecar.tls_dir)
+            .is_some_and(|pair| tls_pair::verify_chain(&pair.cert_pem, new_ca.pem.as_bytes()).is_ok())
     })
     .await;
     assert_eq!(bundle_size(&ca_bundle(&fake)), 2);
@@ -430,7 +458,8 @@ async fn an_abrupt_cluster_ca_replacement_keeps_the_old_ca_until_the_new_pair_is
     let new_ca = fake.rotate_signer(TestCa::new("fake cluster CA, replaced"));
     fake.set_cluster_ca(NAMESPACE, &new_ca.pem);
     eventually("the new pair is written", || {
-        tls_pair::verify_chain(&pair_on_disk(&sidecar.tls_dir).cert_pem, new_ca.pem.as_bytes()).is_ok()
+        matching_pair(&sidecar.tls_dir)
+            .is_some_and(|pair| tls_pair::verify_chain(&pair.cert_pem, new_ca.pem.as_bytes()).is_ok())
     })
     .await;
     eventually("the caBundle is the new CA only", || ca_bundle(&fake) == new_ca.pem.as_bytes()).await;
@@ -478,7 +507,7 @@ async fn a_renewed_cert_manager_secret_is_followed_and_a_broken_one_refused() {
     // cert-manager renews the certificate in place.
     let renewed = own_ca.issue(&service_names(), 0, 90);
     fake.seed(&secrets_path(NAMESPACE), &cert_manager_secret(&renewed, &own_ca.pem));
-    eventually("the renewed pair is written", || pair_on_disk(&sidecar.tls_dir) == renewed).await;
+    eventually("the renewed pair is written", || matching_pair(&sidecar.tls_dir) == Some(renewed.clone())).await;
     let addr = server.addr;
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
@@ -573,12 +602,14 @@ async fn five_sidecars_racing_on_a_renewal_store_one_pair_and_all_adopt_it() {
         sidecars.push(Sidecar::start(&fake, settings).await);
     }
     let first = stored_pair(&fake).unwrap();
-    eventually("all five serve the stored pair", || sidecars.iter().all(|s| pair_on_disk(&s.tls_dir) == first)).await;
+    eventually("all five serve the stored pair", || {
+        sidecars.iter().all(|s| matching_pair(&s.tls_dir).as_ref() == Some(&first))
+    }).await;
     let writes_before = fake.writes_to(&secrets_path(NAMESPACE));
 
     eventually("all five adopt one renewed pair", || {
         let stored = stored_pair(&fake).unwrap();
-        stored != first && sidecars.iter().all(|s| pair_on_disk(&s.tls_dir) == stored)
+        stored != first && sidecars.iter().all(|s| matching_pair(&s.tls_dir).as_ref() == Some(&stored))
     })
     .await;
     assert_eq!(

@@ -55,15 +55,16 @@ pub enum PairError {
         action: String,
     },
     #[error(
-        "secret {secret} is marked {annotation} but its CA secret {ca_secret} does not exist (and the secret \
-         has no {ca_crt:?}): create it with the issuing CA certificate under {key:?}",
+        "secret {secret} is marked {annotation} but its CA secret {ca_secret} does not exist: create it \
+         with the issuing CA certificate under {key:?}, or store it under {ca_crt:?} in the secret itself \
+         (as cert-manager does)",
         annotation = secret::BYOC_ANNOTATION,
         key = secret::ROOTCA_KEY,
         ca_crt = secret::CA_CRT_KEY
     )]
     ByocCaMissing { secret: String, ca_secret: String },
     #[error(
-        "CA secret {ca_secret} has no {key:?} (or {ca_crt:?}) or it is empty: store there the CA \
+        "CA secret {ca_secret} has no {key:?} or it is empty: store there (or under {ca_crt:?}) the CA \
          certificate that signed the certificate in {secret}",
         key = secret::ROOTCA_KEY,
         ca_crt = secret::CA_CRT_KEY
