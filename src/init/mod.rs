@@ -65,6 +65,7 @@ pub mod csr;
 pub mod files;
 pub mod probes;
 pub mod secret;
+pub mod self_signed;
 pub mod serving_pair;
 pub mod settings;
 pub mod tls_pair;
@@ -99,6 +100,8 @@ pub enum InitError {
     Secret(#[from] secret::SecretError),
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
+    #[error(transparent)]
+    SelfSigned(#[from] self_signed::SelfSignedError),
 }
 
 /// What `init` did, for the final log line and for tests.
@@ -121,7 +124,26 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
         Some(webhook::Template::load(settings)?)
     };
 
-    let serving = serving_pair::ensure(&client, settings, unix_now()).await?;
+    let now = unix_now();
+    let own_ca = match settings.cert_source {
+        settings::CertSource::SelfSigned => Some(self_signed::ensure_ca(&client, settings, now, None).await?),
+        _ => None,
+    };
+    let serving = match &own_ca {
+        None => serving_pair::ensure(&client, settings, now).await?,
+        Some(ca) => {
+            let policy = serving_pair::Policy {
+                cluster_ca: Some(serving_pair::ClusterCa {
+                    fingerprint: ca_bundle::fingerprint(&ca.bundle),
+                    pem: ca.bundle.clone(),
+                    assumed: None,
+                }),
+                own_ca: Some(ca.clone()),
+                ..serving_pair::Policy::once(settings)
+            };
+            serving_pair::ensure_with(&client, settings, now, &policy).await?
+        }
+    };
     files::write_pair(&settings.tls_dir, &serving.pair)?;
     info!(dir = %settings.tls_dir.display(), "Wrote cert.pem and key.pem for the server.");
 
@@ -132,9 +154,10 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
             MwcOutcome::Disabled
         }
         Some(template) => {
-            let ca = match &serving.byoc_ca {
-                Some(ca) => ca.clone(),
-                None => {
+            let ca = match (&serving.byoc_ca, &own_ca) {
+                (Some(ca), _) => ca.clone(),
+                (None, Some(own)) => own.bundle.clone(),
+                (None, None) => {
                     let ca = secret::read_cluster_ca(&client, &settings.namespace).await?;
                     cluster_ca = Some(ca.clone());
                     ca

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::csr::{self, CsrError};
 use super::secret::{self, SecretError, Secrets, Written};
-use super::settings::InitSettings;
+use super::settings::{CertSource, InitSettings};
 use super::tls_pair::{self, PairInfo, PairProblem, TlsPair};
 
 /// Reads and writes of the secret before giving up on a race that does not
@@ -70,8 +70,14 @@ pub enum PairError {
         ca_crt = secret::CA_CRT_KEY
     )]
     ByocCaEmpty { secret: String, ca_secret: String },
+    #[error(
+        "IMAGESWAP_CERT_SOURCE is byoc but secret {secret} does not exist: create it with your pair under \"cert.pem\" and \"key.pem\" (or \"tls.crt\" and \"tls.key\")"
+    )]
+    ByocMissing { secret: String },
     #[error(transparent)]
     Csr(#[from] CsrError),
+    #[error(transparent)]
+    SelfSigned(#[from] super::self_signed::SelfSignedError),
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(
@@ -97,6 +103,9 @@ pub struct Policy {
     /// annotation: a pair issued under another bundle is reissued (the
     /// cluster CA rotated).
     pub cluster_ca: Option<ClusterCa>,
+    /// `self-signed`: issue from this CA instead of through a CSR (and
+    /// `cluster_ca` is its bundle).
+    pub own_ca: Option<super::self_signed::OwnCa>,
 }
 
 /// The cluster CA bundle as `--watch` saw it.
@@ -118,6 +127,7 @@ impl Policy {
             renew_before_secs: i64::try_from(settings.renew_before.as_secs()).unwrap_or(i64::MAX),
             renew_fraction: None,
             cluster_ca: None,
+            own_ca: None,
         }
     }
 
@@ -195,8 +205,11 @@ pub async fn ensure_with(
     let mut current = secrets.read(&settings.tls_secret).await?;
     let mut issued: Option<csr::Issued> = None;
     for round in 0..MAX_WRITE_ROUNDS {
-        if let Some(found) = current.as_ref().filter(|found| secret::is_byoc(found)) {
+        if let Some(found) = current.as_ref().filter(|found| is_byoc(settings, found)) {
             return byoc(&secrets, settings, found, now).await;
+        }
+        if current.is_none() && settings.cert_source == CertSource::Byoc {
+            return Err(PairError::ByocMissing { secret: secret_ref });
         }
         if let Some(found) = &current {
             let pair = secret::pair_of(found);
@@ -232,9 +245,10 @@ pub async fn ensure_with(
             info!(secret = %secret_ref, "No serving certificate stored yet; issuing one.");
         }
 
-        let fresh = match issued.take() {
-            Some(fresh) => fresh,
-            None => csr::issue(client, settings).await?,
+        let fresh = match (issued.take(), &policy.own_ca) {
+            (Some(fresh), _) => fresh,
+            (None, Some(ca)) => super::self_signed::issue(ca, settings, now)?,
+            (None, None) => csr::issue(client, settings).await?,
         };
         match secrets
             .write_pair_annotated(
@@ -276,6 +290,12 @@ pub async fn ensure_with(
         secret: secret_ref,
         rounds: MAX_WRITE_ROUNDS,
     })
+}
+
+/// Whether the secret's pair is the operator's: the annotation, or
+/// `IMAGESWAP_CERT_SOURCE=byoc`.
+pub fn is_byoc(settings: &InitSettings, found: &k8s_openapi::api::core::v1::Secret) -> bool {
+    secret::is_byoc(found) || settings.cert_source == CertSource::Byoc
 }
 
 /// The bring-your-own path: every check, no writes.

@@ -36,6 +36,11 @@ pub const DEFAULT_WATCH_INTERVAL: &str = "1m";
 /// `init --watch` renews a pair it manages when this share of its lifetime
 /// is left (kubelet-serving pairs of a year: after eight months).
 pub const DEFAULT_RENEW_FRACTION: &str = "1/3";
+pub const DEFAULT_CERT_SOURCE: &str = "csr";
+/// `self-signed`: the CA lives ten years, its serving pairs one, as the
+/// kubelet-serving signer's do.
+pub const DEFAULT_SELF_SIGNED_CA_LIFETIME: &str = "3650d";
+pub const DEFAULT_SELF_SIGNED_CERT_LIFETIME: &str = "365d";
 
 /// `imageswap init`: the names are the original ImageSwap's, so existing
 /// installations keep working.
@@ -139,10 +144,65 @@ pub struct InitArgs {
     )]
     pub renew_fraction: Fraction,
 
+    /// Where a pair comes from: `csr` (the cluster's signer), `self-signed` (a
+    /// CA of ImageSwap's own, kept in a secret), or `byoc` (the TLS secret is
+    /// yours, with or without its `imageswap-byoc` annotation, which selects
+    /// bring-your-own in any case).
+    #[arg(
+        long,
+        env = "IMAGESWAP_CERT_SOURCE",
+        default_value = DEFAULT_CERT_SOURCE,
+        value_parser = setting::<CertSource>(),
+    )]
+    pub cert_source: CertSource,
+
+    /// `self-signed`: how long the CA lives (renewed with the same share left
+    /// as a pair, its predecessor kept in the caBundle until it expires).
+    #[arg(
+        long,
+        env = "IMAGESWAP_SELF_SIGNED_CA_LIFETIME",
+        default_value = DEFAULT_SELF_SIGNED_CA_LIFETIME,
+        value_parser = setting::<Duration>(),
+    )]
+    pub self_signed_ca_lifetime: Duration,
+
+    /// `self-signed`: how long a serving pair lives (at most as long as its CA).
+    #[arg(
+        long,
+        env = "IMAGESWAP_SELF_SIGNED_CERT_LIFETIME",
+        default_value = DEFAULT_SELF_SIGNED_CERT_LIFETIME,
+        value_parser = setting::<Duration>(),
+    )]
+    pub self_signed_cert_lifetime: Duration,
+
     /// `--watch`: serve `/metrics`, `/healthz` and `/readyz` (200 once the first
     /// pass wrote the pair: the sidecar's startup probe) over plain HTTP here.
     #[arg(long, env = "IMAGESWAP_WATCH_LISTEN", value_parser = setting::<SocketAddr>())]
     pub watch_listen: Option<SocketAddr>,
+}
+
+/// Where the serving pair comes from (`IMAGESWAP_CERT_SOURCE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    /// A CertificateSigningRequest to the cluster's signer.
+    Csr,
+    /// A CA of ImageSwap's own, created once in a secret.
+    SelfSigned,
+    /// The operator's pair in the TLS secret.
+    Byoc,
+}
+
+impl crate::settings::SettingValue for CertSource {
+    const EXPECTED: &'static str = "csr, self-signed or byoc";
+
+    fn parse_setting(text: &str) -> Result<CertSource, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "csr" => Ok(CertSource::Csr),
+            "self-signed" => Ok(CertSource::SelfSigned),
+            "byoc" => Ok(CertSource::Byoc),
+            _ => Err("not a certificate source".to_owned()),
+        }
+    }
 }
 
 /// A share strictly between 0 and 1, written `1/3` or `0.33`.
@@ -208,6 +268,9 @@ pub struct InitSettings {
     pub renew_fraction: f64,
     /// `--watch` only: the sidecar's metrics and probe listener.
     pub watch_listen: Option<SocketAddr>,
+    pub cert_source: CertSource,
+    pub self_signed_ca_lifetime: Duration,
+    pub self_signed_cert_lifetime: Duration,
 }
 
 impl Default for InitSettings {
@@ -229,6 +292,9 @@ impl Default for InitSettings {
             watch_interval: Duration::from_secs(60),
             renew_fraction: 1.0 / 3.0,
             watch_listen: None,
+            cert_source: CertSource::Csr,
+            self_signed_ca_lifetime: Duration::from_secs(3650 * 86_400),
+            self_signed_cert_lifetime: Duration::from_secs(365 * 86_400),
         }
     }
 }
@@ -260,6 +326,9 @@ impl InitSettings {
             watch_interval: args.watch_interval,
             renew_fraction: args.renew_fraction.0,
             watch_listen: args.watch_listen,
+            cert_source: args.cert_source,
+            self_signed_ca_lifetime: args.self_signed_ca_lifetime,
+            self_signed_cert_lifetime: args.self_signed_cert_lifetime,
         };
         settings.validate()?;
         Ok(settings)
@@ -286,6 +355,12 @@ impl InitSettings {
         }
         if self.watch_interval.is_zero() {
             return Err(invalid("watch_interval", "0s", "must be longer than zero"));
+        }
+        if self.self_signed_ca_lifetime.is_zero() || self.self_signed_ca_lifetime.as_secs() < 2 {
+            return Err(invalid("self_signed_ca_lifetime", "0s", "must be at least two seconds"));
+        }
+        if self.self_signed_cert_lifetime.as_secs() < 2 {
+            return Err(invalid("self_signed_cert_lifetime", "0s", "must be at least two seconds"));
         }
         if !(self.renew_fraction > 0.0 && self.renew_fraction < 1.0) {
             return Err(invalid(
@@ -481,6 +556,10 @@ mod tests {
         assert_eq!(settings.watch_interval, Duration::from_millis(100));
         assert!((settings.renew_fraction - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(settings.watch_listen, None);
+        assert_eq!(settings.cert_source, CertSource::Csr);
+        let parsed = Init::try_parse_from(["init", "--cert-source", "Self-Signed"]).unwrap();
+        assert_eq!(parsed.args.cert_source, CertSource::SelfSigned);
+        assert!(Init::try_parse_from(["init", "--cert-source", "acme"]).is_err());
         let message = Init::try_parse_from(["init", "--renew-fraction", "2"])
             .expect_err("refused")
             .to_string();

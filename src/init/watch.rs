@@ -37,9 +37,9 @@ use tracing::{debug, info, warn};
 use super::ca_bundle::{self, Retention};
 use super::secret::{self, SecretError, Secrets};
 use super::serving_pair::{self, ClusterCa, PairSource, Policy};
-use super::settings::InitSettings;
+use super::settings::{CertSource, InitSettings};
 use super::webhook::{self, MwcOutcome, Template};
-use super::{InitError, files, tls_pair, unix_now};
+use super::{InitError, files, self_signed, tls_pair, unix_now};
 use crate::telemetry::metrics::{InitAction, InitMetrics, ReloadResult};
 
 /// The longest wait between two attempts while passes fail.
@@ -177,8 +177,26 @@ impl Watcher {
         let secrets = Secrets::new(&self.client, &settings.namespace);
         let current = secrets.read(&settings.tls_secret).await?;
 
-        let serving = match current.as_ref().filter(|found| secret::is_byoc(found)) {
+        let mut own_ca = None;
+        let serving = match current.as_ref().filter(|found| serving_pair::is_byoc(settings, found)) {
             Some(found) => serving_pair::byoc(&secrets, settings, found, now).await?,
+            None if settings.cert_source == CertSource::SelfSigned => {
+                let ca = self_signed::ensure_ca(&self.client, settings, now, Some(settings.renew_fraction)).await?;
+                let fingerprint = ca_bundle::fingerprint(&ca.bundle);
+                let assumed = self.first_bundle.get_or_insert_with(|| fingerprint.clone()).clone();
+                let policy = Policy {
+                    renew_fraction: Some(settings.renew_fraction),
+                    cluster_ca: Some(ClusterCa {
+                        fingerprint,
+                        pem: ca.bundle.clone(),
+                        assumed: Some(assumed),
+                    }),
+                    own_ca: Some(ca.clone()),
+                    ..Policy::once(settings)
+                };
+                own_ca = Some(ca);
+                self.managed(&policy, current.as_ref(), now).await?
+            }
             None => {
                 let cluster_ca = match secret::read_cluster_ca(&self.client, &settings.namespace).await {
                     Ok(pem) => {
@@ -207,9 +225,10 @@ impl Watcher {
         let mwc = match &template {
             None => MwcOutcome::Disabled,
             Some(template) => {
-                let base = match &serving.byoc_ca {
-                    Some(ca) => ca.clone(),
-                    None => secret::read_cluster_ca(&self.client, &settings.namespace).await?,
+                let base = match (&serving.byoc_ca, &own_ca) {
+                    (Some(ca), _) => ca.clone(),
+                    (None, Some(own)) => own.bundle.clone(),
+                    (None, None) => secret::read_cluster_ca(&self.client, &settings.namespace).await?,
                 };
                 let serving_cert = serving.pair.cert_pem.clone();
                 let webhook_name = settings.webhook_name.clone();
