@@ -106,6 +106,8 @@ VALUE_SETS = [
     }, NAMESPACE, {}),
     # Clusters before 1.29: one-shot init container plus a plain watch container.
     ("plain-sidecar", {"nativeSidecar": False}, NAMESPACE, {}),
+    # A CA of ImageSwap's own: the Role gains its secret.
+    ("self-signed", {"config": {"IMAGESWAP_CERT_SOURCE": "self-signed"}}, NAMESPACE, {}),
     ("legacy-single", {
         "config": {"IMAGESWAP_MODE": "LEGACY", "IMAGE_PREFIX": "registry.example.com", "IMAGESWAP_LOG_LEVEL": "DEBUG"},
         "autoscaling": {"enabled": False},
@@ -167,6 +169,7 @@ REFUSED = [
     ("sidecar on the metrics port", {"config": {"IMAGESWAP_METRICS_LISTEN": "0.0.0.0:9090",
                                                 "IMAGESWAP_WATCH_LISTEN": "0.0.0.0:9090"}}, "IMAGESWAP_WATCH_LISTEN"),
     ("renewal fraction", {"config": {"IMAGESWAP_CERT_RENEW_FRACTION": "a third"}}, "IMAGESWAP_CERT_RENEW_FRACTION"),
+    ("certificate source", {"config": {"IMAGESWAP_CERT_SOURCE": "acme"}}, "IMAGESWAP_CERT_SOURCE"),
 ]
 
 # Not keys of `config`, on purpose: from the downward API, or never in a cluster.

@@ -32,17 +32,26 @@ fn self_signed(root: &std::path::Path, pod: &str) -> InitSettings {
 }
 
 fn ca_bundle_of_secret(fake: &FakeApiServer) -> Vec<u8> {
-    let secret: Secret = fake.get(&secrets_path(NAMESPACE), CA_SECRET_NAME).expect("the CA secret");
+    let secret: Secret = fake
+        .get(&secrets_path(NAMESPACE), CA_SECRET_NAME)
+        .expect("the CA secret");
     secret.data.unwrap()["ca.crt"].0.clone()
 }
 
 fn mwc_bundle(fake: &FakeApiServer) -> Vec<u8> {
     let mwc: MutatingWebhookConfiguration = fake.get(MWC_PATH, MWC).unwrap();
-    mwc.webhooks.unwrap()[0].client_config.ca_bundle.clone().unwrap().0
+    mwc.webhooks.unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .unwrap()
+        .0
 }
 
 fn ders(pem: &[u8]) -> Vec<Vec<u8>> {
-    CertificateDer::pem_slice_iter(pem).map(|c| c.unwrap().as_ref().to_vec()).collect()
+    CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.unwrap().as_ref().to_vec())
+        .collect()
 }
 
 fn matching_pair(dir: &std::path::Path) -> Option<TlsPair> {
@@ -56,7 +65,10 @@ fn matching_pair(dir: &std::path::Path) -> Option<TlsPair> {
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let until = tokio::time::Instant::now() + DEADLINE;
     while !check() {
-        assert!(tokio::time::Instant::now() < until, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -79,14 +91,25 @@ async fn first_install_creates_the_ca_once_and_issues_without_a_csr() {
     assert_eq!(stored_pair(&fake).unwrap(), pair);
     tls_pair::verify_chain(&pair.cert_pem, &bundle).unwrap();
     tls_pair::verify_chain(&pair.cert_pem, fake.ca().pem.as_bytes()).unwrap_err();
-    let info = tls_pair::check_managed(&pair, &service_names(), time::OffsetDateTime::now_utc().unix_timestamp(), 300 * 86_400)
-        .expect("a year-long pair for the service names");
+    let info = tls_pair::check_managed(
+        &pair,
+        &service_names(),
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+        300 * 86_400,
+    )
+    .expect("a year-long pair for the service names");
     assert!(info.not_after > 0);
-    assert_eq!(mwc_bundle(&fake), bundle, "the caBundle is the own CA, not the cluster's");
+    assert_eq!(
+        mwc_bundle(&fake),
+        bundle,
+        "the caBundle is the own CA, not the cluster's"
+    );
 
     // A restart: the CA and the pair are reused, nothing is written.
     fake.clear_requests();
-    let again = run_with(fake.client(), &self_signed(dir.path(), "pod-b")).await.unwrap();
+    let again = run_with(fake.client(), &self_signed(dir.path(), "pod-b"))
+        .await
+        .unwrap();
     assert_eq!(again.pair, PairSource::Existing);
     assert_eq!(again.mwc, MwcOutcome::Unchanged);
     assert_eq!(fake.write_attempts_to("/"), 0, "{:?}", fake.requests());
@@ -102,7 +125,9 @@ async fn replicas_starting_together_create_one_ca_and_share_one_pair() {
     for i in 0..5 {
         let settings = self_signed(dir.path(), &format!("pod-{i}"));
         let client = fake.client();
-        tasks.push(tokio::spawn(async move { run_with(client, &settings).await.map(|o| (settings, o)) }));
+        tasks.push(tokio::spawn(async move {
+            run_with(client, &settings).await.map(|o| (settings, o))
+        }));
     }
     let mut results = Vec::new();
     for task in tasks {
@@ -168,7 +193,8 @@ async fn the_sidecar_renews_the_ca_with_overlap_in_the_ca_bundle() {
     // The pair is reissued under the new CA.
     let new_ca_pem = imageswap::init::ca_bundle::pem_of(&CertificateDer::from(new_ca.clone()));
     eventually("the pair comes from the new CA", || {
-        matching_pair(&tls_dir).is_some_and(|p| tls_pair::verify_chain(&p.cert_pem, new_ca_pem.as_bytes()).is_ok())
+        matching_pair(&tls_dir)
+            .is_some_and(|p| tls_pair::verify_chain(&p.cert_pem, new_ca_pem.as_bytes()).is_ok())
     })
     .await;
     // Once the old CA expired, the caBundle drops it.

@@ -57,7 +57,8 @@ impl Retention {
 
     /// Remembers the CAs of a base the caller trusted (`init`'s first pass).
     pub fn saw_base(&mut self, base: &[u8]) {
-        self.seen.extend(certificates(base).iter().map(|der| der.as_ref().to_vec()));
+        self.seen
+            .extend(certificates(base).iter().map(|der| der.as_ref().to_vec()));
     }
 
     /// The `caBundle` to set: `base`, then the CAs of `live` it lacks that are
@@ -127,7 +128,9 @@ impl Retention {
 /// The certificates of a PEM bundle, in order; what does not parse is left
 /// out (the base was checked by whoever reads it, the live object is ours).
 pub fn certificates(pem: &[u8]) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect()
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
 }
 
 /// An order-independent fingerprint of a bundle's certificates, stable
@@ -251,17 +254,35 @@ mod tests {
         let base = new.pem.as_bytes();
         let old_pair = leaf(&old);
         // Before: the old CA is the cluster's.
-        let before = retention.bundle(old.pem.as_bytes(), Some(old.pem.as_bytes()), old_pair.as_bytes(), now_unix(), t0);
+        let before = retention.bundle(
+            old.pem.as_bytes(),
+            Some(old.pem.as_bytes()),
+            old_pair.as_bytes(),
+            now_unix(),
+            t0,
+        );
         assert_eq!(before, old.pem.as_bytes());
         // The cluster switched to the new CA; the stored pair is still old.
-        let bundle = retention.bundle(base, Some(old.pem.as_bytes()), old_pair.as_bytes(), now_unix(), t0);
+        let bundle = retention.bundle(
+            base,
+            Some(old.pem.as_bytes()),
+            old_pair.as_bytes(),
+            now_unix(),
+            t0,
+        );
         assert_eq!(
             certificates(&bundle),
             [certificates(base), certificates(old.pem.as_bytes())].concat()
         );
         assert!(bundle.starts_with(base));
         // Still signing the pair: kept however long it takes.
-        let again = retention.bundle(base, Some(&bundle), old_pair.as_bytes(), now_unix(), t0 + grace * 3);
+        let again = retention.bundle(
+            base,
+            Some(&bundle),
+            old_pair.as_bytes(),
+            now_unix(),
+            t0 + grace * 3,
+        );
         assert_eq!(again, bundle);
         // Reissued under the new CA: the grace starts now.
         let t1 = t0 + grace * 4;
@@ -287,22 +308,46 @@ mod tests {
         let now = Instant::now();
         let new_pair = leaf(&new);
         // Not in the live object: not retained, whatever this sidecar remembers.
-        let bundle = retention.bundle(new.pem.as_bytes(), Some(new.pem.as_bytes()), new_pair.as_bytes(), now_unix(), now);
+        let bundle = retention.bundle(
+            new.pem.as_bytes(),
+            Some(new.pem.as_bytes()),
+            new_pair.as_bytes(),
+            now_unix(),
+            now,
+        );
         assert_eq!(bundle, new.pem.as_bytes());
         // Expired: dropped at once, even while it signs the pair.
         let expired_ca = ca("expired", -1);
         let live = format!("{}{}", new.pem, expired_ca.pem);
         let old_pair = leaf(&expired_ca);
-        let bundle = retention.bundle(new.pem.as_bytes(), Some(live.as_bytes()), old_pair.as_bytes(), now_unix(), now);
+        let bundle = retention.bundle(
+            new.pem.as_bytes(),
+            Some(live.as_bytes()),
+            old_pair.as_bytes(),
+            now_unix(),
+            now,
+        );
         assert_eq!(bundle, new.pem.as_bytes());
         // A live bundle with the base CA twice and formatting noise: the base.
         let noisy = format!("{}\n{}", new.pem, new.pem);
-        let bundle = retention.bundle(new.pem.as_bytes(), Some(noisy.as_bytes()), new_pair.as_bytes(), now_unix(), now);
+        let bundle = retention.bundle(
+            new.pem.as_bytes(),
+            Some(noisy.as_bytes()),
+            new_pair.as_bytes(),
+            now_unix(),
+            now,
+        );
         assert_eq!(bundle, new.pem.as_bytes());
         // A CA someone else added, that signs nothing and never was the
         // cluster's: drift, dropped at once.
         let live = format!("{}{}", new.pem, old.pem);
-        let bundle = retention.bundle(new.pem.as_bytes(), Some(live.as_bytes()), new_pair.as_bytes(), now_unix(), now);
+        let bundle = retention.bundle(
+            new.pem.as_bytes(),
+            Some(live.as_bytes()),
+            new_pair.as_bytes(),
+            now_unix(),
+            now,
+        );
         assert_eq!(bundle, new.pem.as_bytes());
     }
 }

@@ -51,7 +51,11 @@ pub struct Probes {
 }
 
 impl Probes {
-    pub async fn bind(addr: SocketAddr, metrics: Arc<InitMetrics>, started: Started) -> std::io::Result<Probes> {
+    pub async fn bind(
+        addr: SocketAddr,
+        metrics: Arc<InitMetrics>,
+        started: Started,
+    ) -> std::io::Result<Probes> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Probes {
             listener,

@@ -157,7 +157,8 @@ impl Secrets {
         pair: &TlsPair,
         pod_name: &str,
     ) -> Result<Written, SecretError> {
-        self.write_pair_annotated(name, current, pair, pod_name, &[]).await
+        self.write_pair_annotated(name, current, pair, pod_name, &[])
+            .await
     }
 
     /// [`Secrets::write_pair`], also setting `annotations`.

@@ -49,7 +49,7 @@ pub enum SelfSignedError {
         namespace: String,
         name: String,
         #[source]
-        source: ApiError,
+        source: Box<ApiError>,
     },
     #[error(
         "secret {namespace}/{name} does not hold a usable CA ({reason}): delete it and ImageSwap creates a new one"
@@ -61,7 +61,9 @@ pub enum SelfSignedError {
     },
     #[error("cannot generate a certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("secret {namespace}/{name} kept changing under {MAX_ROUNDS} attempts to write it: find what else writes it")]
+    #[error(
+        "secret {namespace}/{name} kept changing under {MAX_ROUNDS} attempts to write it: find what else writes it"
+    )]
     Unsettled { namespace: String, name: String },
 }
 
@@ -108,14 +110,21 @@ pub async fn ensure_ca(
         action,
         namespace: namespace.clone(),
         name: name.clone(),
-        source,
+        source: Box::new(source),
     };
     for _ in 0..MAX_ROUNDS {
-        let current = api.get_opt(&name).await.map_err(|e| api_error("read", ApiError(e)))?;
+        let current = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error("read", ApiError(e)))?;
         let Some(current) = current else {
             let (cert_pem, key_pem) = generate_ca(settings, now)?;
             let secret = ca_secret(&name, &namespace, None, &cert_pem, &key_pem, &[]);
-            match api.create(&PostParams::default(), &secret).await.map_err(ApiError) {
+            match api
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(ApiError)
+            {
                 Ok(_) => {
                     info!(secret = %format!("{namespace}/{name}"), "Created the self-signed CA.");
                     return parse(&cert_pem, &key_pem, cert_pem.as_bytes(), now, &namespace, &name);
@@ -133,13 +142,18 @@ pub async fn ensure_ca(
         let ca = parse(&first, &key_pem, &bundle, now, &namespace, &name)?;
         let lifetime = ca.not_after.saturating_sub(ca.not_before).max(0);
         #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-        let due = renew_fraction.is_some_and(|fraction| ca.not_after - now <= (lifetime as f64 * fraction) as i64);
+        let due =
+            renew_fraction.is_some_and(|fraction| ca.not_after - now <= (lifetime as f64 * fraction) as i64);
         if !due {
             return Ok(ca);
         }
         let (cert_pem, new_key) = generate_ca(settings, now)?;
         let secret = ca_secret(&name, &namespace, Some(&current), &cert_pem, &new_key, &ca.bundle);
-        match api.replace(&name, &PostParams::default(), &secret).await.map_err(ApiError) {
+        match api
+            .replace(&name, &PostParams::default(), &secret)
+            .await
+            .map_err(ApiError)
+        {
             Ok(_) => {
                 info!(
                     secret = %format!("{namespace}/{name}"),
@@ -166,7 +180,10 @@ pub fn issue(ca: &OwnCa, settings: &InitSettings, now: i64) -> Result<Issued, Se
     params
         .distinguished_name
         .push(DnType::CommonName, settings.service_host());
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let lifetime = i64::try_from(settings.self_signed_cert_lifetime.as_secs()).unwrap_or(i64::MAX);
     params.not_before = at(now - CLOCK_SKEW_SECS)?.to_datetime();
@@ -195,10 +212,7 @@ pub fn issue(ca: &OwnCa, settings: &InitSettings, now: i64) -> Result<Issued, Se
 fn generate_ca(settings: &InitSettings, now: i64) -> Result<(String, String), SelfSignedError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name = ca_name(&format!(
-        "imageswap self-signed CA {} {now}",
-        settings.namespace
-    ));
+    params.distinguished_name = ca_name(&format!("imageswap self-signed CA {} {now}", settings.namespace));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = ca_usages();
     let lifetime = i64::try_from(settings.self_signed_ca_lifetime.as_secs()).unwrap_or(i64::MAX);
@@ -280,7 +294,10 @@ fn parse(
     };
     let info = tls_pair::inspect(&pair).map_err(|problem| broken(problem.to_string()))?;
     if info.not_after <= now {
-        return Err(broken(format!("it expired at {}", tls_pair::format_time(info.not_after))));
+        return Err(broken(format!(
+            "it expired at {}",
+            tls_pair::format_time(info.not_after)
+        )));
     }
     let mut kept = Vec::new();
     for der in ca_bundle::certificates(bundle) {

@@ -215,12 +215,19 @@ impl crate::settings::SettingValue for Fraction {
     fn parse_setting(text: &str) -> Result<Fraction, String> {
         let value = match text.split_once('/') {
             Some((numerator, denominator)) => {
-                let numerator: f64 = numerator.trim().parse().map_err(|e: std::num::ParseFloatError| e.to_string())?;
-                let denominator: f64 =
-                    denominator.trim().parse().map_err(|e: std::num::ParseFloatError| e.to_string())?;
+                let numerator: f64 = numerator
+                    .trim()
+                    .parse()
+                    .map_err(|e: std::num::ParseFloatError| e.to_string())?;
+                let denominator: f64 = denominator
+                    .trim()
+                    .parse()
+                    .map_err(|e: std::num::ParseFloatError| e.to_string())?;
                 numerator / denominator
             }
-            None => text.parse().map_err(|e: std::num::ParseFloatError| e.to_string())?,
+            None => text
+                .parse()
+                .map_err(|e: std::num::ParseFloatError| e.to_string())?,
         };
         if value.is_finite() && value > 0.0 && value < 1.0 {
             Ok(Fraction(value))
@@ -357,10 +364,18 @@ impl InitSettings {
             return Err(invalid("watch_interval", "0s", "must be longer than zero"));
         }
         if self.self_signed_ca_lifetime.is_zero() || self.self_signed_ca_lifetime.as_secs() < 2 {
-            return Err(invalid("self_signed_ca_lifetime", "0s", "must be at least two seconds"));
+            return Err(invalid(
+                "self_signed_ca_lifetime",
+                "0s",
+                "must be at least two seconds",
+            ));
         }
         if self.self_signed_cert_lifetime.as_secs() < 2 {
-            return Err(invalid("self_signed_cert_lifetime", "0s", "must be at least two seconds"));
+            return Err(invalid(
+                "self_signed_cert_lifetime",
+                "0s",
+                "must be at least two seconds",
+            ));
         }
         if !(self.renew_fraction > 0.0 && self.renew_fraction < 1.0) {
             return Err(invalid(

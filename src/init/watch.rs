@@ -178,12 +178,19 @@ impl Watcher {
         let current = secrets.read(&settings.tls_secret).await?;
 
         let mut own_ca = None;
-        let serving = match current.as_ref().filter(|found| serving_pair::is_byoc(settings, found)) {
+        let serving = match current
+            .as_ref()
+            .filter(|found| serving_pair::is_byoc(settings, found))
+        {
             Some(found) => serving_pair::byoc(&secrets, settings, found, now).await?,
             None if settings.cert_source == CertSource::SelfSigned => {
-                let ca = self_signed::ensure_ca(&self.client, settings, now, Some(settings.renew_fraction)).await?;
+                let ca = self_signed::ensure_ca(&self.client, settings, now, Some(settings.renew_fraction))
+                    .await?;
                 let fingerprint = ca_bundle::fingerprint(&ca.bundle);
-                let assumed = self.first_bundle.get_or_insert_with(|| fingerprint.clone()).clone();
+                let assumed = self
+                    .first_bundle
+                    .get_or_insert_with(|| fingerprint.clone())
+                    .clone();
                 let policy = Policy {
                     renew_fraction: Some(settings.renew_fraction),
                     cluster_ca: Some(ClusterCa {
@@ -201,7 +208,10 @@ impl Watcher {
                 let cluster_ca = match secret::read_cluster_ca(&self.client, &settings.namespace).await {
                     Ok(pem) => {
                         let fingerprint = ca_bundle::fingerprint(&pem);
-                        let assumed = self.first_bundle.get_or_insert_with(|| fingerprint.clone()).clone();
+                        let assumed = self
+                            .first_bundle
+                            .get_or_insert_with(|| fingerprint.clone())
+                            .clone();
                         Some(ClusterCa {
                             fingerprint,
                             pem,
@@ -403,7 +413,10 @@ mod tests {
         let base = Duration::from_secs(60);
         for _ in 0..1000 {
             let wait = jittered(base);
-            assert!(wait >= Duration::from_secs(45) && wait < Duration::from_secs(75), "{wait:?}");
+            assert!(
+                wait >= Duration::from_secs(45) && wait < Duration::from_secs(75),
+                "{wait:?}"
+            );
         }
         let unit = random_unit();
         assert!((0.0..1.0).contains(&unit));

@@ -424,7 +424,11 @@ pub enum InitAction {
 }
 
 impl InitAction {
-    pub const ALL: [InitAction; 3] = [InitAction::pair_issued, InitAction::pair_written, InitAction::mwc_written];
+    pub const ALL: [InitAction; 3] = [
+        InitAction::pair_issued,
+        InitAction::pair_written,
+        InitAction::mwc_written,
+    ];
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -471,7 +475,8 @@ impl InitMetrics {
             "Changes `imageswap init --watch` made, by kind",
             actions_family.clone(),
         );
-        let actions = InitAction::ALL.map(|action| actions_family.get_or_create(&InitActionLabel { action }).clone());
+        let actions =
+            InitAction::ALL.map(|action| actions_family.get_or_create(&InitActionLabel { action }).clone());
         let last_success = Gauge::default();
         registry.register_with_unit(
             "imageswap_init_reconcile_last_success_timestamp",
@@ -667,7 +672,10 @@ mod tests {
         assert!(text.contains("imageswap_trace_spans_exported_total 2"));
         assert!(text.contains("imageswap_tls_cert_expiry_timestamp_seconds 0\n"));
         m.tls_cert_expiry(1_900_000_000);
-        assert!(m.encode().contains("imageswap_tls_cert_expiry_timestamp_seconds 1900000000\n"));
+        assert!(
+            m.encode()
+                .contains("imageswap_tls_cert_expiry_timestamp_seconds 1900000000\n")
+        );
         assert!(text.contains(&format!(
             "imageswap_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
@@ -699,11 +707,29 @@ mod tests {
         m.action(InitAction::mwc_written);
         m.cert_expiry(1_900_000_000);
         let text = m.encode();
-        assert!(text.contains("imageswap_init_reconcile_total{result=\"success\"} 1\n"), "{text}");
-        assert!(text.contains("imageswap_init_reconcile_total{result=\"error\"} 1\n"), "{text}");
-        assert!(text.contains("imageswap_init_reconcile_last_success_timestamp_seconds 1800000000\n"), "{text}");
-        assert!(text.contains("imageswap_init_actions_total{action=\"mwc_written\"} 1\n"), "{text}");
-        assert!(text.contains("imageswap_init_actions_total{action=\"pair_issued\"} 0\n"), "{text}");
-        assert!(text.contains("imageswap_init_cert_expiry_timestamp_seconds 1900000000\n"), "{text}");
+        assert!(
+            text.contains("imageswap_init_reconcile_total{result=\"success\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_init_reconcile_total{result=\"error\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_init_reconcile_last_success_timestamp_seconds 1800000000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_init_actions_total{action=\"mwc_written\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_init_actions_total{action=\"pair_issued\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_init_cert_expiry_timestamp_seconds 1900000000\n"),
+            "{text}"
+        );
     }
 }

@@ -337,7 +337,10 @@ impl FakeApiServer {
 
     /// Requests refused while down (recorded with status 0).
     pub fn refused(&self) -> usize {
-        self.requests().iter().filter(|request| request.status == 0).count()
+        self.requests()
+            .iter()
+            .filter(|request| request.status == 0)
+            .count()
     }
 
     pub fn set_signer(&self, mode: SignerMode) {

@@ -138,7 +138,9 @@ impl TestCa {
     /// second on (short lifetimes, for renewal tests).
     pub fn sign_csr_for(&self, csr_pem: &str, lifetime: Duration) -> Result<String, rcgen::Error> {
         let mut request = CertificateSigningRequestParams::from_pem(csr_pem)?;
-        let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(time::OffsetDateTime::now_utc());
+        let now = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(time::OffsetDateTime::now_utc());
         request.params.not_before = now;
         request.params.not_after = now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::HOUR);
         request.params.key_usages = vec![

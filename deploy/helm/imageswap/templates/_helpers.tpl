@@ -43,6 +43,7 @@ IMAGESWAP_MWC_TEMPLATE: "/mwc/imageswap-mwc.yaml"
 IMAGESWAP_TLS_DIR: "/tls"
 IMAGESWAP_CSR_SIGNER_NAME: "kubernetes.io/kubelet-serving"
 IMAGESWAP_DISABLE_AUTO_MWC: "FALSE"
+IMAGESWAP_CERT_SOURCE: "csr"
 {{- end }}
 
 {{/* One setting's effective value: imageswap.setting (list $ "IMAGESWAP_LISTEN") */}}
