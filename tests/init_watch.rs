@@ -690,6 +690,12 @@ async fn an_edited_webhook_configuration_is_put_back_with_one_write() {
         "one write per drift: {:?}",
         fake.requests_to(MWC_PATH)
     );
+    eprintln!(
+        "one drift: {} write, {} attempts by {} replicas",
+        fake.writes_to(MWC_PATH),
+        fake.write_attempts_to(MWC_PATH),
+        sidecars.len()
+    );
     assert!(
         fake.write_attempts_to(MWC_PATH) <= sidecars.len(),
         "at most one attempt per replica"
@@ -720,6 +726,8 @@ async fn five_sidecars_racing_on_a_renewal_store_one_pair_and_all_adopt_it() {
     for i in 0..5 {
         let settings = InitSettings {
             renew_fraction: 0.5,
+            // The pods' own `init` keeps the six-second pair it finds.
+            renew_before: Duration::from_secs(1),
             disable_auto_mwc: true,
             ..watch_settings(dir.path(), &format!("pod-{i}"))
         };
@@ -734,7 +742,11 @@ async fn five_sidecars_racing_on_a_renewal_store_one_pair_and_all_adopt_it() {
     .await;
     let writes_before = fake.writes_to(&secrets_path(NAMESPACE));
 
+    let mut renewed_at = None;
     eventually("all five adopt one renewed pair", || {
+        if renewed_at.is_none() && stored_pair(&fake).is_some_and(|stored| stored != first) {
+            renewed_at = Some(std::time::Instant::now());
+        }
         let stored = stored_pair(&fake).unwrap();
         stored != first
             && sidecars
@@ -744,8 +756,8 @@ async fn five_sidecars_racing_on_a_renewal_store_one_pair_and_all_adopt_it() {
     .await;
     assert_eq!(
         fake.writes_to(&secrets_path(NAMESPACE)),
-        writes_before + 1,
-        "one renewal, one stored pair: {:?}",
+        writes_before + 2,
+        "one renewal: the claim and one stored pair: {:?}",
         fake.requests_to(&secrets_path(NAMESPACE))
     );
     let issued: f64 = sidecars
@@ -758,6 +770,29 @@ async fn five_sidecars_racing_on_a_renewal_store_one_pair_and_all_adopt_it() {
         })
         .sum();
     assert_eq!(issued, 1.0, "one sidecar stored the pair");
+    let csrs = fake.list::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(CSR_PATH);
+    assert_eq!(
+        csrs.len(),
+        2,
+        "one CSR at install, one for the renewal (the claim)"
+    );
+    let stored: Secret = fake.get(&secrets_path(NAMESPACE), SECRET).unwrap();
+    assert!(
+        !stored
+            .metadata
+            .annotations
+            .unwrap()
+            .contains_key("imageswap/renewal-claimed-by"),
+        "the new pair's write removes the claim"
+    );
+    if let Some(at) = renewed_at {
+        eprintln!(
+            "five sidecars adopted the renewed pair {:?} after it was stored; CSRs in all: {}",
+            at.elapsed(),
+            fake.list::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(CSR_PATH)
+                .len()
+        );
+    }
     for sidecar in sidecars {
         sidecar.stop().await;
     }

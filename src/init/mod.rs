@@ -36,6 +36,25 @@
 //! | `--disable-auto-mwc` | `IMAGESWAP_DISABLE_AUTO_MWC` | `false` (any case) |
 //! | `--csr-timeout` | `IMAGESWAP_CSR_TIMEOUT` | `60s` |
 //! | `--renew-before` | `IMAGESWAP_CERT_RENEW_BEFORE` | `180d` |
+//! | `--cert-source` | `IMAGESWAP_CERT_SOURCE` | `csr` (or `self-signed`, `byoc`) |
+//! | `--self-signed-ca-lifetime` | `IMAGESWAP_SELF_SIGNED_CA_LIFETIME` | `3650d` |
+//! | `--self-signed-cert-lifetime` | `IMAGESWAP_SELF_SIGNED_CERT_LIFETIME` | `365d` |
+//! | `--watch` | – | off |
+//! | `--watch-interval` | `IMAGESWAP_WATCH_INTERVAL` | `1m` |
+//! | `--renew-fraction` | `IMAGESWAP_CERT_RENEW_FRACTION` | `1/3` |
+//! | `--watch-listen` | `IMAGESWAP_WATCH_LISTEN` | off |
+//!
+//! # `--watch`
+//!
+//! The same binary and settings as a native sidecar: the first pass is
+//! `init` (its failure ends the sidecar, so the pod stays unready), then
+//! [`watch::Watcher`] keeps the pair and the webhook configuration right
+//! while the pod runs: renewal at a third of the lifetime, a rotated cluster
+//! CA (the old CA kept in the `caBundle` by [`ca_bundle`] while a replica may
+//! serve a pair it signed), a renewed bring-your-own secret, drift put back.
+//! [`probes`] serves its startup probe and metrics. With
+//! `IMAGESWAP_CERT_SOURCE=self-signed`, pairs come from a CA of ImageSwap's own
+//! ([`self_signed`]).
 //!
 //! # Exit
 //!

@@ -31,6 +31,10 @@ pub const CA_CRT_KEY: &str = "ca.crt";
 /// issued under: when the bundle changes, the pair is reissued once, by
 /// whichever replica gets there first.
 pub const CLUSTER_CA_ANNOTATION: &str = "imageswap/cluster-ca-fingerprint";
+/// `<pod> <unix seconds>`: that `--watch` sidecar renews the pair and the
+/// others leave it to it until then (one CSR per renewal, not one per
+/// replica). Removed by the write of the new pair.
+pub const RENEWAL_CLAIM_ANNOTATION: &str = "imageswap/renewal-claimed-by";
 /// Any value: its presence marks a bring-your-own-certificate secret.
 pub const BYOC_ANNOTATION: &str = "imageswap-byoc";
 /// Which pod stored the current pair, for whoever debugs a rollout.
@@ -191,6 +195,9 @@ impl Secrets {
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(UPDATED_BY_ANNOTATION.to_owned(), pod_name.to_owned());
+        if let Some(annotations) = secret.metadata.annotations.as_mut() {
+            annotations.remove(RENEWAL_CLAIM_ANNOTATION);
+        }
         for (key, value) in annotations {
             secret
                 .metadata
@@ -220,6 +227,50 @@ impl Secrets {
             }),
         }
     }
+}
+
+impl Secrets {
+    /// Claims the renewal of the pair in `current` for `pod` until `until`
+    /// (Unix seconds): an annotation written with the `resourceVersion` that
+    /// was read, so of several replicas one gets it.
+    pub async fn claim_renewal(
+        &self,
+        current: &Secret,
+        pod: &str,
+        until: i64,
+    ) -> Result<Written, SecretError> {
+        let mut secret = current.clone();
+        secret.metadata.managed_fields = None;
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(RENEWAL_CLAIM_ANNOTATION.to_owned(), format!("{pod} {until}"));
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        match self
+            .api
+            .replace(&name, &PostParams::default(), &secret)
+            .await
+            .map_err(ApiError)
+        {
+            Ok(_) => Ok(Written::Stored),
+            Err(err) if err.is_conflict() || err.is_not_found() => Ok(Written::LostRace),
+            Err(source) => Err(SecretError::Write {
+                namespace: self.namespace.clone(),
+                name,
+                source,
+            }),
+        }
+    }
+}
+
+/// Who claimed the renewal of the secret's pair, and until when, unless the
+/// claim is `pod`'s own or has run out at `now`.
+pub fn renewal_claimed_by_other(secret: &Secret, pod: &str, now: i64) -> Option<String> {
+    let claim = annotation(secret, RENEWAL_CLAIM_ANNOTATION)?;
+    let (holder, until) = claim.rsplit_once(' ')?;
+    let until: i64 = until.parse().ok()?;
+    (holder != pod && until > now).then(|| holder.to_owned())
 }
 
 /// The cluster CA bundle (`kube-root-ca.crt`, key `ca.crt`).

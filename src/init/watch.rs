@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::ca_bundle::{self, Retention};
-use super::secret::{self, SecretError, Secrets};
+use super::secret::{self, SecretError, Secrets, Written};
 use super::serving_pair::{self, ClusterCa, PairSource, Policy};
 use super::settings::{CertSource, InitSettings};
 use super::webhook::{self, MwcOutcome, Template};
@@ -312,13 +312,44 @@ impl Watcher {
                     });
                 }
                 Err(problem) => {
-                    let pause = settings.watch_interval.mul_f64(random_unit() * 0.5);
-                    info!(
-                        reason = %problem,
-                        after = %humantime::format_duration(round_ms(pause)),
-                        "The serving certificate must be renewed."
-                    );
-                    tokio::time::sleep(pause).await;
+                    // Still serviceable (only the renewal is due): renew in
+                    // turn, one replica at a time. Unusable: at once.
+                    if let Ok(info) = policy.judge(found, &names, now, false) {
+                        let keep = || serving_pair::ServingPair {
+                            pair: secret::pair_of(found),
+                            info: info.clone(),
+                            source: PairSource::Existing,
+                            byoc_ca: None,
+                        };
+                        if let Some(holder) = secret::renewal_claimed_by_other(found, &settings.pod_name, now)
+                        {
+                            debug!(holder = %holder, "Another replica renews the serving certificate.");
+                            return Ok(keep());
+                        }
+                        let pause = settings.watch_interval.mul_f64(random_unit() * 0.5);
+                        tokio::time::sleep(pause).await;
+                        let secrets = Secrets::new(&self.client, &settings.namespace);
+                        let Some(again) = secrets.read(&settings.tls_secret).await? else {
+                            return Ok(keep());
+                        };
+                        if again.metadata.resource_version != found.metadata.resource_version {
+                            // Someone renewed or claimed meanwhile: look again next pass.
+                            return Ok(keep());
+                        }
+                        let until = unix_now().saturating_add(claim_secs(settings));
+                        if secrets.claim_renewal(&again, &settings.pod_name, until).await?
+                            == Written::LostRace
+                        {
+                            return Ok(keep());
+                        }
+                        info!(
+                            reason = %problem,
+                            not_after = %tls_pair::format_time(info.not_after),
+                            "Renewing the serving certificate (this replica claimed the renewal)."
+                        );
+                    } else {
+                        info!(reason = %problem, "The serving certificate must be reissued now.");
+                    }
                 }
             }
         }
@@ -377,6 +408,12 @@ impl Watcher {
             }
         }
     }
+}
+
+/// How long a renewal claim holds: the CSR wait and two passes.
+fn claim_secs(settings: &InitSettings) -> i64 {
+    let claim = settings.csr_timeout + settings.watch_interval.saturating_mul(2);
+    i64::try_from(claim.as_secs()).unwrap_or(i64::MAX).max(1)
 }
 
 /// `base` times a random factor in `1 ± JITTER`.
