@@ -1023,3 +1023,36 @@ async fn the_sidecar_listener_answers_its_startup_probe_once_the_pair_is_written
     let _ = stop.send(());
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_pod_restarting_during_a_rotation_keeps_the_ca_of_the_pair_it_serves() {
+    install_crypto_provider();
+    let fake = FakeApiServer::start(NAMESPACE).await;
+    let dir = tempfile::tempdir().unwrap();
+    imageswap::init::run_with(fake.client(), &settings(dir.path(), "pod-a"))
+        .await
+        .unwrap();
+    let old_ca = fake.ca().pem.clone();
+    let old_pair = stored_pair(&fake).unwrap();
+
+    // The cluster CA is replaced; a pod restarts before any sidecar reissued.
+    let new_ca = fake.rotate_signer(TestCa::new("fake cluster CA, replaced"));
+    fake.set_cluster_ca(NAMESPACE, &new_ca.pem);
+    let outcome = imageswap::init::run_with(fake.client(), &settings(dir.path(), "pod-b"))
+        .await
+        .unwrap();
+    assert_eq!(outcome.pair, imageswap::init::PairSource::Existing);
+    let bundle = ca_bundle(&fake);
+    assert!(bundle.starts_with(new_ca.pem.as_bytes()), "the new CA first");
+    assert_eq!(bundle_size(&bundle), 2, "and the CA of the pair still served");
+    tls_pair::verify_chain(&old_pair.cert_pem, &bundle).unwrap();
+
+    // Once the stored pair comes from the new CA, a restart drops the old one.
+    let renewed = new_ca.issue(&service_names(), 0, 300);
+    fake.seed(&secrets_path(NAMESPACE), &tls_secret(&renewed, &[]));
+    imageswap::init::run_with(fake.client(), &settings(dir.path(), "pod-c"))
+        .await
+        .unwrap();
+    assert_eq!(ca_bundle(&fake), new_ca.pem.as_bytes());
+    assert!(!String::from_utf8_lossy(&ca_bundle(&fake)).contains(old_ca.trim()));
+}

@@ -182,7 +182,28 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
                     ca
                 }
             };
-            webhook::ensure(&client, &template.with_ca_bundle(&ca)).await?
+            // A CA that left the base but signs the pair this pod serves
+            // stays in the caBundle (a restart in the middle of a CA
+            // rotation, before the sidecar reissued), so the API server
+            // keeps trusting it; any other CA goes.
+            let mut retention = ca_bundle::Retention::new(std::time::Duration::ZERO);
+            let serving_cert = serving.pair.cert_pem.clone();
+            let webhook_name = settings.webhook_name.clone();
+            let started = std::time::Instant::now();
+            let outcome = webhook::ensure_by(&client, &settings.mwc_name, |live| {
+                let live_bundle = live
+                    .and_then(|mwc| mwc.webhooks.as_ref())
+                    .and_then(|hooks| hooks.iter().find(|hook| hook.name == webhook_name))
+                    .and_then(|hook| hook.client_config.ca_bundle.as_ref())
+                    .map(|bundle| bundle.0.clone());
+                let bundle = retention.bundle(&ca, live_bundle.as_deref(), &serving_cert, now, started);
+                template.with_ca_bundle(&bundle)
+            })
+            .await?;
+            if outcome == MwcOutcome::Unchanged {
+                info!(mwc = %settings.mwc_name, "The webhook configuration matches the template.");
+            }
+            outcome
         }
     };
     Ok(InitOutcome {
