@@ -130,7 +130,8 @@ pub struct InitOutcome {
     /// Unix seconds.
     pub not_after: i64,
     pub mwc: MwcOutcome,
-    /// The cluster CA bundle put in the `caBundle`, when it was read.
+    /// The CA bundle the `caBundle` was made from (the cluster's, the own
+    /// CA's or `rootca.pem`), unless auto-MWC is off.
     pub cluster_ca: Option<Vec<u8>>,
 }
 
@@ -176,12 +177,9 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
             let ca = match (&serving.byoc_ca, &own_ca) {
                 (Some(ca), _) => ca.clone(),
                 (None, Some(own)) => own.bundle.clone(),
-                (None, None) => {
-                    let ca = secret::read_cluster_ca(&client, &settings.namespace).await?;
-                    cluster_ca = Some(ca.clone());
-                    ca
-                }
+                (None, None) => secret::read_cluster_ca(&client, &settings.namespace).await?,
             };
+            cluster_ca = Some(ca.clone());
             // A CA that left the base but signs the pair this pod serves
             // stays in the caBundle (a restart in the middle of a CA
             // rotation, before the sidecar reissued), so the API server
