@@ -1,17 +1,17 @@
-#!/usr/bin/env python3
-"""Turns what loadtest/run.sh measured into loadtest/results/SCENARIO.json
-and the closing RESULT line.
+"""Turns what the load-test driver (loadtest/run.py) measured into
+loadtest/results/SCENARIO.json and the closing RESULT line.
 
-    report.py single --scenario S --k6 SUMMARY ... --out FILE
-    report.py compare --phases PHASES.jsonl ... --out FILE
-    report.py reload-checks --work DIR
+    single(...)         one k6 run: smoke, steady, max, soak, reload, spike
+    compare(...)        the k6 and wrk phases of `compare`
+    reload_checks(...)  reload: every maps version and certificate loaded?
 
-Standard library only, so it runs wherever run.sh does. Exits non-zero when
-the scenario failed: a k6 threshold, an error, or a target the scenario
-exists to check (soak's memory, reload's rotations, compare's ratios).
+The driver measures (processes, /proc, files); this module only computes:
+each function takes the figures, writes the JSON and returns whether the
+scenario passed, with the RESULT line for the driver to print last. A run
+fails on a k6 threshold, an error, or a target the scenario exists to check
+(soak's memory, reload's rotations, compare's ratios). Standard library only.
 """
 
-import argparse
 import datetime
 import json
 import re
@@ -37,11 +37,13 @@ TARGET_P99_RATIO = 2.0
 
 
 def metric(summary, name, stat, default=0.0):
+    """One statistic of one k6 metric (e.g. "http_reqs", "count")."""
     values = summary["metrics"].get(name, {}).get("values", {})
     return values.get(stat, default)
 
 
 def failed_thresholds(summary):
+    """The k6 thresholds that failed, as "metric expression"."""
     out = []
     for name, m in summary["metrics"].items():
         for expr, t in (m.get("thresholds") or {}).items():
@@ -51,6 +53,7 @@ def failed_thresholds(summary):
 
 
 def latency(summary, name="http_req_duration"):
+    """The latency percentiles of a k6 trend, in milliseconds."""
     return {
         "p50": round(metric(summary, name, "p(50)"), 3),
         "p90": round(metric(summary, name, "p(90)"), 3),
@@ -61,27 +64,17 @@ def latency(summary, name="http_req_duration"):
 
 
 def errors(summary, suffix=""):
+    """Answers imageswap.js found wrong (request_errors), optionally of one tagged sub-metric."""
     return int(metric(summary, "request_errors" + suffix, "count"))
 
 
-def rss_samples(path):
-    samples = []
-    try:
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2 and parts[1].isdigit():
-                    samples.append([int(parts[0]), int(parts[1])])
-    except OSError:
-        pass
-    return samples
-
-
 def mib(kib):
+    """KiB to MiB, one decimal."""
     return round(kib / 1024.0, 1)
 
 
 def now():
+    """The current UTC time, ISO 8601 to the second."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -94,11 +87,13 @@ def write_json(path, value):
 
 
 def load_json(path):
+    """The JSON value in a file."""
     with open(path) as f:
         return json.load(f)
 
 
 def result_line(scenario, rps, p50, p99, errs, cpu_us, rss_mib):
+    """The closing line of every run, which CI and people grep."""
     return (
         f"RESULT scenario={scenario} rps={round(rps)} p50_ms={p50:.3f} p99_ms={p99:.3f} "
         f"errors={errs} cpu_us_per_req={cpu_us:.1f} rss_mib={round(rss_mib)}"
@@ -106,6 +101,7 @@ def result_line(scenario, rps, p50, p99, errs, cpu_us, rss_mib):
 
 
 def max_steps(summary, step_seconds):
+    """`max`: the figures of each step of the staircase (k6 tags them step:RATE), lowest first."""
     steps = []
     pattern = re.compile(r"^http_reqs\{step:(\d+)\}$")
     for name in summary["metrics"]:
@@ -134,16 +130,23 @@ def max_steps(summary, step_seconds):
     return steps
 
 
-def single(args):
-    summary = load_json(args.k6)
-    machine = load_json(args.machine)
+def single(*, scenario, summary, cpu_ticks, clk_tck, hwm_kib, samples, sample_seconds, step_seconds, machine,
+           extra, k6_status, out_path):
+    """One k6 run against one server.
+
+    summary: k6's end-of-test summary; cpu_ticks: the server's user + system
+    time over the run (clock ticks of clk_tck per second); hwm_kib: its
+    VmHWM; samples: [elapsed_s, VmRSS_KiB] pairs taken every sample_seconds;
+    machine: what machine_info() found before the run; extra: more fields
+    for the JSON (reload's checks). Returns (ok, RESULT line).
+    """
+    machine = dict(machine)
     machine["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
     requests = int(metric(summary, "http_reqs", "count"))
-    cpu_seconds = args.cpu_ticks / args.clk_tck
+    cpu_seconds = cpu_ticks / clk_tck
     cpu_us = cpu_seconds * 1e6 / requests if requests else 0.0
-    samples = rss_samples(args.rss)
     out = {
-        "scenario": args.scenario,
+        "scenario": scenario,
         "date": now(),
         "machine": machine,
         "requests": requests,
@@ -156,18 +159,18 @@ def single(args):
         "dropped_iterations": int(metric(summary, "dropped_iterations", "count")),
         "server_cpu_seconds": round(cpu_seconds, 2),
         "cpu_us_per_req": round(cpu_us, 1),
-        "rss_peak_mib": mib(args.hwm_kib),
-        "rss_samples_interval_s": args.sample_seconds,
+        "rss_peak_mib": mib(hwm_kib),
+        "rss_samples_interval_s": sample_seconds,
         "rss_samples_kib": samples,
         "thresholds_failed": failed_thresholds(summary),
-        "k6_status": args.k6_status,
+        "k6_status": k6_status,
     }
-    out.update(json.loads(args.extra or "{}"))
-    ok = args.k6_status == 0
+    out.update(extra)
+    ok = k6_status == 0
     rps, lat = out["rps"], out["latency_ms"]
 
-    if args.scenario == "max":
-        steps = max_steps(summary, args.step_seconds)
+    if scenario == "max":
+        steps = max_steps(summary, step_seconds)
         # The highest step that held, even above one that did not: on a
         # shared machine a burst from elsewhere can spoil one step's p99.
         held = [step for step in steps if step["sustained"]]
@@ -180,7 +183,7 @@ def single(args):
         else:
             ok = False
 
-    if args.scenario == "soak":
+    if scenario == "soak":
         # Two views of growth: after the first minute (the target as
         # written), and over the second half of the run (a leak shows there;
         # the first minutes include the image cache filling up to its bound).
@@ -208,20 +211,25 @@ def single(args):
             ok = False
 
     if out["errors"] or out["http_failed"]:
-        ok = args.scenario == "max" and ok
+        ok = scenario == "max" and ok
     out["ok"] = ok
-    write_json(args.out, out)
+    write_json(out_path, out)
     for t in out["thresholds_failed"]:
         print(f"threshold failed: {t}", file=sys.stderr)
-    print(f"wrote {args.out}", file=sys.stderr)
-    print(result_line(args.scenario, rps, lat["p50"], lat["p99"], out["errors"], cpu_us, out["rss_peak_mib"]))
-    return 0 if ok else 1
+    print(f"wrote {out_path}", file=sys.stderr)
+    return ok, result_line(scenario, rps, lat["p50"], lat["p99"], out["errors"], cpu_us, out["rss_peak_mib"])
 
 
-def compare(args):
-    machine = load_json(args.machine)
+def compare(*, phases, machine, hwm_kib, review, out_path):
+    """The `compare` run: imageswap (and variants) against the baseline.
+
+    phases: one dict per load run (server, tool, round, cpu_ticks, clk_tck,
+    status, file: the k6 summary or wrk's JSON line, loadavg); hwm_kib:
+    server name -> VmHWM in KiB; review: the review's path in the repository.
+    Returns (ok, RESULT line, for imageswap under wrk).
+    """
+    machine = dict(machine)
     machine["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
-    phases = [json.loads(line) for line in open(args.phases) if line.strip()]
     runs = {}
     total_errors = 0
     ok = True
@@ -281,16 +289,16 @@ def compare(args):
         "scenario": "compare",
         "date": now(),
         "machine": machine,
-        "review": args.review,
+        "review": review,
         "medians": table,
         "targets": targets,
         "runs": runs,
         "errors": total_errors,
-        "rss_peak_mib": {h.split("=")[0]: mib(int(h.split("=")[1])) for h in args.hwm},
+        "rss_peak_mib": {name: mib(kib) for name, kib in hwm_kib.items()},
     }
     ok = ok and targets["rps_ok"] and targets["cpu_ok"] and targets["p99_ok"]
     out["ok"] = ok
-    write_json(args.out, out)
+    write_json(out_path, out)
 
     rows = [f"{'tool':<4} {'server':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"]
     for tool in ("k6", "wrk"):
@@ -303,31 +311,27 @@ def compare(args):
     print("\n".join(rows), file=sys.stderr)
     print("targets (wrk, imageswap/baseline): " + ", ".join(
         f"{name} {'ok' if targets[name + '_ok'] else 'MISSED'}" for name in ("rps", "cpu", "p99")), file=sys.stderr)
-    print(f"wrote {args.out}", file=sys.stderr)
+    print(f"wrote {out_path}", file=sys.stderr)
     i = table["wrk"]["imageswap"]
-    print(result_line("compare", i["rps"], i["p50_ms"], i["p99_ms"], total_errors, i["cpu_us_per_req"],
-                      out["rss_peak_mib"].get("imageswap", 0)))
-    return 0 if ok else 1
+    return ok, result_line("compare", i["rps"], i["p50_ms"], i["p99_ms"], total_errors, i["cpu_us_per_req"],
+                           out["rss_peak_mib"].get("imageswap", 0))
 
 
-def reload_checks(args):
-    work = args.work
+def reload_checks(*, metrics, generations, rotations, served, expected):
+    """After `reload`: the server must have loaded (nearly) every maps
+    version and every certificate, with no failed reload, and serve the last
+    certificate.
 
-    def read(name, default=""):
-        try:
-            with open(f"{work}/{name}") as f:
-                return f.read().strip()
-        except OSError:
-            return default
-
-    metrics = read("metrics.txt")
+    metrics: the server's /metrics text; generations / rotations: how many
+    maps versions / certificates were published; served / expected: the
+    fingerprints of the certificate served and of the last one published
+    ("" when none was read). Returns {"reload": {...figures, "ok": bool}}.
+    """
 
     def counter(name, result):
         m = re.search(r'^%s_total\{result="%s"\} (\d+)' % (name, result), metrics, re.M)
         return int(m.group(1)) if m else 0
 
-    generations, rotations = int(read("maps-generations", "0")), int(read("tls-rotations", "0"))
-    served, expected = read("served.txt"), read("expected.txt")
     out = {
         "maps_published": generations,
         "maps_reloads_ok": counter("imageswap_maps_reload", "success"),
@@ -350,37 +354,4 @@ def reload_checks(args):
     )
     out["ok"] = ok
     print("reload checks: " + json.dumps(out), file=sys.stderr)
-    print(json.dumps({"reload": out}))
-    return 0 if ok else 1
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("single")
-    s.add_argument("--scenario", required=True)
-    s.add_argument("--k6", required=True)
-    s.add_argument("--cpu-ticks", type=int, required=True)
-    s.add_argument("--clk-tck", type=int, required=True)
-    s.add_argument("--hwm-kib", type=int, required=True)
-    s.add_argument("--rss", required=True)
-    s.add_argument("--sample-seconds", type=float, default=2)
-    s.add_argument("--step-seconds", type=float, default=10)
-    s.add_argument("--machine", required=True)
-    s.add_argument("--extra", default="{}")
-    s.add_argument("--k6-status", type=int, default=0)
-    s.add_argument("--out", required=True)
-    c = sub.add_parser("compare")
-    c.add_argument("--phases", required=True)
-    c.add_argument("--machine", required=True)
-    c.add_argument("--hwm", action="append", default=[], help="SERVER=VmHWM_KiB")
-    c.add_argument("--review", required=True)
-    c.add_argument("--out", required=True)
-    r = sub.add_parser("reload-checks")
-    r.add_argument("--work", required=True)
-    args = parser.parse_args()
-    return {"single": single, "compare": compare, "reload-checks": reload_checks}[args.command](args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {"reload": out}

@@ -1,4 +1,5 @@
-"""Run by scripts/prometheus-tools inside its virtualenv; see there.
+"""Run by scripts/prometheus-tools inside its virtualenv (installed by
+`scripts/prometheus-tools install`); see there.
 
 openmetrics: OpenMetrics text on standard input -> JSON list of families
     ({name, type, unit, help, samples: [{name, labels, value}]}). The parser

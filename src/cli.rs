@@ -70,3 +70,110 @@ impl Cli {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::config::ServeConfig;
+    use crate::init::InitSettings;
+    use crate::settings::SettingName;
+
+    /// A value no setting of ours accepts, except those that take any text.
+    const BAD: &str = "!bad value!";
+
+    /// Every subcommand's path on the command line, with its settings.
+    fn subcommands() -> Vec<(Vec<&'static str>, clap::Command)> {
+        let cli = Cli::command();
+        let mut found = Vec::new();
+        for sub in cli.get_subcommands() {
+            let name: &'static str = Box::leak(sub.get_name().to_owned().into_boxed_str());
+            if sub.has_subcommands() {
+                for leaf in sub.get_subcommands() {
+                    let leaf_name: &'static str = Box::leak(leaf.get_name().to_owned().into_boxed_str());
+                    found.push((vec![name, leaf_name], leaf.clone()));
+                }
+            } else {
+                found.push((vec![name], sub.clone()));
+            }
+        }
+        found
+    }
+
+    /// The whole start-up check of a command line: clap's parse, then the
+    /// typed configuration of the subcommand.
+    fn start(argv: &[String]) -> Result<(), String> {
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        match &cli.command {
+            Command::Serve(args) => ServeConfig::from_args(args).map(drop).map_err(|e| e.to_string()),
+            Command::Init(args) => InitSettings::from_args(args).map(drop).map_err(|e| e.to_string()),
+            Command::Swap(_) | Command::Maps(_) => Ok(()),
+        }
+    }
+
+    #[test]
+    fn every_bad_setting_is_one_line_naming_variable_flag_value_and_what_is_accepted() {
+        let globals: Vec<clap::Arg> = Cli::command().get_arguments().cloned().collect();
+        let mut refused = 0;
+        for (path, sub) in subcommands() {
+            for arg in sub.get_arguments().chain(globals.iter()) {
+                let Some(long) = arg.get_long() else { continue };
+                if ["help", "version"].contains(&long) || !arg.get_action().takes_values() {
+                    continue;
+                }
+                let mut argv: Vec<String> = std::iter::once("imageswap")
+                    .chain(path.iter().copied())
+                    .map(str::to_owned)
+                    .collect();
+                if path == ["maps", "check"] {
+                    argv.push("maps.conf".to_owned());
+                }
+                argv.push(format!("--{long}={BAD}"));
+                let Err(message) = start(&argv) else {
+                    // Takes any text: a path, a name, a prefix.
+                    continue;
+                };
+                refused += 1;
+                let name = SettingName::of(arg).to_string();
+                let line = message.trim_end();
+                assert_eq!(line.lines().count(), 1, "{argv:?}: {message}");
+                assert!(line.contains(&name), "{argv:?} names {name}: {message}");
+                assert!(line.contains(BAD), "{argv:?} shows the value: {message}");
+                assert!(
+                    line.contains("expected") || line.contains("must"),
+                    "{argv:?} says what is accepted: {message}"
+                );
+            }
+        }
+        // The typed settings of serve, init, swap and the globals.
+        assert!(refused >= 25, "only {refused} settings refused a bad value");
+    }
+
+    #[test]
+    fn every_boolean_reads_true_false_in_any_case_and_1_0() {
+        for (path, sub) in subcommands() {
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                let defaults = arg.get_default_values();
+                if !matches!(defaults.first().and_then(|d| d.to_str()), Some("false")) {
+                    continue;
+                }
+                for (value, expected) in [("TRUE", true), ("False", false), ("1", true), ("0", false)] {
+                    let mut argv = vec!["imageswap".to_owned()];
+                    argv.extend(path.iter().map(|p| (*p).to_owned()));
+                    argv.push(format!("--{long}={value}"));
+                    let matches = Cli::command()
+                        .try_get_matches_from(&argv)
+                        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+                    let sub_matches = matches.subcommand().map(|(_, m)| m).expect("subcommand");
+                    assert_eq!(
+                        sub_matches.get_one::<bool>(arg.get_id().as_str()),
+                        Some(&expected),
+                        "{argv:?}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -2,11 +2,12 @@
 //! `image` of every container to another registry, following a maps file.
 //!
 //! The request path, in a few lines: bytes arrive on the TLS listener
-//! (`server`), pass one tower stack (trace → shed → concurrency limit →
-//! timeout → body limit), are decoded into a review (`admission`), every
-//! container image is decided by the swap engine (`swap`) through a cache
-//! (`cache`) that is replaced together with the engine on every maps reload
-//! (`reload`), and the JSON patch goes back as bytes.
+//! (`server`), pass one tower stack (trace → catch panic → shed →
+//! concurrency limit → timeout → body limit), are decoded into a review
+//! (`admission`), every container image is decided by the swap engine
+//! (`swap`) through a cache (`cache`) that is replaced together with the
+//! engine on every maps reload (`reload`), and the JSON patch goes back as
+//! bytes.
 #![forbid(unsafe_code)]
 
 pub mod admission;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
+use crate::settings::choice;
 use crate::swap::{Engine, EngineMode, Finding, FindingKind};
 
 /// The maps file path the original ImageSwap reads (a ConfigMap mount).
@@ -31,7 +32,8 @@ pub struct RulesArgs {
     pub maps_file: PathBuf,
 
     /// MAPS or LEGACY (deprecated).
-    #[arg(long, env = "IMAGESWAP_MODE", value_enum, default_value_t = Mode::Maps, ignore_case = true)]
+    #[arg(long, env = "IMAGESWAP_MODE", default_value = "maps",
+        value_parser = choice::<Mode>())]
     pub mode: Mode,
 
     /// The LEGACY mode prefix (deprecated).

@@ -15,6 +15,7 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::ValueEnum;
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 
@@ -37,13 +38,15 @@ impl SettingValue for Duration {
 }
 
 impl SettingValue for bool {
-    const EXPECTED: &'static str = "true or false (any case)";
+    const EXPECTED: &'static str = "true or false (any case), or 1 or 0";
 
-    /// The original's `TRUE`/`FALSE`, in any case.
+    /// The original's `TRUE`/`FALSE`, in any case, and `1`/`0`: every
+    /// boolean setting reads the same, so copying the ConfigMap's style
+    /// works for all of them.
     fn parse_setting(text: &str) -> Result<bool, String> {
         match text.to_ascii_lowercase().as_str() {
-            "true" => Ok(true),
-            "false" => Ok(false),
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
             _ => Err("not a boolean".to_owned()),
         }
     }
@@ -91,13 +94,70 @@ impl<T: SettingValue> TypedValueParser for SettingParser<T> {
     ) -> Result<T, clap::Error> {
         let text = value.to_string_lossy();
         T::parse_setting(text.trim()).map_err(|detail| {
-            let name = arg.map_or_else(SettingName::default, SettingName::of);
-            // `raw`: clap's own format adds usage lines; ours is one line.
-            clap::Error::raw(
+            refused(
+                arg,
                 ErrorKind::ValueValidation,
-                format!("{name}: expected {}, got {text:?} ({detail})\n", T::EXPECTED),
+                T::EXPECTED,
+                &text,
+                &format!(" ({detail})"),
             )
         })
+    }
+}
+
+/// The one line every refused value gets: `VARIABLE (--flag): expected …,
+/// got "…"` and a detail. `raw`: clap's own format adds usage lines.
+fn refused(
+    arg: Option<&clap::Arg>,
+    kind: ErrorKind,
+    expected: &str,
+    text: &str,
+    detail: &str,
+) -> clap::Error {
+    let name = arg.map_or_else(SettingName::default, SettingName::of);
+    clap::Error::raw(
+        kind,
+        format!("{name}: expected {expected}, got {text:?}{detail}\n"),
+    )
+}
+
+/// The clap value parser of an enum setting (`IMAGESWAP_MODE`,
+/// `IMAGESWAP_LOG_FORMAT`, …): any case, and a bad value gives the same one
+/// line as every other setting, listing the accepted words.
+pub fn choice<T: ValueEnum + Clone + Send + Sync + 'static>() -> ChoiceParser<T> {
+    ChoiceParser(PhantomData)
+}
+
+/// See [`choice`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChoiceParser<T>(PhantomData<fn() -> T>);
+
+impl<T: ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for ChoiceParser<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        _command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_string_lossy();
+        T::from_str(text.trim(), true).map_err(|_| {
+            let words: Vec<String> = T::value_variants()
+                .iter()
+                .filter_map(|v| v.to_possible_value())
+                .map(|v| v.get_name().to_owned())
+                .collect();
+            let expected = format!("one of {} (any case)", words.join(", "));
+            refused(arg, ErrorKind::InvalidValue, &expected, &text, "")
+        })
+    }
+
+    /// The words `--help` lists.
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            T::value_variants().iter().filter_map(|v| v.to_possible_value()),
+        ))
     }
 }
 

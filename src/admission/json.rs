@@ -1,5 +1,12 @@
 //! Writing the response document by hand: it has a fixed shape, and writing
 //! bytes directly avoids building a value tree per request.
+//!
+//! The JSON string escaper ([`escape`]) lives here, in the pure core at the
+//! bottom of the module graph, and the log lines (`telemetry::json_lines`)
+//! use it too: telemetry already depends on `admission`, so sharing it adds
+//! no edge to the graph.
+
+use std::convert::Infallible;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -55,40 +62,51 @@ fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(BASE64.encode(data).as_bytes());
 }
 
-/// Writes `s` as a JSON string: quotes, backslashes and control characters
-/// escaped, everything else (UTF-8 included) as is.
+/// Writes `s` as a JSON string (see [`escape`]).
 pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    let bytes = s.as_bytes();
+    let Ok(()) = escape(s, |piece| {
+        out.extend_from_slice(piece.as_bytes());
+        Ok::<(), Infallible>(())
+    });
+    out.push(b'"');
+}
+
+/// The escapes of the control characters, by code: JSON's short forms
+/// where they are common, `\u00XX` for the rest.
+#[rustfmt::skip]
+const CONTROL_ESCAPES: [&str; 0x20] = [
+    "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007",
+    "\\u0008", "\\t",     "\\n",     "\\u000b", "\\u000c", "\\r",     "\\u000e", "\\u000f",
+    "\\u0010", "\\u0011", "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
+    "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
+];
+
+/// Hands the inside of `s` as a JSON string to `write`, piece by piece:
+/// runs that need no escape whole (UTF-8 included), and the escape of each
+/// quote, backslash and control character. One scan for both writers: the
+/// response's bytes and the log lines' `fmt::Write`.
+#[inline]
+pub fn escape<E>(s: &str, mut write: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
     let mut plain_from = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => b"",
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x00..=0x1f => CONTROL_ESCAPES[usize::from(b)],
             _ => continue,
         };
-        out.extend_from_slice(&bytes[plain_from..i]);
-        plain_from = i + 1;
-        if escape.is_empty() {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]);
-        } else {
-            out.extend_from_slice(escape);
+        // `i` is a character boundary: the byte is ASCII.
+        if plain_from < i {
+            write(&s[plain_from..i])?;
         }
+        write(escaped)?;
+        plain_from = i + 1;
     }
-    out.extend_from_slice(&bytes[plain_from..]);
-    out.push(b'"');
+    if plain_from < s.len() {
+        write(&s[plain_from..])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

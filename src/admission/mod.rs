@@ -11,7 +11,7 @@
 //! can put its cache in front of the engine and tests can pass a closure.
 
 mod decode;
-mod json;
+pub mod json;
 mod patch;
 mod podspec;
 mod scratch;
@@ -92,6 +92,9 @@ pub enum Verdict {
     Malformed(String),
     /// The deadline passed before every image was decided.
     DeadlineExceeded,
+    /// A subresource other than `ephemeralcontainers` (`status`, `scale`,
+    /// `exec`…): no patch, whatever its object holds.
+    Subresource,
 }
 
 impl Verdict {
@@ -106,6 +109,7 @@ impl Verdict {
             Verdict::NoPodSpec => "no_pod_spec",
             Verdict::Malformed(_) => "malformed",
             Verdict::DeadlineExceeded => "deadline_exceeded",
+            Verdict::Subresource => "subresource",
         }
     }
 }
@@ -157,6 +161,15 @@ fn decide_object<'i>(
     options: &Options<'_>,
     decider: &impl Decide,
 ) -> (Verdict, Vec<Change<'i>>, usize) {
+    // The kubelet's `pods/status`, `scale`, `exec`…: never a patch. Only
+    // `ephemeralcontainers` adds images to a running pod.
+    if review
+        .info
+        .sub_resource
+        .is_some_and(|sub| sub != EPHEMERAL_CONTAINERS_SUBRESOURCE)
+    {
+        return (Verdict::Subresource, Vec::new(), 0);
+    }
     let Some(kind) = review.info.kind else {
         return (Verdict::UnknownKind, Vec::new(), 0);
     };
@@ -181,21 +194,28 @@ fn decide_object<'i>(
     {
         return (Verdict::Disabled, Vec::new(), 0);
     }
+    let admitted = admitted_images(review, location);
     let mut changes = Vec::new();
     let mut decided = 0usize;
-    let walk = podspec::for_each_image(pod.spec, location, |field, index, image| {
+    let walk = podspec::for_each_image(pod.spec, location, |found| {
+        if admitted.iter().any(|old| old.is_same_container(&found)) {
+            // Admitted before (an UPDATE that left this image alone): it
+            // may already be swapped, and swapping it again would restart
+            // the container on an image that may not exist.
+            return Ok(());
+        }
         if decided.is_multiple_of(IMAGES_PER_DEADLINE_CHECK)
             && options.deadline.is_some_and(|d| Instant::now() >= d)
         {
             return Err(Verdict::DeadlineExceeded);
         }
         decided += 1;
-        let decision = decider.decide(image);
+        let decision = decider.decide(found.image);
         if let Some(to) = decision.result {
             changes.push(Change {
-                field,
-                index,
-                from: image,
+                field: found.field,
+                index: found.index,
+                from: found.image,
                 to,
                 rule: decision.rule,
             });
@@ -212,6 +232,33 @@ fn decide_object<'i>(
         Ok(()) => Verdict::Patched,
     };
     (verdict, changes, decided)
+}
+
+/// The subresource whose UPDATE adds containers (`kubectl debug`).
+const EPHEMERAL_CONTAINERS_SUBRESOURCE: &str = "ephemeralcontainers";
+
+/// On an UPDATE, the images of `oldObject`'s pod spec: a container whose
+/// image is the same as in the old object, for the container of the same
+/// name in the same list, was admitted before and is left alone. Read
+/// leniently: an old object without a readable pod spec admits nothing.
+fn admitted_images<'i>(
+    review: &decode::Review<'_, 'i>,
+    location: &podspec::Location,
+) -> Vec<podspec::Image<'i>> {
+    let mut admitted = Vec::new();
+    if review.info.operation != Some("UPDATE") {
+        return admitted;
+    }
+    let Some(old) = review.old_object else {
+        return admitted;
+    };
+    if let Ok(Some(pod)) = podspec::find(old, location) {
+        let _ = podspec::for_each_image(pod.spec, location, |image| {
+            admitted.push(image);
+            Ok(())
+        });
+    }
+    admitted
 }
 
 fn write_answer(
@@ -285,6 +332,116 @@ mod tests {
             Err(e) => e.to_string(),
             Ok((verdict, _)) => panic!("accepted as {verdict:?}"),
         }
+    }
+
+    /// A Pod UPDATE from `old` to `new` container lists.
+    fn pod_update(old: serde_json::Value, new: serde_json::Value, sub: Option<&str>) -> Vec<u8> {
+        let mut request = serde_json::json!({
+            "uid": "u1", "kind": {"kind": "Pod"}, "operation": "UPDATE",
+            "object": {"kind": "Pod", "spec": new},
+            "oldObject": {"kind": "Pod", "spec": old},
+        });
+        if let Some(sub) = sub {
+            request["subResource"] = serde_json::json!(sub);
+        }
+        review(request)
+    }
+
+    fn swapped(mut body: Vec<u8>) -> Vec<(String, String)> {
+        let admission = admit(&mut body, &options(), &mirror).expect("answered");
+        admission
+            .changes
+            .iter()
+            .map(|c| (format!("{}/{}", c.field.as_str(), c.index), c.to.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_update_decides_only_new_or_changed_images() {
+        // `mirror` is not idempotent (m/x becomes m/m/x): re-deciding an
+        // admitted image would double its prefix, as a maps file like
+        // `default::harbor.example.com/proj` does.
+        let old = serde_json::json!({
+            "initContainers": [{"name": "init", "image": "m/busybox"}],
+            "containers": [{"name": "app", "image": "m/nginx"}, {"name": "side", "image": "m/redis"}],
+        });
+        let new = serde_json::json!({
+            "initContainers": [{"name": "init", "image": "m/busybox"}],
+            "containers": [
+                {"name": "app", "image": "m/nginx"},
+                {"name": "side", "image": "redis:8"},
+                {"name": "new", "image": "envoy"},
+                {"image": "unnamed"},
+                {"name": "init", "image": "m/busybox"},
+            ],
+        });
+        assert_eq!(
+            swapped(pod_update(old.clone(), new.clone(), None)),
+            [
+                ("containers/1".to_owned(), "m/redis:8".to_owned()),
+                ("containers/2".to_owned(), "m/envoy".to_owned()),
+                ("containers/3".to_owned(), "m/unnamed".to_owned()),
+                // Same name and image, but another list: not admitted there.
+                ("containers/4".to_owned(), "m/m/busybox".to_owned()),
+            ]
+        );
+        // A CREATE decides everything, whatever oldObject says.
+        let mut create = pod_update(old, new, None);
+        let text = String::from_utf8(create.clone())
+            .expect("utf-8")
+            .replace("UPDATE", "CREATE");
+        create = text.into_bytes();
+        assert_eq!(swapped(create).len(), 6);
+    }
+
+    #[test]
+    fn subresources_other_than_ephemeral_containers_get_no_patch() {
+        let old = serde_json::json!({"containers": [{"name": "app", "image": "nginx:1"}]});
+        let new = serde_json::json!({
+            "containers": [{"name": "app", "image": "nginx:2"}],
+            "ephemeralContainers": [{"name": "debug", "image": "busybox"}],
+        });
+        for sub in ["status", "scale", "exec", "binding"] {
+            let mut body = pod_update(old.clone(), new.clone(), Some(sub));
+            let admission = admit(&mut body, &options(), &mirror).expect("answered");
+            assert_eq!(admission.verdict, Verdict::Subresource, "{sub}");
+            let answer: serde_json::Value = serde_json::from_slice(&admission.body).expect("json");
+            assert!(answer["response"]["patch"].is_null(), "{sub}: {answer}");
+        }
+        assert_eq!(
+            swapped(pod_update(old, new, Some("ephemeralcontainers"))),
+            [
+                ("containers/0".to_owned(), "m/nginx:2".to_owned()),
+                ("ephemeralContainers/0".to_owned(), "m/busybox".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_keys_are_read_as_go_reads_them_the_last_one_wins() {
+        // Python's json (like Go's encoding/json, which the API server uses)
+        // keeps the last of a repeated key; so does the review decoder.
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"first","uid":"last","kind":{"kind":"Deployment"},"kind":{"kind":"Pod"},
+            "object":{"metadata":{"labels":{"k8s.twr.io/imageswap":"disabled"}},"spec":{}},
+            "object":{"kind":"Pod","metadata":{"labels":{"k8s.twr.io/imageswap":"disabled","k8s.twr.io/imageswap":"enabled"}},
+              "spec":{"containers":[{"name":"a","image":"hidden","image":"nginx"}]}}}}"#;
+        let as_go: serde_json::Value = serde_json::from_slice(body).expect("json");
+        assert_eq!(as_go["request"]["uid"], "last", "serde_json keeps the last too");
+        let (verdict, answer) = run(body.to_vec()).expect("answered");
+        assert_eq!(verdict, Verdict::Patched);
+        assert_eq!(answer["response"]["uid"], "last");
+        let patch = crate::admission::tests::decoded(&answer);
+        assert_eq!(patch[0]["path"], "/spec/containers/0/image");
+        assert_eq!(patch[0]["value"], "m/nginx");
+    }
+
+    fn decoded(answer: &serde_json::Value) -> serde_json::Value {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().expect("a patch"))
+            .expect("base64");
+        serde_json::from_slice(&raw).expect("patch is JSON")
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::json::write_str;
 /// pod template sits at `template` (object path segments; empty for a Pod).
 pub(super) fn write(out: &mut Vec<u8>, template: &[&str], changes: &[Change<'_>]) {
     let mut pointer = String::with_capacity(64);
-    let mut index = itoa_buffer();
+    let mut index = itoa::Buffer::new();
     out.push(b'[');
     for (n, change) in changes.iter().enumerate() {
         if n > 0 {
@@ -20,7 +20,7 @@ pub(super) fn write(out: &mut Vec<u8>, template: &[&str], changes: &[Change<'_>]
         }
         push_segment(&mut pointer, "spec");
         push_segment(&mut pointer, change.field.as_str());
-        push_segment(&mut pointer, format_index(&mut index, change.index));
+        push_segment(&mut pointer, index.format(change.index));
         push_segment(&mut pointer, "image");
         out.extend_from_slice(br#"{"op":"replace","path":"#);
         write_str(out, &pointer);
@@ -43,28 +43,6 @@ pub(super) fn push_segment(pointer: &mut String, segment: &str) {
     }
 }
 
-/// Room for the decimal digits of any `usize`.
-type IndexBuffer = [u8; 20];
-
-fn itoa_buffer() -> IndexBuffer {
-    [0; 20]
-}
-
-/// Formats `n` in decimal without allocating.
-fn format_index(buffer: &mut IndexBuffer, mut n: usize) -> &str {
-    let mut at = buffer.len();
-    loop {
-        at -= 1;
-        buffer[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buffer[at..]).unwrap_or("0")
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -79,15 +57,6 @@ mod tests {
         push_segment(&mut p, "a/b~c");
         push_segment(&mut p, "plain");
         assert_eq!(p, "/a~1b~0c/plain");
-    }
-
-    #[test]
-    fn indices_format_in_decimal() {
-        let mut b = itoa_buffer();
-        assert_eq!(format_index(&mut b, 0), "0");
-        assert_eq!(format_index(&mut b, 7), "7");
-        assert_eq!(format_index(&mut b, 1234), "1234");
-        assert_eq!(format_index(&mut b, usize::MAX), usize::MAX.to_string());
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::rules::{compile_maps, read_maps_text};
-use crate::swap::Severity;
+use crate::rules::read_maps_text;
+use crate::swap::{Engine, MapsFile, Severity, lint};
 
 /// `imageswap maps check FILE`.
 #[derive(Clone, Debug, Args)]
@@ -23,7 +23,10 @@ pub fn run(args: &MapsCheckArgs) -> ExitCode {
         Ok(text) => text,
         Err(e) => return super::usage_error(e),
     };
-    let findings = compile_maps(&text).findings;
+    let maps = MapsFile::parse(&text);
+    let (engine, mut findings) = Engine::from_maps_file(&maps);
+    findings.extend(lint::lint(&maps, &engine));
+    findings.sort_by_key(|f| (f.line.is_none(), f.line));
     let mut out = std::io::stdout().lock();
     let shown = file.display();
     for finding in &findings {

@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::rules::{RulesArgs, RulesSource, log_findings};
-use crate::swap::{Decision, Engine, EngineMode};
+use crate::settings::choice;
+use crate::swap::reference::invalid_reason;
+use crate::swap::{Decision, Engine, EngineMode, Rule};
 
 /// How `imageswap swap` prints its decisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -29,7 +31,8 @@ pub struct SwapArgs {
     pub rules: RulesArgs,
 
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text, ignore_case = true)]
+    #[arg(long, default_value = "text",
+        value_parser = choice::<OutputFormat>())]
     pub output: OutputFormat,
 
     /// Images to decide; when none are given, one per line from standard input.
@@ -39,6 +42,9 @@ pub struct SwapArgs {
 /// Lines per aligned block of text output when reading a pipe: columns line
 /// up within a block, and memory stays bounded however long the input is.
 const TEXT_BLOCK_LINES: usize = 4096;
+/// Standard input is read in chunks of this size: a block never waits for
+/// more input than one read returned.
+const STDIN_BUFFER_BYTES: usize = 64 * 1024;
 
 pub fn run(args: &SwapArgs) -> ExitCode {
     let source = RulesSource::from(&args.rules);
@@ -57,7 +63,8 @@ pub fn run(args: &SwapArgs) -> ExitCode {
     let result = if args.images.is_empty() {
         let stdin = std::io::stdin();
         let block = if stdin.is_terminal() { 1 } else { TEXT_BLOCK_LINES };
-        swap_stream(&loaded.engine, args.output, stdin.lock(), &mut out, block)
+        let input = std::io::BufReader::with_capacity(STDIN_BUFFER_BYTES, stdin.lock());
+        swap_stream(&loaded.engine, args.output, input, &mut out, block)
     } else {
         write_block(&loaded.engine, args.output, &args.images, &mut out)
     };
@@ -70,11 +77,14 @@ pub fn run(args: &SwapArgs) -> ExitCode {
 }
 
 /// Reads one image per line (exactly as written, only the line break
-/// removed; empty lines skipped) and writes decisions in blocks.
-fn swap_stream(
+/// removed; empty lines skipped) and writes decisions in blocks: a block
+/// ends at `block_lines`, or as soon as no more input is waiting, so a slow
+/// producer (`kubectl get … -w | imageswap swap`) sees each line's answer at
+/// once while a fast one still gets aligned blocks.
+fn swap_stream<R: std::io::Read>(
     engine: &Engine,
     format: OutputFormat,
-    mut input: impl BufRead,
+    mut input: std::io::BufReader<R>,
     out: &mut impl Write,
     block_lines: usize,
 ) -> std::io::Result<()> {
@@ -93,7 +103,7 @@ fn swap_stream(
             continue;
         }
         block.push(String::from_utf8_lossy(&raw).into_owned());
-        if block.len() >= block_lines {
+        if block.len() >= block_lines || input.buffer().is_empty() {
             write_block(engine, format, &block, out)?;
             block.clear();
             out.flush()?;
@@ -109,6 +119,16 @@ struct JsonLine<'a> {
     changed: bool,
     rule: &'static str,
     key: Option<&'a str>,
+    /// Why the image is not a valid reference (rule `invalid` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// The reason of an `invalid` decision, for the output.
+fn reason(image: &str, decision: &Decision<'_>) -> Option<String> {
+    (decision.rule == Rule::Invalid)
+        .then(|| invalid_reason(image))
+        .flatten()
 }
 
 fn write_block(
@@ -127,6 +147,7 @@ fn write_block(
                     changed: d.changed(),
                     rule: d.rule.as_str(),
                     key: d.key,
+                    reason: reason(image, d),
                 };
                 serde_json::to_writer(&mut *out, &line)?;
                 out.write_all(b"\n")?;
@@ -138,12 +159,19 @@ fn write_block(
             let image_width = images.iter().map(|i| i.chars().count()).max().unwrap_or(0);
             let result_width = results.iter().map(|r| r.chars().count()).max().unwrap_or(0);
             for ((image, d), result) in images.iter().zip(&decisions).zip(&results) {
-                writeln!(
-                    out,
-                    "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {key}",
-                    rule = d.rule.as_str(),
-                    key = d.key.unwrap_or("-"),
-                )?;
+                let rule = d.rule.as_str();
+                match reason(image, d) {
+                    // The key column of an invalid image says why instead.
+                    Some(why) => writeln!(
+                        out,
+                        "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {why}"
+                    )?,
+                    None => writeln!(
+                        out,
+                        "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {key}",
+                        key = d.key.unwrap_or("-"),
+                    )?,
+                }
             }
         }
     }

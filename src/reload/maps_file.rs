@@ -10,7 +10,7 @@ use crate::rules::{self, LoadError, log_findings};
 use crate::swap::Finding;
 use crate::telemetry::metrics::{Metrics, ReloadResult};
 
-use super::watched::WatchedFile;
+use super::watched::{WatchedFile, sha256_hex, unix_now};
 
 /// The maps file and where its rules are published.
 #[derive(Debug)]
@@ -38,7 +38,8 @@ impl MapsFile {
 }
 
 impl WatchedFile for MapsFile {
-    type Value = (RulesState, Vec<Finding>);
+    /// The rules, the file's findings and its SHA-256.
+    type Value = (RulesState, Vec<Finding>, String);
 
     fn paths(&self) -> Vec<PathBuf> {
         vec![self.path.clone()]
@@ -59,17 +60,20 @@ impl WatchedFile for MapsFile {
         let bytes = content.first().cloned().unwrap_or_default();
         let text = rules::maps_text(&self.path, bytes).map_err(|e| e.to_string())?;
         let loaded = rules::compile_maps(&text);
+        let sha256 = sha256_hex(text.as_bytes());
         Ok((
             RulesState::new(loaded.engine, self.cache_capacity),
             loaded.findings,
+            sha256,
         ))
     }
 
-    fn publish(&self, (state, findings): Self::Value, first: bool) {
+    fn publish(&self, (state, findings, sha256): Self::Value, first: bool) {
         log_findings(&self.path, &findings);
         self.rules.publish(state);
+        self.metrics.maps_loaded(&sha256, unix_now());
         let message = if first { "Maps loaded." } else { "Maps reloaded." };
-        tracing::info!(path = %self.path.display(), findings = findings.len(), "{message}");
+        tracing::info!(path = %self.path.display(), findings = findings.len(), %sha256, "{message}");
     }
 
     fn reject(&self, error: &str, kept: bool) {
@@ -119,6 +123,37 @@ mod tests {
             rules.error().is_none(),
             "readiness is not touched once maps are loaded"
         );
+    }
+
+    #[tokio::test]
+    async fn the_loaded_metric_names_the_content_serving_now() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("maps.conf");
+        let metrics = Arc::new(Metrics::new());
+        let file = MapsFile::new(path.clone(), 10, Arc::new(PublishedRules::new()), metrics.clone());
+        let mut watched = Watched::new(file);
+        let series = |text: &str| {
+            format!(
+                "imageswap_maps_loaded_timestamp_seconds{{sha256=\"{}\"}}",
+                sha256_hex(text.as_bytes())
+            )
+        };
+        std::fs::write(&path, "default::a.example\n").expect("write");
+        watched.check().await;
+        let first = metrics.encode();
+        assert!(first.contains(&series("default::a.example\n")), "{first}");
+        std::fs::write(&path, "default::b.example\n").expect("write");
+        watched.check().await;
+        let second = metrics.encode();
+        assert!(second.contains(&series("default::b.example\n")), "{second}");
+        assert!(
+            !second.contains(&series("default::a.example\n")),
+            "one series at a time: {second}"
+        );
+        // A broken version keeps the series of the maps still serving.
+        std::fs::write(&path, b"\xff").expect("write");
+        watched.check().await;
+        assert!(metrics.encode().contains(&series("default::b.example\n")));
     }
 
     #[tokio::test]

@@ -128,20 +128,27 @@ impl Reloader {
                 sender.notify_one();
             }
         };
+        let poll = humantime::format_duration(self.poll).to_string();
         let mut watcher = match notify::recommended_watcher(handler) {
             Ok(watcher) => watcher,
             Err(e) => {
-                tracing::warn!(error = %e, poll = ?self.poll, "Cannot watch files; relying on the poll.");
+                tracing::warn!(error = %e, %poll, "Cannot watch files; changes are seen by the poll only.");
                 return None;
             }
         };
         for directory in directories {
             use notify::Watcher as _;
             match watcher.watch(&directory, notify::RecursiveMode::NonRecursive) {
-                Ok(()) => tracing::debug!(directory = %directory.display(), "Watching for changes."),
+                // Said at start, so an operator knows which promise holds:
+                // a watched change is reloaded within about 2 s, an
+                // unwatched one within the poll interval.
+                Ok(()) => tracing::info!(
+                    directory = %directory.display(), %poll,
+                    "Watching for changes (reloaded within 2 s; the poll is a safety net)."
+                ),
                 Err(e) => tracing::warn!(
-                    directory = %directory.display(), error = %e, poll = ?self.poll,
-                    "Cannot watch a directory; relying on the poll."
+                    directory = %directory.display(), error = %e, %poll,
+                    "Cannot watch a directory; its changes are seen by the poll only."
                 ),
             }
         }

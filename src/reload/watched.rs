@@ -160,6 +160,25 @@ impl<F: WatchedFile> Check for Watched<F> {
     }
 }
 
+/// The hex SHA-256 of some content, as `sha256sum` prints it: what the
+/// `*_loaded_timestamp_seconds` metrics label the loaded content with.
+pub fn sha256_hex(content: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, content);
+    let mut hex = String::with_capacity(64);
+    for byte in digest.as_ref() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// Now, in Unix seconds (0 on a clock before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Reads every path in turn; the error names the file that failed.
 pub fn read_all(paths: &[&std::path::Path]) -> Result<Vec<Vec<u8>>, String> {
     paths
@@ -278,6 +297,15 @@ mod tests {
         watched.check().await;
         watched.check().await;
         assert_eq!(events(&watched), ["count error", "reject bad content kept=true"]);
+    }
+
+    #[test]
+    fn sha256_is_what_sha256sum_prints() {
+        // printf 'default::\n' | sha256sum
+        assert_eq!(
+            sha256_hex(b"default::\n"),
+            "e250320c0949d55528f4d572c0477ee48c28d4cded64f6850f9e4d5fdcfa994f"
+        );
     }
 
     #[test]

@@ -98,6 +98,7 @@ impl Server {
             shadow: config.shadow,
             max_body_bytes: config.limits.max_body_bytes,
             pod_name: config.pod_name.clone(),
+            log_swaps: config.log_swaps,
         };
         let state = Arc::new(AppState::new(
             settings,
@@ -210,14 +211,8 @@ impl Server {
             "ImageSwap is serving."
         );
 
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = listener.accept() => connections.accepted(accepted, &graceful).await,
-            }
-        }
+        let spawn = |tcp, peer| connections.spawn(tcp, peer, &graceful);
+        accept_until(&listener, PORT_ADMISSION, shutdown, spawn).await;
 
         state.begin_shutdown();
         tracing::info!(
@@ -226,14 +221,7 @@ impl Server {
         );
         if !config.shutdown_delay.is_zero() {
             let delay = tokio::time::sleep(config.shutdown_delay);
-            tokio::pin!(delay);
-            loop {
-                tokio::select! {
-                    biased;
-                    () = &mut delay => break,
-                    accepted = listener.accept() => connections.accepted(accepted, &graceful).await,
-                }
-            }
+            accept_until(&listener, PORT_ADMISSION, delay, spawn).await;
         }
         drop(listener);
         tracing::info!(
@@ -288,6 +276,35 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The `port` field of the accept loop's log line.
+const PORT_ADMISSION: &str = "admission";
+const PORT_METRICS: &str = "metrics";
+
+/// The accept loop of both listeners: hands each connection to `spawn`
+/// until `until` resolves (checked first, so a stop is never starved by a
+/// stream of connections).
+async fn accept_until(
+    listener: &TcpListener,
+    port: &'static str,
+    until: impl Future<Output = ()>,
+    mut spawn: impl FnMut(TcpStream, SocketAddr),
+) {
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut until => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => spawn(tcp, peer),
+                Err(e) => {
+                    tracing::warn!(port, error = %e, "Cannot accept a connection.");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            },
+        }
+    }
+}
+
 /// What each accepted connection needs.
 struct Connections {
     tls: Option<TlsAcceptor>,
@@ -296,29 +313,16 @@ struct Connections {
 }
 
 impl Connections {
-    async fn accepted(
-        &self,
-        accepted: std::io::Result<(TcpStream, SocketAddr)>,
-        graceful: &GracefulShutdown,
-    ) {
-        match accepted {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                let watcher = graceful.watcher();
-                tokio::spawn(serve_connection(
-                    tcp,
-                    peer,
-                    self.tls.clone(),
-                    self.builder.clone(),
-                    self.router.clone(),
-                    watcher,
-                ));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot accept a connection.");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-            }
-        }
+    fn spawn(&self, tcp: TcpStream, peer: SocketAddr, graceful: &GracefulShutdown) {
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            tcp,
+            peer,
+            self.tls.clone(),
+            self.builder.clone(),
+            self.router.clone(),
+            graceful.watcher(),
+        ));
     }
 }
 
@@ -361,26 +365,16 @@ async fn serve_connection(
 async fn serve_metrics(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let router: Router<Incoming> = Router::metrics_only(state);
     let builder = connection_builder();
-    loop {
-        tokio::select! {
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    break;
-                }
-            }
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
-                    let builder = builder.clone();
-                    let router = router.clone();
-                    tokio::spawn(async move {
-                        let _ = builder.serve_connection(TokioIo::new(tcp), router).await;
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot accept a metrics connection.");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                }
-            },
-        }
-    }
+    // Stops on `true`, or when the sender is gone.
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    accept_until(&listener, PORT_METRICS, stopped, |tcp, _peer| {
+        let builder = builder.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let _ = builder.serve_connection(TokioIo::new(tcp), router).await;
+        });
+    })
+    .await;
 }

@@ -3,6 +3,7 @@
 //! and the admission service at the stack's core, which only does bytes →
 //! review → decisions → bytes.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use arc_swap::Guard;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -18,8 +20,9 @@ use hyper::body::Body;
 use tower::{BoxError, Service, ServiceExt};
 
 use super::state::AppState;
-use crate::admission::{self, Admission, Options, Verdict};
+use crate::admission::{self, Admission, Decide, ImageDecision, Options, Verdict};
 use crate::cache::RulesState;
+use crate::swap::Rule;
 use crate::telemetry::metrics::Outcome;
 use crate::telemetry::spans;
 
@@ -99,14 +102,18 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    // Refuse before reading the body: without rules there is nothing to decide.
-    if state.rules.load().is_none() {
+    // Loaded once, before the body is read: without rules there is nothing
+    // to decide, so the request is refused unread; with them, every image
+    // of this review is decided by the same engine and cache, even if a
+    // reload publishes new ones meanwhile (in-flight requests finish on
+    // the old maps). Held as an `Arc` (not the guard) across the body read.
+    let Some(rules) = Guard::into_inner(state.rules.load()) else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             Some(Outcome::not_ready),
             "not ready: the maps are not loaded",
         );
-    }
+    };
     let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
     let capacity = content_length(&request)
         .and_then(|n| usize::try_from(n).ok())
@@ -130,17 +137,7 @@ where
             );
         }
     };
-    // Loaded once: every image of this review is decided by the same engine
-    // and cache, even if a reload publishes new ones meanwhile.
-    let rules = state.rules.load();
-    match rules.as_deref() {
-        Some(rules) => review(state, rules, &mut body, deadline),
-        None => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(Outcome::not_ready),
-            "not ready: the maps are not loaded",
-        ),
-    }
+    review(state, &rules, &mut body, deadline)
 }
 
 async fn collect<B>(body: Limited<B>, capacity: usize) -> Result<Vec<u8>, BoxError>
@@ -167,11 +164,18 @@ fn review(state: &AppState, rules: &RulesState, body: &mut [u8], deadline: Optio
         shadow: settings.shadow,
         deadline,
     };
+    // At DEBUG, the images left unchanged are logged with their rule.
+    let unchanged = tracing::enabled!(tracing::Level::DEBUG).then(RefCell::default);
     // With traces on at DEBUG, each image decision is a child span.
     let result = if spans::decisions_traced() {
-        admission::admit(body, &options, &spans::TracedDecider::new(&decider))
+        admit(
+            body,
+            &options,
+            &spans::TracedDecider::new(&decider),
+            unchanged.as_ref(),
+        )
     } else {
-        admission::admit(body, &options, &decider)
+        admit(body, &options, &decider, unchanged.as_ref())
     };
     state.metrics.cache(decider.hits(), decider.misses());
     match result {
@@ -192,9 +196,52 @@ fn review(state: &AppState, rules: &RulesState, body: &mut [u8], deadline: Optio
                 admission.changes.len(),
                 decider.hits(),
             );
-            report(state, &admission);
+            report(state, &admission, outcome);
+            if let Some(unchanged) = unchanged {
+                for (image, rule) in unchanged.into_inner() {
+                    tracing::debug!(
+                        uid = admission.request.uid,
+                        image,
+                        rule = rule.as_str(),
+                        "Image left unchanged."
+                    );
+                }
+            }
             json_response(StatusCode::OK, admission.body, Some(outcome))
         }
+    }
+}
+
+/// The images a decider left as they are, with the rule that decided.
+type Unchanged = RefCell<Vec<(String, Rule)>>;
+
+/// `admission::admit`, remembering the unchanged decisions in `unchanged`
+/// when given (only at DEBUG: it copies each such image).
+fn admit<'i, D: Decide>(
+    body: &'i mut [u8],
+    options: &Options<'_>,
+    decider: &D,
+    unchanged: Option<&Unchanged>,
+) -> Result<Admission<'i>, admission::BadReview> {
+    match unchanged {
+        None => admission::admit(body, options, decider),
+        Some(seen) => admission::admit(body, options, &Recording { inner: decider, seen }),
+    }
+}
+
+/// A decider that remembers what it left unchanged.
+struct Recording<'d, D> {
+    inner: &'d D,
+    seen: &'d Unchanged,
+}
+
+impl<D: Decide> Decide for Recording<'_, D> {
+    fn decide(&self, image: &str) -> ImageDecision {
+        let decision = self.inner.decide(image);
+        if decision.result.is_none() {
+            self.seen.borrow_mut().push((image.to_owned(), decision.rule));
+        }
+        decision
     }
 }
 
@@ -204,14 +251,16 @@ fn outcome_of(verdict: &Verdict) -> Outcome {
         Verdict::Shadowed => Outcome::shadowed,
         Verdict::Malformed(_) => Outcome::malformed,
         Verdict::DeadlineExceeded => Outcome::deadline_exceeded,
-        Verdict::Unchanged | Verdict::Disabled | Verdict::UnknownKind | Verdict::NoPodSpec => {
-            Outcome::unchanged
-        }
+        Verdict::Unchanged
+        | Verdict::Disabled
+        | Verdict::UnknownKind
+        | Verdict::NoPodSpec
+        | Verdict::Subresource => Outcome::unchanged,
     }
 }
 
 /// The log lines and the swap counters of one review.
-fn report(state: &AppState, admission: &Admission<'_>) {
+fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
     let info = &admission.request;
     let changed = admission.changes.len();
     for change in &admission.changes {
@@ -243,6 +292,7 @@ fn report(state: &AppState, admission: &Admission<'_>) {
         operation = info.operation.unwrap_or_default(),
         dry_run = info.dry_run,
         changed,
+        outcome = outcome.as_str(),
         verdict,
         "Admission reviewed."
     );
@@ -252,8 +302,10 @@ fn report(state: &AppState, admission: &Admission<'_>) {
         if shadow {
             tracing::info!(uid = info.uid, %container, from = change.from, to = %change.to,
                 rule = change.rule.as_str(), "Image would be swapped (shadow mode).");
-        } else {
-            tracing::debug!(uid = info.uid, %container, from = change.from, to = %change.to,
+        } else if state.settings.log_swaps {
+            // The original's line per swap; IMAGESWAP_LOG_SWAPS=false drops
+            // it on very busy clusters (the review line still counts them).
+            tracing::info!(uid = info.uid, %container, from = change.from, to = %change.to,
                 rule = change.rule.as_str(), "Image swapped.");
         }
     }

@@ -55,6 +55,10 @@ pub enum FindingKind {
     EmptyWildcardPattern,
     InnerWhitespace,
     DeadRule,
+    /// A rule whose result the maps swap again (`maps check` only).
+    NotIdempotent,
+    /// A `[REPLACE]` pattern that cannot match as written (`maps check` only).
+    UnmatchablePattern,
 }
 
 /// Something about the file worth telling a person.

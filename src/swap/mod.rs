@@ -1,8 +1,10 @@
 //! The pure core: what each image becomes under a maps file (maps.md). No
 //! I/O, no async, no locks: `reference` splits an image, `maps` parses the
-//! file, `replace` compiles the globs, `engine` decides.
+//! file, `replace` compiles the globs, `engine` decides, `lint` finds what
+//! `maps check` reports beyond parsing.
 
 pub mod engine;
+pub mod lint;
 pub mod maps;
 pub mod reference;
 pub mod replace;

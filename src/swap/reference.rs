@@ -147,6 +147,82 @@ pub fn is_valid_reference(s: &str) -> bool {
     ImageRef::parse(s).is_some()
 }
 
+/// Why `image` is not a valid reference, in words a person can act on;
+/// `None` when it is valid. Off the hot path (`imageswap swap` shows it), so
+/// it re-checks the parts one by one rather than sharing the parser's scan.
+pub fn invalid_reason(image: &str) -> Option<String> {
+    if ImageRef::parse(image).is_some() {
+        return None;
+    }
+    if image.is_empty() {
+        return Some("the image is empty".to_owned());
+    }
+    if let Some(c) = image.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!(
+            "it contains {c:?}; a reference holds no spaces or control characters"
+        ));
+    }
+    let (name_and_tag, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (image, None),
+    };
+    if let Some(digest) = digest
+        && !is_valid_digest(digest.as_bytes())
+    {
+        return Some(format!(
+            "the digest `{digest}` must be algorithm:hex with at least {DIGEST_HEX_MIN_LEN} hex digits"
+        ));
+    }
+    let segment = name_and_tag.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_and_tag[segment..].find(':') {
+        Some(colon) => (
+            &name_and_tag[..segment + colon],
+            Some(&name_and_tag[segment + colon + 1..]),
+        ),
+        None => (name_and_tag, None),
+    };
+    if let Some(tag) = tag
+        && !is_valid_tag(tag.as_bytes())
+    {
+        return Some(if tag.len() > TAG_MAX_LEN {
+            format!("the tag is longer than {TAG_MAX_LEN} characters")
+        } else {
+            format!("the tag `{tag}` must start with a letter, digit or `_` and hold only those, `.` and `-`")
+        });
+    }
+    if name.is_empty() {
+        return Some("the repository name is empty".to_owned());
+    }
+    if name.len() > NAME_MAX_LEN {
+        return Some(format!("the name is longer than {NAME_MAX_LEN} characters"));
+    }
+    let path = match name.split_once('/') {
+        Some((first, rest))
+            if first == "localhost"
+                || first.contains(['.', ':'])
+                || first.chars().any(|c| c.is_ascii_uppercase()) =>
+        {
+            if !is_valid_domain(first.as_bytes()) {
+                return Some(format!(
+                    "the registry `{first}` is not a host name with an optional :port"
+                ));
+            }
+            if rest.is_empty() {
+                return Some(format!("nothing follows the registry `{first}/`"));
+            }
+            rest
+        }
+        _ => name,
+    };
+    if path.chars().any(|c| c.is_ascii_uppercase()) {
+        return Some(format!("the repository `{path}` must be lower case"));
+    }
+    Some(format!(
+        "the repository `{path}` must be lower-case letters and digits, joined by `.`, `_`, `__` or `-` \
+         within a component and by `/` between components"
+    ))
+}
+
 /// Byte classes of the grammar, one table lookup per byte on the hot path.
 const LOWER_ALNUM: u8 = 1 << 0;
 const TAG_CHAR: u8 = 1 << 1;
@@ -288,6 +364,45 @@ mod tests {
     use super::*;
 
     const DIGEST: &str = "sha256:15d3fa0b0e4d1b7c31dbb2c7bd6e6c6ba0a4f3ec4fe4c52cd0fa1d1e5b6a32a7";
+
+    #[test]
+    fn every_invalid_reference_has_a_reason_and_no_valid_one_does() {
+        assert_eq!(invalid_reason("docker.io/library/nginx:1.25"), None);
+        for (image, words) in [
+            ("", "empty"),
+            ("nginx 1.25", "' '"),
+            ("nginx@sha256:abc", "digest"),
+            ("nginx:-x", "tag `-x`"),
+            (&format!("nginx:{}", "a".repeat(129)), "longer than 128"),
+            ("bad_host!:5000/app", "registry `bad_host!:5000`"),
+            ("my_reg.example:50x0/app", "registry `my_reg.example:50x0`"),
+            ("library/Nginx", "lower case"),
+            ("a//b", "repository `a//b`"),
+            (":tag", "empty"),
+        ] {
+            assert!(!is_valid_reference(image), "{image}");
+            let reason = invalid_reason(image).unwrap_or_else(|| panic!("{image}: no reason"));
+            assert!(reason.contains(words), "{image}: {reason}");
+        }
+        // Agrees with the parser on strings of the grammar's characters.
+        let alphabet = b"aZ0.:/@_-x";
+        let mut seed = 0x2545_f491_u64;
+        for _ in 0..5000 {
+            let len = (seed % 12) as usize;
+            let image: String = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    alphabet[(seed >> 33) as usize % alphabet.len()] as char
+                })
+                .collect();
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            assert_eq!(
+                invalid_reason(&image).is_some(),
+                !is_valid_reference(&image),
+                "{image:?}"
+            );
+        }
+    }
 
     #[test]
     fn valid_references() {

@@ -21,6 +21,8 @@ use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::admission::json;
+
 /// The event format of `--log-format json`.
 pub struct JsonLines {
     /// The subscriber this format is part of, to find a span's trace
@@ -111,6 +113,13 @@ impl<W: Write> JsonFields<'_, W> {
         }
     }
 
+    /// A value already formatted as JSON (a number, `true`, `false`).
+    fn literal(&mut self, field: &Field, value: &str) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| self.out.write_str(value));
+        }
+    }
+
     fn string(&mut self, field: &Field, value: &str) {
         if self.result.is_ok() {
             self.result = self.key(field).and_then(|()| {
@@ -128,15 +137,15 @@ impl<W: Write> Visit for JsonFields<'_, W> {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.raw(field, format_args!("{value}"));
+        self.literal(field, if value { "true" } else { "false" });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.raw(field, format_args!("{value}"));
+        self.literal(field, itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.raw(field, format_args!("{value}"));
+        self.literal(field, itoa::Buffer::new().format(value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -162,30 +171,11 @@ impl<W: Write> Visit for JsonFields<'_, W> {
     }
 }
 
-/// Writes `value` as the inside of a JSON string: clean runs are copied
-/// whole, only `"`, `\` and control characters are escaped.
+/// Writes `value` as the inside of a JSON string, with the response
+/// writer's escaper: clean runs are copied whole, only `"`, `\` and
+/// control characters are escaped.
 fn write_escaped<W: Write + ?Sized>(out: &mut W, value: &str) -> fmt::Result {
-    let bytes = value.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.write_str(&value[start..i])?;
-        if escape.is_empty() {
-            write!(out, "\\u{b:04x}")?;
-        } else {
-            out.write_str(escape)?;
-        }
-        start = i + 1;
-    }
-    out.write_str(&value[start..])
+    json::escape(value, |piece| out.write_str(piece))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 use super::json_lines::JsonLines;
 use super::spans;
 use super::traces::Traces;
-use crate::settings::{SettingValue, setting};
+use crate::settings::{SettingValue, choice, setting};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -45,7 +45,8 @@ pub struct LogArgs {
     pub log_level: LogLevel,
 
     /// Log line format.
-    #[arg(long, global = true, env = "IMAGESWAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, ignore_case = true)]
+    #[arg(long, global = true, env = "IMAGESWAP_LOG_FORMAT", default_value = "text",
+        value_parser = choice::<LogFormat>())]
     pub log_format: LogFormat,
 }
 

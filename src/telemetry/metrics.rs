@@ -8,7 +8,7 @@
 //! prometheus-client histogram takes a mutex on every observation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{
@@ -56,10 +56,12 @@ pub enum Outcome {
     timeout,
     /// 503: the maps are not loaded yet, or the server is shutting down.
     not_ready,
+    /// 500: handling the request panicked (a bug; logged at ERROR).
+    panicked,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::patched,
         Outcome::unchanged,
         Outcome::shadowed,
@@ -70,6 +72,7 @@ impl Outcome {
         Outcome::shed,
         Outcome::timeout,
         Outcome::not_ready,
+        Outcome::panicked,
     ];
 
     fn index(self) -> usize {
@@ -89,6 +92,7 @@ impl Outcome {
             Outcome::shed => "shed",
             Outcome::timeout => "timeout",
             Outcome::not_ready => "not_ready",
+            Outcome::panicked => "panicked",
         }
     }
 }
@@ -114,6 +118,37 @@ pub enum ReloadResult {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabel {
     result: ReloadResult,
+}
+
+/// The content a loaded file's series names: the hex SHA-256 an operator
+/// computes with `sha256sum` (maps) or from the certificate's DER.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ContentLabel {
+    sha256: String,
+}
+
+/// A gauge family holding one series at a time: the content loaded now,
+/// valued with the Unix time it was loaded.
+#[derive(Debug, Default)]
+struct LoadedContent {
+    family: Family<ContentLabel, Gauge>,
+    current: Mutex<Option<ContentLabel>>,
+}
+
+impl LoadedContent {
+    fn set(&self, sha256: &str, loaded_at: i64) {
+        let label = ContentLabel {
+            sha256: sha256.to_owned(),
+        };
+        self.family.get_or_create(&label).set(loaded_at);
+        let previous = match self.current.lock() {
+            Ok(mut current) => current.replace(label.clone()),
+            Err(_) => None,
+        };
+        if let Some(previous) = previous.filter(|p| *p != label) {
+            self.family.remove(&previous);
+        }
+    }
 }
 
 /// Why finished spans never reached the collector: the `reason` label.
@@ -142,6 +177,8 @@ pub struct Metrics {
     maps_reloads: [Counter; 2],
     tls_reloads: [Counter; 2],
     tls_cert_expiry: Gauge,
+    maps_loaded: LoadedContent,
+    tls_loaded: LoadedContent,
     inflight: Gauge,
     shed: Counter,
     deadline_exceeded: Counter,
@@ -219,13 +256,13 @@ impl Metrics {
         let maps_family = Family::<ResultLabel, Counter>::default();
         registry.register(
             "imageswap_maps_reload",
-            "Maps file loads after start, by result (an error keeps the last good maps)",
+            "Maps file loads (the first at start, then one per change), by result (an error keeps the last good maps)",
             maps_family.clone(),
         );
         let tls_family = Family::<ResultLabel, Counter>::default();
         registry.register(
             "imageswap_tls_reload",
-            "TLS certificate loads after start, by result (an error keeps the last good pair)",
+            "TLS certificate loads (the first at start, then one per change), by result (an error keeps the last good pair)",
             tls_family.clone(),
         );
         let results = [ReloadResult::success, ReloadResult::error];
@@ -238,6 +275,20 @@ impl Metrics {
             "When the serving certificate the server is using expires, in Unix seconds (0 until one is loaded)",
             Unit::Seconds,
             tls_cert_expiry.clone(),
+        );
+        let maps_loaded = LoadedContent::default();
+        registry.register_with_unit(
+            "imageswap_maps_loaded_timestamp",
+            "When the maps serving now were loaded, one series labelled with their SHA-256 (sha256sum of the file)",
+            Unit::Seconds,
+            maps_loaded.family.clone(),
+        );
+        let tls_loaded = LoadedContent::default();
+        registry.register_with_unit(
+            "imageswap_tls_cert_loaded_timestamp",
+            "When the serving certificate was loaded, one series labelled with the SHA-256 of its DER",
+            Unit::Seconds,
+            tls_loaded.family.clone(),
         );
 
         let inflight = Gauge::default();
@@ -303,6 +354,8 @@ impl Metrics {
             maps_reloads,
             tls_reloads,
             tls_cert_expiry,
+            maps_loaded,
+            tls_loaded,
             inflight,
             shed,
             deadline_exceeded,
@@ -356,6 +409,16 @@ impl Metrics {
 
     pub fn maps_reload(&self, result: ReloadResult) {
         self.maps_reloads[result as usize].inc();
+    }
+
+    /// The maps now serving: their SHA-256 (hex) and the Unix time of the load.
+    pub fn maps_loaded(&self, sha256: &str, loaded_at: i64) {
+        self.maps_loaded.set(sha256, loaded_at);
+    }
+
+    /// The certificate now serving: the SHA-256 (hex) of its DER and the load time.
+    pub fn tls_cert_loaded(&self, sha256: &str, loaded_at: i64) {
+        self.tls_loaded.set(sha256, loaded_at);
     }
 
     pub fn tls_reload(&self, result: ReloadResult) {

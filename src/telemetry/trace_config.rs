@@ -321,20 +321,20 @@ fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, TraceC
         let Some((key, value)) = entry.split_once('=') else {
             return Err(invalid(
                 RESOURCE_ATTRIBUTES,
-                format!("entry {position} has no `=`: expected key=value,key=value"),
+                format!("entry {position} has no `=`: expected key=value,key=value, got {text:?}"),
             ));
         };
         let key = key.trim();
         if key.is_empty() {
             return Err(invalid(
                 RESOURCE_ATTRIBUTES,
-                format!("entry {position} has an empty key"),
+                format!("entry {position} has an empty key: expected key=value,key=value, got {text:?}"),
             ));
         }
         let value = percent_decode(value.trim()).ok_or_else(|| {
             invalid(
                 RESOURCE_ATTRIBUTES,
-                format!("the value of {key:?} is not valid percent-encoded UTF-8"),
+                format!("the value of {key:?} must be valid percent-encoded UTF-8, got {text:?}"),
             )
         })?;
         attributes.push((key.to_owned(), value));
@@ -342,22 +342,21 @@ fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, TraceC
     Ok(attributes)
 }
 
+/// `None` for a `%` not followed by two hex digits, which the baggage
+/// format does not allow (the decoder would keep it as is), or for bytes
+/// that are not UTF-8 once decoded.
 fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = text.split('%').skip(1).all(|after| {
+        after
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let decoded = percent_encoding::percent_decode_str(text).decode_utf8().ok()?;
+    Some(decoded.into_owned())
 }
 
 #[cfg(test)]
@@ -368,7 +367,7 @@ mod tests {
     use crate::cli::{Cli, Command};
 
     /// Parses `imageswap serve ARGS` (the flags; the variables are tested
-    /// on the binary in tests/serve_binary.rs).
+    /// on the binary in tests/it/binary/serve.rs).
     fn traces(args: &[&str]) -> Result<Option<TraceConfig>, TraceConfigError> {
         let mut argv = vec!["imageswap", "serve"];
         argv.extend_from_slice(args);

@@ -1,0 +1,266 @@
+//! What `imageswap maps check` finds beyond parsing: rules whose own output
+//! is swapped again, and `[REPLACE]` patterns that cannot match as written.
+//! Pure, like the rest of `swap`; not run when the server loads maps (it
+//! decides a few images per rule, which a 10k-rule file would pay on every
+//! reload for findings only a person reads).
+//!
+//! ImageSwap sees a pod more than once (reinvocation after another webhook,
+//! the UPDATE of a running pod's images), so a swapped image goes through the
+//! rules again; maps.md's "swapping twice" asks that it then stays as it is.
+//! For each rule, one image the rule decides is swapped, and its result once
+//! more: a second change is the doubled result the warning shows.
+
+use super::engine::{Engine, Rule};
+use super::maps::{Finding, FindingKind, KeyKind, MapsFile, RuleLine, Severity};
+use super::reference::is_valid_reference;
+
+/// Repository and tag of the images made up to probe a rule.
+const PROBE_REPOSITORY: &str = "imageswap-check/app:1";
+
+/// The findings of `maps check` beyond the parser's: not idempotent rules
+/// and patterns that cannot match, sorted by line.
+pub fn lint(file: &MapsFile, engine: &Engine) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for rule in effective_rules(file) {
+        if rule.kind == KeyKind::Replace
+            && let Some(problem) = pattern_problem(&rule.key)
+        {
+            findings.push(warning(rule.line, FindingKind::UnmatchablePattern, problem));
+        }
+        if let Some(message) = swapped_again(rule, engine) {
+            findings.push(warning(rule.line, FindingKind::NotIdempotent, message));
+        }
+    }
+    findings.sort_by_key(|f| f.line);
+    findings
+}
+
+/// The rules that decide: for a key given twice, the later line (it wins).
+fn effective_rules(file: &MapsFile) -> impl Iterator<Item = &RuleLine> {
+    file.rules
+        .iter()
+        .enumerate()
+        .filter(move |(index, rule)| {
+            !file.rules[index + 1..]
+                .iter()
+                .any(|later| later.kind == rule.kind && later.key == rule.key)
+        })
+        .map(|(_, rule)| rule)
+}
+
+fn warning(line: usize, kind: FindingKind, message: String) -> Finding {
+    Finding {
+        line: Some(line),
+        severity: Severity::Warning,
+        kind,
+        message,
+    }
+}
+
+/// An image this rule decides, when one can be made up.
+fn probe_image(rule: &RuleLine) -> Option<String> {
+    let image = match rule.kind {
+        KeyKind::Exact => rule.key.clone(),
+        // Each wildcard stands for a plain name character; a class for its
+        // first member.
+        KeyKind::Replace => glob_example(&rule.key)?,
+        KeyKind::Registry => format!("{}/{PROBE_REPOSITORY}", rule.key),
+        KeyKind::Default => format!("imageswap-check.invalid/{PROBE_REPOSITORY}"),
+        KeyKind::NoswapWildcards => return None,
+    };
+    is_valid_reference(&image).then_some(image)
+}
+
+/// The rule word an image decided by this kind of key reports.
+fn decides(kind: KeyKind, rule: Rule) -> bool {
+    match kind {
+        KeyKind::Exact => rule == Rule::Exact,
+        KeyKind::Replace => rule == Rule::Replace,
+        KeyKind::Registry => matches!(rule, Rule::Registry | Rule::Path),
+        KeyKind::Default => rule == Rule::Default,
+        KeyKind::NoswapWildcards => false,
+    }
+}
+
+/// `Some(message)` when the rule's result is swapped again.
+fn swapped_again(rule: &RuleLine, engine: &Engine) -> Option<String> {
+    let image = probe_image(rule)?;
+    let first = engine.decide(&image);
+    if !decides(rule.kind, first.rule) {
+        return None;
+    }
+    let once = first.result?;
+    let again = engine.decide(&once);
+    let twice = again.result?;
+    let key = match rule.kind {
+        KeyKind::Exact => format!("[EXACT]{}", rule.key),
+        KeyKind::Replace => format!("[REPLACE]{}", rule.key),
+        _ => rule.key.clone(),
+    };
+    Some(format!(
+        "not idempotent: `{key}` swaps {image} to {once}, which the {} rule{} swaps again to {twice}; \
+         a swapped image goes through the rules again on reinvocation and on pod UPDATE, so give \
+         the target an empty rule (`{}::`) or list it in noswap_wildcards",
+        again.rule.as_str(),
+        again.key.map(|k| format!(" `{k}`")).unwrap_or_default(),
+        registry_of(&once),
+    ))
+}
+
+/// The registry part of an image, as a key for the suggested empty rule.
+fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// A string the glob matches, built from its literal parts: `*` and `?` become
+/// `x`, a class its first member. `None` when the pattern holds syntax this
+/// cannot follow.
+fn glob_example(pattern: &str) -> Option<String> {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' => out.push('x'),
+            '[' => {
+                let negated = chars.next_if(|c| *c == '!' || *c == '^').is_some();
+                let first = chars.next()?;
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        break;
+                    }
+                }
+                if negated {
+                    out.push('x');
+                } else {
+                    out.push(first);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
+/// Why a `[REPLACE]` pattern cannot match as written: braces are literal
+/// (there is no `{a,b}` alternation) and brackets outside a class are
+/// literal, and no image reference contains either.
+fn pattern_problem(pattern: &str) -> Option<String> {
+    if pattern.contains(['{', '}']) {
+        return Some(format!(
+            "`[REPLACE]{pattern}` cannot match: `{{` and `}}` are literal (globs here have no \
+             {{a,b}} alternation) and no image reference contains them; write one rule per alternative"
+        ));
+    }
+    if has_literal_bracket(pattern) {
+        return Some(format!(
+            "`[REPLACE]{pattern}` cannot match: a `[` or `]` that does not form a class `[abc]` is \
+             literal, and no image reference contains one"
+        ));
+    }
+    None
+}
+
+/// Whether a `[` or `]` is left over outside a well-formed class.
+fn has_literal_bracket(pattern: &str) -> bool {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ']' => return true,
+            '[' => {
+                let mut members = 0;
+                let mut closed = false;
+                for c in chars.by_ref() {
+                    // A `]` first in the class is a member, as in fnmatch.
+                    if c == ']' && members > 0 {
+                        closed = true;
+                        break;
+                    }
+                    if c != '!' || members > 0 {
+                        members += 1;
+                    }
+                }
+                if !closed {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn findings(text: &str) -> Vec<(usize, FindingKind, String)> {
+        let file = MapsFile::parse(text);
+        let (engine, _) = Engine::from_maps_file(&file);
+        lint(&file, &engine)
+            .into_iter()
+            .map(|f| (f.line.unwrap_or_default(), f.kind, f.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_default_with_a_path_doubles_and_says_so() {
+        let found = findings("default::harbor.example.com/proj\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (line, kind, message) = &found[0];
+        assert_eq!((*line, *kind), (1, FindingKind::NotIdempotent));
+        assert!(
+            message.contains("harbor.example.com/proj/proj/imageswap-check/app:1"),
+            "{message}"
+        );
+        assert!(message.contains("`harbor.example.com::`"), "{message}");
+    }
+
+    #[test]
+    fn safe_maps_have_no_finding() {
+        for text in [
+            "default::harbor.example.com\n",
+            "default::harbor.example.com/proj\nharbor.example.com::\n",
+            "docker.io::mirror.example/hub-\nmirror.example::\ndefault::\n",
+            "default::m.example/p\nnoswap_wildcards::m.example\n",
+            "[EXACT]nginx:1::m.example/nginx:1\nm.example::\ndefault::\n",
+            "[REPLACE]ghcr.io/[ab]*::m.example/x\nm.example::\ndefault::\n",
+        ] {
+            assert!(findings(text).is_empty(), "{text}: {:?}", findings(text));
+        }
+    }
+
+    #[test]
+    fn every_kind_of_rule_is_probed() {
+        let found = findings(
+            "default::\n\
+             quay.io::m.example/quay\n\
+             docker.io/library::m.example/lib\n\
+             [EXACT]nginx:1::m.example/quay/nginx:1\n\
+             [REPLACE]ghcr.io/*::m.example/quay\n\
+             m.example::m.example/quay\n",
+        );
+        let lines: Vec<usize> = found.iter().map(|f| f.0).collect();
+        // quay.io → m.example/quay/…, which `m.example::m.example/quay` swaps again, and so on.
+        assert_eq!(lines, [2, 3, 4, 5, 6], "{found:?}");
+    }
+
+    #[test]
+    fn patterns_that_cannot_match_are_named() {
+        let found = findings(
+            "default::\n\
+             [REPLACE]ghcr.io/{a,b}/*::m.example\n\
+             [REPLACE]ghcr.io/[abc::m.example\n\
+             [REPLACE]ghcr.io/a]*::m.example\n\
+             [REPLACE]ghcr.io/[!a]*::\n",
+        );
+        let unmatchable: Vec<usize> = found
+            .iter()
+            .filter(|f| f.1 == FindingKind::UnmatchablePattern)
+            .map(|f| f.0)
+            .collect();
+        assert_eq!(unmatchable, [2, 3, 4], "{found:?}");
+    }
+}

@@ -1,0 +1,5 @@
+//! The `imageswap` binary as people and Kubernetes run it
+//! (`support::binary`).
+
+mod serve;
+mod swap;

@@ -1,0 +1,277 @@
+//! The `imageswap serve` binary itself: configuration errors, signals and
+//! exit codes, `--dev`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::binary::{Running, command, http_get, http_post};
+use crate::support::otlp::{Collector, OtlpReceiver};
+use crate::support::{eventually_blocking, fixtures_maps, pod_review};
+
+fn maps_arg() -> String {
+    fixtures_maps().display().to_string()
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let maps = maps_arg();
+    let mut server = Running::start(&["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps]);
+    let addr = server.listen_addr();
+    let warned = server.wait_for("PLAIN HTTP");
+    assert_eq!(warned["level"], "WARN");
+    assert!(http_get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let maps = maps_arg();
+    // The request timeout is long so that the held request below is still in
+    // flight when the second signal comes, however slow the machine.
+    let mut server = Running::start(&[
+        "--insecure-http",
+        "--listen",
+        "127.0.0.1:0",
+        "--maps",
+        &maps,
+        "--request-timeout",
+        "60s",
+    ]);
+    let addr = server.listen_addr();
+    // A request held in flight would keep a graceful shutdown waiting 20 s.
+    let body = pod_review("held", &["nginx"]);
+    let mut held = TcpStream::connect(addr).expect("connect");
+    write!(
+        held,
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("head");
+    held.write_all(&body[..10]).expect("part of the body");
+    // In flight once the server has read its head and entered the stack:
+    // its own gauge says so (a signal before that would find nothing to wait for).
+    let inflight = eventually_blocking(Duration::from_secs(10), || {
+        http_get(addr, "/metrics").contains("\nimageswap_inflight_requests 1\n")
+    });
+    assert!(inflight, "the held request never reached the server");
+    server.signal("TERM");
+    server.wait_for("Stopped accepting");
+    let started = Instant::now();
+    server.signal("INT");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 130);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "far under the 20 s grace"
+    );
+    // The log line of the forced exit is flushed before the process goes.
+    server.wait_for("Second signal");
+}
+
+#[test]
+fn a_bad_setting_stops_the_start_with_one_line_naming_the_variable() {
+    for (variable, value) in [
+        ("IMAGESWAP_MAX_CONCURRENCY", "0"),
+        ("IMAGESWAP_REQUEST_TIMEOUT", "soon"),
+        ("IMAGESWAP_LISTEN", "everywhere"),
+        ("OTEL_TRACES_SAMPLER", "sometimes"),
+        ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "jaeger:4318"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
+    ] {
+        let mut serve = command();
+        serve.arg("serve").env(variable, value);
+        if variable == "OTEL_TRACES_SAMPLER_ARG" {
+            serve.env("OTEL_TRACES_SAMPLER", "traceidratio");
+        }
+        let output = serve.output().expect("run");
+        assert_eq!(output.status.code(), Some(2), "{variable}");
+        if variable.starts_with("OTEL_") {
+            // Checked after clap, by ImageSwap: exactly one line.
+            assert_eq!(
+                String::from_utf8_lossy(&output.stderr).lines().count(),
+                1,
+                "{variable}"
+            );
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.contains(variable), "{variable}: {stderr}");
+    }
+}
+
+#[test]
+fn dev_mode_serves_the_example_maps_over_tls_and_prints_a_curl_command() {
+    let mut server = Running::start(&["--dev", "--listen", "127.0.0.1:0"]);
+    let addr = server.listen_addr();
+    let mut stdout = BufReader::new(server.child.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    while !printed.contains("curl") {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).expect("stdout") > 0,
+            "stdout ended: {printed}"
+        );
+        printed.push_str(&line);
+    }
+    let command = printed
+        .lines()
+        .find(|l| l.contains("curl"))
+        .expect("curl line")
+        .trim()
+        .to_owned();
+    assert!(command.contains(&format!("https://{addr}/mutate")), "{command}");
+    assert!(command.contains("examples/admission-review.json"), "{command}");
+    let maps = server.wait_for("Maps loaded.");
+    assert!(
+        maps["path"]
+            .as_str()
+            .expect("path")
+            .ends_with("examples/imageswap-maps.conf")
+    );
+
+    // Run the printed command as a person would, when the tools are there.
+    let have_curl = Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    if have_curl {
+        let output = Command::new("sh").args(["-c", &command]).output().expect("sh");
+        let patch: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+        assert_eq!(patch[0]["op"], "replace", "{patch}");
+        assert_eq!(patch[0]["path"], "/spec/containers/0/image");
+    }
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+}
+
+#[test]
+fn empty_otel_variables_count_as_unset() {
+    let maps = maps_arg();
+    let mut server = Running::start_with_env(
+        &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            ("OTEL_TRACES_SAMPLER", ""),
+            ("OTEL_SERVICE_NAME", ""),
+        ],
+    );
+    let addr = server.listen_addr();
+    assert!(http_get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+    let exporting = server
+        .seen
+        .borrow()
+        .iter()
+        .any(|l| l["message"] == "Exporting traces over OTLP/HTTP.");
+    assert!(!exporting, "traces stay off");
+}
+
+/// The binary as deployed: the variables of the deploy example, a request
+/// from "the API server" with a traceparent, then SIGTERM before the batch
+/// delay is over: the span reaches the collector by the flush at shutdown,
+/// and the JSON log line of the review carries its ids.
+#[test]
+fn the_binary_exports_spans_and_flushes_them_at_shutdown() {
+    let collector_rt = tokio::runtime::Runtime::new().expect("runtime");
+    let collector = collector_rt.block_on(OtlpReceiver::start(Collector::Answers));
+    let maps = maps_arg();
+    let endpoint = collector.endpoint();
+    let mut server = Running::start_with_env(
+        &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_SERVICE_NAME", "imageswap-binary"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+            ("IMAGESWAP_POD_NAME", "imageswap-7d4b9-x2x5q"),
+        ],
+    );
+    let addr = server.listen_addr();
+    let started = server.wait_for("Exporting traces over OTLP/HTTP.");
+    assert_eq!(started["endpoint"], format!("{endpoint}/v1/traces"));
+    // Ratio 0 samples no new trace, but a sampled parent is followed.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\n");
+    let body = pod_review("binary-1", &["nginx:1.25"]);
+    assert!(http_post(addr, "/", &traceparent, &body).starts_with("HTTP/1.1 200"));
+    assert!(http_post(addr, "/", "", &pod_review("binary-2", &["nginx:1.25"])).starts_with("HTTP/1.1 200"));
+    let signalled = Instant::now();
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), 0);
+    let spans = collector.spans();
+    assert_eq!(
+        spans.len(),
+        1,
+        "only the sampled parent's span: {:?}",
+        spans.iter().map(|s| s.attributes()).collect::<Vec<_>>()
+    );
+    let span = &spans[0];
+    assert_eq!(span.trace_id(), trace_id);
+    assert_eq!(span.str("imageswap.uid"), Some("binary-1"));
+    assert_eq!(span.resource_str("service.name"), Some("imageswap-binary"));
+    assert_eq!(span.resource_str("k8s.pod.name"), Some("imageswap-7d4b9-x2x5q"));
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    let line = server.wait_for("Admission reviewed.");
+    assert_eq!(line["uid"], "binary-1");
+    assert_eq!(line["trace_id"], trace_id);
+    assert_eq!(line["span_id"], span.span_id());
+}
+
+#[test]
+fn each_swap_is_an_info_line_and_the_review_line_says_the_metric_outcome() {
+    let maps = maps_arg();
+    // `nginx:1.25` is swapped by the fixtures' maps, `mirror.example.com/x:1` left alone.
+    let review = pod_review("logged", &["nginx:1.25", "mirror.example.com/x:1"]);
+    let mut server = Running::start_with_env(
+        &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
+        &[("IMAGESWAP_LOG_LEVEL", "DEBUG")],
+    );
+    let addr = server.listen_addr();
+    assert!(http_post(addr, "/", "", &review).starts_with("HTTP/1.1 200"));
+    let swapped = server.wait_for("Image swapped.");
+    assert_eq!(swapped["level"], "INFO");
+    assert_eq!(swapped["from"], "nginx:1.25");
+    assert_eq!(swapped["to"], "mirror.example.com/library/nginx:1.25");
+    assert_eq!(swapped["rule"], "path");
+    let unchanged = server.wait_for("Image left unchanged.");
+    assert_eq!(unchanged["level"], "DEBUG");
+    assert_eq!(unchanged["image"], "mirror.example.com/x:1");
+    assert_eq!(unchanged["rule"], "registry");
+    let reviewed = server.wait_for("Admission reviewed.");
+    assert_eq!(reviewed["outcome"], "patched", "the metric's word: {reviewed}");
+    let metrics = http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("imageswap_admission_requests_total{outcome=\"patched\"} 1"),
+        "{metrics}"
+    );
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+
+    // Switched off: the review line stays, the per-image line goes.
+    let mut quiet = Running::start_with_env(
+        &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
+        &[("IMAGESWAP_LOG_SWAPS", "FALSE")],
+    );
+    let addr = quiet.listen_addr();
+    assert!(http_post(addr, "/", "", &review).starts_with("HTTP/1.1 200"));
+    quiet.wait_for("Admission reviewed.");
+    quiet.signal("TERM");
+    assert_eq!(quiet.wait_exit(Duration::from_secs(5)), 0);
+    quiet.wait_for("Requests in flight finished.");
+    assert!(
+        !quiet
+            .seen
+            .borrow()
+            .iter()
+            .any(|l| l["message"] == "Image swapped."),
+        "IMAGESWAP_LOG_SWAPS=FALSE: {:?}",
+        quiet.seen.borrow()
+    );
+}

@@ -1,0 +1,339 @@
+//! `imageswap swap` and `imageswap maps check` as a person runs them: the real
+//! binary, real files, arguments, standard input, exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::support::binary::command as imageswap;
+
+const SPEC_A: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/maps/spec-a.conf");
+
+fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn imageswap");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().expect("wait");
+    writer.join().expect("writer thread").expect("write stdin");
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    stdout(output)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn json_output_for_arguments() {
+    let output = imageswap()
+        .args([
+            "swap",
+            "--maps",
+            SPEC_A,
+            "--output",
+            "json",
+            "alpine",
+            "cool.io:443/a",
+            "gcr.io/",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let lines = json_lines(&output);
+    assert_eq!(
+        lines,
+        vec![
+            serde_json::json!({"image": "alpine", "result": "my.example.com/mirror-docker.io/alpine", "changed": true, "rule": "registry", "key": "docker.io"}),
+            serde_json::json!({"image": "cool.io:443/a", "result": "cool.io:443/a", "changed": false, "rule": "registry", "key": "cool.io"}),
+            serde_json::json!({"image": "gcr.io/", "result": "gcr.io/", "changed": false, "rule": "invalid", "key": null,
+                "reason": "nothing follows the registry `gcr.io/`"}),
+        ]
+    );
+}
+
+#[test]
+fn text_output_is_aligned() {
+    let output = imageswap()
+        .args([
+            "swap",
+            "--maps",
+            SPEC_A,
+            "alpine",
+            "quay.io/solo/gloo:v1.0",
+            "harbor.twr.io/x",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3);
+    // The result column starts at the same place on every line.
+    let starts: Vec<usize> = [
+        "my.example.com/mirror-docker.io/alpine",
+        "quay.example3.com/solo/gloo:v1.0",
+        "(unchanged)",
+    ]
+    .iter()
+    .zip(&lines)
+    .map(|(result, line)| line.find(result).expect("result on the line"))
+    .collect();
+    assert!(starts.iter().all(|&s| s == starts[0]), "{text}");
+    assert!(lines[0].trim_end().ends_with("registry  docker.io"), "{text}");
+    assert!(lines[2].trim_end().ends_with("wildcard  twr.io"), "{text}");
+}
+
+#[test]
+fn stdin_lines_exactly_as_written() {
+    let input = b"alpine\n\n nginx\nquay.io/a/b\r\nquay.io/a/b";
+    let output = run_with_stdin(
+        imageswap().args(["swap", "--maps", SPEC_A, "--output", "json"]),
+        input,
+    );
+    assert!(output.status.success());
+    let lines = json_lines(&output);
+    let images: Vec<&str> = lines.iter().map(|l| l["image"].as_str().unwrap()).collect();
+    // The empty line is skipped; nothing is trimmed (so " nginx" and the CR line are invalid).
+    assert_eq!(images, ["alpine", " nginx", "quay.io/a/b\r", "quay.io/a/b"]);
+    let rules: Vec<&str> = lines.iter().map(|l| l["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["registry", "invalid", "invalid", "registry"]);
+}
+
+#[test]
+fn streams_a_hundred_thousand_lines() {
+    let input: String = (0..100_000)
+        .map(|i| format!("team{}/app:{}\n", i % 97, i))
+        .collect();
+    let output = run_with_stdin(
+        imageswap().args(["swap", "--maps", SPEC_A, "--output", "json"]),
+        input.as_bytes(),
+    );
+    assert!(output.status.success());
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 100_000);
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["result"], "my.example.com/mirror-docker.io/team89/app:99999");
+}
+
+#[test]
+fn environment_variables_are_the_defaults() {
+    let output = imageswap()
+        .env("IMAGESWAP_MAPS_FILE", SPEC_A)
+        .args(["swap", "--output", "json", "alpine"])
+        .output()
+        .unwrap();
+    assert_eq!(json_lines(&output)[0]["rule"], "registry");
+
+    let output = imageswap()
+        .env("IMAGESWAP_MODE", "LEGACY")
+        .env("IMAGE_PREFIX", "legacy.example.com")
+        .args(["swap", "--output", "json", "gcr.io/team/app:1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let line = &json_lines(&output)[0];
+    assert_eq!(
+        (line["result"].as_str(), line["rule"].as_str()),
+        (Some("legacy.example.com/app:1"), Some("legacy"))
+    );
+
+    // Flags beat the environment.
+    let output = imageswap()
+        .env("IMAGESWAP_MODE", "LEGACY")
+        .args([
+            "swap", "--mode", "maps", "--maps", SPEC_A, "--output", "json", "alpine",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(json_lines(&output)[0]["rule"], "registry");
+}
+
+#[test]
+fn unreadable_maps_file_is_a_usage_error() {
+    let output = imageswap()
+        .args(["swap", "--maps", "/nonexistent/maps.conf", "alpine"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot read maps file /nonexistent/maps.conf"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+
+    // The spec's default path is used when nothing names a file.
+    let output = imageswap().args(["swap", "alpine"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/app/maps/imageswap-maps.conf"));
+}
+
+#[test]
+fn non_utf8_maps_file_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maps.conf");
+    std::fs::write(&path, b"default::\xff\n").unwrap();
+    let output = imageswap()
+        .args(["swap", "--maps"])
+        .arg(&path)
+        .arg("alpine")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not UTF-8"));
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    for args in [
+        vec!["swap", "--mode", "bogus", "alpine"],
+        vec!["swap", "--output", "yaml", "alpine"],
+        vec!["swap", "--no-such-flag"],
+    ] {
+        let output = imageswap().args(&args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(!output.stderr.is_empty());
+    }
+    let output = imageswap()
+        .env("IMAGESWAP_MODE", "sideways")
+        .args(["swap", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sideways"));
+}
+
+// ---------------------------------------------------------------- maps check
+
+fn check(contents: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maps.conf");
+    std::fs::write(&path, contents).unwrap();
+    let output = imageswap().args(["maps", "check"]).arg(&path).output().unwrap();
+    let text = stdout(&output).replace(&path.display().to_string(), "maps.conf");
+    (output.status.code(), text)
+}
+
+#[test]
+fn maps_check_clean_file() {
+    // Idempotent too: what docker.io swaps to is left alone (`hub.io::`).
+    let (code, text) = check("default::d.io\ndocker.io::hub.io\nhub.io::\n");
+    assert_eq!((code, text.as_str()), (Some(0), "maps.conf: ok\n"));
+}
+
+#[test]
+fn maps_check_warnings_only_exit_zero() {
+    let (code, text) = check(
+        "default::d.io\n\
+         quay.io:q.io\n\
+         docker.io::a.io\n\
+         docker.io::b.io\n\
+         noswap_wildcards::a.io,,b.io\n\
+         gcr.io::mirror. example\n\
+         q.io::\n\
+         mirror.example::\n",
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("maps.conf:2: warning: the single `:` separator is deprecated"));
+    assert!(
+        lines[1].starts_with("maps.conf:4: warning: key `docker.io` repeats line 3; this line's value wins")
+    );
+    assert!(lines[2].starts_with("maps.conf:5: warning: empty pattern in noswap_wildcards"));
+    assert!(lines[3].starts_with("maps.conf:6: warning: spaces or tabs inside `mirror. example`"));
+}
+
+#[test]
+fn maps_check_errors_exit_one() {
+    let (code, text) = check("docker.io::hub.io\nbroken line\nregistry:5000:mirror\n[REPLACE]a[b-a]::x\n");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("maps.conf:2: error: invalid rule `broken line` skipped"),
+        "{text}"
+    );
+    assert!(
+        text.contains("maps.conf:3: error:") && text.contains("requires the `::` separator"),
+        "{text}"
+    );
+    assert!(
+        text.contains("maps.conf:4: error: [REPLACE] pattern `a[b-a]` is not a valid glob"),
+        "{text}"
+    );
+    assert!(text.contains("maps.conf: error: no `default` key"), "{text}");
+}
+
+#[test]
+fn maps_check_unreadable_file_exit_two() {
+    let output = imageswap()
+        .args(["maps", "check", "/nonexistent.conf"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&output.stderr).lines().count(), 1);
+}
+
+#[test]
+fn maps_check_warns_when_a_swapped_image_is_swapped_again() {
+    // The issue's case: the default with a path swaps its own output again.
+    let (code, text) = check("default::harbor.example.com/proj\n[REPLACE]ghcr.io/{a,b}/*::x.example\n");
+    assert_eq!(code, Some(0), "warnings only: {text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("maps.conf:1: warning: not idempotent: `default`"),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("harbor.example.com/proj/proj/"),
+        "names the doubled result: {text}"
+    );
+    assert!(
+        lines[1].starts_with("maps.conf:2: warning: `[REPLACE]ghcr.io/{a,b}/*` cannot match"),
+        "{text}"
+    );
+}
+
+#[test]
+fn stdin_answers_each_line_as_soon_as_it_arrives() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = imageswap()
+        .args(["swap", "--maps", SPEC_A])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // The answer to the first line arrives while stdin is still open: the
+    // output is not held back for a block of 4096 lines or for EOF.
+    stdin.write_all(b"alpine\n").unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("alpine  my.example.com/mirror-docker.io/alpine"),
+        "{line}"
+    );
+    stdin.write_all(b"Alpine\n").unwrap();
+    drop(stdin);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("invalid") && line.contains("lower case"),
+        "the reason: {line}"
+    );
+    assert!(child.wait().unwrap().success());
+}

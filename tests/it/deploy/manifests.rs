@@ -1,0 +1,319 @@
+//! The manifests and the program agree: every variable the `imageswap-env`
+//! ConfigMap (base and overlays) or a container sets is one the program reads,
+//! every value parses as the program parses it, the containers run the
+//! subcommands that exist, and every mount path is where the program looks by
+//! default. The rendered base is `deploy/install.yaml` (kept current by
+//! `scripts/check-deploy`); the overlays' ConfigMap patches are read as
+//! written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{ArgAction, CommandFactory};
+use imageswap::cli::Cli;
+use serde_json::Value;
+
+use crate::support::{read, repo_path};
+
+fn yaml_documents(text: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(text)
+        .expect("valid YAML")
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn install() -> Vec<Value> {
+    yaml_documents(&read("deploy/install.yaml"))
+}
+
+fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind}/{name} in install.yaml"))
+}
+
+fn string_map(value: &Value) -> BTreeMap<String, String> {
+    value
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().expect("string value").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `imageswap-env` data of the base, then of each overlay (base merged
+/// with the overlay's ConfigMap patch, as kustomize merges it).
+fn env_configs() -> Vec<(String, BTreeMap<String, String>)> {
+    let base = string_map(&object(&install(), "ConfigMap", "imageswap-env")["data"]);
+    let mut configs = vec![("base".to_owned(), base.clone())];
+    let overlays = repo_path("deploy/overlays");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&overlays)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    // The tracing example is an overlay too.
+    names.push(repo_path("deploy/observability/jaeger"));
+    for overlay in names {
+        let mut merged = base.clone();
+        for entry in std::fs::read_dir(&overlay).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in yaml_documents(&text) {
+                if doc["kind"] == "ConfigMap" && doc["metadata"]["name"] == "imageswap-env" {
+                    merged.extend(string_map(&doc["data"]));
+                }
+            }
+        }
+        configs.push((
+            overlay.file_name().unwrap().to_string_lossy().into_owned(),
+            merged,
+        ));
+    }
+    assert!(configs.len() >= 4, "base and the three overlays");
+    configs
+}
+
+/// What one subcommand reads from the environment: variable → (long flag,
+/// takes a value, default).
+#[derive(Debug)]
+struct EnvArg {
+    long: String,
+    takes_value: bool,
+    default: Option<String>,
+}
+
+fn env_args(subcommand: &str) -> BTreeMap<String, EnvArg> {
+    let cli = Cli::command();
+    let sub = cli
+        .find_subcommand(subcommand)
+        .unwrap_or_else(|| panic!("no `{subcommand}` subcommand"));
+    cli.get_arguments()
+        .chain(sub.get_arguments())
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_string_lossy().into_owned();
+            let takes_value = !matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
+            let default = arg
+                .get_default_values()
+                .first()
+                .map(|d| d.to_string_lossy().into_owned());
+            Some((
+                env,
+                EnvArg {
+                    long: arg.get_long()?.to_owned(),
+                    takes_value,
+                    default,
+                },
+            ))
+        })
+        .collect()
+}
+
+fn containers(deployment: &Value) -> Vec<&Value> {
+    let spec = &deployment["spec"]["template"]["spec"];
+    let mut all: Vec<&Value> = spec["initContainers"].as_array().into_iter().flatten().collect();
+    all.extend(spec["containers"].as_array().into_iter().flatten());
+    all
+}
+
+fn subcommand_of(container: &Value) -> String {
+    let args = container["args"].as_array().expect("args");
+    // One subcommand, settings through the environment; only the role of
+    // the container (`init --watch`, the sidecar) is a flag.
+    let flags: Vec<&str> = args[1..].iter().filter_map(Value::as_str).collect();
+    assert!(
+        !args.is_empty() && (flags.is_empty() || (args[0] == "init" && flags == ["--watch"])),
+        "one subcommand, settings through the environment: {container}"
+    );
+    args[0].as_str().unwrap().to_owned()
+}
+
+/// Turns environment settings into the equivalent command line and parses
+/// it with the program's own parser, so values are checked as at start.
+fn parse_as_program(subcommand: &str, env: &BTreeMap<String, String>) -> Result<(), String> {
+    let known = env_args(subcommand);
+    let mut argv = vec!["imageswap".to_owned(), subcommand.to_owned()];
+    for (name, value) in env {
+        let Some(arg) = known.get(name) else { continue };
+        if arg.takes_value {
+            argv.push(format!("--{}={value}", arg.long));
+        } else if ["true", "1", "yes", "on"].contains(&value.to_ascii_lowercase().as_str()) {
+            argv.push(format!("--{}", arg.long));
+        }
+    }
+    Cli::try_parse_from_argv(&argv)
+}
+
+trait TryParseArgv {
+    fn try_parse_from_argv(argv: &[String]) -> Result<(), String>;
+}
+
+impl TryParseArgv for Cli {
+    fn try_parse_from_argv(argv: &[String]) -> Result<(), String> {
+        use clap::Parser;
+        Cli::try_parse_from(argv)
+            .map(|_| ())
+            .map_err(|e| format!("{argv:?}: {e}"))
+    }
+}
+
+#[test]
+fn every_configmap_variable_is_read_by_the_program() {
+    let serve = env_args("serve");
+    let init = env_args("init");
+    for (name, config) in env_configs() {
+        for key in config.keys() {
+            assert!(
+                serve.contains_key(key) || init.contains_key(key),
+                "{name}: imageswap-env sets {key}, which neither `serve` nor `init` reads"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_container_variable_is_read_by_its_subcommand() {
+    let install = install();
+    let deployment = object(&install, "Deployment", "imageswap");
+    for container in containers(deployment) {
+        let subcommand = subcommand_of(container);
+        let known = env_args(&subcommand);
+        for env in container["env"].as_array().into_iter().flatten() {
+            let name = env["name"].as_str().unwrap();
+            assert!(
+                known.contains_key(name),
+                "{} sets {name}, which `{subcommand}` does not read",
+                container["name"]
+            );
+        }
+        let sources: Vec<&str> = container["envFrom"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["configMapRef"]["name"].as_str())
+            .collect();
+        assert_eq!(sources, ["imageswap-env"], "{}", container["name"]);
+    }
+}
+
+#[test]
+fn every_value_parses_as_the_program_parses_it() {
+    for (name, config) in env_configs() {
+        for subcommand in ["serve", "init"] {
+            parse_as_program(subcommand, &config).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+    // The check can fail: a value the program refuses is caught.
+    let mut bad = env_configs().remove(0).1;
+    bad.insert("IMAGESWAP_REQUEST_TIMEOUT".into(), "two seconds".into());
+    assert!(parse_as_program("serve", &bad).is_err());
+}
+
+#[test]
+fn containers_run_the_binary_the_image_installs() {
+    let install = install();
+    let deployment = object(&install, "Deployment", "imageswap");
+    let dockerfile = read("Dockerfile");
+    let mut subcommands = Vec::new();
+    for container in containers(deployment) {
+        let command = container["command"].as_array().expect("command");
+        let binary = command[0].as_str().unwrap();
+        assert!(
+            dockerfile.contains(&format!("COPY --from=build /out/imageswap {binary}")),
+            "{binary}"
+        );
+        subcommands.push(subcommand_of(container));
+    }
+    assert_eq!(subcommands, ["init", "serve"]);
+}
+
+/// The mount path holding `file` in `container`, with the volume's name.
+fn mount_for<'a>(container: &'a Value, dir: &Path) -> Option<&'a Value> {
+    container["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| Path::new(m["mountPath"].as_str().unwrap()) == dir)
+}
+
+/// The effective path setting: the ConfigMap's value, else the program's default.
+fn setting(config: &BTreeMap<String, String>, args: &BTreeMap<String, EnvArg>, name: &str) -> String {
+    let default = args[name]
+        .default
+        .clone()
+        .unwrap_or_else(|| panic!("{name} has a default"));
+    let value = config.get(name).cloned().unwrap_or(default.clone());
+    assert_eq!(value, default, "{name} differs from the program's default");
+    value
+}
+
+#[test]
+fn mount_paths_are_the_program_defaults() {
+    let install = install();
+    let deployment = object(&install, "Deployment", "imageswap");
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    let volume = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("volume {name}"))
+    };
+    let (_, config) = env_configs().remove(0);
+    let all = containers(deployment);
+    let init = all.iter().find(|c| subcommand_of(c) == "init").unwrap();
+    let serve = all.iter().find(|c| subcommand_of(c) == "serve").unwrap();
+    let serve_args = env_args("serve");
+    let init_args = env_args("init");
+
+    // serve reads the pair init writes, from the same volume.
+    let tls_dir = setting(&config, &init_args, "IMAGESWAP_TLS_DIR");
+    let init_tls = mount_for(init, Path::new(&tls_dir)).expect("init mounts the TLS dir");
+    assert_ne!(init_tls["readOnly"], true, "init writes the pair");
+    for name in ["IMAGESWAP_TLS_CERT", "IMAGESWAP_TLS_KEY"] {
+        let file = PathBuf::from(setting(&config, &serve_args, name));
+        assert_eq!(file.parent().unwrap(), Path::new(&tls_dir), "{name}");
+        let mount = mount_for(serve, file.parent().unwrap()).unwrap_or_else(|| panic!("serve mounts {name}"));
+        assert_eq!(mount["name"], init_tls["name"], "{name}: the volume init writes");
+    }
+
+    // The maps ConfigMap is mounted as a directory (so its `..data` swap is
+    // seen), with the file name the program reads.
+    let maps = PathBuf::from(setting(&config, &serve_args, "IMAGESWAP_MAPS_FILE"));
+    let mount = mount_for(serve, maps.parent().unwrap()).expect("serve mounts the maps directory");
+    assert!(
+        mount.get("subPath").is_none(),
+        "a subPath mount never sees ConfigMap updates"
+    );
+    let item = &volume(mount["name"].as_str().unwrap())["configMap"]["items"][0];
+    assert_eq!(item["path"].as_str(), maps.file_name().unwrap().to_str());
+
+    // The webhook template, likewise for init.
+    let template = PathBuf::from(setting(&config, &init_args, "IMAGESWAP_MWC_TEMPLATE"));
+    let mount = mount_for(init, template.parent().unwrap()).expect("init mounts the template directory");
+    let item = &volume(mount["name"].as_str().unwrap())["configMap"]["items"][0];
+    assert_eq!(item["path"].as_str(), template.file_name().unwrap().to_str());
+}
+
+#[test]
+fn probes_and_ports_match_the_listen_address() {
+    let install = install();
+    let deployment = object(&install, "Deployment", "imageswap");
+    let (_, config) = env_configs().remove(0);
+    let listen: std::net::SocketAddr = config["IMAGESWAP_LISTEN"].parse().unwrap();
+    let serve = containers(deployment)
+        .into_iter()
+        .find(|c| subcommand_of(c) == "serve")
+        .unwrap();
+    assert_eq!(serve["ports"][0]["containerPort"], listen.port());
+    assert_eq!(serve["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(serve["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(serve["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+}

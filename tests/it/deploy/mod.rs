@@ -1,0 +1,4 @@
+//! The deployment files (manifests, observability) agree with the program.
+
+mod manifests;
+mod observability;

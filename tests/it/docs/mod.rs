@@ -1,0 +1,5 @@
+//! The documentation agrees with the program.
+
+mod examples;
+mod module_graph;
+mod settings;

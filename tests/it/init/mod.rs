@@ -1,0 +1,9 @@
+//! `imageswap init` against the fake API server (`support::fake_apiserver`),
+//! spec section by section, and the binary as the init container runs it.
+
+mod byoc;
+mod cli;
+mod mwc;
+mod self_signed;
+mod tls;
+mod watch;

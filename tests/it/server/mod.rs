@@ -1,0 +1,7 @@
+//! The server in this process (`support::server`), over real TLS.
+
+mod http;
+mod lifecycle;
+mod metrics_format;
+mod reload;
+mod traces;

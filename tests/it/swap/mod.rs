@@ -1,0 +1,5 @@
+//! The swap engine, pure: the spec's rules section by section, and
+//! properties over generated images and maps files.
+
+mod properties;
+mod spec;
