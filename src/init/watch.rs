@@ -387,8 +387,17 @@ impl Watcher {
             _ => PathBuf::from("."),
         };
         let handler = move |event: notify::Result<notify::Event>| {
+            // Opening and reading (our own reads among them) cannot change
+            // the template; anything else may.
             if let Ok(event) = event
-                && crate::reload::watched::is_relevant(&event.kind)
+                && !matches!(
+                    event.kind,
+                    notify::EventKind::Access(
+                        notify::event::AccessKind::Open(_)
+                            | notify::event::AccessKind::Read
+                            | notify::event::AccessKind::Close(notify::event::AccessMode::Read)
+                    )
+                )
             {
                 changed.notify_one();
             }
