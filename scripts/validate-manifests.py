@@ -369,7 +369,6 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
         ("Role", "", "configmaps", "get", "kube-root-ca.crt"),
         ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "create", None),
         ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "get", None),
-        ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "delete", None),
         ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests/approval", "update", None),
         ("ClusterRole", "certificates.k8s.io", "signers", "approve", env["IMAGESWAP_CSR_SIGNER_NAME"]),
         ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "create", None),
@@ -384,6 +383,12 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
     for kind, group, resource, verb, name in needs:
         if not allowed(kind, group, resource, verb, name):
             bad("RBAC", f"no {kind} allows {verb} on {resource} {name or ''}".rstrip())
+    # Least privilege: init leaves its issued CSRs to the controller-manager's
+    # cleaner, so nothing may grant deleting CSRs (cluster-wide, by nature).
+    for role in (o for o in objects if o["kind"] in ("Role", "ClusterRole")):
+        for rule in role.get("rules") or []:
+            if "certificatesigningrequests" in rule.get("resources", []) and "delete" in rule.get("verbs", []):
+                bad(name_of(role), "grants delete on certificatesigningrequests, which nothing uses")
     sa = spec.get("serviceAccountName")
     for binding in (o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
         if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa and s.get("namespace") == namespace
