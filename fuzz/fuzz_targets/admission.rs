@@ -99,7 +99,11 @@ impl<'de> Visitor<'de> for StrictVisitor {
 fn read_answer(admission: &Admission<'_>) -> (Value, Option<Vec<Value>>) {
     let answer: Value = serde_json::from_slice(&admission.body).expect("the answer is JSON");
     assert_eq!(answer["kind"], "AdmissionReview", "{answer}");
-    assert_eq!(answer["apiVersion"], admission.request.api_version.as_str(), "{answer}");
+    assert_eq!(
+        answer["apiVersion"],
+        admission.request.api_version.as_str(),
+        "{answer}"
+    );
     let response = &answer["response"];
     assert_eq!(response["allowed"], true, "{answer}");
     assert_eq!(response["uid"], admission.request.uid, "{answer}");
@@ -120,7 +124,9 @@ fn read_answer(admission: &Admission<'_>) -> (Value, Option<Vec<Value>>) {
         }
     };
     if let Verdict::Malformed(message) = &admission.verdict {
-        let warning = response["warnings"][0].as_str().expect("a malformed object is warned about");
+        let warning = response["warnings"][0]
+            .as_str()
+            .expect("a malformed object is warned about");
         assert!(warning.contains(message.as_str()), "{answer}");
     }
     (answer, patch)
@@ -146,7 +152,12 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         let (_answer, patch) = read_answer(&admission);
-        assert_eq!(patch.is_some(), admission.verdict == Verdict::Patched, "{:?}", admission.verdict);
+        assert_eq!(
+            patch.is_some(),
+            admission.verdict == Verdict::Patched,
+            "{:?}",
+            admission.verdict
+        );
         if matches!(admission.verdict, Verdict::Patched | Verdict::Shadowed) {
             assert!(!admission.changes.is_empty());
         } else {
@@ -194,6 +205,10 @@ fuzz_target!(|data: &[u8]| {
         let late = admit(&mut body, &options(false, Some(Instant::now())), &decide)
             .expect("answered once, answered again");
         let (_, late_patch) = read_answer(&late);
-        assert!(late_patch.is_none(), "a patch after the deadline: {:?}", late.verdict);
+        assert!(
+            late_patch.is_none(),
+            "a patch after the deadline: {:?}",
+            late.verdict
+        );
     });
 });

@@ -24,7 +24,11 @@ fn check_decision(image: &str, d: &Decision<'_>, has_default: bool) {
         return;
     }
     assert_ne!(d.rule, Rule::Invalid, "{image:?}");
-    assert_ne!(d.result.as_deref(), Some(image), "a result equal to the image is unchanged");
+    assert_ne!(
+        d.result.as_deref(),
+        Some(image),
+        "a result equal to the image is unchanged"
+    );
     match d.rule {
         Rule::None | Rule::Wildcard => assert!(d.result.is_none(), "{image:?}: {d:?}"),
         Rule::Legacy => panic!("a maps engine decided LEGACY for {image:?}"),
@@ -52,11 +56,17 @@ fuzz_target!(|data: &[u8]| {
     for rule in &file.rules {
         assert!((1..=lines).contains(&rule.line), "{rule:?}");
         for part in [&rule.key, &rule.value] {
-            assert!(!part.contains(char::is_whitespace) && !part.contains('#'), "{rule:?}");
+            assert!(
+                !part.contains(char::is_whitespace) && !part.contains('#'),
+                "{rule:?}"
+            );
         }
     }
     for finding in &file.findings {
-        assert!(finding.line.is_none_or(|l| (1..=lines).contains(&l)), "{finding:?}");
+        assert!(
+            finding.line.is_none_or(|l| (1..=lines).contains(&l)),
+            "{finding:?}"
+        );
     }
     assert_eq!(file, MapsFile::parse(&text), "parsing is deterministic");
     let has_default = file.rules.iter().any(|r| r.kind == KeyKind::Default);
@@ -74,13 +84,20 @@ fuzz_target!(|data: &[u8]| {
         let d = engine.decide(image);
         check_decision(image, &d, has_default);
         assert_eq!(d, engine.decide(image), "deciding twice differs for {image:?}");
-        assert_eq!(d, again.decide(image), "two engines of one text differ for {image:?}");
+        assert_eq!(
+            d,
+            again.decide(image),
+            "two engines of one text differ for {image:?}"
+        );
 
         let l = legacy.decide(image);
         if is_valid_reference(image) {
             assert_eq!(l.rule, Rule::Legacy);
             if let Some(result) = &l.result {
-                assert!(result.starts_with(prefix) && !image.contains(prefix), "{image:?}: {l:?}");
+                assert!(
+                    result.starts_with(prefix) && !image.contains(prefix),
+                    "{image:?}: {l:?}"
+                );
             }
         } else {
             assert_eq!((l.rule, &l.result), (Rule::Invalid, &None), "{image:?}");

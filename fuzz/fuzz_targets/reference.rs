@@ -72,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
         } else {
             // An implicit name holds no `:` before its tag (that would be a port).
             let name_len = s.find([':', '@']).unwrap_or(s.len());
-            assert!(name_len + DOCKER_HUB.len() + 1 > NAME_MAX_LEN, "{named:?} should parse");
+            assert!(
+                name_len + DOCKER_HUB.len() + 1 > NAME_MAX_LEN,
+                "{named:?} should parse"
+            );
         }
     }
 });
