@@ -3,13 +3,12 @@
 //! AdmissionReview with `allowed: true` for the request's uid and version,
 //! whose patch (present exactly when the verdict is "patched") base64-decodes
 //! to a JSON array of one `replace` per decided change. When serde_json reads
-//! the same body without duplicate keys, every patch path points at the image
-//! it replaces. Shadow mode decides the same changes and returns no patch; a
+//! the same body (last of a repeated key wins, as in Go), it finds the same
+//! uid, and every patch path points at the image it replaces. Shadow mode decides the same changes and returns no patch; a
 //! deadline in the past never returns a patch.
 #![no_main]
 
 use std::collections::HashSet;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +17,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use imageswap::admission::{Admission, ImageDecision, Options, Verdict, admit};
 use imageswap::swap::Engine;
 use libfuzzer_sys::fuzz_target;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// The admission fixtures' maps, plus a [REPLACE] glob and a `-` prefix.
@@ -35,63 +33,6 @@ fn options(shadow: bool, deadline: Option<Instant>) -> Options<'static> {
         disable_label: LABEL,
         shadow,
         deadline,
-    }
-}
-
-/// A JSON value read by serde_json, refusing duplicate keys (the admission
-/// core and serde_json may pick different ones; that is not checked here).
-struct Strict(Value);
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Strict(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Strict(value) = map.next_value()?;
-            if object.insert(key, value).is_some() {
-                return Err(de::Error::custom("duplicate key"));
-            }
-        }
-        Ok(Value::Object(object))
     }
 }
 
@@ -144,8 +85,9 @@ fuzz_target!(|data: &[u8]| {
                 rule: d.rule,
             }
         };
-        // What serde_json reads, when it reads the body without duplicates.
-        let strict = serde_json::from_slice::<Strict>(data).ok().map(|s| s.0);
+        // What serde_json reads: like Go's encoding/json (and so the API
+        // server, which applies the patch), the last of a repeated key wins.
+        let strict = serde_json::from_slice::<Value>(data).ok();
 
         let mut body = data.to_vec();
         let Ok(admission) = admit(&mut body, &options(false, None), &decide) else {
