@@ -17,7 +17,8 @@ if (($# > 0)); then targets=("$@"); else targets=(admission maps reference); fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then
     echo "fuzz: installing the nightly toolchain"
-    rustup toolchain install nightly --profile minimal
+    # --no-self-update: installing a toolchain otherwise replaces rustup itself.
+    rustup toolchain install nightly --profile minimal --no-self-update
 fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # The fuzz crate is its own workspace; its lock starts as the project's, so
