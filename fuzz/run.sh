@@ -38,7 +38,7 @@ for target in "${targets[@]}"; do
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -dict="$PWD/fuzz/dict/${target}.dict" -print_final_stats=1 \
         >"fuzz/logs/${target}.log" 2>&1 || status=$?
-    grep -E '^#[0-9]+[[:space:]]+DONE|^stat::number_of_executed_units|^stat::peak_rss_mb' "fuzz/logs/${target}.log" || true
+    grep -aE '^#[0-9]+[[:space:]]+DONE|^stat::number_of_executed_units|^stat::peak_rss_mb' "fuzz/logs/${target}.log" || true
     if ((status != 0)); then
         tail -n 60 "fuzz/logs/${target}.log"
         echo "fuzz: ${target} failed (exit ${status}); the input is under fuzz/artifacts/${target}/"
