@@ -104,6 +104,10 @@ VALUE_SETS = [
                 {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}]},
         },
     }, NAMESPACE, {}),
+    # Clusters before 1.29: one-shot init container plus a plain watch container.
+    ("plain-sidecar", {"nativeSidecar": False}, NAMESPACE, {}),
+    # A CA of ImageSwap's own: the Role gains its secret.
+    ("self-signed", {"config": {"IMAGESWAP_CERT_SOURCE": "self-signed"}}, NAMESPACE, {}),
     ("legacy-single", {
         "config": {"IMAGESWAP_MODE": "LEGACY", "IMAGE_PREFIX": "registry.example.com", "IMAGESWAP_LOG_LEVEL": "DEBUG"},
         "autoscaling": {"enabled": False},
@@ -162,6 +166,10 @@ REFUSED = [
     ("verify on-error policy", {"verify": {"enabled": True, "onError": "retry"}}, "onError"),
     ("pod label app", {"podLabels": {"app": "other"}}, "'app'"),
     ("metrics on the webhook port", {"config": {"IMAGESWAP_METRICS_LISTEN": "0.0.0.0:5000"}}, "IMAGESWAP_METRICS_LISTEN"),
+    ("sidecar on the metrics port", {"config": {"IMAGESWAP_METRICS_LISTEN": "0.0.0.0:9090",
+                                                "IMAGESWAP_WATCH_LISTEN": "0.0.0.0:9090"}}, "IMAGESWAP_WATCH_LISTEN"),
+    ("renewal fraction", {"config": {"IMAGESWAP_CERT_RENEW_FRACTION": "a third"}}, "IMAGESWAP_CERT_RENEW_FRACTION"),
+    ("certificate source", {"config": {"IMAGESWAP_CERT_SOURCE": "acme"}}, "IMAGESWAP_CERT_SOURCE"),
 ]
 
 # Not keys of `config`, on purpose: from the downward API, or never in a cluster.

@@ -174,8 +174,21 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
         return
     if serve.get("image") != init.get("image"):
         bad("Deployment", "serve and init must run the same image")
-    if serve.get("args") != ["serve"] or init.get("args") != ["init"]:
-        bad("Deployment", "containers must run `imageswap serve` and `imageswap init`")
+    if serve.get("args") != ["serve"] or init.get("args") not in (["init"], ["init", "--watch"]):
+        bad("Deployment", "containers must run `imageswap serve` and `imageswap init` (or `init --watch`)")
+    # `init --watch` as a native sidecar: its startup probe on the watch
+    # listener holds the server back until the pair is written.
+    if init.get("args") == ["init", "--watch"] and init in spec.get("initContainers", []):
+        if init.get("restartPolicy") != "Always":
+            bad(f"container {INIT_CONTAINER}", "`init --watch` as an init container must be a native sidecar (restartPolicy: Always)")
+        try:
+            watch_port = int(env.get("IMAGESWAP_WATCH_LISTEN", "").rsplit(":", 1)[1])
+        except (IndexError, ValueError):
+            watch_port = None
+        init_ports = {p.get("name"): p["containerPort"] for p in init.get("ports", [])}
+        get = init.get("startupProbe", {}).get("httpGet", {})
+        if watch_port is None or init_ports.get(get.get("port"), get.get("port")) != watch_port or get.get("path") != "/readyz":
+            bad(f"container {INIT_CONTAINER}", "the native sidecar needs a startupProbe GET /readyz on IMAGESWAP_WATCH_LISTEN's port")
 
     # Pod selection: Service and PDB select the pods, the HPA scales this Deployment.
     labels = pod["metadata"].get("labels", {})
@@ -356,7 +369,6 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
         ("Role", "", "configmaps", "get", "kube-root-ca.crt"),
         ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "create", None),
         ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "get", None),
-        ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "delete", None),
         ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests/approval", "update", None),
         ("ClusterRole", "certificates.k8s.io", "signers", "approve", env["IMAGESWAP_CSR_SIGNER_NAME"]),
         ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "create", None),
@@ -371,6 +383,12 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
     for kind, group, resource, verb, name in needs:
         if not allowed(kind, group, resource, verb, name):
             bad("RBAC", f"no {kind} allows {verb} on {resource} {name or ''}".rstrip())
+    # Least privilege: init leaves its issued CSRs to the controller-manager's
+    # cleaner, so nothing may grant deleting CSRs (cluster-wide, by nature).
+    for role in (o for o in objects if o["kind"] in ("Role", "ClusterRole")):
+        for rule in role.get("rules") or []:
+            if "certificatesigningrequests" in rule.get("resources", []) and "delete" in rule.get("verbs", []):
+                bad(name_of(role), "grants delete on certificatesigningrequests, which nothing uses")
     sa = spec.get("serviceAccountName")
     for binding in (o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
         if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa and s.get("namespace") == namespace

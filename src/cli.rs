@@ -37,8 +37,9 @@ pub enum Command {
     /// Work with maps files.
     #[command(subcommand)]
     Maps(MapsCommand),
-    /// Init container: make sure the serving certificate and the webhook configuration exist.
-    Init(InitArgs),
+    /// Init container: make sure the serving certificate and the webhook configuration exist
+    /// (with --watch: the sidecar that keeps them right while the pod runs).
+    Init(Box<InitArgs>),
 }
 
 #[derive(Debug, Subcommand)]

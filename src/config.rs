@@ -112,6 +112,12 @@ pub struct ServerArgs {
         value_parser = setting::<SocketAddr>())]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// An INFO log line per swapped image (from, to, rule), as the original
+    /// logged; false keeps only the line per review, for very busy clusters.
+    #[arg(long, env = "IMAGESWAP_LOG_SWAPS", default_value = "true", num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set, value_parser = setting::<bool>())]
+    pub log_swaps: bool,
+
     /// Plain HTTP instead of TLS: for local tests and load tests only.
     #[arg(long, env = "IMAGESWAP_INSECURE_HTTP", default_value = "false", num_args = 0..=1,
         default_missing_value = "true", action = clap::ArgAction::Set, value_parser = setting::<bool>())]
@@ -224,6 +230,7 @@ pub struct ServeConfig {
     pub shutdown_delay: Duration,
     pub metrics_listen: Option<SocketAddr>,
     pub shadow: bool,
+    pub log_swaps: bool,
     pub dev: bool,
     pub reload_poll: Duration,
     /// OpenTelemetry export; `None` (off) while no OTLP endpoint is set.
@@ -326,6 +333,7 @@ impl ServeConfig {
             shutdown_delay: server.shutdown_delay,
             metrics_listen: server.metrics_listen,
             shadow: server.shadow,
+            log_swaps: server.log_swaps,
             dev: server.dev,
             reload_poll: RELOAD_POLL_INTERVAL,
             traces,

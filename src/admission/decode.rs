@@ -142,7 +142,7 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
     if kind != "AdmissionReview" {
         return Err(BadReview::wrong_value("kind", "\"AdmissionReview\"", kind));
     }
-    let request = match root.get("request") {
+    let request = match member(root, "request") {
         None => return Err(BadReview::Missing { path: "request" }),
         Some(r) if r.is_object() => r,
         Some(r) => {
@@ -158,7 +158,7 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
         return Err(BadReview::EmptyUid);
     }
 
-    let object = match request.get("object") {
+    let object = match member(request, "object") {
         None => Object::Absent,
         Some(o) if o.is_null() => Object::Absent,
         Some(o) if o.is_object() => Object::Present(o),
@@ -170,37 +170,50 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
     };
     // The informational fields are read leniently: a wrong type there does
     // not stop an answer, it only leaves a blank in the log line.
-    let kind = request
-        .get("kind")
-        .and_then(|k| k.get("kind"))
+    let kind = member(request, "kind")
+        .and_then(|k| member(k, "kind"))
         .and_then(text)
-        .or_else(|| object_value.and_then(|o| o.get("kind")).and_then(text));
-    let metadata = object_value.and_then(|o| o.get("metadata"));
-    let name = request
-        .get("name")
+        .or_else(|| object_value.and_then(|o| member(o, "kind")).and_then(text));
+    let metadata = object_value.and_then(|o| member(o, "metadata"));
+    let name = member(request, "name")
         .and_then(text)
         .filter(|n| !n.is_empty())
-        .or_else(|| metadata.and_then(|m| m.get("name")).and_then(text))
-        .or_else(|| metadata.and_then(|m| m.get("generateName")).and_then(text));
+        .or_else(|| metadata.and_then(|m| member(m, "name")).and_then(text))
+        .or_else(|| metadata.and_then(|m| member(m, "generateName")).and_then(text));
     let info = RequestInfo {
         api_version,
         uid,
         kind,
-        namespace: request.get("namespace").and_then(text),
+        namespace: member(request, "namespace").and_then(text),
         name,
-        operation: request.get("operation").and_then(text),
-        sub_resource: request
-            .get("subResource")
+        operation: member(request, "operation").and_then(text),
+        sub_resource: member(request, "subResource")
             .and_then(text)
             .filter(|s| !s.is_empty()),
-        dry_run: request.get("dryRun").and_then(|d| d.as_bool()).unwrap_or(false),
+        dry_run: member(request, "dryRun")
+            .and_then(|d| d.as_bool())
+            .unwrap_or(false),
     };
-    let old_object = request.get("oldObject").filter(|o| o.is_object());
+    let old_object = member(request, "oldObject").filter(|o| o.is_object());
     Ok(Review {
         info,
         object,
         old_object,
     })
+}
+
+/// The value of `key` in an object, read as Go's `encoding/json` (and so the
+/// API server) reads it: when a key is repeated, the last one wins. (The
+/// tape's own `get` returns the first; a parser that disagrees with the API
+/// server about a document is a smuggling risk.) `None` for a value that is
+/// not an object or has no such key.
+pub(super) fn member<'t, 'i>(object: Value<'t, 'i>, key: &str) -> Option<Value<'t, 'i>> {
+    object
+        .as_object()?
+        .iter()
+        .filter(|(name, _)| *name == key)
+        .last()
+        .map(|(_, value)| value)
 }
 
 /// A string value, borrowed from the input (not from the tape).
@@ -209,7 +222,7 @@ pub(super) fn text<'i>(value: Value<'_, 'i>) -> Option<&'i str> {
 }
 
 fn required_str<'i>(parent: Value<'_, 'i>, key: &str, path: &'static str) -> Result<&'i str, BadReview> {
-    match parent.get(key) {
+    match member(parent, key) {
         None => Err(BadReview::Missing { path }),
         Some(v) => text(v).ok_or(BadReview::WrongType {
             path,

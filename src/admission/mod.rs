@@ -418,6 +418,33 @@ mod tests {
     }
 
     #[test]
+    fn repeated_keys_are_read_as_go_reads_them_the_last_one_wins() {
+        // Python's json (like Go's encoding/json, which the API server uses)
+        // keeps the last of a repeated key; so does the review decoder.
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"first","uid":"last","kind":{"kind":"Deployment"},"kind":{"kind":"Pod"},
+            "object":{"metadata":{"labels":{"k8s.twr.io/imageswap":"disabled"}},"spec":{}},
+            "object":{"kind":"Pod","metadata":{"labels":{"k8s.twr.io/imageswap":"disabled","k8s.twr.io/imageswap":"enabled"}},
+              "spec":{"containers":[{"name":"a","image":"hidden","image":"nginx"}]}}}}"#;
+        let as_go: serde_json::Value = serde_json::from_slice(body).expect("json");
+        assert_eq!(as_go["request"]["uid"], "last", "serde_json keeps the last too");
+        let (verdict, answer) = run(body.to_vec()).expect("answered");
+        assert_eq!(verdict, Verdict::Patched);
+        assert_eq!(answer["response"]["uid"], "last");
+        let patch = crate::admission::tests::decoded(&answer);
+        assert_eq!(patch[0]["path"], "/spec/containers/0/image");
+        assert_eq!(patch[0]["value"], "m/nginx");
+    }
+
+    fn decoded(answer: &serde_json::Value) -> serde_json::Value {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().expect("a patch"))
+            .expect("base64");
+        serde_json::from_slice(&raw).expect("patch is JSON")
+    }
+
+    #[test]
     fn envelope_errors_name_the_json_path() {
         assert!(bad(b"not json").starts_with("the body is not valid JSON"));
         assert!(bad(b"").starts_with("the body is not valid JSON"));

@@ -7,7 +7,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use super::Verdict;
-use super::decode::{text, type_name};
+use super::decode::{member, text, type_name};
 
 /// The container lists whose `image` is swapped, in patch order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -143,7 +143,7 @@ enum Child<'t, 'i> {
 }
 
 fn child_object<'t, 'i>(parent: Value<'t, 'i>, key: &str) -> Child<'t, 'i> {
-    match parent.get(key) {
+    match member(parent, key) {
         None => Child::Absent,
         Some(v) if v.is_null() => Child::Absent,
         Some(v) if v.is_object() => Child::Object(v),
@@ -164,10 +164,9 @@ fn dotted(segments: &[&str], last: Option<&str>) -> String {
 /// The opt-out: `metadata.labels[label] == "disabled"`. Read leniently: a
 /// label of another type is not an opt-out.
 pub(super) fn disabled(object: Value<'_, '_>, label: &str) -> bool {
-    object
-        .get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(|l| l.get(label))
+    member(object, "metadata")
+        .and_then(|m| member(m, "labels"))
+        .and_then(|l| member(l, label))
         .and_then(text)
         == Some("disabled")
 }
@@ -204,7 +203,7 @@ pub(super) fn for_each_image<'i>(
     mut visit: impl FnMut(Image<'i>) -> Result<(), Verdict>,
 ) -> Result<(), Verdict> {
     for field in ContainerField::ALL {
-        let list = match spec.get(field.as_str()) {
+        let list = match member(spec, field.as_str()) {
             None => continue,
             Some(v) if v.is_null() => continue,
             Some(v) => v,
@@ -222,7 +221,7 @@ pub(super) fn for_each_image<'i>(
                     type_name(container),
                 ));
             }
-            let image = match container.get("image") {
+            let image = match member(container, "image") {
                 None => continue,
                 Some(v) if v.is_null() => continue,
                 Some(v) => v,
@@ -236,7 +235,7 @@ pub(super) fn for_each_image<'i>(
                     type_name(image),
                 ));
             };
-            let name = container.get("name").and_then(text);
+            let name = member(container, "name").and_then(text);
             visit(Image {
                 field,
                 index,

@@ -2,6 +2,8 @@
 //! directory (an `emptyDir` shared with the server container). Each file is
 //! written to a temporary name and renamed into place, so a reader never sees
 //! half a file; the key is created with mode 0600 before any byte is written.
+//! `--watch` rewrites them while the server runs: the server's reloader
+//! picks the new pair up within seconds and never serves a mismatched one.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -24,17 +26,33 @@ pub struct FilesError {
     pub source: std::io::Error,
 }
 
-/// Writes the key, then the certificate.
+/// Writes both files: each into a temporary file first, then the two
+/// renames back to back (key, then certificate), so the server's reloader
+/// sees old/old, then at worst new key with old certificate for the moment
+/// between two renames (which it refuses, keeping the old pair), then
+/// new/new.
 pub fn write_pair(dir: &Path, pair: &TlsPair) -> Result<(), FilesError> {
     fs::create_dir_all(dir).map_err(|source| FilesError {
         path: dir.to_owned(),
         source,
     })?;
-    write_atomically(&dir.join(KEY_FILE), &pair.key_pem, KEY_MODE)?;
-    write_atomically(&dir.join(CERT_FILE), &pair.cert_pem, CERT_MODE)
+    let key = dir.join(KEY_FILE);
+    let cert = dir.join(CERT_FILE);
+    let key_temporary = write_temporary(&key, &pair.key_pem, KEY_MODE)?;
+    let cert_temporary = write_temporary(&cert, &pair.cert_pem, CERT_MODE)?;
+    rename(&key_temporary, &key)?;
+    rename(&cert_temporary, &cert)
 }
 
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), FilesError> {
+/// The pair in the directory, when both files can be read.
+pub fn read_pair(dir: &Path) -> Option<TlsPair> {
+    Some(TlsPair {
+        cert_pem: fs::read(dir.join(CERT_FILE)).ok()?,
+        key_pem: fs::read(dir.join(KEY_FILE)).ok()?,
+    })
+}
+
+fn write_temporary(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, FilesError> {
     let error = |source| FilesError {
         path: path.to_owned(),
         source,
@@ -53,8 +71,14 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), Files
     let mut file = options.open(&temporary).map_err(error)?;
     file.write_all(contents).map_err(error)?;
     file.sync_all().map_err(error)?;
-    drop(file);
-    fs::rename(&temporary, path).map_err(error)
+    Ok(temporary)
+}
+
+fn rename(temporary: &Path, path: &Path) -> Result<(), FilesError> {
+    fs::rename(temporary, path).map_err(|source| FilesError {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -81,6 +105,8 @@ mod tests {
             assert_eq!(mode & 0o777, KEY_MODE);
         }
         assert!(!out.join("key.pem.tmp").exists());
+        assert!(!out.join("cert.pem.tmp").exists());
+        assert_eq!(read_pair(&out), Some(pair));
     }
 
     #[test]

@@ -36,6 +36,25 @@
 //! | `--disable-auto-mwc` | `IMAGESWAP_DISABLE_AUTO_MWC` | `false` (any case) |
 //! | `--csr-timeout` | `IMAGESWAP_CSR_TIMEOUT` | `60s` |
 //! | `--renew-before` | `IMAGESWAP_CERT_RENEW_BEFORE` | `180d` |
+//! | `--cert-source` | `IMAGESWAP_CERT_SOURCE` | `csr` (or `self-signed`, `byoc`) |
+//! | `--self-signed-ca-lifetime` | `IMAGESWAP_SELF_SIGNED_CA_LIFETIME` | `3650d` |
+//! | `--self-signed-cert-lifetime` | `IMAGESWAP_SELF_SIGNED_CERT_LIFETIME` | `365d` |
+//! | `--watch` | – | off |
+//! | `--watch-interval` | `IMAGESWAP_WATCH_INTERVAL` | `1m` |
+//! | `--renew-fraction` | `IMAGESWAP_CERT_RENEW_FRACTION` | `1/3` |
+//! | `--watch-listen` | `IMAGESWAP_WATCH_LISTEN` | off |
+//!
+//! # `--watch`
+//!
+//! The same binary and settings as a native sidecar: the first pass is
+//! `init` (its failure ends the sidecar, so the pod stays unready), then
+//! [`watch::Watcher`] keeps the pair and the webhook configuration right
+//! while the pod runs: renewal at a third of the lifetime, a rotated cluster
+//! CA (the old CA kept in the `caBundle` by [`ca_bundle`] while a replica may
+//! serve a pair it signed), a renewed bring-your-own secret, drift put back.
+//! [`probes`] serves its startup probe and metrics. With
+//! `IMAGESWAP_CERT_SOURCE=self-signed`, pairs come from a CA of ImageSwap's own
+//! ([`self_signed`]).
 //!
 //! # Exit
 //!
@@ -60,12 +79,16 @@
 //!   PKCS#1 RSA or SEC1 EC, whatever the server's rustls loads.
 
 pub mod api_error;
+pub mod ca_bundle;
 pub mod csr;
 pub mod files;
+pub mod probes;
 pub mod secret;
+pub mod self_signed;
 pub mod serving_pair;
 pub mod settings;
 pub mod tls_pair;
+pub mod watch;
 pub mod webhook;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -96,6 +119,8 @@ pub enum InitError {
     Secret(#[from] secret::SecretError),
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
+    #[error(transparent)]
+    SelfSigned(#[from] self_signed::SelfSignedError),
 }
 
 /// What `init` did, for the final log line and for tests.
@@ -105,6 +130,9 @@ pub struct InitOutcome {
     /// Unix seconds.
     pub not_after: i64,
     pub mwc: MwcOutcome,
+    /// The CA bundle the `caBundle` was made from (the cluster's, the own
+    /// CA's or `rootca.pem`), unless auto-MWC is off.
+    pub cluster_ca: Option<Vec<u8>>,
 }
 
 /// Everything `init` does, against any API server `client` points at.
@@ -116,31 +144,101 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
         Some(webhook::Template::load(settings)?)
     };
 
-    let serving = serving_pair::ensure(&client, settings, unix_now()).await?;
+    let now = unix_now();
+    let own_ca = match settings.cert_source {
+        settings::CertSource::SelfSigned => Some(self_signed::ensure_ca(&client, settings, now, None).await?),
+        _ => None,
+    };
+    let serving = match &own_ca {
+        None => serving_pair::ensure(&client, settings, now).await?,
+        Some(ca) => {
+            let policy = serving_pair::Policy {
+                cluster_ca: Some(serving_pair::ClusterCa {
+                    fingerprint: ca_bundle::fingerprint(&ca.bundle),
+                    pem: ca.bundle.clone(),
+                    assumed: None,
+                }),
+                own_ca: Some(ca.clone()),
+                ..serving_pair::Policy::once(settings)
+            };
+            serving_pair::ensure_with(&client, settings, now, &policy).await?
+        }
+    };
     files::write_pair(&settings.tls_dir, &serving.pair)?;
     info!(dir = %settings.tls_dir.display(), "Wrote cert.pem and key.pem for the server.");
 
+    let mut cluster_ca = None;
     let mwc = match template {
         None => {
             info!("IMAGESWAP_DISABLE_AUTO_MWC is set; leaving the webhook configuration alone.");
             MwcOutcome::Disabled
         }
         Some(template) => {
-            let ca = match &serving.byoc_ca {
-                Some(ca) => ca.clone(),
-                None => secret::read_cluster_ca(&client, &settings.namespace).await?,
+            let ca = match (&serving.byoc_ca, &own_ca) {
+                (Some(ca), _) => ca.clone(),
+                (None, Some(own)) => own.bundle.clone(),
+                (None, None) => secret::read_cluster_ca(&client, &settings.namespace).await?,
             };
-            webhook::ensure(&client, &template.with_ca_bundle(&ca)).await?
+            cluster_ca = Some(ca.clone());
+            // A CA that left the base but signs the pair this pod serves
+            // stays in the caBundle (a restart in the middle of a CA
+            // rotation, before the sidecar reissued), so the API server
+            // keeps trusting it; any other CA goes.
+            let mut retention = ca_bundle::Retention::new(std::time::Duration::ZERO);
+            let serving_cert = serving.pair.cert_pem.clone();
+            let webhook_name = settings.webhook_name.clone();
+            let started = std::time::Instant::now();
+            let outcome = webhook::ensure_by(&client, &settings.mwc_name, |live| {
+                let live_bundle = live
+                    .and_then(|mwc| mwc.webhooks.as_ref())
+                    .and_then(|hooks| hooks.iter().find(|hook| hook.name == webhook_name))
+                    .and_then(|hook| hook.client_config.ca_bundle.as_ref())
+                    .map(|bundle| bundle.0.clone());
+                let bundle = retention.bundle(&ca, live_bundle.as_deref(), &serving_cert, now, started);
+                template.with_ca_bundle(&bundle)
+            })
+            .await?;
+            if outcome == MwcOutcome::Unchanged {
+                info!(mwc = %settings.mwc_name, "The webhook configuration matches the template.");
+            }
+            outcome
         }
     };
     Ok(InitOutcome {
         pair: serving.source,
         not_after: serving.info.not_after,
         mwc,
+        cluster_ca,
     })
 }
 
-fn unix_now() -> i64 {
+/// `init --watch`: the first pass is `init` ([`run_with`]; its error ends
+/// the sidecar, so the kubelet restarts it and the pod stays unready), then
+/// `ready` is called and the [`watch::Watcher`] keeps it all true until
+/// `shutdown` completes.
+pub async fn watch_with(
+    client: kube::Client,
+    settings: &InitSettings,
+    metrics: std::sync::Arc<crate::telemetry::metrics::InitMetrics>,
+    ready: impl FnOnce(&InitOutcome),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), InitError> {
+    let outcome = run_with(client.clone(), settings).await?;
+    metrics.reconcile(crate::telemetry::metrics::ReloadResult::success, unix_now());
+    metrics.cert_expiry(outcome.not_after);
+    ready(&outcome);
+    info!(
+        interval = %humantime::format_duration(settings.watch_interval),
+        "The pair is written; watching the pair and the webhook configuration."
+    );
+    watch::Watcher::new(client, settings.clone(), metrics)
+        .first_bundle(outcome.cluster_ca.as_deref())
+        .run(shutdown)
+        .await;
+    Ok(())
+}
+
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))

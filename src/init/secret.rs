@@ -22,6 +22,19 @@ use super::tls_pair::TlsPair;
 pub const CERT_KEY: &str = "cert.pem";
 pub const KEY_KEY: &str = "key.pem";
 pub const ROOTCA_KEY: &str = "rootca.pem";
+/// cert-manager's names (a `kubernetes.io/tls` secret), accepted as well as
+/// the original's: read when the original's key is absent or empty.
+pub const TLS_CRT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
+pub const CA_CRT_KEY: &str = "ca.crt";
+/// The fingerprint of the cluster CA bundle a pair stored by `--watch` was
+/// issued under: when the bundle changes, the pair is reissued once, by
+/// whichever replica gets there first.
+pub const CLUSTER_CA_ANNOTATION: &str = "imageswap/cluster-ca-fingerprint";
+/// `<pod> <unix seconds>`: that `--watch` sidecar renews the pair and the
+/// others leave it to it until then (one CSR per renewal, not one per
+/// replica). Removed by the write of the new pair.
+pub const RENEWAL_CLAIM_ANNOTATION: &str = "imageswap/renewal-claimed-by";
 /// Any value: its presence marks a bring-your-own-certificate secret.
 pub const BYOC_ANNOTATION: &str = "imageswap-byoc";
 /// Which pod stored the current pair, for whoever debugs a rollout.
@@ -62,12 +75,38 @@ pub enum Written {
     LostRace,
 }
 
-/// The secret, data key by key, as the pair it holds (absent keys are empty).
+/// The secret, data key by key, as the pair it holds (absent keys are
+/// empty): `cert.pem`/`key.pem`, else cert-manager's `tls.crt`/`tls.key`.
 pub fn pair_of(secret: &Secret) -> TlsPair {
     TlsPair {
-        cert_pem: data(secret, CERT_KEY),
-        key_pem: data(secret, KEY_KEY),
+        cert_pem: data_or(secret, CERT_KEY, TLS_CRT_KEY),
+        key_pem: data_or(secret, KEY_KEY, TLS_KEY_KEY),
     }
+}
+
+/// The CA certificates of a bring-your-own CA secret: `rootca.pem`, else
+/// cert-manager's `ca.crt`.
+pub fn ca_of(secret: &Secret) -> Vec<u8> {
+    data_or(secret, ROOTCA_KEY, CA_CRT_KEY)
+}
+
+fn data_or(secret: &Secret, key: &str, fallback: &str) -> Vec<u8> {
+    let value = data(secret, key);
+    if value.iter().all(u8::is_ascii_whitespace) {
+        data(secret, fallback)
+    } else {
+        value
+    }
+}
+
+/// An annotation's value.
+pub fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(key))
+        .map(String::as_str)
 }
 
 pub fn is_byoc(secret: &Secret) -> bool {
@@ -122,6 +161,19 @@ impl Secrets {
         pair: &TlsPair,
         pod_name: &str,
     ) -> Result<Written, SecretError> {
+        self.write_pair_annotated(name, current, pair, pod_name, &[])
+            .await
+    }
+
+    /// [`Secrets::write_pair`], also setting `annotations`.
+    pub async fn write_pair_annotated(
+        &self,
+        name: &str,
+        current: Option<&Secret>,
+        pair: &TlsPair,
+        pod_name: &str,
+        annotations: &[(&str, String)],
+    ) -> Result<Written, SecretError> {
         let mut secret = match current {
             Some(existing) => existing.clone(),
             None => Secret {
@@ -143,6 +195,16 @@ impl Secrets {
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(UPDATED_BY_ANNOTATION.to_owned(), pod_name.to_owned());
+        if let Some(annotations) = secret.metadata.annotations.as_mut() {
+            annotations.remove(RENEWAL_CLAIM_ANNOTATION);
+        }
+        for (key, value) in annotations {
+            secret
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert((*key).to_owned(), value.clone());
+        }
         // `managedFields` is server bookkeeping; sending it back is allowed
         // but pointless.
         secret.metadata.managed_fields = None;
@@ -165,6 +227,50 @@ impl Secrets {
             }),
         }
     }
+}
+
+impl Secrets {
+    /// Claims the renewal of the pair in `current` for `pod` until `until`
+    /// (Unix seconds): an annotation written with the `resourceVersion` that
+    /// was read, so of several replicas one gets it.
+    pub async fn claim_renewal(
+        &self,
+        current: &Secret,
+        pod: &str,
+        until: i64,
+    ) -> Result<Written, SecretError> {
+        let mut secret = current.clone();
+        secret.metadata.managed_fields = None;
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(RENEWAL_CLAIM_ANNOTATION.to_owned(), format!("{pod} {until}"));
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        match self
+            .api
+            .replace(&name, &PostParams::default(), &secret)
+            .await
+            .map_err(ApiError)
+        {
+            Ok(_) => Ok(Written::Stored),
+            Err(err) if err.is_conflict() || err.is_not_found() => Ok(Written::LostRace),
+            Err(source) => Err(SecretError::Write {
+                namespace: self.namespace.clone(),
+                name,
+                source,
+            }),
+        }
+    }
+}
+
+/// Who claimed the renewal of the secret's pair, and until when, unless the
+/// claim is `pod`'s own or has run out at `now`.
+pub fn renewal_claimed_by_other(secret: &Secret, pod: &str, now: i64) -> Option<String> {
+    let claim = annotation(secret, RENEWAL_CLAIM_ANNOTATION)?;
+    let (holder, until) = claim.rsplit_once(' ')?;
+    let until: i64 = until.parse().ok()?;
+    (holder != pod && until > now).then(|| holder.to_owned())
 }
 
 /// The cluster CA bundle (`kube-root-ca.crt`, key `ca.crt`).

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::csr::{self, CsrError};
 use super::secret::{self, SecretError, Secrets, Written};
-use super::settings::InitSettings;
+use super::settings::{CertSource, InitSettings};
 use super::tls_pair::{self, PairInfo, PairProblem, TlsPair};
 
 /// Reads and writes of the secret before giving up on a race that does not
@@ -56,19 +56,28 @@ pub enum PairError {
     },
     #[error(
         "secret {secret} is marked {annotation} but its CA secret {ca_secret} does not exist: create it \
-         with the issuing CA certificate under {key:?}",
+         with the issuing CA certificate under {key:?}, or store it under {ca_crt:?} in the secret itself \
+         (as cert-manager does)",
         annotation = secret::BYOC_ANNOTATION,
-        key = secret::ROOTCA_KEY
+        key = secret::ROOTCA_KEY,
+        ca_crt = secret::CA_CRT_KEY
     )]
     ByocCaMissing { secret: String, ca_secret: String },
     #[error(
-        "CA secret {ca_secret} has no {key:?} or it is empty: store there the CA certificate that \
-         signed the certificate in {secret}",
-        key = secret::ROOTCA_KEY
+        "CA secret {ca_secret} has no {key:?} or it is empty: store there (or under {ca_crt:?}) the CA \
+         certificate that signed the certificate in {secret}",
+        key = secret::ROOTCA_KEY,
+        ca_crt = secret::CA_CRT_KEY
     )]
     ByocCaEmpty { secret: String, ca_secret: String },
+    #[error(
+        "IMAGESWAP_CERT_SOURCE is byoc but secret {secret} does not exist: create it with your pair under \"cert.pem\" and \"key.pem\" (or \"tls.crt\" and \"tls.key\")"
+    )]
+    ByocMissing { secret: String },
     #[error(transparent)]
     Csr(#[from] CsrError),
+    #[error(transparent)]
+    SelfSigned(#[from] super::self_signed::SelfSignedError),
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(
@@ -79,22 +88,128 @@ pub enum PairError {
     RaceUnsettled { secret: String, rounds: usize },
 }
 
+/// What makes a stored pair good enough to keep, beyond parsing, matching
+/// its key and covering the service names.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Renew when it expires within this many seconds.
+    pub renew_before_secs: i64,
+    /// `--watch`: renew when this share of its lifetime is left, if that
+    /// comes later than `renew_before_secs` (a short-lived pair must not be
+    /// renewed on every pass).
+    pub renew_fraction: Option<f64>,
+    /// `--watch`: the cluster CA bundle the pair must chain to, and its
+    /// fingerprint, which a pair stored by `--watch` carries in an
+    /// annotation: a pair issued under another bundle is reissued (the
+    /// cluster CA rotated).
+    pub cluster_ca: Option<ClusterCa>,
+    /// `self-signed`: issue from this CA instead of through a CSR (and
+    /// `cluster_ca` is its bundle).
+    pub own_ca: Option<super::self_signed::OwnCa>,
+}
+
+/// The cluster CA bundle as `--watch` saw it.
+#[derive(Clone, Debug)]
+pub struct ClusterCa {
+    pub pem: Vec<u8>,
+    pub fingerprint: String,
+    /// The fingerprint to assume for a stored pair without the annotation
+    /// (stored by `init`, or before this version): the bundle this sidecar
+    /// first saw.
+    pub assumed: Option<String>,
+}
+
+impl Policy {
+    /// `init`'s policy: the pair must stay valid longer than
+    /// `IMAGESWAP_CERT_RENEW_BEFORE`.
+    pub fn once(settings: &InitSettings) -> Policy {
+        Policy {
+            renew_before_secs: i64::try_from(settings.renew_before.as_secs()).unwrap_or(i64::MAX),
+            renew_fraction: None,
+            cluster_ca: None,
+            own_ca: None,
+        }
+    }
+
+    /// Seconds of validity below which `info`'s pair is renewed.
+    pub fn threshold(&self, info: &PairInfo) -> i64 {
+        match self.renew_fraction {
+            None => self.renew_before_secs,
+            Some(fraction) => {
+                let lifetime = info.not_after.saturating_sub(info.not_before).max(0);
+                #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+                let share = (lifetime as f64 * fraction) as i64;
+                share.min(self.renew_before_secs)
+            }
+        }
+    }
+
+    /// The whole verdict on a stored secret's pair. `strict` is false after
+    /// a lost race: then any usable pair chained to the cluster CA is taken,
+    /// whatever the renewal threshold.
+    pub fn judge(
+        &self,
+        secret: &k8s_openapi::api::core::v1::Secret,
+        names: &[String],
+        now: i64,
+        strict: bool,
+    ) -> Result<PairInfo, PairProblem> {
+        let pair = secret::pair_of(secret);
+        let info = tls_pair::inspect(&pair)?;
+        let threshold = if strict { self.threshold(&info) } else { 0 };
+        tls_pair::check_managed(&pair, names, now, threshold)?;
+        if let Some(ca) = &self.cluster_ca {
+            tls_pair::verify_chain(&pair.cert_pem, &ca.pem)?;
+            // The bundle changed since the pair was issued: reissue, unless
+            // the pair already comes from the newest CA in it (the signer
+            // switched first; the old CA merely left the bundle).
+            let stamped = secret::annotation(secret, secret::CLUSTER_CA_ANNOTATION).or(ca.assumed.as_deref());
+            if strict
+                && stamped.is_some_and(|stamped| stamped != ca.fingerprint)
+                && !super::ca_bundle::signed_by_newest(&pair.cert_pem, &ca.pem)
+            {
+                return Err(PairProblem::IssuedUnderOtherCa);
+            }
+        }
+        Ok(info)
+    }
+
+    fn annotations(&self) -> Vec<(&'static str, String)> {
+        match &self.cluster_ca {
+            Some(ca) => vec![(secret::CLUSTER_CA_ANNOTATION, ca.fingerprint.clone())],
+            None => Vec::new(),
+        }
+    }
+}
+
 /// Settles the serving pair; `now` is Unix seconds.
 pub async fn ensure(
     client: &kube::Client,
     settings: &InitSettings,
     now: i64,
 ) -> Result<ServingPair, PairError> {
+    ensure_with(client, settings, now, &Policy::once(settings)).await
+}
+
+/// [`ensure`] with another [`Policy`] (`--watch`).
+pub async fn ensure_with(
+    client: &kube::Client,
+    settings: &InitSettings,
+    now: i64,
+    policy: &Policy,
+) -> Result<ServingPair, PairError> {
     let secrets = Secrets::new(client, &settings.namespace);
     let names = settings.service_dns_names();
-    let renew_before = i64::try_from(settings.renew_before.as_secs()).unwrap_or(i64::MAX);
     let secret_ref = format!("{}/{}", settings.namespace, settings.tls_secret);
 
     let mut current = secrets.read(&settings.tls_secret).await?;
     let mut issued: Option<csr::Issued> = None;
     for round in 0..MAX_WRITE_ROUNDS {
-        if let Some(found) = current.as_ref().filter(|found| secret::is_byoc(found)) {
+        if let Some(found) = current.as_ref().filter(|found| is_byoc(settings, found)) {
             return byoc(&secrets, settings, found, now).await;
+        }
+        if current.is_none() && settings.cert_source == CertSource::Byoc {
+            return Err(PairError::ByocMissing { secret: secret_ref });
         }
         if let Some(found) = &current {
             let pair = secret::pair_of(found);
@@ -102,11 +217,7 @@ pub async fn ensure(
             // issued: take it if it is usable at all, rather than overwrite
             // it because of the renewal threshold (a cluster signing shorter
             // than the threshold would otherwise churn forever).
-            let verdict = if round == 0 {
-                tls_pair::check_managed(&pair, &names, now, renew_before)
-            } else {
-                usable(&pair, &names, now)
-            };
+            let verdict = policy.judge(found, &names, now, round == 0);
             match verdict {
                 Ok(info) => {
                     let source = if round == 0 {
@@ -134,23 +245,25 @@ pub async fn ensure(
             info!(secret = %secret_ref, "No serving certificate stored yet; issuing one.");
         }
 
-        let fresh = match issued.take() {
-            Some(fresh) => fresh,
-            None => csr::issue(client, settings).await?,
+        let fresh = match (issued.take(), &policy.own_ca) {
+            (Some(fresh), _) => fresh,
+            (None, Some(ca)) => super::self_signed::issue(ca, settings, now)?,
+            (None, None) => csr::issue(client, settings).await?,
         };
         match secrets
-            .write_pair(
+            .write_pair_annotated(
                 &settings.tls_secret,
                 current.as_ref(),
                 &fresh.pair,
                 &settings.pod_name,
+                &policy.annotations(),
             )
             .await?
         {
             Written::Stored => {
                 info!(secret = %secret_ref, csr = %fresh.csr_name, "Stored the new serving certificate.");
                 let info = fresh.info;
-                if info.seconds_left(now) <= renew_before {
+                if info.seconds_left(now) <= policy.threshold(&info) {
                     warn!(
                         csr = %fresh.csr_name,
                         not_after = %tls_pair::format_time(info.not_after),
@@ -179,13 +292,14 @@ pub async fn ensure(
     })
 }
 
-/// Parses, matches, covers the names and has not expired.
-fn usable(pair: &TlsPair, names: &[String], now: i64) -> Result<PairInfo, PairProblem> {
-    tls_pair::check_managed(pair, names, now, 0)
+/// Whether the secret's pair is the operator's: the annotation, or
+/// `IMAGESWAP_CERT_SOURCE=byoc`.
+pub fn is_byoc(settings: &InitSettings, found: &k8s_openapi::api::core::v1::Secret) -> bool {
+    secret::is_byoc(found) || settings.cert_source == CertSource::Byoc
 }
 
 /// The bring-your-own path: every check, no writes.
-async fn byoc(
+pub(crate) async fn byoc(
     secrets: &Secrets,
     settings: &InitSettings,
     found: &k8s_openapi::api::core::v1::Secret,
@@ -207,13 +321,21 @@ async fn byoc(
     if pair.key_pem.iter().all(u8::is_ascii_whitespace) {
         return Err(fail(PairProblem::EmptyKey));
     }
-    let Some(ca_secret) = secrets.read(&settings.ca_secret).await? else {
-        return Err(PairError::ByocCaMissing {
-            secret: secret_ref,
-            ca_secret: ca_ref,
-        });
+    // The CA: the CA secret when there is one (`rootca.pem`, or cert-manager's
+    // `ca.crt`), else the `ca.crt` cert-manager keeps beside the pair.
+    let rootca = match secrets.read(&settings.ca_secret).await? {
+        Some(ca_secret) => secret::ca_of(&ca_secret),
+        None => {
+            let own = secret::data(found, secret::CA_CRT_KEY);
+            if own.iter().all(u8::is_ascii_whitespace) {
+                return Err(PairError::ByocCaMissing {
+                    secret: secret_ref,
+                    ca_secret: ca_ref,
+                });
+            }
+            own
+        }
     };
-    let rootca = secret::data(&ca_secret, secret::ROOTCA_KEY);
     if rootca.iter().all(u8::is_ascii_whitespace) {
         return Err(PairError::ByocCaEmpty {
             secret: secret_ref,
@@ -273,6 +395,7 @@ fn byoc_action(problem: &PairProblem, settings: &InitSettings, ca_ref: &str) -> 
         PairProblem::NoCaCertificate | PairProblem::BadCaCertificate(_) => {
             format!("store the PEM CA certificate(s) under \"rootca.pem\" in {ca_ref}")
         }
+        PairProblem::IssuedUnderOtherCa => "renew it and update the secret".to_owned(),
         PairProblem::NotSignedByCa => format!(
             "store the CA that issued it under \"rootca.pem\" in {ca_ref}, or append the intermediates to \"cert.pem\""
         ),

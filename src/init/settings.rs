@@ -5,6 +5,7 @@
 //! [`InitSettings`] the checked values: the namespace and service become
 //! certificate names, so they must be DNS labels.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,6 +29,18 @@ pub const DEFAULT_CSR_TIMEOUT: &str = "60s";
 /// The original's threshold: kubelet-serving certificates live a year, so
 /// renewing in the last 180 days leaves half a year of slack.
 pub const DEFAULT_RENEW_BEFORE: &str = "180d";
+/// How often `init --watch` looks again: a renewal months ahead and a
+/// webhook configuration edited by hand are both fine within a minute, and
+/// one GET of each object per minute per replica is nothing to an API server.
+pub const DEFAULT_WATCH_INTERVAL: &str = "1m";
+/// `init --watch` renews a pair it manages when this share of its lifetime
+/// is left (kubelet-serving pairs of a year: after eight months).
+pub const DEFAULT_RENEW_FRACTION: &str = "1/3";
+pub const DEFAULT_CERT_SOURCE: &str = "csr";
+/// `self-signed`: the CA lives ten years, its serving pairs one, as the
+/// kubelet-serving signer's do.
+pub const DEFAULT_SELF_SIGNED_CA_LIFETIME: &str = "3650d";
+pub const DEFAULT_SELF_SIGNED_CERT_LIFETIME: &str = "365d";
 
 /// `imageswap init`: the names are the original ImageSwap's, so existing
 /// installations keep working.
@@ -102,6 +115,126 @@ pub struct InitArgs {
         value_parser = setting::<Duration>(),
     )]
     pub renew_before: Duration,
+
+    /// Do what `init` does, then keep it true while the pod runs (the native
+    /// sidecar): renew the pair, follow a renewed bring-your-own secret and a
+    /// rotated cluster CA, put back an edited webhook configuration. A flag
+    /// without a variable on purpose: it is the container's role, written in
+    /// its `args`, and the settings ConfigMap is shared with the one-shot init.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// `--watch`: how often to look again (each wait is jittered by ±25 % so
+    /// replicas do not act in step).
+    #[arg(
+        long,
+        env = "IMAGESWAP_WATCH_INTERVAL",
+        default_value = DEFAULT_WATCH_INTERVAL,
+        value_parser = setting::<Duration>(),
+    )]
+    pub watch_interval: Duration,
+
+    /// `--watch`: renew a managed pair when this share of its lifetime is left
+    /// (`1/3` or `0.33`), or within IMAGESWAP_CERT_RENEW_BEFORE if that is later.
+    #[arg(
+        long,
+        env = "IMAGESWAP_CERT_RENEW_FRACTION",
+        default_value = DEFAULT_RENEW_FRACTION,
+        value_parser = setting::<Fraction>(),
+    )]
+    pub renew_fraction: Fraction,
+
+    /// Where a pair comes from: `csr` (the cluster's signer), `self-signed` (a
+    /// CA of ImageSwap's own, kept in a secret), or `byoc` (the TLS secret is
+    /// yours, with or without its `imageswap-byoc` annotation, which selects
+    /// bring-your-own in any case).
+    #[arg(
+        long,
+        env = "IMAGESWAP_CERT_SOURCE",
+        default_value = DEFAULT_CERT_SOURCE,
+        value_parser = setting::<CertSource>(),
+    )]
+    pub cert_source: CertSource,
+
+    /// `self-signed`: how long the CA lives (renewed with the same share left
+    /// as a pair, its predecessor kept in the caBundle until it expires).
+    #[arg(
+        long,
+        env = "IMAGESWAP_SELF_SIGNED_CA_LIFETIME",
+        default_value = DEFAULT_SELF_SIGNED_CA_LIFETIME,
+        value_parser = setting::<Duration>(),
+    )]
+    pub self_signed_ca_lifetime: Duration,
+
+    /// `self-signed`: how long a serving pair lives (at most as long as its CA).
+    #[arg(
+        long,
+        env = "IMAGESWAP_SELF_SIGNED_CERT_LIFETIME",
+        default_value = DEFAULT_SELF_SIGNED_CERT_LIFETIME,
+        value_parser = setting::<Duration>(),
+    )]
+    pub self_signed_cert_lifetime: Duration,
+
+    /// `--watch`: serve `/metrics`, `/healthz` and `/readyz` (200 once the first
+    /// pass wrote the pair: the sidecar's startup probe) over plain HTTP here.
+    #[arg(long, env = "IMAGESWAP_WATCH_LISTEN", value_parser = setting::<SocketAddr>())]
+    pub watch_listen: Option<SocketAddr>,
+}
+
+/// Where the serving pair comes from (`IMAGESWAP_CERT_SOURCE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    /// A CertificateSigningRequest to the cluster's signer.
+    Csr,
+    /// A CA of ImageSwap's own, created once in a secret.
+    SelfSigned,
+    /// The operator's pair in the TLS secret.
+    Byoc,
+}
+
+impl crate::settings::SettingValue for CertSource {
+    const EXPECTED: &'static str = "csr, self-signed or byoc";
+
+    fn parse_setting(text: &str) -> Result<CertSource, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "csr" => Ok(CertSource::Csr),
+            "self-signed" => Ok(CertSource::SelfSigned),
+            "byoc" => Ok(CertSource::Byoc),
+            _ => Err("not a certificate source".to_owned()),
+        }
+    }
+}
+
+/// A share strictly between 0 and 1, written `1/3` or `0.33`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fraction(pub f64);
+
+impl crate::settings::SettingValue for Fraction {
+    const EXPECTED: &'static str = "a fraction between 0 and 1 such as 1/3 or 0.33";
+
+    fn parse_setting(text: &str) -> Result<Fraction, String> {
+        let value = match text.split_once('/') {
+            Some((numerator, denominator)) => {
+                let numerator: f64 = numerator
+                    .trim()
+                    .parse()
+                    .map_err(|e: std::num::ParseFloatError| e.to_string())?;
+                let denominator: f64 = denominator
+                    .trim()
+                    .parse()
+                    .map_err(|e: std::num::ParseFloatError| e.to_string())?;
+                numerator / denominator
+            }
+            None => text
+                .parse()
+                .map_err(|e: std::num::ParseFloatError| e.to_string())?,
+        };
+        if value.is_finite() && value > 0.0 && value < 1.0 {
+            Ok(Fraction(value))
+        } else {
+            Err("not strictly between 0 and 1".to_owned())
+        }
+    }
 }
 
 /// Used in the CSR name when neither `IMAGESWAP_POD_NAME` nor a hostname is
@@ -136,6 +269,15 @@ pub struct InitSettings {
     pub disable_auto_mwc: bool,
     pub csr_timeout: Duration,
     pub renew_before: Duration,
+    /// `--watch` only: the loop's period.
+    pub watch_interval: Duration,
+    /// `--watch` only: renew when this share of the lifetime is left.
+    pub renew_fraction: f64,
+    /// `--watch` only: the sidecar's metrics and probe listener.
+    pub watch_listen: Option<SocketAddr>,
+    pub cert_source: CertSource,
+    pub self_signed_ca_lifetime: Duration,
+    pub self_signed_cert_lifetime: Duration,
 }
 
 impl Default for InitSettings {
@@ -154,6 +296,12 @@ impl Default for InitSettings {
             disable_auto_mwc: false,
             csr_timeout: Duration::from_secs(60),
             renew_before: Duration::from_secs(180 * 24 * 3600),
+            watch_interval: Duration::from_secs(60),
+            renew_fraction: 1.0 / 3.0,
+            watch_listen: None,
+            cert_source: CertSource::Csr,
+            self_signed_ca_lifetime: Duration::from_secs(3650 * 86_400),
+            self_signed_cert_lifetime: Duration::from_secs(365 * 86_400),
         }
     }
 }
@@ -182,6 +330,12 @@ impl InitSettings {
             disable_auto_mwc: args.disable_auto_mwc,
             csr_timeout: args.csr_timeout,
             renew_before: args.renew_before,
+            watch_interval: args.watch_interval,
+            renew_fraction: args.renew_fraction.0,
+            watch_listen: args.watch_listen,
+            cert_source: args.cert_source,
+            self_signed_ca_lifetime: args.self_signed_ca_lifetime,
+            self_signed_cert_lifetime: args.self_signed_cert_lifetime,
         };
         settings.validate()?;
         Ok(settings)
@@ -205,6 +359,30 @@ impl InitSettings {
         }
         if self.csr_timeout.is_zero() {
             return Err(invalid("csr_timeout", "0s", "must be longer than zero"));
+        }
+        if self.watch_interval.is_zero() {
+            return Err(invalid("watch_interval", "0s", "must be longer than zero"));
+        }
+        if self.self_signed_ca_lifetime.is_zero() || self.self_signed_ca_lifetime.as_secs() < 2 {
+            return Err(invalid(
+                "self_signed_ca_lifetime",
+                "0s",
+                "must be at least two seconds",
+            ));
+        }
+        if self.self_signed_cert_lifetime.as_secs() < 2 {
+            return Err(invalid(
+                "self_signed_cert_lifetime",
+                "0s",
+                "must be at least two seconds",
+            ));
+        }
+        if !(self.renew_fraction > 0.0 && self.renew_fraction < 1.0) {
+            return Err(invalid(
+                "renew_fraction",
+                &self.renew_fraction.to_string(),
+                "must be strictly between 0 and 1",
+            ));
         }
         Ok(())
     }
@@ -366,6 +544,44 @@ mod tests {
         }
         let err = invalid("csr_timeout", "0s", "must be longer than zero");
         assert_eq!(err.setting.variable.as_deref(), Some("IMAGESWAP_CSR_TIMEOUT"));
+    }
+
+    #[test]
+    fn fractions_are_shares_written_either_way() {
+        use crate::settings::SettingValue;
+        let third = Fraction::parse_setting(DEFAULT_RENEW_FRACTION).unwrap().0;
+        assert!((third - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(Fraction::parse_setting("0.5"), Ok(Fraction(0.5)));
+        for bad in ["0", "1", "3/2", "-0.1", "1/0", "a third", "NaN"] {
+            assert!(Fraction::parse_setting(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn watch_defaults_parse_from_the_command_line() {
+        #[derive(Debug, clap::Parser)]
+        struct Init {
+            #[command(flatten)]
+            args: InitArgs,
+        }
+        use clap::Parser as _;
+        let parsed = Init::try_parse_from(["init", "--watch", "--watch-interval", "100ms"]).unwrap();
+        assert!(parsed.args.watch);
+        let settings = InitSettings::from_args(&parsed.args).unwrap();
+        assert_eq!(settings.watch_interval, Duration::from_millis(100));
+        assert!((settings.renew_fraction - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(settings.watch_listen, None);
+        assert_eq!(settings.cert_source, CertSource::Csr);
+        let parsed = Init::try_parse_from(["init", "--cert-source", "Self-Signed"]).unwrap();
+        assert_eq!(parsed.args.cert_source, CertSource::SelfSigned);
+        assert!(Init::try_parse_from(["init", "--cert-source", "acme"]).is_err());
+        let message = Init::try_parse_from(["init", "--renew-fraction", "2"])
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            message.starts_with("error: IMAGESWAP_CERT_RENEW_FRACTION (--renew-fraction)"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub enum PairProblem {
         "the certificate is not signed by any CA in \"rootca.pem\" (directly or through the chain in \"cert.pem\")"
     )]
     NotSignedByCa,
+    #[error("the certificate was issued under another cluster CA bundle (the cluster CA rotated)")]
+    IssuedUnderOtherCa,
 }
 
 /// Parses the pair and checks that the key belongs to the leaf certificate.

@@ -27,7 +27,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::api::{Api, PostParams};
 use serde_json::Value;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::api_error::ApiError;
 use super::settings::InitSettings;
@@ -194,6 +194,24 @@ pub async fn ensure(
     desired: &MutatingWebhookConfiguration,
 ) -> Result<MwcOutcome, WebhookError> {
     let name = desired.metadata.name.clone().unwrap_or_default();
+    let outcome = ensure_by(client, &name, |_| desired.clone()).await?;
+    if outcome == MwcOutcome::Unchanged {
+        info!(mwc = %name, "The webhook configuration matches the template.");
+    }
+    Ok(outcome)
+}
+
+/// [`ensure`] where what is desired depends on the live object (`None` when
+/// there is none), read afresh in every round: `--watch` keeps a retiring CA
+/// in the `caBundle` only while the live object still carries it. Logs what
+/// it writes; an object in sync is left without a word (`--watch` looks every
+/// minute).
+pub async fn ensure_by(
+    client: &kube::Client,
+    name: &str,
+    mut desire: impl FnMut(Option<&MutatingWebhookConfiguration>) -> MutatingWebhookConfiguration,
+) -> Result<MwcOutcome, WebhookError> {
+    let name = name.to_owned();
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let api_error = |action: &'static str| {
         let name = name.clone();
@@ -203,11 +221,13 @@ pub async fn ensure(
             source: ApiError(source),
         }
     };
-    let wanted = to_value(desired);
     for _ in 0..MAX_ROUNDS {
-        let Some(live) = api.get_opt(&name).await.map_err(api_error("read"))? else {
+        let live = api.get_opt(&name).await.map_err(api_error("read"))?;
+        let desired = desire(live.as_ref());
+        let wanted = to_value(&desired);
+        let Some(live) = live else {
             match api
-                .create(&PostParams::default(), desired)
+                .create(&PostParams::default(), &desired)
                 .await
                 .map_err(ApiError)
             {
@@ -227,7 +247,7 @@ pub async fn ensure(
         };
         let live = to_value(&live);
         if is_subset(&wanted, &live) {
-            info!(mwc = %name, "The webhook configuration matches the template.");
+            debug!(mwc = %name, "The webhook configuration matches the template.");
             return Ok(MwcOutcome::Unchanged);
         }
         let merged: MutatingWebhookConfiguration = match serde_json::from_value(merge(live, &wanted)) {
@@ -236,7 +256,7 @@ pub async fn ensure(
             // which at worst drops fields the template does not set.
             Err(err) => {
                 warn!(mwc = %name, error = %err, "Cannot merge the template into the live object; replacing it.");
-                desired.clone()
+                desired
             }
         };
         match api

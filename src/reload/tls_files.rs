@@ -1,6 +1,7 @@
 //! The serving certificate and key as one watched file: read together,
 //! checked (the key must match the certificate), published into the
-//! [`CertStore`] that new TLS connections read.
+//! [`CertStore`] that new TLS connections read, its expiry into
+//! `imageswap_tls_cert_expiry_timestamp_seconds`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +52,9 @@ impl WatchedFile for TlsFiles {
     }
 
     fn publish(&self, pair: CertifiedKey, first: bool) {
+        if let Some(not_after) = pair.end_entity_cert().ok().and_then(not_after) {
+            self.metrics.tls_cert_expiry(not_after);
+        }
         let sha256 = pair.cert.first().map(|leaf| sha256_hex(leaf)).unwrap_or_default();
         self.store.store(pair);
         self.metrics.tls_cert_loaded(&sha256, unix_now());
@@ -73,6 +77,13 @@ impl WatchedFile for TlsFiles {
     fn count(&self, result: ReloadResult) {
         self.metrics.tls_reload(result);
     }
+}
+
+/// The leaf's `notAfter`, in Unix seconds, for `imageswap_tls_cert_expiry_timestamp_seconds`.
+fn not_after(leaf: &rustls_pki_types::CertificateDer<'_>) -> Option<i64> {
+    x509_parser::parse_x509_certificate(leaf.as_ref())
+        .ok()
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
 }
 
 #[cfg(test)]

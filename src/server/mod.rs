@@ -110,6 +110,7 @@ impl Server {
             shadow: config.shadow,
             max_body_bytes: config.limits.max_body_bytes,
             pod_name: config.pod_name.clone(),
+            log_swaps: config.log_swaps,
         };
         let state = Arc::new(AppState::new(
             settings,

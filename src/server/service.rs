@@ -3,6 +3,7 @@
 //! and the admission service at the stack's core, which only does bytes →
 //! review → decisions → bytes.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -20,8 +21,9 @@ use tower::{Service, ServiceExt};
 
 use super::stack::ReadBody;
 use super::state::{AppState, LARGE_REVIEW_BYTES};
-use crate::admission::{self, Admission, Options, Verdict};
+use crate::admission::{self, Admission, Decide, ImageDecision, Options, Verdict};
 use crate::cache::RulesState;
+use crate::swap::Rule;
 use crate::telemetry::metrics::Outcome;
 use crate::telemetry::spans;
 
@@ -129,11 +131,18 @@ fn review(state: &AppState, rules: &RulesState, body: &mut [u8], deadline: Optio
         shadow: settings.shadow,
         deadline,
     };
+    // At DEBUG, the images left unchanged are logged with their rule.
+    let unchanged = tracing::enabled!(tracing::Level::DEBUG).then(RefCell::default);
     // With traces on at DEBUG, each image decision is a child span.
     let result = if spans::decisions_traced() {
-        admission::admit(body, &options, &spans::TracedDecider::new(&decider))
+        admit(
+            body,
+            &options,
+            &spans::TracedDecider::new(&decider),
+            unchanged.as_ref(),
+        )
     } else {
-        admission::admit(body, &options, &decider)
+        admit(body, &options, &decider, unchanged.as_ref())
     };
     state.metrics.cache(decider.hits(), decider.misses());
     match result {
@@ -154,9 +163,52 @@ fn review(state: &AppState, rules: &RulesState, body: &mut [u8], deadline: Optio
                 admission.changes.len(),
                 decider.hits(),
             );
-            report(state, &admission);
+            report(state, &admission, outcome);
+            if let Some(unchanged) = unchanged {
+                for (image, rule) in unchanged.into_inner() {
+                    tracing::debug!(
+                        uid = admission.request.uid,
+                        image,
+                        rule = rule.as_str(),
+                        "Image left unchanged."
+                    );
+                }
+            }
             json_response(StatusCode::OK, admission.body, Some(outcome))
         }
+    }
+}
+
+/// The images a decider left as they are, with the rule that decided.
+type Unchanged = RefCell<Vec<(String, Rule)>>;
+
+/// `admission::admit`, remembering the unchanged decisions in `unchanged`
+/// when given (only at DEBUG: it copies each such image).
+fn admit<'i, D: Decide>(
+    body: &'i mut [u8],
+    options: &Options<'_>,
+    decider: &D,
+    unchanged: Option<&Unchanged>,
+) -> Result<Admission<'i>, admission::BadReview> {
+    match unchanged {
+        None => admission::admit(body, options, decider),
+        Some(seen) => admission::admit(body, options, &Recording { inner: decider, seen }),
+    }
+}
+
+/// A decider that remembers what it left unchanged.
+struct Recording<'d, D> {
+    inner: &'d D,
+    seen: &'d Unchanged,
+}
+
+impl<D: Decide> Decide for Recording<'_, D> {
+    fn decide(&self, image: &str) -> ImageDecision {
+        let decision = self.inner.decide(image);
+        if decision.result.is_none() {
+            self.seen.borrow_mut().push((image.to_owned(), decision.rule));
+        }
+        decision
     }
 }
 
@@ -175,7 +227,7 @@ fn outcome_of(verdict: &Verdict) -> Outcome {
 }
 
 /// The log lines and the swap counters of one review.
-fn report(state: &AppState, admission: &Admission<'_>) {
+fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
     let info = &admission.request;
     let changed = admission.changes.len();
     for change in &admission.changes {
@@ -207,6 +259,7 @@ fn report(state: &AppState, admission: &Admission<'_>) {
         operation = info.operation.unwrap_or_default(),
         dry_run = info.dry_run,
         changed,
+        outcome = outcome.as_str(),
         verdict,
         "Admission reviewed."
     );
@@ -216,8 +269,10 @@ fn report(state: &AppState, admission: &Admission<'_>) {
         if shadow {
             tracing::info!(uid = info.uid, %container, from = change.from, to = %change.to,
                 rule = change.rule.as_str(), "Image would be swapped (shadow mode).");
-        } else {
-            tracing::debug!(uid = info.uid, %container, from = change.from, to = %change.to,
+        } else if state.settings.log_swaps {
+            // The original's line per swap; IMAGESWAP_LOG_SWAPS=false drops
+            // it on very busy clusters (the review line still counts them).
+            tracing::info!(uid = info.uid, %container, from = change.from, to = %change.to,
                 rule = change.rule.as_str(), "Image swapped.");
         }
     }

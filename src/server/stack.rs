@@ -543,6 +543,7 @@ mod tests {
                 shadow: false,
                 max_body_bytes: 4096,
                 pod_name: None,
+                log_swaps: true,
             },
             Arc::new(PublishedRules::new()),
             None,

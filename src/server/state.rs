@@ -17,6 +17,8 @@ pub struct Settings {
     pub shadow: bool,
     pub max_body_bytes: usize,
     pub pod_name: Option<String>,
+    /// An INFO line per swapped image (`IMAGESWAP_LOG_SWAPS`).
+    pub log_swaps: bool,
 }
 
 /// Shared by the request path, the probes and the reloader.

@@ -160,6 +160,44 @@ fn pattern_problem(pattern: &str) -> Option<String> {
              literal, and no image reference contains one"
         ));
     }
+    if let Some(range) = reversed_range(pattern) {
+        return Some(format!(
+            "`[REPLACE]{pattern}`: the range `{range}` is reversed and matches nothing, as in the shell \
+             (write it low to high)"
+        ));
+    }
+    None
+}
+
+/// The first range in a class whose end comes before its start (`b-a`).
+fn reversed_range(pattern: &str) -> Option<String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    let mut in_class = false;
+    let mut class_start = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if !in_class {
+            if c == '[' {
+                in_class = true;
+                class_start = i + 1;
+                if chars.get(class_start) == Some(&'!') {
+                    class_start += 1;
+                }
+                i = class_start;
+                continue;
+            }
+        } else if c == ']' && i > class_start {
+            in_class = false;
+        } else if i + 2 < chars.len() && chars[i + 1] == '-' && chars[i + 2] != ']' {
+            if chars[i + 2] < c {
+                return Some(chars[i..=i + 2].iter().collect());
+            }
+            i += 3;
+            continue;
+        }
+        i += 1;
+    }
     None
 }
 
@@ -254,13 +292,20 @@ mod tests {
              [REPLACE]ghcr.io/{a,b}/*::m.example\n\
              [REPLACE]ghcr.io/[abc::m.example\n\
              [REPLACE]ghcr.io/a]*::m.example\n\
-             [REPLACE]ghcr.io/[!a]*::\n",
+             [REPLACE]ghcr.io/[!a]*::\n\
+             [REPLACE]ghcr.io/[c.-*]*::\n",
         );
         let unmatchable: Vec<usize> = found
             .iter()
             .filter(|f| f.1 == FindingKind::UnmatchablePattern)
             .map(|f| f.0)
             .collect();
-        assert_eq!(unmatchable, [2, 3, 4], "{found:?}");
+        assert_eq!(unmatchable, [2, 3, 4, 6], "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|f| f.0 == 6 && f.2.contains("`.-*` is reversed")),
+            "{found:?}"
+        );
     }
 }

@@ -83,7 +83,9 @@ impl<'a> ImageRef<'a> {
             return None;
         }
         let first = &b[..first_slash];
+        // `[` only starts an IPv6 host (`[fe1]` holds no `:` but is one).
         let registry_like = first == b"localhost"
+            || first.first() == Some(&b'[')
             || first
                 .iter()
                 .any(|&c| c == b'.' || c == b':' || c.is_ascii_uppercase());
@@ -423,6 +425,21 @@ mod tests {
             &format!("gcr.io/app:v1@{DIGEST}"),
         ] {
             assert!(is_valid_reference(image), "{image} should be valid");
+        }
+    }
+
+    /// Found by `cargo fuzz run reference` (fuzz/README.md): a bracketed
+    /// host whose hex digits hold no `:` (`[1]`, `[fe1]`) is an IPv6 host of
+    /// the distribution grammar (`\[[a-fA-F0-9:]+\]`), so the image names
+    /// that registry; it was read as a path component and refused.
+    #[test]
+    fn fuzz_bracketed_host_without_colon_is_a_registry() {
+        for (image, reg, rest) in [("[1]/p", "[1]", "p"), ("[fe1]/app:1", "[fe1]", "app:1")] {
+            let r = ImageRef::parse(image).unwrap_or_else(|| panic!("{image} should be valid"));
+            assert_eq!((r.reg, r.rest, r.explicit), (reg, rest, true), "{image}");
+        }
+        for image in ["[]/p", "[zz]/p", "[1/p", "[1]x/p"] {
+            assert!(!is_valid_reference(image), "{image:?} should be invalid");
         }
     }
 

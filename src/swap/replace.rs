@@ -121,7 +121,7 @@ pub fn to_globset_syntax(pattern: &str) -> String {
             '}' => out.push_str("[}]"),
             '[' => match class_end(&chars, i) {
                 Some(end) => {
-                    out.extend(&chars[i..=end]);
+                    push_class(&mut out, &chars[i + 1..end]);
                     i = end;
                 }
                 None => out.push_str("[[]"),
@@ -131,6 +131,48 @@ pub fn to_globset_syntax(pattern: &str) -> String {
         i += 1;
     }
     out
+}
+
+/// Writes a class (its members, without the brackets) as globset reads it
+/// with the shell's meaning. A reversed range (`[.-*]`, end before start)
+/// matches nothing in the shell, while globset refuses the whole pattern:
+/// it is left out, and the class keeps its other members. A class left
+/// with no member matches nothing (`[!…]` then matches any character).
+fn push_class(out: &mut String, members: &[char]) {
+    let (negated, members) = match members.first() {
+        Some('!') => (true, &members[1..]),
+        _ => (false, members),
+    };
+    let mut kept = String::new();
+    let mut i = 0;
+    while i < members.len() {
+        // `x-y` is a range unless the `-` is the last member.
+        if i + 2 < members.len() && members[i + 1] == '-' {
+            let (start, end) = (members[i], members[i + 2]);
+            if start <= end {
+                kept.extend([start, '-', end]);
+            }
+            i += 3;
+        } else {
+            kept.push(members[i]);
+            i += 1;
+        }
+    }
+    match (kept.is_empty(), negated) {
+        (false, false) => {
+            out.push('[');
+            out.push_str(&kept);
+            out.push(']');
+        }
+        (false, true) => {
+            out.push_str("[!");
+            out.push_str(&kept);
+            out.push(']');
+        }
+        (true, true) => out.push('?'),
+        // NUL is never part of a valid reference: a class that matches nothing.
+        (true, false) => out.push_str("[\0]"),
+    }
 }
 
 /// The index of the `]` that closes the class opened at `open`, as the shell
@@ -206,6 +248,14 @@ mod tests {
         assert_eq!(to_globset_syntax("[{]x"), "[{]x");
         assert_eq!(to_globset_syntax("[]a]"), "[]a]");
         assert_eq!(to_globset_syntax("a[b"), "a[[]b");
+        // A reversed range matches nothing, the rest of its class still does.
+        assert_eq!(to_globset_syntax("*[c.-*]"), "*[c]");
+        let r = rules(&[("*[c.-*]", "a")]);
+        assert!(r.first_match("a/c").is_some());
+        assert!(r.first_match("a/b").is_none());
+        let r = rules(&[("a[z-a]", "x"), ("b[!z-a]", "y")]);
+        assert!(r.first_match("az").is_none());
+        assert_eq!(r.first_match("bq"), Some(("b[!z-a]", "y")));
         // `**/` is not recursive: it needs at least the `/`.
         let r = rules(&[("gcr.io/**/app", "a")]);
         assert!(r.first_match("gcr.io/app").is_none());

@@ -176,6 +176,7 @@ pub struct Metrics {
     cache_misses: Counter,
     maps_reloads: [Counter; 2],
     tls_reloads: [Counter; 2],
+    tls_cert_expiry: Gauge,
     maps_loaded: LoadedContent,
     tls_loaded: LoadedContent,
     inflight: Gauge,
@@ -268,6 +269,13 @@ impl Metrics {
         let maps_reloads = results.map(|result| maps_family.get_or_create(&ResultLabel { result }).clone());
         let tls_reloads = results.map(|result| tls_family.get_or_create(&ResultLabel { result }).clone());
 
+        let tls_cert_expiry = Gauge::default();
+        registry.register_with_unit(
+            "imageswap_tls_cert_expiry_timestamp",
+            "When the serving certificate the server is using expires, in Unix seconds (0 until one is loaded)",
+            Unit::Seconds,
+            tls_cert_expiry.clone(),
+        );
         let maps_loaded = LoadedContent::default();
         registry.register_with_unit(
             "imageswap_maps_loaded_timestamp",
@@ -345,6 +353,7 @@ impl Metrics {
             cache_misses,
             maps_reloads,
             tls_reloads,
+            tls_cert_expiry,
             maps_loaded,
             tls_loaded,
             inflight,
@@ -416,6 +425,11 @@ impl Metrics {
         self.tls_reloads[result as usize].inc();
     }
 
+    /// The serving certificate now in use expires at `not_after` (Unix seconds).
+    pub fn tls_cert_expiry(&self, not_after: i64) {
+        self.tls_cert_expiry.set(not_after);
+    }
+
     /// Spans the collector accepted.
     pub fn trace_spans_exported(&self, spans: u64) {
         self.spans_exported.inc_by(spans);
@@ -455,6 +469,130 @@ pub struct InflightGuard(Gauge);
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// What `imageswap init --watch` did: the `action` label of
+/// `imageswap_init_actions_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum InitAction {
+    /// A new pair was issued and stored in the secret by this sidecar.
+    pair_issued,
+    /// `cert.pem`/`key.pem` were rewritten for the server (a renewed,
+    /// adopted or bring-your-own pair).
+    pair_written,
+    /// The MutatingWebhookConfiguration was created or put back.
+    mwc_written,
+}
+
+impl InitAction {
+    pub const ALL: [InitAction; 3] = [
+        InitAction::pair_issued,
+        InitAction::pair_written,
+        InitAction::mwc_written,
+    ];
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct InitActionLabel {
+    action: InitAction,
+}
+
+/// The metrics of the `imageswap init --watch` sidecar, on its own listener
+/// (`IMAGESWAP_WATCH_LISTEN`): the server's [`Metrics`] are the server's.
+pub struct InitMetrics {
+    registry: Registry,
+    reconciles: [Counter; 2],
+    actions: [Counter; InitAction::ALL.len()],
+    last_success: Gauge,
+    cert_expiry: Gauge,
+}
+
+impl std::fmt::Debug for InitMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InitMetrics")
+    }
+}
+
+impl Default for InitMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InitMetrics {
+    pub fn new() -> InitMetrics {
+        let mut registry = Registry::default();
+        let reconcile_family = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "imageswap_init_reconcile",
+            "Passes of `imageswap init --watch` over the pair and the webhook configuration, by result",
+            reconcile_family.clone(),
+        );
+        let reconciles = [ReloadResult::success, ReloadResult::error]
+            .map(|result| reconcile_family.get_or_create(&ResultLabel { result }).clone());
+        let actions_family = Family::<InitActionLabel, Counter>::default();
+        registry.register(
+            "imageswap_init_actions",
+            "Changes `imageswap init --watch` made, by kind",
+            actions_family.clone(),
+        );
+        let actions =
+            InitAction::ALL.map(|action| actions_family.get_or_create(&InitActionLabel { action }).clone());
+        let last_success = Gauge::default();
+        registry.register_with_unit(
+            "imageswap_init_reconcile_last_success_timestamp",
+            "When a pass of `imageswap init --watch` last succeeded, in Unix seconds",
+            Unit::Seconds,
+            last_success.clone(),
+        );
+        let cert_expiry = Gauge::default();
+        registry.register_with_unit(
+            "imageswap_init_cert_expiry_timestamp",
+            "When the pair `imageswap init --watch` last wrote for the server expires, in Unix seconds",
+            Unit::Seconds,
+            cert_expiry.clone(),
+        );
+        registry.register(
+            "imageswap_build",
+            "The running ImageSwap build",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        InitMetrics {
+            registry,
+            reconciles,
+            actions,
+            last_success,
+            cert_expiry,
+        }
+    }
+
+    /// A pass ended; `now` is Unix seconds.
+    pub fn reconcile(&self, result: ReloadResult, now: i64) {
+        self.reconciles[result as usize].inc();
+        if result == ReloadResult::success {
+            self.last_success.set(now);
+        }
+    }
+
+    pub fn action(&self, action: InitAction) {
+        if let Some(i) = InitAction::ALL.iter().position(|a| *a == action) {
+            self.actions[i].inc();
+        }
+    }
+
+    /// The pair on disk expires at `not_after` (Unix seconds).
+    pub fn cert_expiry(&self, not_after: i64) {
+        self.cert_expiry.set(not_after);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(2 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
     }
 }
 
@@ -595,6 +733,12 @@ mod tests {
         assert!(text.contains("imageswap_trace_spans_dropped_total{reason=\"queue_full\"} 4"));
         assert!(text.contains("imageswap_trace_spans_dropped_total{reason=\"export_failed\"} 0"));
         assert!(text.contains("imageswap_trace_spans_exported_total 2"));
+        assert!(text.contains("imageswap_tls_cert_expiry_timestamp_seconds 0\n"));
+        m.tls_cert_expiry(1_900_000_000);
+        assert!(
+            m.encode()
+                .contains("imageswap_tls_cert_expiry_timestamp_seconds 1900000000\n")
+        );
         assert!(text.contains(&format!(
             "imageswap_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
@@ -616,5 +760,39 @@ mod tests {
         }
         drop(guard);
         assert!(m.encode().contains("imageswap_inflight_requests 0"));
+    }
+
+    #[test]
+    fn the_sidecar_metrics_are_exported() {
+        let m = InitMetrics::new();
+        m.reconcile(ReloadResult::success, 1_800_000_000);
+        m.reconcile(ReloadResult::error, 1_800_000_100);
+        m.action(InitAction::mwc_written);
+        m.cert_expiry(1_900_000_000);
+        let text = m.encode();
+        assert!(
+            text.contains("imageswap_init_reconcile_total{result=\"success\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_init_reconcile_total{result=\"error\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_init_reconcile_last_success_timestamp_seconds 1800000000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_init_actions_total{action=\"mwc_written\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_init_actions_total{action=\"pair_issued\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_init_cert_expiry_timestamp_seconds 1900000000\n"),
+            "{text}"
+        );
     }
 }

@@ -223,3 +223,55 @@ fn the_binary_exports_spans_and_flushes_them_at_shutdown() {
     assert_eq!(line["trace_id"], trace_id);
     assert_eq!(line["span_id"], span.span_id());
 }
+
+#[test]
+fn each_swap_is_an_info_line_and_the_review_line_says_the_metric_outcome() {
+    let maps = maps_arg();
+    // `nginx:1.25` is swapped by the fixtures' maps, `mirror.example.com/x:1` left alone.
+    let review = pod_review("logged", &["nginx:1.25", "mirror.example.com/x:1"]);
+    let mut server = Running::start_with_env(
+        &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
+        &[("IMAGESWAP_LOG_LEVEL", "DEBUG")],
+    );
+    let addr = server.listen_addr();
+    assert!(http_post(addr, "/", "", &review).starts_with("HTTP/1.1 200"));
+    let swapped = server.wait_for("Image swapped.");
+    assert_eq!(swapped["level"], "INFO");
+    assert_eq!(swapped["from"], "nginx:1.25");
+    assert_eq!(swapped["to"], "mirror.example.com/library/nginx:1.25");
+    assert_eq!(swapped["rule"], "path");
+    let unchanged = server.wait_for("Image left unchanged.");
+    assert_eq!(unchanged["level"], "DEBUG");
+    assert_eq!(unchanged["image"], "mirror.example.com/x:1");
+    assert_eq!(unchanged["rule"], "registry");
+    let reviewed = server.wait_for("Admission reviewed.");
+    assert_eq!(reviewed["outcome"], "patched", "the metric's word: {reviewed}");
+    let metrics = http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("imageswap_admission_requests_total{outcome=\"patched\"} 1"),
+        "{metrics}"
+    );
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+
+    // Switched off: the review line stays, the per-image line goes.
+    let mut quiet = Running::start_with_env(
+        &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
+        &[("IMAGESWAP_LOG_SWAPS", "FALSE")],
+    );
+    let addr = quiet.listen_addr();
+    assert!(http_post(addr, "/", "", &review).starts_with("HTTP/1.1 200"));
+    quiet.wait_for("Admission reviewed.");
+    quiet.signal("TERM");
+    assert_eq!(quiet.wait_exit(Duration::from_secs(5)), 0);
+    quiet.wait_for("Requests in flight finished.");
+    assert!(
+        !quiet
+            .seen
+            .borrow()
+            .iter()
+            .any(|l| l["message"] == "Image swapped."),
+        "IMAGESWAP_LOG_SWAPS=FALSE: {:?}",
+        quiet.seen.borrow()
+    );
+}

@@ -125,9 +125,11 @@ fn containers(deployment: &Value) -> Vec<&Value> {
 
 fn subcommand_of(container: &Value) -> String {
     let args = container["args"].as_array().expect("args");
-    assert_eq!(
-        args.len(),
-        1,
+    // One subcommand, settings through the environment; only the role of
+    // the container (`init --watch`, the sidecar) is a flag.
+    let flags: Vec<&str> = args[1..].iter().filter_map(Value::as_str).collect();
+    assert!(
+        !args.is_empty() && (flags.is_empty() || (args[0] == "init" && flags == ["--watch"])),
         "one subcommand, settings through the environment: {container}"
     );
     args[0].as_str().unwrap().to_owned()

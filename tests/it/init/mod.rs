@@ -4,4 +4,6 @@
 mod byoc;
 mod cli;
 mod mwc;
+mod self_signed;
 mod tls;
+mod watch;

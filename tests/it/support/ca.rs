@@ -119,6 +119,22 @@ impl TestCa {
         Ok(request.signed_by(&self.issuer)?.pem())
     }
 
+    /// [`TestCa::sign_csr`] for a certificate living `lifetime` from this
+    /// second on (short lifetimes, for renewal tests).
+    pub fn sign_csr_for(&self, csr_pem: &str, lifetime: std::time::Duration) -> Result<String, rcgen::Error> {
+        let mut request = CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let now = time::OffsetDateTime::now_utc();
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        request.params.not_before = now;
+        request.params.not_after = now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::HOUR);
+        request.params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        request.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        Ok(request.signed_by(&self.issuer)?.pem())
+    }
+
     /// A rustls client that trusts this CA (and only it), offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();

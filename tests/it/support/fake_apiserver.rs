@@ -17,7 +17,6 @@
 //! Every request is recorded (method, path, status) so tests count writes.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -201,6 +200,12 @@ struct State {
     /// wait for one. Behaviour of the fake, not a wait of the test's.
     sign_delay: Duration,
     ca: TestCa,
+    /// Signs instead of `ca` once the test rotated the cluster CA.
+    rotated_ca: Mutex<Option<Arc<TestCa>>>,
+    /// How long the signer's certificates live (`None`: a year).
+    cert_lifetime: Mutex<Option<Duration>>,
+    /// `false`: every connection is dropped, as if the API server were down.
+    reachable: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -240,6 +245,9 @@ impl FakeApiServer {
             sign_barrier: Mutex::new(1),
             sign_delay: Duration::from_millis(50),
             ca,
+            rotated_ca: Mutex::new(None),
+            cert_lifetime: Mutex::new(None),
+            reachable: std::sync::atomic::AtomicBool::new(true),
         });
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -252,10 +260,22 @@ impl FakeApiServer {
                     continue;
                 };
                 let state = accept_state.clone();
+                if !state.reachable.load(std::sync::atomic::Ordering::SeqCst) {
+                    record_refused(&state);
+                    drop(stream);
+                    continue;
+                }
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(state, request).await) }
+                        async move {
+                            // Down: close the kept-alive connection too.
+                            if !state.reachable.load(std::sync::atomic::Ordering::SeqCst) {
+                                record_refused(&state);
+                                return Err(std::io::Error::other("the fake API server is down"));
+                            }
+                            Ok::<_, std::io::Error>(handle(state, request).await)
+                        }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -285,6 +305,45 @@ impl FakeApiServer {
     /// The cluster CA and CSR signer.
     pub fn ca(&self) -> &TestCa {
         &self.state.ca
+    }
+
+    /// Rotates the signer to `ca`, as a cluster CA rotation does (the test
+    /// updates `kube-root-ca.crt` itself, with [`FakeApiServer::set_cluster_ca`]).
+    pub fn rotate_signer(&self, ca: TestCa) -> Arc<TestCa> {
+        let ca = Arc::new(ca);
+        *lock(&self.state.rotated_ca) = Some(ca.clone());
+        ca
+    }
+
+    /// Publishes `pem` as `kube-root-ca.crt` in `namespace` (a new
+    /// `resourceVersion`, as the controller-manager's update would).
+    pub fn set_cluster_ca(&self, namespace: &str, pem: &str) {
+        let mut root_ca = ConfigMap::default();
+        root_ca.metadata.name = Some("kube-root-ca.crt".into());
+        root_ca.data = Some([("ca.crt".to_owned(), pem.to_owned())].into());
+        self.seed(&configmaps_path(namespace), &root_ca);
+    }
+
+    /// Certificates the signer issues from now on live `lifetime` (from the
+    /// second of signing), instead of a year.
+    pub fn set_cert_lifetime(&self, lifetime: Duration) {
+        *lock(&self.state.cert_lifetime) = Some(lifetime);
+    }
+
+    /// Takes the fake down (`false`: every connection, new or kept alive, is
+    /// dropped before an answer) or back up.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.state
+            .reachable
+            .store(reachable, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Requests refused while down (recorded with status 0).
+    pub fn refused(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|request| request.status == 0)
+            .count()
     }
 
     pub fn set_signer(&self, mode: SignerMode) {
@@ -626,7 +685,13 @@ fn sign(state: &State, collection: &str, name: &str) {
             let request = csr["spec"]["request"].as_str().unwrap_or_default();
             let Ok(pem) = BASE64.decode(request) else { return };
             let Ok(pem) = String::from_utf8(pem) else { return };
-            let Ok(cert) = state.ca.sign_csr(&pem, 365) else {
+            let rotated = lock(&state.rotated_ca).clone();
+            let ca = rotated.as_deref().unwrap_or(&state.ca);
+            let signed = match *lock(&state.cert_lifetime) {
+                Some(lifetime) => ca.sign_csr_for(&pem, lifetime),
+                None => ca.sign_csr(&pem, 365),
+            };
+            let Ok(cert) = signed else {
                 return;
             };
             csr["status"]["certificate"] = json!(BASE64.encode(cert));
@@ -634,6 +699,14 @@ fn sign(state: &State, collection: &str, name: &str) {
     }
     csr["metadata"]["resourceVersion"] = json!(store.bump());
     store.objects.insert(key, csr);
+}
+
+fn record_refused(state: &State) {
+    lock(&state.requests).push(Recorded {
+        method: Method::GET,
+        path: "(refused)".to_owned(),
+        status: 0,
+    });
 }
 
 fn decode(kind: Kind, body: &[u8]) -> Result<Value, Answer> {

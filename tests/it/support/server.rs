@@ -178,6 +178,7 @@ impl TestServer {
             shutdown_delay: setup.shutdown_delay,
             metrics_listen: setup.metrics_listen.then(|| "127.0.0.1:0".parse().expect("addr")),
             shadow: setup.shadow,
+            log_swaps: true,
             dev: false,
             reload_poll: setup.reload_poll,
             traces: None,

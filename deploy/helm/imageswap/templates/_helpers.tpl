@@ -43,6 +43,7 @@ IMAGESWAP_MWC_TEMPLATE: "/mwc/imageswap-mwc.yaml"
 IMAGESWAP_TLS_DIR: "/tls"
 IMAGESWAP_CSR_SIGNER_NAME: "kubernetes.io/kubelet-serving"
 IMAGESWAP_DISABLE_AUTO_MWC: "FALSE"
+IMAGESWAP_CERT_SOURCE: "csr"
 {{- end }}
 
 {{/* One setting's effective value: imageswap.setting (list $ "IMAGESWAP_LISTEN") */}}
@@ -160,4 +161,81 @@ webhooks:
     admissionReviewVersions: ["v1"]
     reinvocationPolicy: {{ $v.reinvocationPolicy }}
     timeoutSeconds: {{ $v.timeoutSeconds }}
+{{- end }}
+
+{{/*
+The container running `imageswap init`: dict "root" $ "name" … "watch" bool
+"native" bool. watch: `init --watch` (the sidecar); native: as an init
+container with restartPolicy Always.
+*/}}
+{{- define "imageswap.initContainer" -}}
+{{- $root := .root -}}
+{{- $watchListen := index $root.Values.config "IMAGESWAP_WATCH_LISTEN" -}}
+- name: {{ .name }}
+  image: {{ include "imageswap.image" $root }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  {{- if .native }}
+  restartPolicy: Always
+  {{- end }}
+  command: ["/usr/local/bin/imageswap"]
+  {{- if .watch }}
+  args: ["init", "--watch"]
+  {{- with $watchListen }}
+  ports:
+    # IMAGESWAP_WATCH_LISTEN: /metrics, /healthz, /readyz of the sidecar.
+    - name: watch
+      containerPort: {{ include "imageswap.port" . }}
+      protocol: TCP
+  {{- end }}
+  {{- else }}
+  args: ["init"]
+  {{- end }}
+  env:
+    - name: IMAGESWAP_POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: IMAGESWAP_NAMESPACE_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    {{- with $root.Values.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  envFrom:
+    - configMapRef:
+        name: imageswap-env
+  {{- if and .watch $watchListen }}
+  {{- if .native }}
+  # 503 until the first pass wrote the pair (the CSR may take up to
+  # IMAGESWAP_CSR_TIMEOUT); the server starts only after it passes.
+  startupProbe:
+    httpGet:
+      path: /readyz
+      port: watch
+    periodSeconds: 1
+    timeoutSeconds: 2
+    failureThreshold: 120
+  {{- end }}
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: watch
+    periodSeconds: 10
+    timeoutSeconds: 2
+    failureThreshold: 3
+  {{- end }}
+  resources:
+    {{- toYaml $root.Values.initResources | nindent 4 }}
+  securityContext:
+    {{- toYaml $root.Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: imageswap-tls
+      mountPath: {{ include "imageswap.setting" (list $root "IMAGESWAP_TLS_DIR") }}
+    - name: imageswap-mwc
+      mountPath: {{ dir (include "imageswap.setting" (list $root "IMAGESWAP_MWC_TEMPLATE")) }}
+      readOnly: true
+    - name: imageswap-init-token
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
 {{- end }}

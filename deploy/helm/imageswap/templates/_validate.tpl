@@ -24,6 +24,12 @@ render with one line naming the values. Included by the Deployment.
 {{- fail (printf "config.IMAGESWAP_METRICS_LISTEN (%s) must use another port than config.IMAGESWAP_LISTEN" .) -}}
 {{- end -}}
 {{- end -}}
+{{- with (index .Values.config "IMAGESWAP_WATCH_LISTEN") -}}
+{{- $watchPort := include "imageswap.port" . -}}
+{{- if or (eq $watchPort $listenPort) (eq $watchPort (include "imageswap.port" (index $.Values.config "IMAGESWAP_METRICS_LISTEN" | default ""))) -}}
+{{- fail (printf "config.IMAGESWAP_WATCH_LISTEN (%s) must use another port than config.IMAGESWAP_LISTEN and config.IMAGESWAP_METRICS_LISTEN: the sidecar shares the pod's network" .) -}}
+{{- end -}}
+{{- end -}}
 {{- $selector := .Values.webhook.namespaceSelector | default dict -}}
 {{- if not (or $selector.matchLabels $selector.matchExpressions) -}}
 {{- fail "webhook.namespaceSelector must select namespaces (matchLabels or matchExpressions): an empty one sends every namespace's pods, ImageSwap's own included, to ImageSwap" -}}
