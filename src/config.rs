@@ -38,11 +38,11 @@ pub mod defaults {
     /// instead of queueing without bound. (Memory is bounded by the budget
     /// below, not by this.)
     pub const MAX_CONCURRENCY: &str = "1024";
-    /// 64 MiB of request bodies in flight at once (the stack's memory
+    /// 48 MiB of request bodies in flight at once (the stack's memory
     /// budget): with the parse state of one review per worker thread on
     /// top, the worst case stays under the 256 MiB memory limit the
     /// manifests give the container (docs/operations.md has the figure).
-    pub const MEMORY_BUDGET_BYTES: &str = "67108864";
+    pub const MEMORY_BUDGET_BYTES: &str = "50331648";
     pub const SHUTDOWN_GRACE: &str = "20s";
     pub const SHUTDOWN_DELAY: &str = "0s";
 }
@@ -374,7 +374,7 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, 3 * 1024 * 1024);
         assert_eq!(c.limits.request_timeout, Duration::from_secs(2));
         assert_eq!(c.limits.max_concurrency, 1024);
-        assert_eq!(c.limits.memory_budget_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.limits.memory_budget_bytes, 48 * 1024 * 1024);
         assert_eq!(c.shutdown_grace, Duration::from_secs(20));
         assert_eq!(c.disable_label, "k8s.twr.io/imageswap");
         assert!(!c.shadow && !c.dev);

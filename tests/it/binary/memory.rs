@@ -9,6 +9,9 @@
 //! IMAGESWAP_TEST_BIN=target/release/imageswap cargo nextest run --locked \
 //!     --run-ignored only --no-capture -E 'test(/worst_case_memory/)'
 //! ```
+//!
+//! `TOKIO_WORKER_THREADS=N` sets the server's worker threads (else one per
+//! CPU), `IMAGESWAP_TEST_MEMORY_BUDGET_BYTES` its budget.
 
 use std::time::Duration;
 
@@ -63,11 +66,13 @@ fn status_bytes(pid: u32, field: &str) -> u64 {
 async fn worst_case_memory_stays_under_the_container_limit() {
     let program = std::env::var("IMAGESWAP_TEST_BIN").unwrap_or_else(|_| BIN.to_owned());
     let maps = fixtures_maps().display().to_string();
-    let server = Running::start_program(
-        &program,
-        &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
-        &[],
-    );
+    // The program's default budget, unless the run names another.
+    let budget = std::env::var("IMAGESWAP_TEST_MEMORY_BUDGET_BYTES").ok();
+    let mut args = vec!["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps];
+    if let Some(budget) = &budget {
+        args.extend(["--memory-budget-bytes", budget]);
+    }
+    let server = Running::start_program(&program, &args, &[]);
     let addr = server.listen_addr();
     let pid = server.child.id();
     let idle = status_bytes(pid, "VmRSS:");
