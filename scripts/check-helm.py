@@ -84,6 +84,10 @@ VALUE_SETS = [
         "podLabels": {"team": "platform"},
         "serviceAccount": {"annotations": {"example.com/role": "imageswap"}},
     }, NAMESPACE, {}),
+    ("network-policy", {
+        "networkPolicy": {"enabled": True, "controlPlaneCIDRs": ["172.18.0.2/32", "10.0.0.0/24"]},
+        "config": {"IMAGESWAP_METRICS_LISTEN": "0.0.0.0:9090"},
+    }, NAMESPACE, {}),
     ("verify", {
         "verify": {
             "enabled": True, "onError": "swap", "timeout": "1s", "ttl": "10m", "missingTtl": "30s",
@@ -162,6 +166,8 @@ REFUSED = [
     ("verify on-error policy", {"verify": {"enabled": True, "onError": "retry"}}, "onError"),
     ("pod label app", {"podLabels": {"app": "other"}}, "'app'"),
     ("metrics on the webhook port", {"config": {"IMAGESWAP_METRICS_LISTEN": "0.0.0.0:5000"}}, "IMAGESWAP_METRICS_LISTEN"),
+    ("network policy without the control plane", {"networkPolicy": {"enabled": True}}, "networkPolicy.controlPlaneCIDRs"),
+    ("network policy range", {"networkPolicy": {"enabled": True, "controlPlaneCIDRs": ["10.0.0.1"]}}, "controlPlaneCIDRs"),
 ]
 
 # Not keys of `config`, on purpose: from the downward API, or never in a cluster.
