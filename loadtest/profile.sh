@@ -12,8 +12,10 @@
 # as run.sh starts it), e.g. SERVER_ARGS="--log-format json --log-level warn"
 # to see what the per-request log line costs.
 #
-# Uses the release builds (`cargo build --release --locked` and
-# `--example baseline`); callgrind files go to target/loadtest/profile/.
+# Builds what it runs first, as run.sh does: `cargo build --release --locked`
+# and `cargo build --release --locked --example baseline` (cargo's output on
+# stderr); LOADTEST_SKIP_BUILD=1 reuses a binary that is already built.
+# Callgrind files go to target/loadtest/profile/.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,12 +29,23 @@ command -v valgrind >/dev/null 2>&1 || {
   echo "profile: needs valgrind (apt-get install valgrind)" >&2
   exit 1
 }
-for bin in "$ROOT/target/release/imageswap" "$ROOT/target/release/examples/baseline"; do
-  [[ -x "$bin" ]] || {
-    echo "profile: build $bin first" >&2
+# build BINARY [CARGO_ARGS...]: cargo build --release --locked, unless
+# LOADTEST_SKIP_BUILD=1 and BINARY is there (loadtest/run.py's rule).
+build() {
+  local bin=$1
+  shift
+  if [[ ${LOADTEST_SKIP_BUILD:-} == 1 && -x $bin ]]; then
+    echo "profile: using the built $bin" >&2
+    return
+  fi
+  echo "profile: cargo build --release --locked${*:+ $*}" >&2
+  (cd "$ROOT" && cargo build --release --locked "$@" >&2) || {
+    echo "profile: cargo build --release --locked${*:+ $*} failed" >&2
     exit 1
   }
-done
+}
+build "$ROOT/target/release/imageswap"
+build "$ROOT/target/release/examples/baseline" --example baseline
 rm -rf "$WORK"
 mkdir -p "$WORK"
 cd "$WORK"

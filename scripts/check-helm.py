@@ -84,6 +84,10 @@ VALUE_SETS = [
         "podLabels": {"team": "platform"},
         "serviceAccount": {"annotations": {"example.com/role": "imageswap"}},
     }, NAMESPACE, {}),
+    ("network-policy", {
+        "networkPolicy": {"enabled": True, "controlPlaneCIDRs": ["172.18.0.2/32", "10.0.0.0/24"]},
+        "config": {"IMAGESWAP_METRICS_LISTEN": "0.0.0.0:9090"},
+    }, NAMESPACE, {}),
     ("verify", {
         "verify": {
             "enabled": True, "onError": "swap", "timeout": "1s", "ttl": "10m", "missingTtl": "30s",
@@ -170,6 +174,8 @@ REFUSED = [
                                                 "IMAGESWAP_WATCH_LISTEN": "0.0.0.0:9090"}}, "IMAGESWAP_WATCH_LISTEN"),
     ("renewal fraction", {"config": {"IMAGESWAP_CERT_RENEW_FRACTION": "a third"}}, "IMAGESWAP_CERT_RENEW_FRACTION"),
     ("certificate source", {"config": {"IMAGESWAP_CERT_SOURCE": "acme"}}, "IMAGESWAP_CERT_SOURCE"),
+    ("network policy without the control plane", {"networkPolicy": {"enabled": True}}, "networkPolicy.controlPlaneCIDRs"),
+    ("network policy range", {"networkPolicy": {"enabled": True, "controlPlaneCIDRs": ["10.0.0.1"]}}, "controlPlaneCIDRs"),
 ]
 
 # Not keys of `config`, on purpose: from the downward API, or never in a cluster.

@@ -248,6 +248,17 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
         target = ports.get(p.get("targetPort"), p.get("targetPort"))
         if target != port:
             bad(name_of(service), f"port {p['port']} targets {p.get('targetPort')!r}, not the serving port {port}")
+    # A NetworkPolicy (deploy/overlays/network-policy) selects these pods and
+    # admits each source it lists on the serving port, or the API server's
+    # webhook calls are dropped.
+    for policy in (o for o in objects if o["kind"] == "NetworkPolicy"):
+        match = (policy["spec"].get("podSelector") or {}).get("matchLabels", {})
+        if not match or any(labels.get(k) != v for k, v in match.items()):
+            bad(name_of(policy), "podSelector does not select the Deployment's pods")
+        for index, rule in enumerate(policy["spec"].get("ingress", [])):
+            rule_ports = [ports.get(p.get("port"), p.get("port")) for p in rule.get("ports", [])]
+            if rule_ports and port not in rule_ports:
+                bad(name_of(policy), f"ingress rule {index} does not admit the serving port {port}")
 
     # Shutdown: the kubelet's SIGKILL must come after the preStop sleep plus
     # the server's own grace period.
