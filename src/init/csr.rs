@@ -361,9 +361,14 @@ fn sanitize(name: &str) -> String {
     }
 }
 
-/// Eight hex digits; `RandomState` is seeded from the OS, which is all a name
-/// suffix needs (it is not a secret).
+/// Eight hex digits, unique enough for a name suffix (it is not a secret).
 fn random_suffix() -> String {
+    format!("{:08x}", random_u64() as u32)
+}
+
+/// 64 random bits; `RandomState` is seeded from the OS, which is all name
+/// suffixes and spreading replicas in time need (nothing here is a secret).
+pub(super) fn random_u64() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         SystemTime::now()
@@ -372,7 +377,7 @@ fn random_suffix() -> String {
             .unwrap_or_default(),
     );
     hasher.write_u32(std::process::id());
-    format!("{:08x}", hasher.finish() as u32)
+    hasher.finish()
 }
 
 #[cfg(test)]

@@ -26,10 +26,9 @@
 //! interval up to five minutes; the first pass that succeeds again says so.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
@@ -434,19 +433,11 @@ fn round_ms(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A number in `[0, 1)`; `RandomState` is seeded from the OS, which is all
-/// spreading replicas needs.
+/// A number in `[0, 1)`, for jitter.
 fn random_unit() -> f64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos())
-            .unwrap_or_default(),
-    );
     // 53 bits: what an f64 holds exactly.
     #[allow(clippy::cast_precision_loss)]
-    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    let unit = (super::csr::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
     unit
 }
 
