@@ -23,3 +23,4 @@ pub mod settings;
 pub mod swap;
 pub mod telemetry;
 pub mod tls;
+pub mod verify;

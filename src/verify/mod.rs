@@ -1,0 +1,86 @@
+//! Mirror verification (verify.md): before a swap is patched, ask the target
+//! registry whether the swapped image is there, so a pod is never rewritten
+//! to an image that cannot be pulled.
+//!
+//! This module is the seam between the request path and the registry side.
+//! The request path only sees [`CheckImages`]: a batch of targets in, one
+//! [`CheckOutcome`] per target out, within a budget. Everything that makes
+//! that cheap under churn (the cache with two TTLs and stale-while-revalidate,
+//! coalescing, the per-registry breaker and concurrency cap, background
+//! completion) lives behind it, so the admission code cannot get it wrong.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one check of a target found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The registry has the manifest: patch as without verification.
+    Present,
+    /// The registry answered 404: keep the original image (always).
+    Missing,
+    /// The check could not answer: `IMAGESWAP_VERIFY_ON_ERROR` decides.
+    Error(CheckError),
+}
+
+impl CheckOutcome {
+    /// The `outcome` label of `imageswap_verify_checks_total`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckOutcome::Present => "present",
+            CheckOutcome::Missing => "missing",
+            CheckOutcome::Error(_) => "error",
+        }
+    }
+}
+
+/// Why a check could not answer. `Display` is the reason as the warning and
+/// the log line give it (verify.md: `timeout after 1s`, `harbor.example.com
+/// answered 503`, `circuit open`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckError {
+    /// The budget (or the verify timeout) ran out before an answer.
+    Timeout(Duration),
+    /// The registry answered with a status that is neither 200 nor 404
+    /// (5xx, 429, 401/403 after authenticating…).
+    Status { registry: String, status: u16 },
+    /// The breaker of this registry is open: it was not asked.
+    CircuitOpen,
+    /// Connection, TLS, token or protocol error; the text says which.
+    Failed(String),
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckError::Timeout(after) => write!(f, "timeout after {}", humantime::format_duration(*after)),
+            CheckError::Status { registry, status } => write!(f, "{registry} answered {status}"),
+            CheckError::CircuitOpen => f.write_str("circuit open"),
+            CheckError::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// What to do with a swap whose check could not answer
+/// (`IMAGESWAP_VERIFY_ON_ERROR`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnError {
+    /// Trust the maps: patch anyway (right for air-gapped clusters).
+    Swap,
+    /// Keep the original image.
+    Keep,
+}
+
+pub type CheckFuture = Pin<Box<dyn Future<Output = Vec<CheckOutcome>> + Send + 'static>>;
+
+/// Checks swapped images against their registries.
+pub trait CheckImages: Send + Sync + fmt::Debug + 'static {
+    /// One outcome per target, in order, within `budget`: a target whose
+    /// check is still running when the budget runs out is answered
+    /// `Error(Timeout(budget))` and its check goes on in the background to
+    /// fill the cache. Targets are final image references (after the swap).
+    fn check(&self, targets: Vec<Arc<str>>, budget: Duration) -> CheckFuture;
+}
