@@ -9,11 +9,15 @@
 //! coalescing, the per-registry breaker and concurrency cap, background
 //! completion) lives behind it, so the admission code cannot get it wrong.
 
+pub mod settings;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use settings::{VerifyArgs, VerifyMode};
 
 /// What one check of a target found.
 #[derive(Clone, Debug, PartialEq, Eq)]

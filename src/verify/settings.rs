@@ -1,0 +1,69 @@
+//! The settings of mirror verification (verify.md's table), shared by
+//! `imageswap serve` and `imageswap swap`: the same client, the same
+//! credentials, the same answers from both.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::OnError;
+use crate::settings::{choice, setting};
+
+/// Where the registry credentials are read from when nothing else is set:
+/// the `.dockerconfigjson` key of a `kubernetes.io/dockerconfigjson` Secret
+/// mounted at `/etc/imageswap/registry`.
+pub const DEFAULT_REGISTRY_CONFIG: &str = "/etc/imageswap/registry/.dockerconfigjson";
+
+/// `IMAGESWAP_VERIFY`: off (the original's behaviour) or on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerifyMode {
+    /// Swap as the maps say, without asking the mirror.
+    #[value(alias = "false")]
+    Off,
+    /// Check each swapped image in its registry first.
+    #[value(alias = "true")]
+    On,
+}
+
+/// Verification settings (each a variable and a flag).
+#[derive(Clone, Debug, Args)]
+pub struct VerifyArgs {
+    /// Check that each swapped image exists in its registry before patching: off or on.
+    #[arg(long, env = "IMAGESWAP_VERIFY", default_value = "off", value_parser = choice::<VerifyMode>())]
+    pub verify: VerifyMode,
+
+    /// When a check cannot answer (timeout, 5xx, 429, TLS, circuit open): swap anyway, or keep the original.
+    #[arg(long, env = "IMAGESWAP_VERIFY_ON_ERROR", default_value = "swap", value_parser = choice::<OnError>())]
+    pub verify_on_error: OnError,
+
+    /// Longest one admission waits for its checks (never past its own deadline).
+    #[arg(long, env = "IMAGESWAP_VERIFY_TIMEOUT", default_value = "1s", value_parser = setting::<Duration>())]
+    pub verify_timeout: Duration,
+
+    /// How long "present" is believed for a tag (a present digest stays present).
+    #[arg(long, env = "IMAGESWAP_VERIFY_TTL", default_value = "10m", value_parser = setting::<Duration>())]
+    pub verify_ttl: Duration,
+
+    /// How long "missing" is believed.
+    #[arg(long, env = "IMAGESWAP_VERIFY_MISSING_TTL", default_value = "30s", value_parser = setting::<Duration>())]
+    pub verify_missing_ttl: Duration,
+
+    /// Registry credentials, Docker config.json format; a missing file means anonymous. Reloaded on change.
+    #[arg(long, env = "IMAGESWAP_REGISTRY_CONFIG", default_value = DEFAULT_REGISTRY_CONFIG)]
+    pub registry_config: PathBuf,
+
+    /// A PEM bundle trusted for registry TLS in addition to the system roots.
+    #[arg(long, env = "IMAGESWAP_REGISTRY_CA")]
+    pub registry_ca: Option<PathBuf>,
+
+    /// Comma-separated registry hosts (host[:port]) reached over plain HTTP.
+    #[arg(long, env = "IMAGESWAP_REGISTRY_PLAIN_HTTP", value_delimiter = ',')]
+    pub registry_plain_http: Vec<String>,
+}
+
+impl VerifyArgs {
+    pub fn enabled(&self) -> bool {
+        self.verify == VerifyMode::On
+    }
+}
