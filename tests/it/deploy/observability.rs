@@ -1,7 +1,8 @@
 //! The files of deploy/observability that people import or apply: the
 //! Grafana dashboard is well-formed, every query is valid PromQL (parsed by
 //! the Prometheus grammar, scripts/prometheus-tools) reading only metrics
-//! the server exports, and the panels the issue asks for are there; the
+//! the server exports, and the panels the issues ask for are there (the
+//! mirror verification row of issue 11 among them); the
 //! Jaeger example's settings are valid and point at its own collector.
 
 use std::collections::BTreeSet;
@@ -107,7 +108,11 @@ fn every_query_is_promql_over_exported_metrics_and_the_asked_panels_are_there() 
                 "scoped to the job variable: {expr}"
             );
             if expr.contains("histogram_quantile") {
-                assert!(expr.contains("by (le)"), "quantiles aggregate by le: {expr}");
+                // `by (le)`, or `by (le, registry)` for one quantile per registry.
+                assert!(
+                    expr.contains("by (le)") || expr.contains("by (le, "),
+                    "quantiles aggregate by le: {expr}"
+                );
             }
             queries.push(expr.to_owned());
         }
@@ -146,12 +151,25 @@ fn every_query_is_promql_over_exported_metrics_and_the_asked_panels_are_there() 
         "imageswap_inflight_requests",
         "imageswap_trace_spans_dropped_total",
         "imageswap_build_info",
+        // The "Mirror verification" row (docs/verify.md): checks by outcome
+        // and registry, their latency, the verify cache, fallbacks, the
+        // breakers, pull secrets added.
+        "imageswap_verify_checks_total",
+        "imageswap_verify_check_duration_seconds_bucket",
+        "imageswap_verify_cache_total",
+        "imageswap_verify_fallbacks_total",
+        "imageswap_verify_circuit_open",
+        "imageswap_pull_secrets_added_total",
     ] {
         assert!(used.contains(wanted), "no panel reads {wanted}");
     }
     let all = queries.join("\n");
     assert!(all.contains("sum by (outcome)"), "requests by outcome");
     assert!(all.contains("sum by (rule)"), "swaps by rule");
+    assert!(all.contains("sum by (registry, outcome)"), "checks by registry and outcome");
+    assert!(all.contains("sum by (le, registry)"), "check latency by registry");
+    assert!(all.contains("sum by (reason)"), "fallbacks by reason");
+    assert!(all.contains("max by (registry)"), "circuit open by registry");
 
     // And the checker does refuse broken PromQL.
     let broken = serde_json::to_string(&["sum(rate(imageswap_cache_hits_total[1m])"]).expect("json");
