@@ -333,7 +333,9 @@ fn parse_verify(env: &BTreeMap<String, String>) -> Result<imageswap::verify::Ver
     let command = VerifyOnly::command();
     let mut argv = vec!["verify".to_owned()];
     for arg in command.get_arguments() {
-        let (Some(name), Some(long)) = (arg.get_env(), arg.get_long()) else { continue };
+        let (Some(name), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
         if let Some(value) = env.get(name.to_str().unwrap()) {
             argv.push(format!("--{long}={value}"));
         }
@@ -356,12 +358,16 @@ fn verification_is_off_in_the_base_and_on_with_swap_in_production() {
         // Every verify setting is written out (its default, in the base),
         // except those without a default, which stay commented out.
         for variable in &verify_names {
-            let has_default = VerifyOnly::command()
-                .get_arguments()
-                .any(|a| a.get_env().is_some_and(|e| e == variable.as_str()) && !a.get_default_values().is_empty());
+            let has_default = VerifyOnly::command().get_arguments().any(|a| {
+                a.get_env().is_some_and(|e| e == variable.as_str()) && !a.get_default_values().is_empty()
+            });
             assert_eq!(config.contains_key(variable), has_default, "{name}: {variable}");
         }
-        let expected = if name == "production" { VerifyMode::On } else { VerifyMode::Off };
+        let expected = if name == "production" {
+            VerifyMode::On
+        } else {
+            VerifyMode::Off
+        };
         assert_eq!(args.verify, expected, "{name}");
         assert_eq!(args.verify_on_error, OnError::Swap, "{name}");
         assert!(
@@ -405,8 +411,14 @@ fn the_registry_credentials_are_an_optional_secret_where_the_program_looks() {
     );
     let items = secret["items"].as_array().expect("items");
     assert_eq!(items.len(), 1);
-    assert_eq!(items[0]["key"], ".dockerconfigjson", "a kubernetes.io/dockerconfigjson Secret");
-    assert_eq!(items[0]["path"].as_str(), args.registry_config.file_name().unwrap().to_str());
+    assert_eq!(
+        items[0]["key"], ".dockerconfigjson",
+        "a kubernetes.io/dockerconfigjson Secret"
+    );
+    assert_eq!(
+        items[0]["path"].as_str(),
+        args.registry_config.file_name().unwrap().to_str()
+    );
     // The sidecar never talks to registries: no credentials there.
     let init = all.iter().find(|c| subcommand_of(c) == "init").unwrap();
     assert!(mount_for(init, dir).is_none());
