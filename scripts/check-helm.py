@@ -52,6 +52,7 @@ spec = importlib.util.spec_from_file_location("validate_manifests", ROOT / "scri
 vm = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(vm)
 
+TEST_PEM = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 CA_BUNDLE = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJ0ZXN0Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K"
 
 # Value sets rendered beside the defaults: (name, values, namespace, options).
@@ -88,13 +89,28 @@ VALUE_SETS = [
         "networkPolicy": {"enabled": True, "controlPlaneCIDRs": ["172.18.0.2/32", "10.0.0.0/24"]},
         "config": {"IMAGESWAP_METRICS_LISTEN": "0.0.0.0:9090"},
     }, NAMESPACE, {}),
+    # Mirror verification on, with everything the chart can create: the
+    # credentials Secret from a map, the CA bundle from PEM text, plain-HTTP
+    # hosts, pull secrets for two registries.
     ("verify", {
         "verify": {
-            "enabled": True, "onError": "swap", "timeout": "1s", "ttl": "10m", "missingTtl": "30s",
-            "registryCredentialsSecret": "mirror-credentials",
-            "registryCAConfigMap": "mirror-ca",
-            "plainHttpRegistries": ["registry.local:5000"],
-            "imagePullSecrets": {"harbor.example.com": "harbor-pull"},
+            "enabled": True, "onError": "keep", "timeout": "500ms", "ttl": "5m", "missingTtl": "1m",
+            "registryCredentials": {
+                "secretName": "mirror-credentials",
+                "dockerConfigJson": '{"auths": {"harbor.example.com": {"auth": "dXNlcjpwYXNzd29yZA=="}}}',
+            },
+            "registryCa": {"pem": TEST_PEM},
+            "plainHttp": ["registry.local:5000", "10.0.0.7"],
+            "imagePullSecrets": {"harbor.example.com": "harbor-pull", "registry.local:5000": "local-pull"},
+        },
+    }, NAMESPACE, {}),
+    # Verification as the kustomize production overlay has it, with the
+    # user's own Secret and CA ConfigMap (the chart creates neither).
+    ("verify-existing", {
+        "verify": {
+            "enabled": True, "onError": "swap",
+            "registryCredentials": {"secretName": "harbor-robot"},
+            "registryCa": {"existingConfigMap": "corporate-ca", "key": "bundle.pem"},
         },
     }, NAMESPACE, {}),
     ("existing-maps", {
@@ -168,6 +184,23 @@ REFUSED = [
     ("image digest", {"image": {"digest": "latest"}}, "digest"),
     ("no maps at all", {"maps": {"content": ""}}, "content"),
     ("verify on-error policy", {"verify": {"enabled": True, "onError": "retry"}}, "onError"),
+    ("verify as a word", {"verify": {"enabled": "on"}}, "enabled"),
+    ("verify timeout", {"verify": {"timeout": "1 second"}}, "timeout"),
+    ("verify TTL", {"verify": {"ttl": "forever"}}, "ttl"),
+    ("verify missing TTL", {"verify": {"missingTtl": 30}}, "missingTtl"),
+    ("verify timeout not below the request's", {"verify": {"enabled": True, "timeout": "2s"}}, "verify.timeout"),
+    ("plain-HTTP host with a scheme", {"verify": {"plainHttp": ["http://registry.local"]}}, "plainHttp"),
+    ("plain-HTTP hosts as one string", {"verify": {"plainHttp": "a.example.com,b.example.com"}}, "plainHttp"),
+    ("pull secret registry with a path", {"verify": {"imagePullSecrets": {"harbor.example.com/dockerhub": "p"}}},
+     "imagePullSecrets"),
+    ("pull secret name", {"verify": {"imagePullSecrets": {"harbor.example.com": "Harbor_Pull"}}}, "imagePullSecrets"),
+    ("credentials without auths", {"verify": {"registryCredentials": {"dockerConfigJson": "{}"}}}, "dockerConfigJson"),
+    ("credentials that are no JSON", {"verify": {"registryCredentials": {"dockerConfigJson": "user:password"}}},
+     "dockerConfigJson"),
+    ("credentials without a Secret name", {"verify": {"registryCredentials": {
+        "secretName": "", "dockerConfigJson": '{"auths": {}}'}}}, "secretName"),
+    ("two CA sources", {"verify": {"registryCa": {"existingConfigMap": "ca", "pem": TEST_PEM}}}, "verify.registryCa"),
+    ("CA that is no PEM", {"verify": {"registryCa": {"pem": "not a certificate"}}}, "pem"),
     ("pod label app", {"podLabels": {"app": "other"}}, "'app'"),
     ("metrics on the webhook port", {"config": {"IMAGESWAP_METRICS_LISTEN": "0.0.0.0:5000"}}, "IMAGESWAP_METRICS_LISTEN"),
     ("sidecar on the metrics port", {"config": {"IMAGESWAP_METRICS_LISTEN": "0.0.0.0:9090",

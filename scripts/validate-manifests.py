@@ -15,7 +15,8 @@ per kustomization):
 2. Consistency of the objects labelled `app: imageswap`: the things that
    only fail on a real cluster: probes on the serving port, the termination
    grace covering the shutdown grace and the preStop sleep, hardened
-   security contexts, mounts where the configured paths point, the webhook
+   security contexts, mounts where the configured paths point (the registry
+   credentials an optional Secret), the webhook
    template pointing at the Service, and RBAC naming the objects
    `imageswap init` is configured to use.
 
@@ -61,6 +62,7 @@ DEFAULTS = {
     "IMAGESWAP_MWC_TEMPLATE": "/mwc/imageswap-mwc.yaml",
     "IMAGESWAP_TLS_DIR": "/tls",
     "IMAGESWAP_CSR_SIGNER_NAME": "kubernetes.io/kubelet-serving",
+    "IMAGESWAP_REGISTRY_CONFIG": "/etc/imageswap/registry/.dockerconfigjson",
 }
 
 DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -314,6 +316,33 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
         init_volume, _ = mount_for(init, env["IMAGESWAP_TLS_DIR"])
         if init_volume is not volume:
             bad(f"container {INIT_CONTAINER}", f"IMAGESWAP_TLS_DIR {env['IMAGESWAP_TLS_DIR']} is not the volume the server reads {var} from")
+    # Mirror verification (docs/verify.md): the credentials file, when the
+    # server mounts anything there, is the `.dockerconfigjson` key of a
+    # Secret mounted as a directory and optional (no Secret: anonymous, and
+    # the pod must still start); the CA bundle, when set, is on a volume.
+    volume, inner = mount_for(serve, env["IMAGESWAP_REGISTRY_CONFIG"])
+    if volume is not None:
+        secret = volume.get("secret")
+        items = {i["path"]: i["key"] for i in (secret or {}).get("items", [])}
+        if secret is None or items.get(inner, inner if not items else None) != ".dockerconfigjson":
+            bad(f"container {SERVE_CONTAINER}", f"IMAGESWAP_REGISTRY_CONFIG {env['IMAGESWAP_REGISTRY_CONFIG']} is not key .dockerconfigjson of a Secret")
+        elif secret.get("optional") is not True and find(objects, "Secret", secret["secretName"]) is None:
+            bad(f"container {SERVE_CONTAINER}", f"the registry credentials Secret {secret['secretName']} is neither rendered nor optional: the pod would not start without it")
+        elif any(m.get("subPath") for m in serve.get("volumeMounts", []) if volumes.get(m["name"]) is volume):
+            bad(f"container {SERVE_CONTAINER}", "IMAGESWAP_REGISTRY_CONFIG is mounted with subPath, which never sees Secret updates")
+    if "IMAGESWAP_REGISTRY_CA" in env:
+        volume, inner = mount_for(serve, env["IMAGESWAP_REGISTRY_CA"])
+        if volume is None:
+            bad(f"container {SERVE_CONTAINER}", f"IMAGESWAP_REGISTRY_CA {env['IMAGESWAP_REGISTRY_CA']} is on no volume")
+        elif "configMap" in volume and configmap_key(volume, inner)[1] is None:
+            bad(f"container {SERVE_CONTAINER}", f"IMAGESWAP_REGISTRY_CA {env['IMAGESWAP_REGISTRY_CA']} is no key of ConfigMap {volume['configMap']['name']}")
+    if env.get("IMAGESWAP_VERIFY", "off").lower() in ("on", "true"):
+        try:
+            if parse_duration(env.get("IMAGESWAP_VERIFY_TIMEOUT", "1s")) >= parse_duration(env["IMAGESWAP_REQUEST_TIMEOUT"]):
+                bad("imageswap-env", "IMAGESWAP_VERIFY_TIMEOUT must be below IMAGESWAP_REQUEST_TIMEOUT")
+        except ValueError as e:
+            bad("imageswap-env", f"IMAGESWAP_VERIFY_TIMEOUT: {e}")
+
     rendered_configmaps = [(TEMPLATE_CONFIGMAP, TEMPLATE_KEY)] + ([] if maps_external else [maps_configmap])
     for cm_name, key in rendered_configmaps:
         cm = find(objects, "ConfigMap", cm_name)

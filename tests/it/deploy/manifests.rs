@@ -317,3 +317,109 @@ fn probes_and_ports_match_the_listen_address() {
     assert_eq!(serve["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(serve["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
 }
+
+/// The verification settings of the program alone (`VerifyArgs`, which
+/// `serve` and `swap` flatten), so the ConfigMaps' verify values are parsed
+/// by the program's own parser.
+#[derive(clap::Parser)]
+struct VerifyOnly {
+    #[command(flatten)]
+    verify: imageswap::verify::VerifyArgs,
+}
+
+/// Parses the verify variables of `env` as the program does at start.
+fn parse_verify(env: &BTreeMap<String, String>) -> Result<imageswap::verify::VerifyArgs, String> {
+    use clap::Parser;
+    let command = VerifyOnly::command();
+    let mut argv = vec!["verify".to_owned()];
+    for arg in command.get_arguments() {
+        let (Some(name), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        if let Some(value) = env.get(name.to_str().unwrap()) {
+            argv.push(format!("--{long}={value}"));
+        }
+    }
+    VerifyOnly::try_parse_from(&argv)
+        .map(|v| v.verify)
+        .map_err(|e| format!("{argv:?}: {e}"))
+}
+
+#[test]
+fn verification_is_off_in_the_base_and_on_with_swap_in_production() {
+    use imageswap::verify::{OnError, VerifyMode};
+    let configs = env_configs();
+    let verify_names: Vec<String> = VerifyOnly::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    for (name, config) in &configs {
+        let args = parse_verify(config).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Every verify setting is written out (its default, in the base),
+        // except those without a default, which stay commented out.
+        for variable in &verify_names {
+            let has_default = VerifyOnly::command().get_arguments().any(|a| {
+                a.get_env().is_some_and(|e| e == variable.as_str()) && !a.get_default_values().is_empty()
+            });
+            assert_eq!(config.contains_key(variable), has_default, "{name}: {variable}");
+        }
+        let expected = if name == "production" {
+            VerifyMode::On
+        } else {
+            VerifyMode::Off
+        };
+        assert_eq!(args.verify, expected, "{name}");
+        assert_eq!(args.verify_on_error, OnError::Swap, "{name}");
+        assert!(
+            args.verify_timeout < humantime::parse_duration(&config["IMAGESWAP_REQUEST_TIMEOUT"]).unwrap(),
+            "{name}: an admission waits for its checks within its own deadline"
+        );
+    }
+    // The check can fail: a value the program refuses is caught.
+    let mut bad = configs[0].1.clone();
+    bad.insert("IMAGESWAP_VERIFY_ON_ERROR".into(), "retry".into());
+    assert!(parse_verify(&bad).is_err());
+}
+
+#[test]
+fn the_registry_credentials_are_an_optional_secret_where_the_program_looks() {
+    use imageswap::verify::settings::DEFAULT_REGISTRY_CONFIG;
+    let install = install();
+    let deployment = object(&install, "Deployment", "imageswap");
+    let (_, config) = env_configs().remove(0);
+    let args = parse_verify(&config).unwrap();
+    assert_eq!(args.registry_config, Path::new(DEFAULT_REGISTRY_CONFIG));
+    let all = containers(deployment);
+    let serve = all.iter().find(|c| subcommand_of(c) == "serve").unwrap();
+    let dir = args.registry_config.parent().unwrap();
+    let mount = mount_for(serve, dir).expect("serve mounts the registry credentials directory");
+    assert_eq!(mount["readOnly"], true);
+    assert!(
+        mount.get("subPath").is_none(),
+        "a subPath mount never sees Secret updates"
+    );
+    let volume = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    let secret = &volume["secret"];
+    assert_eq!(
+        secret["optional"], true,
+        "without the Secret the pod must start (anonymous checks)"
+    );
+    let items = secret["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0]["key"], ".dockerconfigjson",
+        "a kubernetes.io/dockerconfigjson Secret"
+    );
+    assert_eq!(
+        items[0]["path"].as_str(),
+        args.registry_config.file_name().unwrap().to_str()
+    );
+    // The sidecar never talks to registries: no credentials there.
+    let init = all.iter().find(|c| subcommand_of(c) == "init").unwrap();
+    assert!(mount_for(init, dir).is_none());
+}

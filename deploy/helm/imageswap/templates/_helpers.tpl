@@ -72,18 +72,19 @@ IMAGESWAP_CERT_SOURCE: "csr"
 {{- if .Values.webhook.createByHelm -}}
 {{- $_ := set $data "IMAGESWAP_DISABLE_AUTO_MWC" "TRUE" -}}
 {{- end -}}
+{{- /* Mirror verification and pull secrets (docs/verify.md), from `verify`:
+every setting written out, as the kustomize base does. */ -}}
 {{- with .Values.verify -}}
-{{- if .enabled -}}
-{{- $_ := set $data "IMAGESWAP_VERIFY" "on" -}}
-{{- with .onError }}{{ $_ := set $data "IMAGESWAP_VERIFY_ON_ERROR" (toString .) }}{{ end -}}
-{{- with .timeout }}{{ $_ := set $data "IMAGESWAP_VERIFY_TIMEOUT" (toString .) }}{{ end -}}
-{{- with .ttl }}{{ $_ := set $data "IMAGESWAP_VERIFY_TTL" (toString .) }}{{ end -}}
-{{- with .missingTtl }}{{ $_ := set $data "IMAGESWAP_VERIFY_MISSING_TTL" (toString .) }}{{ end -}}
+{{- $_ := set $data "IMAGESWAP_VERIFY" (ternary "on" "off" .enabled) -}}
+{{- $_ := set $data "IMAGESWAP_VERIFY_ON_ERROR" (toString .onError) -}}
+{{- $_ := set $data "IMAGESWAP_VERIFY_TIMEOUT" (toString .timeout) -}}
+{{- $_ := set $data "IMAGESWAP_VERIFY_TTL" (toString .ttl) -}}
+{{- $_ := set $data "IMAGESWAP_VERIFY_MISSING_TTL" (toString .missingTtl) -}}
+{{- $_ := set $data "IMAGESWAP_REGISTRY_CONFIG" "/etc/imageswap/registry/.dockerconfigjson" -}}
+{{- if include "imageswap.registryCaConfigMap" $ -}}
+{{- $_ := set $data "IMAGESWAP_REGISTRY_CA" (printf "/etc/imageswap/registry-ca/%s" .registryCa.key) -}}
 {{- end -}}
-{{- if .registryCAConfigMap -}}
-{{- $_ := set $data "IMAGESWAP_REGISTRY_CA" "/etc/imageswap/registry-ca/ca.crt" -}}
-{{- end -}}
-{{- with .plainHttpRegistries }}{{ $_ := set $data "IMAGESWAP_REGISTRY_PLAIN_HTTP" (join "," .) }}{{ end -}}
+{{- with .plainHttp }}{{ $_ := set $data "IMAGESWAP_REGISTRY_PLAIN_HTTP" (join "," .) }}{{ end -}}
 {{- with .imagePullSecrets -}}
 {{- $pairs := list -}}
 {{- range $registry, $secret := . }}{{ $pairs = append $pairs (printf "%s=%s" $registry $secret) }}{{ end -}}
@@ -91,6 +92,17 @@ IMAGESWAP_CERT_SOURCE: "csr"
 {{- end -}}
 {{- end -}}
 {{- toYaml $data -}}
+{{- end }}
+
+{{/* The ConfigMap of the registry CA bundle: the user's, the chart's, or none (empty). */}}
+{{- define "imageswap.registryCaConfigMap" -}}
+{{- with .Values.verify.registryCa -}}
+{{- if .existingConfigMap -}}
+{{ .existingConfigMap }}
+{{- else if .pem -}}
+imageswap-registry-ca
+{{- end -}}
+{{- end -}}
 {{- end }}
 
 {{/* The port of an address such as 0.0.0.0:5000 or [::]:5000. */}}

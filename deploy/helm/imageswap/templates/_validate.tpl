@@ -37,4 +37,15 @@ render with one line naming the values. Included by the Deployment.
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
 {{- end -}}
+{{- if .Values.verify.enabled -}}
+{{- $verifyTimeout := include "imageswap.seconds" (toString .Values.verify.timeout) -}}
+{{- if and $verifyTimeout $requestTimeout (ge (float64 $verifyTimeout) (float64 $requestTimeout)) -}}
+{{- fail (printf "verify.timeout (%s) must be below config.IMAGESWAP_REQUEST_TIMEOUT (%s): an admission waits for its checks within its own deadline" (toString .Values.verify.timeout) (include "imageswap.setting" (list . "IMAGESWAP_REQUEST_TIMEOUT"))) -}}
+{{- end -}}
+{{- end -}}
+{{- range $registry, $_ := .Values.verify.imagePullSecrets -}}
+{{- if not (regexMatch "^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$" $registry) -}}
+{{- fail (printf "verify.imagePullSecrets: %q is not a registry host (host or host:port, as in the swapped image, without a path)" $registry) -}}
+{{- end -}}
+{{- end -}}
 {{- end }}
