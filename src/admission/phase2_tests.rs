@@ -11,11 +11,15 @@ use crate::settings::SettingValue;
 
 const MIRROR: &str = "harbor.example.com";
 
-/// Swaps every image into the mirror, leaving those already there alone
-/// (like a maps file whose mirror is opted out).
+/// A second mirror, opted out like the first.
+const LOCAL: &str = "registry.local:5000/";
+
+/// Swaps every image into the mirror, leaving those already in a mirror
+/// alone (like a maps file whose mirrors are opted out).
 fn mirror(image: &str) -> ImageDecision {
+    let swap = !image.starts_with(MIRROR) && !image.starts_with(LOCAL);
     ImageDecision {
-        result: (!image.starts_with(MIRROR)).then(|| Arc::from(format!("{MIRROR}/{image}"))),
+        result: swap.then(|| Arc::from(format!("{MIRROR}/{image}"))),
         rule: Rule::Default,
     }
 }

@@ -149,6 +149,20 @@ impl Server {
             on_error: config.verify.verify_on_error,
             timeout: config.verify.verify_timeout,
         };
+        if verifier.is_some() {
+            tracing::info!(
+                on_error = ?config.verify.verify_on_error,
+                timeout = %humantime::format_duration(config.verify.verify_timeout),
+                "Verifying swapped images in their mirror before patching."
+            );
+        }
+        for (registry, secret) in config.pull_secrets.entries() {
+            tracing::info!(
+                registry,
+                secret,
+                "Adding a pull secret to pods whose images end up in this registry."
+            );
+        }
         let state = Arc::new(
             AppState::new(settings, rules.clone(), certs.clone(), metrics.clone())
                 .with_verifier(verifier, policy)

@@ -188,7 +188,7 @@ struct Decision<'i, 'c> {
     unchanged: Option<Unchanged>,
 }
 
-/// Phase 1, counted: decide every image (400 for a body that is no review).
+/// Phase 1, counted: decide every image (an error: the body is no review).
 fn decide<'i, 's>(
     state: &'s AppState,
     rules: &RulesState,
