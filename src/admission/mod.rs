@@ -234,14 +234,14 @@ impl<'i> Decided<'i, '_> {
                 !checked.keeps()
             });
         }
-        let template = request
-            .kind
-            .and_then(podspec::locate)
-            .map(|l| l.template)
-            .unwrap_or_default();
         let mut pull_secrets_added = 0;
         let mut patch = None;
         if matches!(verdict, Verdict::Patched | Verdict::Unchanged) {
+            let template = request
+                .kind
+                .and_then(podspec::locate)
+                .map(|l| l.template)
+                .unwrap_or_default();
             if secrets.eligible {
                 for change in &changes {
                     secrets.need(pull_secrets, &change.to);
@@ -345,17 +345,16 @@ fn decide_object<'i, 'c>(
         }
         decided += 1;
         let decision = decider.decide(found.image);
-        if decision.result.is_none() {
-            secrets.need(pull_secrets, found.image);
-        }
-        if let Some(to) = decision.result {
-            changes.push(Change {
+        match decision.result {
+            Some(to) => changes.push(Change {
                 field: found.field,
                 index: found.index,
                 from: found.image,
                 to,
                 rule: decision.rule,
-            });
+            }),
+            // Left as it is: the image is final already.
+            None => secrets.need(pull_secrets, found.image),
         }
         Ok(())
     });

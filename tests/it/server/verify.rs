@@ -342,3 +342,45 @@ async fn pull_secrets_are_added_for_images_that_end_up_in_the_mirror() {
     assert!(pod["spec"].get("imagePullSecrets").is_none(), "{pod}");
     assert_eq!(counter(&server, "imageswap_pull_secrets_added_total"), 2);
 }
+
+/// On a current-thread runtime the server's tasks run on the test's
+/// thread, so its log lines reach the thread's capture.
+#[tokio::test]
+async fn one_warn_line_per_kept_or_unverified_image() {
+    let logs = crate::support::logs::LogCapture::on_this_thread();
+    let checker = Arc::new(Scripted::default());
+    let server = start(Some(checker.clone()), OnError::Swap, Duration::from_secs(5)).await;
+    let answer = server
+        .client(Protocol::Http1)
+        .post(&server.url("/"), pod_review("v-9", &IMAGES))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let targets = checker.calls().remove(0).0;
+    let text = logs.text();
+    let warns: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("v-9"))
+        .collect();
+    assert_eq!(warns.len(), 2, "{text}");
+    let expect = [
+        (
+            "Kept the original image",
+            "containers[0]",
+            IMAGES[0],
+            &targets[0],
+            "not in the mirror",
+        ),
+        (
+            "Swapped an image",
+            "containers[2]",
+            IMAGES[2],
+            &targets[2],
+            "mirror.example.com answered 503",
+        ),
+    ];
+    for (line, (message, container, image, target, reason)) in warns.iter().zip(expect) {
+        for part in [message, container, image, target.as_str(), reason] {
+            assert!(line.contains(part), "{part:?} not in {line}");
+        }
+    }
+}
