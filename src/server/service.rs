@@ -1,7 +1,10 @@
 //! The services at both ends of the tower stack: the router that receives
 //! every HTTP request (probes, metrics, 404/405, and the admission stack),
 //! and the admission service at the stack's core, which only does bytes →
-//! review → decisions → bytes.
+//! review → decisions → bytes. With a mirror verifier (verify.md) the
+//! decisions are checked between the two phases of the review
+//! (`server::mirror`); without one the answer is built in one synchronous
+//! step, as before verification existed.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -166,19 +169,20 @@ async fn handle_verified(state: &AppState, request: Request<ReadBody>) -> HttpRe
         Ok(held) => held,
         Err(refusal) => return refused(refusal),
     };
-    let decided = match decide(state, &held.rules, &mut held.body.bytes, held.deadline) {
-        Ok(decided) => decided,
+    let decision = match decide(state, &held.rules, &mut held.body.bytes, held.deadline) {
+        Ok(decision) => decision,
         Err(bad) => return bad_review(&bad),
     };
     // Only swaps are checked: a subresource, an opt-out, a malformed
     // object or a passed deadline has no changes.
-    let checked = matches!(decided.decided.verdict, Verdict::Patched | Verdict::Shadowed)
-        && !decided.decided.changes.is_empty();
+    let decided = &decision.decided;
+    let checked =
+        matches!(decided.verdict, Verdict::Patched | Verdict::Shadowed) && !decided.changes.is_empty();
     if !checked {
-        return answer(state, decided, &[]);
+        return answer(state, decision, &[]);
     }
-    let checks = mirror::check(state, verifier, &decided.decided, held.deadline).await;
-    answer(state, decided, &checks)
+    let checks = mirror::check(state, verifier, decided, held.deadline).await;
+    answer(state, decision, &checks)
 }
 
 /// Phase 1 and what its answer reports.
