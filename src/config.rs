@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::admission::{PullSecrets, PullSecretsArgs};
 use crate::cache::CacheArgs;
 use crate::rules::{RulesArgs, RulesSource};
 use crate::settings::{SettingName, setting};
 use crate::telemetry::trace_config::{TraceArgs, TraceConfig, TraceConfigError};
+use crate::verify::VerifyArgs;
 
 /// How often the reloader re-reads the watched files even without a file
 /// event: the safety net for events that never come (some volume types,
@@ -149,6 +151,12 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub traces: TraceArgs,
+
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+
+    #[command(flatten)]
+    pub pull_secrets: PullSecretsArgs,
 }
 
 /// A setting that cannot work.
@@ -235,6 +243,10 @@ pub struct ServeConfig {
     pub reload_poll: Duration,
     /// OpenTelemetry export; `None` (off) while no OTLP endpoint is set.
     pub traces: Option<TraceConfig>,
+    /// Mirror verification (verify.md); off by default.
+    pub verify: VerifyArgs,
+    /// `imagePullSecrets` added for images that end up in these registries.
+    pub pull_secrets: PullSecrets,
 }
 
 impl ServeConfig {
@@ -313,6 +325,14 @@ impl ServeConfig {
             })
         };
         let traces = TraceConfig::from_args(&args.traces)?;
+        // With verification on, a zero timeout would answer every check
+        // "timeout" at once: the setting is surely a mistake.
+        if args.verify.enabled() && args.verify.verify_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                setting: SettingName::in_args::<VerifyArgs>("verify_timeout"),
+                value: args.verify.verify_timeout,
+            });
+        }
         Ok(ServeConfig {
             listen,
             transport,
@@ -337,6 +357,8 @@ impl ServeConfig {
             dev: server.dev,
             reload_poll: RELOAD_POLL_INTERVAL,
             traces,
+            verify: args.verify.clone(),
+            pull_secrets: args.pull_secrets.pull_secrets(),
         })
     }
 }
@@ -379,6 +401,39 @@ mod tests {
         assert_eq!(c.disable_label, "k8s.twr.io/imageswap");
         assert!(!c.shadow && !c.dev);
         assert!(c.traces.is_none(), "traces are off without an endpoint");
+        assert!(!c.verify.enabled(), "verification is off until turned on");
+        assert!(c.pull_secrets.is_empty());
+    }
+
+    #[test]
+    fn verification_and_pull_secrets_are_carried_into_the_config() {
+        let c = config(&[
+            "--verify",
+            "ON",
+            "--verify-on-error",
+            "keep",
+            "--verify-timeout",
+            "250ms",
+            "--image-pull-secrets",
+            "harbor.example.com=harbor-pull",
+        ])
+        .expect("valid");
+        assert!(c.verify.enabled());
+        assert_eq!(c.verify.verify_on_error, crate::verify::OnError::Keep);
+        assert_eq!(c.verify.verify_timeout, Duration::from_millis(250));
+        assert_eq!(
+            c.pull_secrets.secret_for("harbor.example.com/x/nginx"),
+            Some("harbor-pull")
+        );
+        // A bad pair is refused by the parser, in one line naming the variable.
+        let message = Serve::try_parse_from(["serve", "--image-pull-secrets", "harbor.example.com"])
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            message.contains("IMAGESWAP_IMAGE_PULL_SECRETS (--image-pull-secrets)"),
+            "{message}"
+        );
+        assert_eq!(message.trim_end().lines().count(), 1, "{message}");
     }
 
     #[test]
@@ -412,6 +467,10 @@ mod tests {
             (
                 &["--listen", "127.0.0.1:7000", "--metrics-listen", "127.0.0.1:7000"][..],
                 "IMAGESWAP_METRICS_LISTEN",
+            ),
+            (
+                &["--verify", "on", "--verify-timeout", "0s"][..],
+                "IMAGESWAP_VERIFY_TIMEOUT",
             ),
         ] {
             let message = config(args).expect_err("refused").to_string();

@@ -14,7 +14,12 @@ mod decode;
 pub mod json;
 mod patch;
 mod podspec;
+pub mod pull_secrets;
 mod scratch;
+pub mod warnings;
+
+#[cfg(test)]
+mod phase2_tests;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +28,9 @@ use crate::swap::Rule;
 
 pub use decode::{ApiVersion, BadReview, RequestInfo};
 pub use podspec::{ContainerField, KINDS_WITH_POD_SPEC};
+pub use pull_secrets::{PullSecrets, PullSecretsArgs};
+pub use warnings::Checked;
+use warnings::Warnings;
 
 /// Images decided between two looks at the clock. Reading the clock costs
 /// about as much as a cached decision, so it is not done for every image.
@@ -120,11 +128,15 @@ impl Verdict {
 pub struct Admission<'i> {
     pub request: RequestInfo<'i>,
     pub verdict: Verdict,
-    /// The decided changes (also in shadow mode; empty unless Patched or Shadowed).
+    /// The changes patched (also in shadow mode, those decided; empty
+    /// unless Patched or Shadowed). Changes whose verification kept the
+    /// original are not here.
     pub changes: Vec<Change<'i>>,
     /// Container images decided (seen in the pod spec and asked of the
     /// decider); fewer than the pod has when the deadline cut it short.
     pub images: usize,
+    /// `imagePullSecrets` entries the patch adds.
+    pub pull_secrets_added: usize,
     /// The `AdmissionReview` response, JSON.
     pub body: Vec<u8>,
 }
@@ -135,30 +147,146 @@ pub struct Admission<'i> {
 /// An error means the body is not a review ImageSwap can answer (no
 /// `request.uid` to echo): the caller answers 400 with the error's text.
 /// Everything else is an [`Admission`] with `allowed: true`.
+///
+/// Both phases at once, without verification or pull secrets: what the
+/// request path does when those are off.
 pub fn admit<'i>(
     input: &'i mut [u8],
     options: &Options<'_>,
     decider: &impl Decide,
 ) -> Result<Admission<'i>, BadReview> {
+    decide(input, options, &NO_PULL_SECRETS, decider).map(|decided| decided.answer(&[]))
+}
+
+static NO_PULL_SECRETS: PullSecrets = PullSecrets::NONE;
+
+/// Phase 1: parses the review and decides every image, gathering what the
+/// answer needs from the pod spec (the names in its `imagePullSecrets`
+/// when `pull_secrets` has any) while the tape is alive. The result owns
+/// no tape, so the request path can wait for the mirror checks of
+/// [`Decided::changes`] before [`Decided::answer`] builds the response.
+pub fn decide<'i, 'c>(
+    input: &'i mut [u8],
+    options: &Options<'_>,
+    pull_secrets: &'c PullSecrets,
+    decider: &impl Decide,
+) -> Result<Decided<'i, 'c>, BadReview> {
     scratch::with_tape(input, |tape| {
         let tape = tape.map_err(BadReview::from_parse_error)?;
         let review = decode::decode(tape.as_value())?;
-        let (verdict, changes, images) = decide_object(&review, options, decider);
-        let mut body = Vec::with_capacity(256 + changes.len() * 160);
-        write_answer(&mut body, &review, &verdict, &changes);
-        Ok(Admission {
+        let mut secrets = pull_secrets::Found::default();
+        let (verdict, changes, images) = decide_object(&review, options, pull_secrets, &mut secrets, decider);
+        Ok(Decided {
             request: review.info,
             verdict,
             changes,
             images,
-            body,
+            pull_secrets,
+            secrets,
         })
     })
 }
 
-fn decide_object<'i>(
+/// A review decided, its answer not yet built (see [`decide`]).
+#[derive(Debug)]
+pub struct Decided<'i, 'c> {
+    pub request: RequestInfo<'i>,
+    pub verdict: Verdict,
+    /// The decided changes, in patch order (also in shadow mode).
+    pub changes: Vec<Change<'i>>,
+    /// Container images decided.
+    pub images: usize,
+    pull_secrets: &'c PullSecrets,
+    secrets: pull_secrets::Found<'i, 'c>,
+}
+
+impl<'i> Decided<'i, '_> {
+    /// Phase 2: the answer, from the changes the verification keeps
+    /// (`checks` holds one verdict per change, in order; empty when nothing
+    /// was verified, which patches every change), the pull secrets the
+    /// final images need, and the warnings. In shadow mode nothing is
+    /// patched and nothing warned, whatever the checks said.
+    pub fn answer(self, checks: &[Checked]) -> Admission<'i> {
+        let Decided {
+            request,
+            mut verdict,
+            mut changes,
+            images,
+            pull_secrets,
+            mut secrets,
+        } = self;
+        let mut warnings = Warnings::default();
+        if let Verdict::Malformed(problem) = &verdict
+            && !checks.is_empty()
+        {
+            warnings.malformed(problem);
+        }
+        if verdict == Verdict::Patched && !checks.is_empty() {
+            let mut index = 0;
+            changes.retain(|change| {
+                let checked = checks.get(index).unwrap_or(&Checked::Present);
+                index += 1;
+                warnings.checked(change, checked);
+                if checked.keeps() {
+                    // The original stays: it is the final image.
+                    secrets.need(pull_secrets, change.from);
+                }
+                !checked.keeps()
+            });
+        }
+        let mut pull_secrets_added = 0;
+        let mut patch = None;
+        if matches!(verdict, Verdict::Patched | Verdict::Unchanged) {
+            let template = request
+                .kind
+                .and_then(podspec::locate)
+                .map(|l| l.template)
+                .unwrap_or_default();
+            if secrets.eligible {
+                for change in &changes {
+                    secrets.need(pull_secrets, &change.to);
+                }
+            }
+            let mut to_add = secrets.to_add().peekable();
+            if !changes.is_empty() || to_add.peek().is_some() {
+                let mut ops = Vec::with_capacity(changes.len() * 128);
+                patch::write(&mut ops, template, &changes);
+                if to_add.peek().is_some() {
+                    // Reopen the list for the `add`s.
+                    ops.pop();
+                    pull_secrets_added = pull_secrets::write_adds(
+                        &mut ops,
+                        template,
+                        secrets.list_present,
+                        to_add,
+                        !changes.is_empty(),
+                    );
+                    ops.push(b']');
+                }
+                patch = Some(ops);
+                verdict = Verdict::Patched;
+            } else {
+                verdict = Verdict::Unchanged;
+            }
+        }
+        let mut body = Vec::with_capacity(256 + changes.len() * 160);
+        write_answer(&mut body, &request, &verdict, patch.as_deref(), &warnings);
+        Admission {
+            request,
+            verdict,
+            changes,
+            images,
+            pull_secrets_added,
+            body,
+        }
+    }
+}
+
+fn decide_object<'i, 'c>(
     review: &decode::Review<'_, 'i>,
     options: &Options<'_>,
+    pull_secrets: &'c PullSecrets,
+    secrets: &mut pull_secrets::Found<'i, 'c>,
     decider: &impl Decide,
 ) -> (Verdict, Vec<Change<'i>>, usize) {
     // The kubelet's `pods/status`, `scale`, `exec`…: never a patch. Only
@@ -194,6 +322,11 @@ fn decide_object<'i>(
     {
         return (Verdict::Disabled, Vec::new(), 0);
     }
+    if !pull_secrets.is_empty() {
+        // Never on a Pod UPDATE: a Pod's imagePullSecrets is immutable.
+        let pod_update = location.template.is_empty() && review.info.operation == Some("UPDATE");
+        *secrets = pull_secrets::Found::read(pod.spec, !pod_update);
+    }
     let admitted = admitted_images(review, location);
     let mut changes = Vec::new();
     let mut decided = 0usize;
@@ -202,6 +335,7 @@ fn decide_object<'i>(
             // Admitted before (an UPDATE that left this image alone): it
             // may already be swapped, and swapping it again would restart
             // the container on an image that may not exist.
+            secrets.need(pull_secrets, found.image);
             return Ok(());
         }
         if decided.is_multiple_of(IMAGES_PER_DEADLINE_CHECK)
@@ -211,14 +345,16 @@ fn decide_object<'i>(
         }
         decided += 1;
         let decision = decider.decide(found.image);
-        if let Some(to) = decision.result {
-            changes.push(Change {
+        match decision.result {
+            Some(to) => changes.push(Change {
                 field: found.field,
                 index: found.index,
                 from: found.image,
                 to,
                 rule: decision.rule,
-            });
+            }),
+            // Left as it is: the image is final already.
+            None => secrets.need(pull_secrets, found.image),
         }
         Ok(())
     });
@@ -263,25 +399,27 @@ fn admitted_images<'i>(
 
 fn write_answer(
     out: &mut Vec<u8>,
-    review: &decode::Review<'_, '_>,
+    info: &RequestInfo<'_>,
     verdict: &Verdict,
-    changes: &[Change<'_>],
+    patch: Option<&[u8]>,
+    warnings: &Warnings,
 ) {
-    let info = &review.info;
-    let patch = match verdict {
-        Verdict::Patched => {
-            let prefix = info.kind.and_then(podspec::locate).map(|l| l.template);
-            let mut patch = Vec::with_capacity(changes.len() * 128);
-            patch::write(&mut patch, prefix.unwrap_or_default(), changes);
-            Some(patch)
-        }
-        _ => None,
-    };
-    let warning = match verdict {
-        Verdict::Malformed(message) => Some(message.as_str()),
-        _ => None,
-    };
-    json::write_response(out, info.api_version, info.uid, patch.as_deref(), warning);
+    if warnings.is_empty() {
+        let warning = match verdict {
+            Verdict::Malformed(message) => Some(message.as_str()),
+            _ => None,
+        };
+        json::write_response(out, info.api_version, info.uid, patch, warning);
+        return;
+    }
+    // More than the one warning `write_response` knows: its document ends
+    // `}}` (response, review), so the list goes in before that.
+    json::write_response(out, info.api_version, info.uid, patch, None);
+    if out.ends_with(b"}}") {
+        out.truncate(out.len() - 2);
+        warnings.write(out);
+        out.extend_from_slice(b"}}");
+    }
 }
 
 #[cfg(test)]

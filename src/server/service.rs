@@ -1,7 +1,10 @@
 //! The services at both ends of the tower stack: the router that receives
 //! every HTTP request (probes, metrics, 404/405, and the admission stack),
 //! and the admission service at the stack's core, which only does bytes →
-//! review → decisions → bytes.
+//! review → decisions → bytes. With a mirror verifier (verify.md) the
+//! decisions are checked between the two phases of the review
+//! (`server::mirror`); without one the answer is built in one synchronous
+//! step, as before verification existed.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -19,9 +22,10 @@ use http_body_util::Full;
 use hyper::body::Body;
 use tower::{Service, ServiceExt};
 
+use super::mirror;
 use super::stack::ReadBody;
 use super::state::{AppState, LARGE_REVIEW_BYTES};
-use crate::admission::{self, Admission, Decide, ImageDecision, Options, Verdict};
+use crate::admission::{self, Admission, Decide, ImageDecision, Options, PullSecrets, Verdict};
 use crate::cache::RulesState;
 use crate::swap::Rule;
 use crate::telemetry::metrics::Outcome;
@@ -85,45 +89,116 @@ impl Service<Request<ReadBody>> for AdmissionService {
 
     fn call(&mut self, request: Request<ReadBody>) -> Self::Future {
         let state = self.state.clone();
-        Box::pin(async move { Ok(handle(&state, request)) })
+        if state.verifier.is_none() {
+            // Without verification the answer is built synchronously in the
+            // one poll of this future, as before verification existed.
+            return Box::pin(async move { Ok(handle(&state, request)) });
+        }
+        Box::pin(async move { Ok(handle_verified(&state, request).await) })
     }
 }
 
-fn handle(state: &AppState, request: Request<ReadBody>) -> HttpResponse {
+/// What a request holds while it is answered: the rules it decides with,
+/// its deadline, its body (and the body's share of the memory budget) and,
+/// for a large review, its parse place.
+struct Held<'s> {
+    rules: Arc<RulesState>,
+    deadline: Option<Instant>,
+    body: ReadBody,
+    _large: Option<tokio::sync::SemaphorePermit<'s>>,
+}
+
+/// Why a request is refused before its review is read: the answer's status,
+/// outcome and message.
+type Refusal = (StatusCode, Outcome, &'static str);
+
+fn hold(state: &AppState, request: Request<ReadBody>) -> Result<Held<'_>, Refusal> {
     // Loaded once: without rules there is nothing to decide; with them,
     // every image of this review is decided by the same engine and cache,
     // even if a reload publishes new ones meanwhile (in-flight requests
     // finish on the old maps).
     let Some(rules) = Guard::into_inner(state.rules.load()) else {
-        return error_response(
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
-            Some(Outcome::not_ready),
+            Outcome::not_ready,
             "not ready: the maps are not loaded",
-        );
+        ));
     };
     let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
-    // The body (and its share of the memory budget) lives until the answer
-    // is built.
-    let mut body = request.into_body();
-    let _large = if body.bytes.len() > LARGE_REVIEW_BYTES {
+    let body = request.into_body();
+    let large = if body.bytes.len() > LARGE_REVIEW_BYTES {
         match state.large_parses.try_acquire() {
             Ok(place) => Some(place),
             Err(_) => {
-                return error_response(
+                return Err((
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Some(Outcome::shed),
+                    Outcome::shed,
                     "overloaded: too many large reviews in progress",
-                );
+                ));
             }
         }
     } else {
         None
     };
-    review(state, &rules, &mut body.bytes, deadline)
+    Ok(Held {
+        rules,
+        deadline,
+        body,
+        _large: large,
+    })
 }
 
-/// The synchronous part: decide, count, log, answer.
-fn review(state: &AppState, rules: &RulesState, body: &mut [u8], deadline: Option<Instant>) -> HttpResponse {
+fn handle(state: &AppState, request: Request<ReadBody>) -> HttpResponse {
+    let mut held = match hold(state, request) {
+        Ok(held) => held,
+        Err(refusal) => return refused(refusal),
+    };
+    match decide(state, &held.rules, &mut held.body.bytes, held.deadline) {
+        Ok(decided) => answer(state, decided, &[]),
+        Err(bad) => bad_review(&bad),
+    }
+}
+
+/// [`handle`] with mirror verification: phase 1, the checks of the
+/// changes (when there are any to check), phase 2.
+async fn handle_verified(state: &AppState, request: Request<ReadBody>) -> HttpResponse {
+    let Some(verifier) = state.verifier.as_deref() else {
+        return handle(state, request);
+    };
+    let mut held = match hold(state, request) {
+        Ok(held) => held,
+        Err(refusal) => return refused(refusal),
+    };
+    let decision = match decide(state, &held.rules, &mut held.body.bytes, held.deadline) {
+        Ok(decision) => decision,
+        Err(bad) => return bad_review(&bad),
+    };
+    // Only swaps are checked: a subresource, an opt-out, a malformed
+    // object or a passed deadline has no changes.
+    let decided = &decision.decided;
+    let checked =
+        matches!(decided.verdict, Verdict::Patched | Verdict::Shadowed) && !decided.changes.is_empty();
+    if !checked {
+        return answer(state, decision, &[]);
+    }
+    let checks = mirror::check(state, verifier, decided, held.deadline).await;
+    answer(state, decision, &checks)
+}
+
+/// Phase 1 and what its answer reports.
+struct Decision<'i, 'c> {
+    decided: admission::Decided<'i, 'c>,
+    cache_hits: u64,
+    unchanged: Option<Unchanged>,
+}
+
+/// Phase 1, counted: decide every image (an error: the body is no review).
+fn decide<'i, 's>(
+    state: &'s AppState,
+    rules: &RulesState,
+    body: &'i mut [u8],
+    deadline: Option<Instant>,
+) -> Result<Decision<'i, 's>, admission::BadReview> {
     let settings = &state.settings;
     let decider = rules.decider();
     let options = Options {
@@ -134,65 +209,83 @@ fn review(state: &AppState, rules: &RulesState, body: &mut [u8], deadline: Optio
     // At DEBUG, the images left unchanged are logged with their rule.
     let unchanged = tracing::enabled!(tracing::Level::DEBUG).then(RefCell::default);
     // With traces on at DEBUG, each image decision is a child span.
+    let pull_secrets = &state.pull_secrets;
     let result = if spans::decisions_traced() {
-        admit(
+        decide_recording(
             body,
             &options,
+            pull_secrets,
             &spans::TracedDecider::new(&decider),
             unchanged.as_ref(),
         )
     } else {
-        admit(body, &options, &decider, unchanged.as_ref())
+        decide_recording(body, &options, pull_secrets, &decider, unchanged.as_ref())
     };
     state.metrics.cache(decider.hits(), decider.misses());
-    match result {
-        Err(bad) => {
-            tracing::warn!(error = %bad, "Refused a body that is not an AdmissionReview.");
-            error_response(
-                StatusCode::BAD_REQUEST,
-                Some(Outcome::bad_request),
-                &bad.to_string(),
-            )
-        }
-        Ok(admission) => {
-            let outcome = outcome_of(&admission.verdict);
-            spans::record_review(
-                &tracing::Span::current(),
-                &admission.request,
-                admission.images,
-                admission.changes.len(),
-                decider.hits(),
+    Ok(Decision {
+        decided: result?,
+        cache_hits: decider.hits(),
+        unchanged,
+    })
+}
+
+fn refused((status, outcome, message): Refusal) -> HttpResponse {
+    error_response(status, Some(outcome), message)
+}
+
+/// 400 for a body that is no review.
+fn bad_review(bad: &admission::BadReview) -> HttpResponse {
+    tracing::warn!(error = %bad, "Refused a body that is not an AdmissionReview.");
+    error_response(
+        StatusCode::BAD_REQUEST,
+        Some(Outcome::bad_request),
+        &bad.to_string(),
+    )
+}
+
+/// Phase 2, reported: build the answer, count, log.
+fn answer(state: &AppState, decision: Decision<'_, '_>, checks: &[admission::Checked]) -> HttpResponse {
+    let admission = decision.decided.answer(checks);
+    let outcome = outcome_of(&admission.verdict);
+    spans::record_review(
+        &tracing::Span::current(),
+        &admission.request,
+        admission.images,
+        admission.changes.len(),
+        decision.cache_hits,
+    );
+    report(state, &admission, outcome);
+    if admission.pull_secrets_added > 0 {
+        state.metrics.pull_secrets_added(admission.pull_secrets_added);
+    }
+    if let Some(unchanged) = decision.unchanged {
+        for (image, rule) in unchanged.into_inner() {
+            tracing::debug!(
+                uid = admission.request.uid,
+                image,
+                rule = rule.as_str(),
+                "Image left unchanged."
             );
-            report(state, &admission, outcome);
-            if let Some(unchanged) = unchanged {
-                for (image, rule) in unchanged.into_inner() {
-                    tracing::debug!(
-                        uid = admission.request.uid,
-                        image,
-                        rule = rule.as_str(),
-                        "Image left unchanged."
-                    );
-                }
-            }
-            json_response(StatusCode::OK, admission.body, Some(outcome))
         }
     }
+    json_response(StatusCode::OK, admission.body, Some(outcome))
 }
 
 /// The images a decider left as they are, with the rule that decided.
 type Unchanged = RefCell<Vec<(String, Rule)>>;
 
-/// `admission::admit`, remembering the unchanged decisions in `unchanged`
+/// `admission::decide`, remembering the unchanged decisions in `unchanged`
 /// when given (only at DEBUG: it copies each such image).
-fn admit<'i, D: Decide>(
+fn decide_recording<'i, 'c, D: Decide>(
     body: &'i mut [u8],
     options: &Options<'_>,
+    pull_secrets: &'c PullSecrets,
     decider: &D,
     unchanged: Option<&Unchanged>,
-) -> Result<Admission<'i>, admission::BadReview> {
+) -> Result<admission::Decided<'i, 'c>, admission::BadReview> {
     match unchanged {
-        None => admission::admit(body, options, decider),
-        Some(seen) => admission::admit(body, options, &Recording { inner: decider, seen }),
+        None => admission::decide(body, options, pull_secrets, decider),
+        Some(seen) => admission::decide(body, options, pull_secrets, &Recording { inner: decider, seen }),
     }
 }
 

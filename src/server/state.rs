@@ -1,14 +1,18 @@
 //! The state every request reads: the rules (engine + cache) and the
 //! certificate, each behind an `ArcSwap` (their handles are shared with the
 //! reloader that publishes into them) so reloads never block a request,
-//! plus the readiness flags and the settings of the request path.
+//! plus the readiness flags and the settings of the request path, and the
+//! optional mirror verifier (verify.md) with its policy.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use crate::admission::PullSecrets;
 use crate::cache::PublishedRules;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::CertStore;
+use crate::verify::{CheckImages, OnError};
 
 /// Settings of the admission path, fixed at start.
 #[derive(Clone, Debug)]
@@ -34,6 +38,32 @@ pub struct AppState {
     pub settings: Settings,
     /// Places for parsing a large review (see [`LARGE_PARSES_AT_ONCE`]).
     pub large_parses: tokio::sync::Semaphore,
+    /// Checks swapped images in their mirror before they are patched;
+    /// `None` with `IMAGESWAP_VERIFY=off` (the request path then stays
+    /// synchronous, as without verification).
+    pub verifier: Option<Arc<dyn CheckImages>>,
+    pub verify_policy: VerifyPolicy,
+    /// `IMAGESWAP_IMAGE_PULL_SECRETS` (independent of verification).
+    pub pull_secrets: PullSecrets,
+}
+
+/// How the request path uses the verifier's answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyPolicy {
+    /// `IMAGESWAP_VERIFY_ON_ERROR`.
+    pub on_error: OnError,
+    /// `IMAGESWAP_VERIFY_TIMEOUT`: the longest one admission waits.
+    pub timeout: Duration,
+}
+
+impl Default for VerifyPolicy {
+    /// verify.md's defaults.
+    fn default() -> Self {
+        VerifyPolicy {
+            on_error: OnError::Swap,
+            timeout: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Reviews larger than [`LARGE_REVIEW_BYTES`] parsed at once, whatever the
@@ -59,7 +89,23 @@ impl AppState {
             metrics,
             settings,
             large_parses: tokio::sync::Semaphore::new(LARGE_PARSES_AT_ONCE),
+            verifier: None,
+            verify_policy: VerifyPolicy::default(),
+            pull_secrets: PullSecrets::default(),
         }
+    }
+
+    /// Verifies swaps with `verifier` (when given) under `policy`.
+    pub fn with_verifier(mut self, verifier: Option<Arc<dyn CheckImages>>, policy: VerifyPolicy) -> AppState {
+        self.verifier = verifier;
+        self.verify_policy = policy;
+        self
+    }
+
+    /// Adds these pull secrets to pod specs whose images end up in their registries.
+    pub fn with_pull_secrets(mut self, pull_secrets: PullSecrets) -> AppState {
+        self.pull_secrets = pull_secrets;
+        self
     }
 
     /// Readiness turns false at once; requests still in flight (or arriving

@@ -166,6 +166,22 @@ struct SpanDropLabel {
     reason: SpanDrop,
 }
 
+/// Why a swap's verification fell back: the `reason` label of
+/// `imageswap_verify_fallbacks_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Fallback {
+    /// The target is not in the mirror: the original was kept.
+    missing,
+    /// The check could not answer: the on-error policy decided.
+    error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FallbackLabel {
+    reason: Fallback,
+}
+
 /// Every metric ImageSwap exports.
 pub struct Metrics {
     registry: Registry,
@@ -186,6 +202,8 @@ pub struct Metrics {
     spans_exported: Counter,
     spans_dropped: [Counter; 2],
     log_lines_dropped: Counter,
+    verify_fallbacks: [Counter; 2],
+    pull_secrets_added: Counter,
     /// The log writer's own count of dropped lines, copied into
     /// `log_lines_dropped` at each scrape.
     log_drop_source: OnceLock<ErrorCounter>,
@@ -338,6 +356,24 @@ impl Metrics {
             "Log lines dropped because the log writer fell behind (the server never waits for it)",
             log_lines_dropped.clone(),
         );
+        let fallbacks_family = Family::<FallbackLabel, Counter>::default();
+        registry.register(
+            "imageswap_verify_fallbacks",
+            "Swapped images whose mirror check did not say present, by reason (missing: the original was kept; error: the on-error policy decided)",
+            fallbacks_family.clone(),
+        );
+        let verify_fallbacks = [Fallback::missing, Fallback::error]
+            .map(|reason| fallbacks_family.get_or_create(&FallbackLabel { reason }).clone());
+        let pull_secrets_added = Counter::default();
+        registry.register(
+            "imageswap_pull_secrets_added",
+            "imagePullSecrets entries added to pod specs whose images end up in a registry with a configured secret",
+            pull_secrets_added.clone(),
+        );
+        // MERGE (lead): register the registry helper's verification metrics
+        // here (checks, check duration, cache, circuit), e.g.
+        // `let verify = crate::verify::metrics::VerifyMetrics::register(&mut registry);`
+        // and keep the handle in a field for the verifier to record into.
         registry.register(
             "imageswap_build",
             "The running ImageSwap build",
@@ -363,6 +399,8 @@ impl Metrics {
             spans_exported,
             spans_dropped,
             log_lines_dropped,
+            verify_fallbacks,
+            pull_secrets_added,
             log_drop_source: OnceLock::new(),
             log_drops_seen: AtomicU64::new(0),
         }
@@ -438,6 +476,16 @@ impl Metrics {
     /// Spans lost on the way to the collector.
     pub fn trace_spans_dropped(&self, reason: SpanDrop, spans: u64) {
         self.spans_dropped[reason as usize].inc_by(spans);
+    }
+
+    /// A swapped image whose verification fell back.
+    pub fn verify_fallback(&self, reason: Fallback) {
+        self.verify_fallbacks[reason as usize].inc();
+    }
+
+    /// `imagePullSecrets` entries added by one patch.
+    pub fn pull_secrets_added(&self, entries: usize) {
+        self.pull_secrets_added.inc_by(entries as u64);
     }
 
     /// Counts a request in flight until the returned guard drops (also when

@@ -79,6 +79,78 @@ fn shadow_mode_decides_but_never_patches() {
     }
 }
 
+#[test]
+fn the_two_phases_without_checks_or_secrets_answer_every_fixture_byte_for_byte_as_admit() {
+    let state = RulesState::new(fixtures_engine(), 100);
+    let options = Options {
+        disable_label: "k8s.twr.io/imageswap",
+        shadow: false,
+        deadline: None,
+    };
+    for fixture in fixtures() {
+        let mut one = fixture.bytes.clone();
+        let mut two = fixture.bytes.clone();
+        let admitted = admission::admit(&mut one, &options, &state.decider()).expect("review");
+        let none = admission::PullSecrets::default();
+        let decided = admission::decide(&mut two, &options, &none, &state.decider()).expect("review");
+        assert_eq!(decided.answer(&[]).body, admitted.body, "{}", fixture.name);
+    }
+}
+
+/// With a pull secret for the mirror, every fixture's patch still applies
+/// to its object: the swaps of the fixture, then only `add`s of the secret
+/// to the pod spec's `imagePullSecrets`, and never on a Pod UPDATE.
+#[test]
+fn every_fixture_patch_with_a_pull_secret_applies_to_its_object() {
+    use imageswap::settings::SettingValue;
+
+    let state = RulesState::new(fixtures_engine(), 100);
+    let options = Options {
+        disable_label: "k8s.twr.io/imageswap",
+        shadow: false,
+        deadline: None,
+    };
+    let secrets = admission::PullSecrets::parse_setting("mirror.example.com=mirror-pull").expect("valid");
+    let mut with_secret = 0;
+    for fixture in fixtures() {
+        let name = &fixture.name;
+        let mut body = fixture.bytes.clone();
+        let decided = admission::decide(&mut body, &options, &secrets, &state.decider()).expect("review");
+        let admission = decided.answer(&[]);
+        let answer: serde_json::Value = serde_json::from_slice(&admission.body).expect("JSON");
+        let patch = decoded_patch(&answer);
+        let swaps = fixture.patch.as_array().map_or(0, Vec::len);
+        let ops = patch.as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            ops[..swaps.min(ops.len())],
+            fixture.patch.as_array().cloned().unwrap_or_default()[..],
+            "{name}"
+        );
+        for op in &ops[swaps..] {
+            assert_eq!(op["op"], "add", "{name}: {op}");
+            let path = op["path"].as_str().expect("path");
+            assert!(path.contains("spec/imagePullSecrets"), "{name}: {path}");
+        }
+        let request = &fixture.review["request"];
+        if request["kind"]["kind"] == "Pod" && request["operation"] == "UPDATE" {
+            assert_eq!(ops.len(), swaps, "{name}: no secret on a Pod UPDATE");
+        }
+        if ops.len() > swaps {
+            with_secret += 1;
+            assert_eq!(admission.pull_secrets_added, ops.len() - swaps, "{name}");
+            let mut object = request["object"].clone();
+            let parsed: json_patch::Patch = serde_json::from_value(patch.clone()).expect("RFC 6902");
+            json_patch::patch(&mut object, &parsed).unwrap_or_else(|e| panic!("{name}: {e}: {patch}"));
+            let text = object.to_string();
+            assert!(text.contains(r#"{"name":"mirror-pull"}"#), "{name}: {text}");
+        }
+    }
+    assert!(
+        with_secret >= 8,
+        "most fixtures end up in the mirror: {with_secret}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The same fixtures, and bad input, through the server over TLS.
 

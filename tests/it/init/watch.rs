@@ -167,6 +167,12 @@ async fn start_server(tls_dir: &Path) -> LiveServer {
         reload_poll: Duration::from_millis(500),
         traces: None,
         log_swaps: false,
+        verify: crate::support::server::verify_args(
+            false,
+            imageswap::verify::OnError::Swap,
+            Duration::from_secs(1),
+        ),
+        pull_secrets: Default::default(),
     };
     let metrics = Arc::new(Metrics::new());
     let server = Server::bind(config, metrics.clone())

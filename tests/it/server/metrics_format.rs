@@ -31,6 +31,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("imageswap_build", "info"),
     ("imageswap_trace_spans_exported", "counter"),
     ("imageswap_trace_spans_dropped", "counter"),
+    ("imageswap_verify_fallbacks", "counter"),
+    ("imageswap_pull_secrets_added", "counter"),
 ];
 
 /// Parses an exposition: `Ok(families)` or `Err(the parser's one-line complaint)`.
@@ -186,6 +188,17 @@ async fn metrics_after_traffic_parse_as_openmetrics_with_every_metric() {
         ),
         0.0,
         "traces are off"
+    );
+
+    assert_eq!(
+        value(
+            &families,
+            "imageswap_verify_fallbacks",
+            "imageswap_verify_fallbacks_total",
+            &[("reason", "missing")]
+        ),
+        0.0,
+        "verification is off"
     );
 
     // The parser does refuse what is not OpenMetrics.

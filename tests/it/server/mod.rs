@@ -6,3 +6,4 @@ mod lifecycle;
 mod metrics_format;
 mod reload;
 mod traces;
+mod verify;

@@ -15,11 +15,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use imageswap::admission::PullSecrets;
 use imageswap::config::{Limits, ServeConfig, TlsSource, Transport};
 use imageswap::rules::RulesSource;
 use imageswap::server::state::AppState;
 use imageswap::server::{ServeError, Server};
 use imageswap::telemetry::metrics::Metrics;
+use imageswap::verify::{CheckImages, OnError, VerifyArgs, VerifyMode};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -67,6 +69,25 @@ pub struct Setup {
     pub reload_poll: Duration,
     /// The metrics the server records into (a fresh set when `None`).
     pub metrics: Option<Arc<Metrics>>,
+    /// A verifier to check swaps with (turns `IMAGESWAP_VERIFY` on).
+    pub verifier: Option<Arc<dyn CheckImages>>,
+    pub verify_on_error: OnError,
+    pub verify_timeout: Duration,
+    pub pull_secrets: PullSecrets,
+}
+
+/// Verification settings: verify.md's defaults, `on` or `off`.
+pub fn verify_args(on: bool, on_error: OnError, timeout: Duration) -> VerifyArgs {
+    VerifyArgs {
+        verify: if on { VerifyMode::On } else { VerifyMode::Off },
+        verify_on_error: on_error,
+        verify_timeout: timeout,
+        verify_ttl: Duration::from_secs(600),
+        verify_missing_ttl: Duration::from_secs(30),
+        registry_config: imageswap::verify::settings::DEFAULT_REGISTRY_CONFIG.into(),
+        registry_ca: None,
+        registry_plain_http: Vec::new(),
+    }
 }
 
 impl Default for Setup {
@@ -91,6 +112,10 @@ impl Default for Setup {
             insecure_http: false,
             reload_poll: Duration::from_secs(10),
             metrics: None,
+            verifier: None,
+            verify_on_error: OnError::Swap,
+            verify_timeout: Duration::from_secs(1),
+            pull_secrets: PullSecrets::default(),
         }
     }
 }
@@ -182,9 +207,17 @@ impl TestServer {
             dev: false,
             reload_poll: setup.reload_poll,
             traces: None,
+            verify: verify_args(
+                setup.verifier.is_some(),
+                setup.verify_on_error,
+                setup.verify_timeout,
+            ),
+            pull_secrets: setup.pull_secrets,
         };
         let metrics = setup.metrics.unwrap_or_else(|| Arc::new(Metrics::new()));
-        let server = Server::bind(config, metrics).await.expect("server binds");
+        let server = Server::bind_with(config, metrics, setup.verifier)
+            .await
+            .expect("server binds");
         Bound {
             server,
             ca,
