@@ -9,7 +9,12 @@
 //! coalescing, the per-registry breaker and concurrency cap, background
 //! completion) lives behind it, so the admission code cannot get it wrong.
 
+pub mod client;
+pub mod credentials;
+pub mod metrics;
 pub mod settings;
+pub mod target;
+pub mod verifier;
 
 use std::fmt;
 use std::future::Future;
@@ -17,7 +22,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use metrics::VerifyMetrics;
 pub use settings::{VerifyArgs, VerifyMode};
+pub use verifier::{Tuning, Verifier};
+
+use crate::reload::RegistryCredentials;
 
 /// What one check of a target found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,4 +96,45 @@ pub trait CheckImages: Send + Sync + fmt::Debug + 'static {
     /// `Error(Timeout(budget))` and its check goes on in the background to
     /// fill the cache. Targets are final image references (after the swap).
     fn check(&self, targets: Vec<Arc<str>>, budget: Duration) -> CheckFuture;
+}
+
+/// Why verification cannot start (a bad `--registry-ca`).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("IMAGESWAP_REGISTRY_CA: {0}")]
+    Client(#[from] client::ClientError),
+}
+
+/// Everything the registry side needs, built from the settings: the
+/// checker the admission path calls, and the credentials file for the
+/// server's reloader (`reloader.watch(credentials)`; until its first load
+/// the checks are anonymous). `imageswap swap` calls
+/// [`RegistryCredentials::load_once`] instead.
+pub fn build(
+    args: &VerifyArgs,
+    metrics: VerifyMetrics,
+) -> Result<(Arc<dyn CheckImages>, RegistryCredentials), VerifyError> {
+    let (verifier, credentials) = build_with(args, metrics, Tuning::default())?;
+    Ok((Arc::new(verifier), credentials))
+}
+
+/// [`build`] with other tuning (tests shorten the breaker's open time).
+pub fn build_with(
+    args: &VerifyArgs,
+    metrics: VerifyMetrics,
+    tuning: Tuning,
+) -> Result<(Verifier, RegistryCredentials), VerifyError> {
+    let client = client::RegistryClient::new(
+        args.registry_ca.as_deref(),
+        &args.registry_plain_http,
+        args.verify_timeout,
+    )?;
+    let handle = credentials::anonymous();
+    let file = RegistryCredentials::new(args.registry_config.clone(), handle.clone(), metrics.clone());
+    let lifetimes = verifier::Lifetimes {
+        timeout: args.verify_timeout,
+        ttl: args.verify_ttl,
+        missing_ttl: args.verify_missing_ttl,
+    };
+    Ok((Verifier::new(client, handle, metrics, lifetimes, tuning), file))
 }
