@@ -1,0 +1,207 @@
+//! Under churn: coalescing (N concurrent checks, one registry request),
+//! stale-while-revalidate (a known image answers on the first poll while
+//! its refresh hangs), the budget with background completion, the breaker
+//! (hanging, failing and down registries; the probe that closes it), and
+//! the metrics of all that. Request counts come from the registry's access
+//! log or the front; nothing here is a timing assertion.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imageswap::verify::{CheckError, CheckImages, CheckOutcome, Tuning};
+
+use super::{SLOW, Setup, args, check, check_within, ready_now, verifier};
+use crate::support::registry::{FORWARD, Front, HANG};
+
+fn long_breaker() -> Tuning {
+    Tuning {
+        breaker_open: Duration::from_secs(3600),
+        ..Tuning::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checks_of_one_target_make_one_registry_request() {
+    let s = Setup::new();
+    s.open.push_image("burst/app", "1");
+    let host = s.open.host();
+    let (v, _) = verifier(&args(&s.config_path(), None, &[host.clone()]), Tuning::default());
+    let v = Arc::new(v);
+    let image: Arc<str> = Arc::from(format!("{host}/burst/app:1"));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (v, image) = (v.clone(), image.clone());
+            // The same target twice in one admission too.
+            tokio::spawn(async move { v.check(vec![image.clone(), image], SLOW).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(
+            task.await.unwrap(),
+            [CheckOutcome::Present, CheckOutcome::Present]
+        );
+    }
+    assert_eq!(s.open.requests("HEAD /v2/burst/app/manifests/1 "), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_known_image_answers_at_once_while_one_refresh_runs() {
+    let s = Setup::new();
+    s.open.push_image("swr/app", "1");
+    let front = Front::start(Some(s.open.addr), FORWARD);
+    let host = front.host();
+    let mut a = args(&s.config_path(), None, &[host.clone()]);
+    // Every present tag is stale at once.
+    a.verify_ttl = Duration::ZERO;
+    let (v, metrics) = verifier(&a, Tuning::default());
+    let image = format!("{host}/swr/app:1");
+    assert_eq!(check(&v, &image).await, CheckOutcome::Present);
+    assert_eq!(front.requests(), 1);
+
+    // The registry now hangs: the stale answer comes on the first poll…
+    front.set(HANG);
+    assert_eq!(ready_now(&v, &[&image]), Some(vec![CheckOutcome::Present]));
+    // …and one refresh went to the registry;
+    front.wait_requests(2);
+    // another admission meanwhile does not start a second one.
+    assert_eq!(ready_now(&v, &[&image]), Some(vec![CheckOutcome::Present]));
+    let text = encode(&metrics);
+    assert!(
+        text.contains("imageswap_verify_cache_total{result=\"stale\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("imageswap_verify_cache_total{result=\"miss\"} 1"),
+        "{text}"
+    );
+    assert_eq!(front.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_registry_costs_the_budget_then_opens_the_breaker() {
+    let s = Setup::new();
+    let front = Front::start(None, HANG);
+    let host = front.host();
+    let mut a = args(&s.config_path(), None, &[host.clone()]);
+    a.verify_timeout = Duration::from_secs(1);
+    let (v, metrics) = verifier(&a, long_breaker());
+    let budget = Duration::from_millis(50);
+    let first = format!("{host}/hang/app:0");
+    assert_eq!(
+        check_within(&v, &first, budget).await,
+        CheckOutcome::Error(CheckError::Timeout(budget)),
+        "the admission waits its budget only"
+    );
+    // The check went on: a later admission joins it and gets its own end.
+    assert_eq!(
+        check(&v, &first).await,
+        CheckOutcome::Error(CheckError::Timeout(a.verify_timeout))
+    );
+    for i in 1..5 {
+        assert_eq!(
+            check(&v, &format!("{host}/hang/app:{i}")).await,
+            CheckOutcome::Error(CheckError::Timeout(a.verify_timeout))
+        );
+    }
+    assert_eq!(front.requests(), 5);
+    // Five timeouts in a row: the breaker answers at once, without asking.
+    assert_eq!(
+        ready_now(&v, &[&format!("{host}/hang/app:5")]),
+        Some(vec![CheckOutcome::Error(CheckError::CircuitOpen)])
+    );
+    assert_eq!(front.requests(), 5);
+    let text = encode(&metrics);
+    assert!(
+        text.contains(&format!("imageswap_verify_circuit_open{{registry=\"{host}\"}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "imageswap_verify_checks_total{{registry=\"{host}\",outcome=\"error\"}} 6"
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_errors_and_429_are_errors_and_a_good_probe_closes_the_breaker() {
+    let s = Setup::new();
+    s.open.push_image("flaky/app", "1");
+    let front = Front::start(Some(s.open.addr), 429);
+    let host = front.host();
+    let a = args(&s.config_path(), None, &[host.clone()]);
+    // Open for no time: the check after the fifth error is the probe.
+    let (v, metrics) = verifier(
+        &a,
+        Tuning {
+            breaker_open: Duration::ZERO,
+            ..Tuning::default()
+        },
+    );
+    let image = format!("{host}/flaky/app:1");
+    let answer = check(&v, &image).await;
+    assert_eq!(
+        answer.clone(),
+        CheckOutcome::Error(CheckError::Status {
+            registry: host.clone(),
+            status: 429
+        })
+    );
+    if let CheckOutcome::Error(e) = answer {
+        assert_eq!(e.to_string(), format!("{host} answered 429"));
+    }
+    front.set(500);
+    for _ in 1..5 {
+        assert_eq!(
+            check(&v, &image).await,
+            CheckOutcome::Error(CheckError::Status {
+                registry: host.clone(),
+                status: 500
+            }),
+            "errors are never cached: asked each time"
+        );
+    }
+    assert_eq!(front.requests(), 5);
+    assert!(encode(&metrics).contains(&format!("imageswap_verify_circuit_open{{registry=\"{host}\"}} 1")));
+    front.set(FORWARD);
+    assert_eq!(check(&v, &image).await, CheckOutcome::Present, "the probe");
+    assert!(encode(&metrics).contains(&format!("imageswap_verify_circuit_open{{registry=\"{host}\"}} 0")));
+    assert_eq!(
+        ready_now(&v, &[&image]),
+        Some(vec![CheckOutcome::Present]),
+        "cached now"
+    );
+    assert_eq!(front.requests(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_is_down_fails_fast_and_opens_the_breaker() {
+    let s = Setup::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let (v, _) = verifier(&args(&s.config_path(), None, &[host.clone()]), long_breaker());
+    for i in 0..5 {
+        match check(&v, &format!("{host}/down/app:{i}")).await {
+            CheckOutcome::Error(CheckError::Failed(reason)) => {
+                assert!(reason.starts_with("cannot connect"), "{reason}")
+            }
+            other => panic!("a closed port answered {other:?}"),
+        }
+    }
+    assert_eq!(
+        ready_now(&v, &[&format!("{host}/down/app:9")]),
+        Some(vec![CheckOutcome::Error(CheckError::CircuitOpen)])
+    );
+}
+
+fn encode(metrics: &imageswap::verify::VerifyMetrics) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text
+}
