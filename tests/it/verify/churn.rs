@@ -25,7 +25,7 @@ async fn concurrent_checks_of_one_target_make_one_registry_request() {
     let s = Setup::new();
     s.open.push_image("burst/app", "1");
     let host = s.open.host();
-    let (v, _) = verifier(&args(&s.config_path(), None, &[host.clone()]), Tuning::default());
+    let (v, _) = verifier(&args(&s.config_path(), None, &[&host]), Tuning::default());
     let v = Arc::new(v);
     let image: Arc<str> = Arc::from(format!("{host}/burst/app:1"));
     let tasks: Vec<_> = (0..50)
@@ -50,7 +50,7 @@ async fn a_known_image_answers_at_once_while_one_refresh_runs() {
     s.open.push_image("swr/app", "1");
     let front = Front::start(Some(s.open.addr), FORWARD);
     let host = front.host();
-    let mut a = args(&s.config_path(), None, &[host.clone()]);
+    let mut a = args(&s.config_path(), None, &[&host]);
     // Every present tag is stale at once.
     a.verify_ttl = Duration::ZERO;
     let (v, metrics) = verifier(&a, Tuning::default());
@@ -82,7 +82,7 @@ async fn a_hanging_registry_costs_the_budget_then_opens_the_breaker() {
     let s = Setup::new();
     let front = Front::start(None, HANG);
     let host = front.host();
-    let mut a = args(&s.config_path(), None, &[host.clone()]);
+    let mut a = args(&s.config_path(), None, &[&host]);
     a.verify_timeout = Duration::from_secs(1);
     let (v, metrics) = verifier(&a, long_breaker());
     let budget = Duration::from_millis(50);
@@ -129,7 +129,7 @@ async fn server_errors_and_429_are_errors_and_a_good_probe_closes_the_breaker() 
     s.open.push_image("flaky/app", "1");
     let front = Front::start(Some(s.open.addr), 429);
     let host = front.host();
-    let a = args(&s.config_path(), None, &[host.clone()]);
+    let a = args(&s.config_path(), None, &[&host]);
     // Open for no time: the check after the fifth error is the probe.
     let (v, metrics) = verifier(
         &a,
@@ -183,7 +183,7 @@ async fn a_registry_that_is_down_fails_fast_and_opens_the_breaker() {
         .unwrap()
         .port();
     let host = format!("127.0.0.1:{port}");
-    let (v, _) = verifier(&args(&s.config_path(), None, &[host.clone()]), long_breaker());
+    let (v, _) = verifier(&args(&s.config_path(), None, &[&host]), long_breaker());
     for i in 0..5 {
         match check(&v, &format!("{host}/down/app:{i}")).await {
             CheckOutcome::Error(CheckError::Failed(reason)) => {

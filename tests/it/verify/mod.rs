@@ -23,7 +23,7 @@ pub const SLOW: Duration = Duration::from_secs(20);
 
 /// Settings as a test means them: verification on, the given credentials
 /// file, CA and plain-HTTP hosts, long TTLs.
-pub fn args(config: &Path, ca: Option<&Path>, plain_http: &[String]) -> VerifyArgs {
+pub fn args(config: &Path, ca: Option<&Path>, plain_http: &[&str]) -> VerifyArgs {
     VerifyArgs {
         verify: VerifyMode::On,
         verify_on_error: OnError::Swap,
@@ -32,7 +32,7 @@ pub fn args(config: &Path, ca: Option<&Path>, plain_http: &[String]) -> VerifyAr
         verify_missing_ttl: Duration::from_secs(3600),
         registry_config: config.to_owned(),
         registry_ca: ca.map(Path::to_owned),
-        registry_plain_http: plain_http.to_vec(),
+        registry_plain_http: plain_http.iter().map(|h| (*h).to_owned()).collect(),
     }
 }
 

@@ -144,7 +144,7 @@ async fn a_missing_image_pushed_later_is_found_after_the_missing_ttl() {
     let s = Setup::new();
     let host = s.open.host();
     let image = format!("{host}/late/app:1");
-    let mut a = args(&s.config_path(), None, &[host.clone()]);
+    let mut a = args(&s.config_path(), None, &[&host]);
 
     // Within the missing TTL the answer is believed: one request.
     let (believing, _) = verifier(&a, Tuning::default());
