@@ -63,9 +63,12 @@ struct Checker {
 
 impl Checker {
     fn new(args: &VerifyArgs) -> Result<Checker, String> {
-        let (verifier, credentials) =
-            crate::verify::build_with(args, VerifyMetrics::new(), crate::verify::Tuning::default())
-                .map_err(|e| e.to_string())?;
+        let (verifier, credentials) = crate::reload::registry_verification_with(
+            args,
+            VerifyMetrics::new(),
+            crate::verify::Tuning::default(),
+        )
+        .map_err(|e| e.to_string())?;
         credentials
             .load_once()
             .map_err(|e| format!("IMAGESWAP_REGISTRY_CONFIG: {e}"))?;

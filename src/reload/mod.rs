@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 pub use maps_file::MapsFile;
-pub use registry_credentials::RegistryCredentials;
+pub use registry_credentials::{RegistryCredentials, registry_verification, registry_verification_with};
 pub use tls_files::TlsFiles;
 pub use watched::{Fingerprint, Watched, WatchedFile};
 

@@ -10,6 +10,29 @@ use std::sync::Arc;
 use crate::telemetry::metrics::ReloadResult;
 use crate::verify::credentials::{Credentials, CredentialsHandle};
 use crate::verify::metrics::VerifyMetrics;
+use crate::verify::{CheckImages, Tuning, Verifier, VerifyArgs, VerifyError};
+
+/// Everything the registry side needs, in one call: the checker the
+/// admission path calls, and its credentials file for the server's
+/// reloader (`reloader.watch(credentials)` before `load_initial`).
+pub fn registry_verification(
+    args: &VerifyArgs,
+    metrics: VerifyMetrics,
+) -> Result<(Arc<dyn CheckImages>, RegistryCredentials), VerifyError> {
+    let (verifier, credentials) = registry_verification_with(args, metrics, Tuning::default())?;
+    Ok((Arc::new(verifier), credentials))
+}
+
+/// [`registry_verification`] with other tuning, and the concrete verifier.
+pub fn registry_verification_with(
+    args: &VerifyArgs,
+    metrics: VerifyMetrics,
+    tuning: Tuning,
+) -> Result<(Verifier, RegistryCredentials), VerifyError> {
+    let (verifier, handle) = crate::verify::build_with(args, metrics.clone(), tuning)?;
+    let file = RegistryCredentials::new(args.registry_config.clone(), handle, metrics);
+    Ok((verifier, file))
+}
 
 use super::watched::WatchedFile;
 
@@ -96,7 +119,7 @@ impl WatchedFile for RegistryCredentials {
     }
 
     fn count(&self, result: ReloadResult) {
-        self.metrics.credentials_reload(result);
+        self.metrics.credentials_reload(result == ReloadResult::success);
     }
 }
 

@@ -16,7 +16,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::telemetry::metrics::ReloadResult;
+/// The `result` label of the credentials reload counter (the shape of
+/// every `*_reload_total`: `success` or `error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum ReloadResult {
+    success,
+    error,
+}
 
 /// Registry request buckets: 5 ms (a mirror next door) to about 10 s (past
 /// any verify timeout worth having).
@@ -173,7 +180,13 @@ impl VerifyMetrics {
             .set(i64::from(open));
     }
 
-    pub fn credentials_reload(&self, result: ReloadResult) {
+    /// Counts a load of the credentials file (good or not).
+    pub fn credentials_reload(&self, good: bool) {
+        let result = if good {
+            ReloadResult::success
+        } else {
+            ReloadResult::error
+        };
         self.credentials_reloads
             .get_or_create(&ReloadLabel { result })
             .inc();

@@ -26,7 +26,7 @@ pub use metrics::VerifyMetrics;
 pub use settings::{VerifyArgs, VerifyMode};
 pub use verifier::{Tuning, Verifier};
 
-use crate::reload::RegistryCredentials;
+use credentials::CredentialsHandle;
 
 /// What one check of a target found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,15 +105,15 @@ pub enum VerifyError {
     Client(#[from] client::ClientError),
 }
 
-/// Everything the registry side needs, built from the settings: the
-/// checker the admission path calls, and the credentials file for the
-/// server's reloader (`reloader.watch(credentials)`; until its first load
-/// the checks are anonymous). `imageswap swap` calls
-/// [`RegistryCredentials::load_once`] instead.
+/// The checker the admission path calls, built from the settings, and
+/// the credentials handle it reads. The server hands the handle to the
+/// reloader as a `reload::RegistryCredentials` (or calls
+/// `reload::registry_verification`, which does both); until the first load
+/// the checks are anonymous.
 pub fn build(
     args: &VerifyArgs,
     metrics: VerifyMetrics,
-) -> Result<(Arc<dyn CheckImages>, RegistryCredentials), VerifyError> {
+) -> Result<(Arc<dyn CheckImages>, CredentialsHandle), VerifyError> {
     let (verifier, credentials) = build_with(args, metrics, Tuning::default())?;
     Ok((Arc::new(verifier), credentials))
 }
@@ -123,18 +123,20 @@ pub fn build_with(
     args: &VerifyArgs,
     metrics: VerifyMetrics,
     tuning: Tuning,
-) -> Result<(Verifier, RegistryCredentials), VerifyError> {
+) -> Result<(Verifier, CredentialsHandle), VerifyError> {
     let client = client::RegistryClient::new(
         args.registry_ca.as_deref(),
         &args.registry_plain_http,
         args.verify_timeout,
     )?;
     let handle = credentials::anonymous();
-    let file = RegistryCredentials::new(args.registry_config.clone(), handle.clone(), metrics.clone());
     let lifetimes = verifier::Lifetimes {
         timeout: args.verify_timeout,
         ttl: args.verify_ttl,
         missing_ttl: args.verify_missing_ttl,
     };
-    Ok((Verifier::new(client, handle, metrics, lifetimes, tuning), file))
+    Ok((
+        Verifier::new(client, handle.clone(), metrics, lifetimes, tuning),
+        handle,
+    ))
 }

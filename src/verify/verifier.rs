@@ -32,7 +32,11 @@ use super::credentials::CredentialsHandle;
 use super::metrics::{CacheResult, VerifyMetrics};
 use super::target::Target;
 use super::{CheckError, CheckFuture, CheckImages, CheckOutcome};
-use crate::telemetry::spans::SPAN_TARGET;
+
+/// The target of trace spans: `telemetry::spans::SPAN_TARGET`, written out
+/// because `telemetry` uses this module (its metrics) and the module graph
+/// has no circles; a unit test keeps the two equal.
+const SPAN_TARGET: &str = "imageswap::trace";
 
 /// The span of one registry check (its HEAD, retries and token fetch).
 pub const REGISTRY_REQUEST_SPAN: &str = "imageswap.registry_request";
@@ -447,6 +451,11 @@ fn lock(breaker: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_go_where_the_trace_exporter_looks() {
+        assert_eq!(SPAN_TARGET, crate::telemetry::spans::SPAN_TARGET);
+    }
 
     #[test]
     fn the_breaker_opens_after_the_threshold_and_one_probe_decides() {

@@ -40,7 +40,7 @@ pub fn args(config: &Path, ca: Option<&Path>, plain_http: &[&str]) -> VerifyArgs
 pub fn verifier(args: &VerifyArgs, tuning: Tuning) -> (Verifier, VerifyMetrics) {
     let metrics = VerifyMetrics::new();
     let (verifier, credentials) =
-        imageswap::verify::build_with(args, metrics.clone(), tuning).expect("build");
+        imageswap::reload::registry_verification_with(args, metrics.clone(), tuning).expect("build");
     credentials.load_once().expect("credentials");
     (verifier, metrics)
 }

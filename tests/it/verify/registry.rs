@@ -73,7 +73,7 @@ async fn basic_auth_wrong_credentials_are_an_error_and_a_changed_file_is_used() 
 
     s.write_credentials(&host, "robot", "wrong");
     let metrics = imageswap::verify::VerifyMetrics::new();
-    let (v, file) = imageswap::verify::build_with(&a, metrics, Tuning::default()).unwrap();
+    let (v, file) = imageswap::reload::registry_verification_with(&a, metrics, Tuning::default()).unwrap();
     let mut watched = Watched::new(file);
     watched.check().await;
     let wrong = check(&v, &image).await;
