@@ -434,6 +434,8 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<String
 /// What a [`Front`] does with each request.
 pub const FORWARD: u16 = 0;
 pub const HANG: u16 = 1;
+/// Answers 405 to HEAD (as some registries do) and forwards the rest.
+pub const NO_HEAD: u16 = 2;
 
 /// An HTTP front on 127.0.0.1: forwards to an upstream (a plain registry),
 /// or answers a fixed status, or accepts and never answers; counts every
@@ -498,7 +500,13 @@ fn serve_front(
             HANG => loop {
                 std::thread::park();
             },
-            FORWARD => {
+            NO_HEAD if first.starts_with("HEAD ") => {
+                let answer = "HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n";
+                if writer.write_all(answer.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            FORWARD | NO_HEAD => {
                 let mut parts = first.split(' ');
                 let (method, path) = (parts.next().unwrap_or("GET"), parts.next().unwrap_or("/"));
                 let forwarded: Vec<(&str, &str)> = headers

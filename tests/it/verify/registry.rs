@@ -162,3 +162,55 @@ async fn a_missing_image_pushed_later_is_found_after_the_missing_ttl() {
     assert_eq!(check(&asking, &image).await, CheckOutcome::Present);
     assert_eq!(s.open.requests("HEAD /v2/late/app/manifests/2 "), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_requests_per_check_with_each_kind_of_auth() {
+    let s = Setup::new();
+    s.open.push_image("count/app", "1");
+    let issuer = TokenServer::start("robot", "s3cret");
+    // Plain instances, so the access log can be counted.
+    let token = crate::support::registry::Registry::start(s.storage.path(), None, Auth::Token(&issuer));
+    let basic = crate::support::registry::Registry::start(
+        s.storage.path(),
+        None,
+        Auth::Basic {
+            user: "robot",
+            password: "s3cret",
+        },
+    );
+    let (t, b, o) = (token.host(), basic.host(), s.open.host());
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("robot:s3cret");
+    std::fs::write(
+        s.config_path(),
+        format!(r#"{{"auths": {{"{t}": {{"auth": "{auth}"}}, "{b}": {{"auth": "{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let (v, _) = verifier(&args(&s.config_path(), None, &[&t, &b, &o]), Tuning::default());
+    for (host, registry) in [(&o, &s.open), (&t, &token), (&b, &basic)] {
+        assert_eq!(check(&v, &format!("{host}/count/app:1")).await, CheckOutcome::Present);
+        assert_eq!(check(&v, &format!("{host}/count/app:2")).await, CheckOutcome::Missing);
+        let first = registry.requests("HEAD /v2/count/app/manifests/1 ");
+        let second = registry.requests("HEAD /v2/count/app/manifests/2 ");
+        match host {
+            h if h == &o => assert_eq!((first, second), (1, 1), "anonymous: one request a check"),
+            // The challenge, then the answer; the token (or Basic) is then sent at once.
+            _ => assert_eq!((first, second), (2, 1), "{host}: a challenge on the first check only"),
+        }
+    }
+    assert_eq!(issuer.requests(), 1, "one token fetch for the repository");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_refusing_head_is_asked_with_get() {
+    use crate::support::registry::{Front, NO_HEAD};
+    let s = Setup::new();
+    s.open.push_image("nohead/app", "1");
+    let front = Front::start(Some(s.open.addr), NO_HEAD);
+    let host = front.host();
+    let (v, _) = verifier(&args(&s.config_path(), None, &[&host]), Tuning::default());
+    assert_eq!(check(&v, &format!("{host}/nohead/app:1")).await, CheckOutcome::Present);
+    assert_eq!(check(&v, &format!("{host}/nohead/app:2")).await, CheckOutcome::Missing);
+    assert_eq!(front.requests(), 4, "HEAD → 405, then GET, for each");
+    assert_eq!(s.open.requests("GET /v2/nohead/app/manifests/"), 2);
+}
