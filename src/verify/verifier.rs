@@ -453,6 +453,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn registry_labels_are_capped() {
+        let client = RegistryClient::new(None, &[], Duration::from_secs(1)).expect("client");
+        let lifetimes = Lifetimes {
+            timeout: Duration::from_secs(1),
+            ttl: Duration::from_secs(1),
+            missing_ttl: Duration::from_secs(1),
+        };
+        let v = Verifier::new(
+            client,
+            super::super::credentials::anonymous(),
+            VerifyMetrics::new(),
+            lifetimes,
+            Tuning::default(),
+        );
+        let labels: Vec<Arc<str>> = (0..70)
+            .map(|i| v.inner.registry(&format!("r{i}.example")).label.clone())
+            .collect();
+        assert_eq!(&*labels[63], "r63.example");
+        assert!(labels[64..].iter().all(|l| &**l == "other"), "{labels:?}");
+        assert_eq!(
+            &*v.inner.registry("r0.example").label,
+            "r0.example",
+            "known hosts keep theirs"
+        );
+    }
+
+    #[test]
     fn spans_go_where_the_trace_exporter_looks() {
         assert_eq!(SPAN_TARGET, crate::telemetry::spans::SPAN_TARGET);
     }

@@ -188,14 +188,24 @@ async fn registry_requests_per_check_with_each_kind_of_auth() {
     .unwrap();
     let (v, _) = verifier(&args(&s.config_path(), None, &[&t, &b, &o]), Tuning::default());
     for (host, registry) in [(&o, &s.open), (&t, &token), (&b, &basic)] {
-        assert_eq!(check(&v, &format!("{host}/count/app:1")).await, CheckOutcome::Present);
-        assert_eq!(check(&v, &format!("{host}/count/app:2")).await, CheckOutcome::Missing);
+        assert_eq!(
+            check(&v, &format!("{host}/count/app:1")).await,
+            CheckOutcome::Present
+        );
+        assert_eq!(
+            check(&v, &format!("{host}/count/app:2")).await,
+            CheckOutcome::Missing
+        );
         let first = registry.requests("HEAD /v2/count/app/manifests/1 ");
         let second = registry.requests("HEAD /v2/count/app/manifests/2 ");
         match host {
             h if h == &o => assert_eq!((first, second), (1, 1), "anonymous: one request a check"),
             // The challenge, then the answer; the token (or Basic) is then sent at once.
-            _ => assert_eq!((first, second), (2, 1), "{host}: a challenge on the first check only"),
+            _ => assert_eq!(
+                (first, second),
+                (2, 1),
+                "{host}: a challenge on the first check only"
+            ),
         }
     }
     assert_eq!(issuer.requests(), 1, "one token fetch for the repository");
@@ -209,8 +219,14 @@ async fn a_registry_refusing_head_is_asked_with_get() {
     let front = Front::start(Some(s.open.addr), NO_HEAD);
     let host = front.host();
     let (v, _) = verifier(&args(&s.config_path(), None, &[&host]), Tuning::default());
-    assert_eq!(check(&v, &format!("{host}/nohead/app:1")).await, CheckOutcome::Present);
-    assert_eq!(check(&v, &format!("{host}/nohead/app:2")).await, CheckOutcome::Missing);
+    assert_eq!(
+        check(&v, &format!("{host}/nohead/app:1")).await,
+        CheckOutcome::Present
+    );
+    assert_eq!(
+        check(&v, &format!("{host}/nohead/app:2")).await,
+        CheckOutcome::Missing
+    );
     assert_eq!(front.requests(), 4, "HEAD → 405, then GET, for each");
     assert_eq!(s.open.requests("GET /v2/nohead/app/manifests/"), 2);
 }
