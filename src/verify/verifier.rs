@@ -323,7 +323,8 @@ impl Inner {
                 }
                 let (answer, pending) = watch::channel(None);
                 slot.insert(pending.clone());
-                tokio::spawn(Inner::run(this.clone(), target, parsed, registry, answer));
+                let parent = tracing::Span::current();
+                tokio::spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
                 Started::Wait(pending)
             }
         }
@@ -345,7 +346,8 @@ impl Inner {
             }
             let (answer, pending) = watch::channel(None);
             slot.insert(pending);
-            tokio::spawn(Inner::run(this.clone(), target, parsed, registry, answer));
+            let parent = tracing::Span::current();
+            tokio::spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
         }
     }
 
@@ -358,6 +360,9 @@ impl Inner {
         target: Target,
         registry: Arc<Registry>,
         answer: watch::Sender<Option<CheckOutcome>>,
+        // The admission that started the check: the request span is its
+        // child even though it runs in a task of its own.
+        parent: tracing::Span,
     ) {
         // Leaves `inflight` however the task ends, so a panic cannot wedge
         // the target.
@@ -368,6 +373,7 @@ impl Inner {
         };
         let span = tracing::info_span!(
             target: SPAN_TARGET,
+            parent: &parent,
             REGISTRY_REQUEST_SPAN,
             otel.kind = "client",
             server.address = %target.host,

@@ -205,3 +205,89 @@ fn encode(metrics: &imageswap::verify::VerifyMetrics) -> String {
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     text
 }
+
+/// Spans as a tracing layer sees them: `new NAME parent=PARENT fields` and
+/// `record NAME fields`.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for Capture
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = Fields(String::new());
+        attrs.record(&mut fields);
+        let parent = ctx
+            .span(id)
+            .and_then(|s| s.parent())
+            .map_or_else(|| "-".to_owned(), |p| p.name().to_owned());
+        let name = attrs.metadata().name();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("new {name} parent={parent}{}", fields.0));
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = Fields(String::new());
+        values.record(&mut fields);
+        let name = ctx.span(id).map_or("?", |s| s.name());
+        self.0.lock().unwrap().push(format!("record {name}{}", fields.0));
+    }
+}
+
+// A current-thread runtime: the check's task runs on this thread, where
+// the capturing subscriber is the default.
+#[tokio::test]
+async fn each_registry_request_is_a_child_span_of_the_admission_that_asked() {
+    use tracing::Instrument as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let s = Setup::new();
+    s.open.push_image("span/app", "1");
+    let host = s.open.host();
+    let capture = Capture::default();
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let (v, _) = verifier(&args(&s.config_path(), None, &[&host]), Tuning::default());
+    let image = format!("{host}/span/app:1");
+    let outcome = check(&v, &image)
+        .instrument(tracing::info_span!("admission"))
+        .await;
+    assert_eq!(outcome, CheckOutcome::Present);
+    // Cached: no second request span.
+    assert_eq!(check(&v, &image).await, CheckOutcome::Present);
+    let spans = capture.0.lock().unwrap().clone();
+    let requests: Vec<&String> = spans
+        .iter()
+        .filter(|l| l.contains("imageswap.registry_request"))
+        .collect();
+    assert_eq!(requests.len(), 2, "{spans:?}");
+    assert!(
+        requests[0].starts_with("new imageswap.registry_request parent=admission")
+            && requests[0].contains(&format!("server.address={host}"))
+            && requests[0].contains("imageswap.repository=span/app"),
+        "{spans:?}"
+    );
+    assert_eq!(
+        requests[1],
+        "record imageswap.registry_request imageswap.verify.outcome=\"present\""
+    );
+}
