@@ -559,6 +559,8 @@ pub struct TokenServer {
 impl TokenServer {
     pub const SERVICE: &'static str = "imageswap-test-registry";
     pub const ISSUER: &'static str = "imageswap-test-issuer";
+    /// The identity token (OAuth2 refresh token) it accepts.
+    pub const REFRESH_TOKEN: &'static str = "imageswap-refresh";
 
     pub fn start(user: &str, password: &str) -> TokenServer {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -592,18 +594,40 @@ impl TokenServer {
                 counter.fetch_add(1, Ordering::SeqCst);
                 let mut writer = stream.try_clone().unwrap();
                 let mut reader = BufReader::new(stream);
-                let Some((first, headers, _)) = read_request(&mut reader) else {
+                let Some((first, headers, body)) = read_request(&mut reader) else {
                     continue;
                 };
-                let authorized = headers.iter().any(|h| {
-                    h.split_once(':')
-                        .is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected)
-                });
-                let query = first
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|p| p.split_once('?'))
-                    .map_or("", |(_, q)| q);
+                // GET with Basic, or Docker's OAuth2 POST of an identity token.
+                let post = first.starts_with("POST ");
+                let form = String::from_utf8_lossy(&body).into_owned();
+                let field = |name: &str| {
+                    form.split('&')
+                        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                        .map(|v| {
+                            percent_encoding::percent_decode_str(v)
+                                .decode_utf8_lossy()
+                                .into_owned()
+                        })
+                };
+                let authorized = if post {
+                    field("refresh_token").as_deref() == Some(TokenServer::REFRESH_TOKEN)
+                        && field("grant_type").as_deref() == Some("refresh_token")
+                } else {
+                    headers.iter().any(|h| {
+                        h.split_once(':').is_some_and(|(k, v)| {
+                            k.eq_ignore_ascii_case("authorization") && v.trim() == expected
+                        })
+                    })
+                };
+                let query = if post {
+                    form.as_str()
+                } else {
+                    first
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|p| p.split_once('?'))
+                        .map_or("", |(_, q)| q)
+                };
                 let scope = query
                     .split('&')
                     .find_map(|kv| kv.strip_prefix("scope="))
@@ -615,7 +639,12 @@ impl TokenServer {
                 let answer = match (authorized, scope) {
                     (true, Some(scope)) => {
                         let token = jwt(&signer, &x5c, &scope);
-                        let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
+                        // The OAuth2 answer names it access_token.
+                        let body = if first.starts_with("POST ") {
+                            format!(r#"{{"access_token":"{token}","expires_in":300}}"#)
+                        } else {
+                            format!(r#"{{"token":"{token}","expires_in":300}}"#)
+                        };
                         format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                             body.len()

@@ -125,6 +125,22 @@ async fn bearer_tokens_come_from_the_realm_and_are_reused() {
     );
     assert_eq!(issuer.requests(), 2, "another repository, another scope");
 
+    // An identity token is exchanged for an access token (OAuth2 POST).
+    std::fs::write(
+        s.config_path(),
+        format!(
+            r#"{{"auths": {{"{host}": {{"identitytoken": "{}"}}}}}}"#,
+            TokenServer::REFRESH_TOKEN
+        ),
+    )
+    .unwrap();
+    let (identity, _) = verifier(&a, Tuning::default());
+    assert_eq!(
+        check(&identity, &format!("{host}/tok/app:1")).await,
+        CheckOutcome::Present
+    );
+    assert_eq!(issuer.requests(), 3);
+
     // Wrong credentials: the token endpoint refuses; an error, not missing.
     s.write_credentials(&host, "robot", "wrong");
     let (wrong, _) = verifier(&a, Tuning::default());
