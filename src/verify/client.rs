@@ -9,7 +9,10 @@
 //! its default `rustls-tls` feature brings in aws-lc-rs/aws-lc-sys (refused:
 //! we keep ring); with `rustls-tls-no-provider` it still adds 60 crates
 //! (reqwest 0.13, url/idna/ICU, oci-spec, derive_builder…) to our 218 for
-//! one HEAD request. It also asks `GET /v2/` before every first pull of a
+//! one HEAD request. A clean debug build of a scratch crate with only the
+//! client's dependencies: 29 s / 44 crates for hyper-util + hyper-rustls,
+//! 94 s / 140 crates for oci-client without a provider (`cargo build -j 2`
+//! on the shared 2-core machine, so rough). It also asks `GET /v2/` before every first pull of a
 //! registry (2 requests per anonymous check where this client makes 1; 3
 //! with a token, as here), does not retry a 405 with GET, and folds status
 //! codes into its own error enum, where the breaker and the warnings need

@@ -317,6 +317,13 @@ impl Inner {
                 if let Lookup::Fresh(outcome) = this.lookup(&target, Instant::now()) {
                     return Started::Done(outcome);
                 }
+                // Outside a runtime there is nowhere to run the check: an
+                // error, never a panic on the request path.
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return Started::Done(CheckOutcome::Error(CheckError::Failed(
+                        "no runtime to check on".to_owned(),
+                    )));
+                };
                 if !lock(&registry.breaker).admit(Instant::now()) {
                     this.metrics.check(&registry.label, "error");
                     return Started::Done(CheckOutcome::Error(CheckError::CircuitOpen));
@@ -324,7 +331,7 @@ impl Inner {
                 let (answer, pending) = watch::channel(None);
                 slot.insert(pending.clone());
                 let parent = tracing::Span::current();
-                tokio::spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
+                runtime.spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
                 Started::Wait(pending)
             }
         }
@@ -341,13 +348,16 @@ impl Inner {
             if !matches!(this.lookup(&target, Instant::now()), Lookup::Stale) {
                 return;
             }
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
             if !lock(&registry.breaker).admit(Instant::now()) {
                 return;
             }
             let (answer, pending) = watch::channel(None);
             slot.insert(pending);
             let parent = tracing::Span::current();
-            tokio::spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
+            runtime.spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
         }
     }
 
