@@ -196,6 +196,13 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// Checks running now (each is one target's registry request).
+    pub fn checks_in_flight(&self) -> usize {
+        self.inner.inflight.len()
+    }
+}
+
 impl CheckImages for Verifier {
     fn check(&self, targets: Vec<Arc<str>>, budget: Duration) -> CheckFuture {
         let inner = &self.inner;

@@ -436,6 +436,17 @@ pub const FORWARD: u16 = 0;
 pub const HANG: u16 = 1;
 /// Answers 405 to HEAD (as some registries do) and forwards the rest.
 pub const NO_HEAD: u16 = 2;
+/// Holds every request until [`Front::release`], then forwards it.
+pub const GATE: u16 = 3;
+
+/// What a front has seen.
+#[derive(Default)]
+struct Counts {
+    requests: usize,
+    /// Requests held at the gate now, and the most at once.
+    held: usize,
+    max_held: usize,
+}
 
 /// An HTTP front on 127.0.0.1: forwards to an upstream (a plain registry),
 /// or answers a fixed status, or accepts and never answers; counts every
@@ -443,7 +454,7 @@ pub const NO_HEAD: u16 = 2;
 pub struct Front {
     pub addr: SocketAddr,
     mode: Arc<AtomicU16>,
-    seen: Arc<(Mutex<usize>, Condvar)>,
+    seen: Arc<(Mutex<Counts>, Condvar)>,
 }
 
 impl Front {
@@ -451,7 +462,7 @@ impl Front {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mode = Arc::new(AtomicU16::new(mode));
-        let seen = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let seen = Arc::new((Mutex::new(Counts::default()), Condvar::new()));
         let (m, s) = (mode.clone(), seen.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -473,15 +484,33 @@ impl Front {
     }
 
     pub fn requests(&self) -> usize {
-        *self.seen.0.lock().unwrap()
+        self.seen.0.lock().unwrap().requests
+    }
+
+    /// Opens the gate: held requests (and later ones) are forwarded.
+    pub fn release(&self) {
+        let _counts = self.seen.0.lock().unwrap();
+        self.mode.store(FORWARD, Ordering::SeqCst);
+        self.seen.1.notify_all();
+    }
+
+    /// The most requests held at the gate at once.
+    pub fn max_held(&self) -> usize {
+        self.seen.0.lock().unwrap().max_held
     }
 
     /// Waits until the front has received `n` requests in all.
     pub fn wait_requests(&self, n: usize) {
         let (count, cond) = &*self.seen;
         let guard = count.lock().unwrap();
-        let (guard, timeout) = cond.wait_timeout_while(guard, LOG_WITHIN, |c| *c < n).unwrap();
-        assert!(!timeout.timed_out(), "the front saw {} requests, not {n}", *guard);
+        let (guard, timeout) = cond
+            .wait_timeout_while(guard, LOG_WITHIN, |c| c.requests < n)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "the front saw {} requests, not {n}",
+            guard.requests
+        );
     }
 }
 
@@ -489,13 +518,25 @@ fn serve_front(
     stream: TcpStream,
     upstream: Option<SocketAddr>,
     mode: &AtomicU16,
-    seen: &(Mutex<usize>, Condvar),
+    seen: &(Mutex<Counts>, Condvar),
 ) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     while let Some((first, headers, _)) = read_request(&mut reader) {
-        *seen.0.lock().unwrap() += 1;
-        seen.1.notify_all();
+        {
+            let mut counts = seen.0.lock().unwrap();
+            counts.requests += 1;
+            seen.1.notify_all();
+            if mode.load(Ordering::SeqCst) == GATE {
+                counts.held += 1;
+                counts.max_held = counts.max_held.max(counts.held);
+                let mut counts = seen
+                    .1
+                    .wait_while(counts, |_| mode.load(Ordering::SeqCst) == GATE)
+                    .unwrap();
+                counts.held -= 1;
+            }
+        }
         match mode.load(Ordering::SeqCst) {
             HANG => loop {
                 std::thread::park();

@@ -291,3 +291,42 @@ async fn each_registry_request_is_a_child_span_of_the_admission_that_asked() {
         "record imageswap.registry_request imageswap.verify.outcome=\"present\""
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_more_requests_in_flight_per_registry_than_the_cap() {
+    use crate::support::registry::GATE;
+    let s = Setup::new();
+    s.open.push_image("cap/app", "0");
+    let front = Front::start(Some(s.open.addr), GATE);
+    let host = front.host();
+    let (v, _) = verifier(
+        &args(&s.config_path(), None, &[&host]),
+        Tuning {
+            max_in_flight_per_registry: 2,
+            ..Tuning::default()
+        },
+    );
+    let v = Arc::new(v);
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (v, image) = (v.clone(), format!("{host}/cap/app:{i}"));
+            tokio::spawn(async move { check(&*v, &image).await })
+        })
+        .collect();
+    // All six checks run; two reach the registry and are held there, the
+    // others wait for a permit (with no cap they would be at the gate too).
+    assert!(crate::support::eventually(SLOW, async || v.checks_in_flight() == 6).await);
+    front.wait_requests(2);
+    front.release();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    assert_eq!(outcomes[0], CheckOutcome::Present);
+    assert!(
+        outcomes[1..].iter().all(|o| *o == CheckOutcome::Missing),
+        "{outcomes:?}"
+    );
+    assert_eq!(front.requests(), 6);
+    assert_eq!(front.max_held(), 2);
+}
