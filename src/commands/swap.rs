@@ -2,6 +2,13 @@
 //! people checking a maps file and for tests. Streams standard input, so a
 //! cluster's worth of images (`kubectl get pods -A -o jsonpath=…`) goes
 //! through in one pipe.
+//!
+//! With `--verify on` each swapped image is checked in its registry with the
+//! server's client, settings and credentials (verify.md), and each line
+//! says what the check found and what the pod would finally run: the
+//! pre-flight check of a cluster's images before verification or a new
+//! mirror is switched on. The images of a block are checked together, so
+//! a block costs one round of registry requests, not one per line.
 
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
@@ -9,10 +16,13 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use crate::rules::{RulesArgs, RulesSource, log_findings};
 use crate::settings::choice;
 use crate::swap::reference::invalid_reason;
 use crate::swap::{Decision, Engine, EngineMode, Rule};
+use crate::verify::{CheckImages, CheckOutcome, OnError, Verifier, VerifyArgs, VerifyMetrics};
 
 /// How `imageswap swap` prints its decisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -35,8 +45,88 @@ pub struct SwapArgs {
         value_parser = choice::<OutputFormat>())]
     pub output: OutputFormat,
 
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+
     /// Images to decide; when none are given, one per line from standard input.
     pub images: Vec<String>,
+}
+
+/// The registry checks of `--verify on`: the server's verifier on a
+/// runtime of its own (the rest of `swap` is synchronous).
+struct Checker {
+    verifier: Verifier,
+    runtime: tokio::runtime::Runtime,
+    budget: std::time::Duration,
+    on_error: OnError,
+}
+
+impl Checker {
+    fn new(args: &VerifyArgs) -> Result<Checker, String> {
+        let (verifier, credentials) = crate::reload::registry_verification_with(
+            args,
+            VerifyMetrics::new(),
+            crate::verify::Tuning::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        credentials
+            .load_once()
+            .map_err(|e| format!("IMAGESWAP_REGISTRY_CONFIG: {e}"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime for registry checks: {e}"))?;
+        Ok(Checker {
+            verifier,
+            runtime,
+            budget: args.verify_timeout,
+            on_error: args.verify_on_error,
+        })
+    }
+
+    /// One outcome per decision: `None` for images that are not swapped
+    /// (never checked).
+    fn check(&self, decisions: &[Decision<'_>]) -> Vec<Option<CheckOutcome>> {
+        let targets: Vec<Arc<str>> = decisions
+            .iter()
+            .filter(|d| d.changed())
+            .filter_map(|d| d.result.as_deref().map(Arc::from))
+            .collect();
+        let mut outcomes = if targets.is_empty() {
+            Vec::new()
+        } else {
+            self.runtime
+                .block_on(async { self.verifier.check(targets, self.budget).await })
+        }
+        .into_iter();
+        decisions
+            .iter()
+            .map(|d| {
+                if d.changed() && d.result.is_some() {
+                    outcomes.next()
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// What the pod would run: the swap, unless the check says keep.
+    fn final_image<'a>(&self, image: &'a str, result: &'a str, outcome: Option<&CheckOutcome>) -> &'a str {
+        match outcome {
+            Some(CheckOutcome::Missing) => image,
+            Some(CheckOutcome::Error(_)) if self.on_error == OnError::Keep => image,
+            _ => result,
+        }
+    }
+}
+
+/// The `verified` field: `present`, `missing` or `error: <reason>`.
+fn verified_text(outcome: &CheckOutcome) -> String {
+    match outcome {
+        CheckOutcome::Error(e) => format!("error: {e}"),
+        other => other.as_str().to_owned(),
+    }
 }
 
 /// Lines per aligned block of text output when reading a pipe: columns line
@@ -58,15 +148,24 @@ pub fn run(args: &SwapArgs) -> ExitCode {
     if loaded.engine.mode() == EngineMode::Legacy {
         tracing::warn!("LEGACY mode is deprecated; move to a maps file (IMAGESWAP_MODE=MAPS).");
     }
+    let checker = if args.verify.enabled() {
+        match Checker::new(&args.verify) {
+            Ok(checker) => Some(checker),
+            Err(e) => return super::usage_error(e),
+        }
+    } else {
+        None
+    };
+    let checker = checker.as_ref();
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     let result = if args.images.is_empty() {
         let stdin = std::io::stdin();
         let block = if stdin.is_terminal() { 1 } else { TEXT_BLOCK_LINES };
         let input = std::io::BufReader::with_capacity(STDIN_BUFFER_BYTES, stdin.lock());
-        swap_stream(&loaded.engine, args.output, input, &mut out, block)
+        swap_stream(&loaded.engine, checker, args.output, input, &mut out, block)
     } else {
-        write_block(&loaded.engine, args.output, &args.images, &mut out)
+        write_block(&loaded.engine, checker, args.output, &args.images, &mut out)
     };
     match result.and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,6 +182,7 @@ pub fn run(args: &SwapArgs) -> ExitCode {
 /// once while a fast one still gets aligned blocks.
 fn swap_stream<R: std::io::Read>(
     engine: &Engine,
+    checker: Option<&Checker>,
     format: OutputFormat,
     mut input: std::io::BufReader<R>,
     out: &mut impl Write,
@@ -104,12 +204,12 @@ fn swap_stream<R: std::io::Read>(
         }
         block.push(String::from_utf8_lossy(&raw).into_owned());
         if block.len() >= block_lines || input.buffer().is_empty() {
-            write_block(engine, format, &block, out)?;
+            write_block(engine, checker, format, &block, out)?;
             block.clear();
             out.flush()?;
         }
     }
-    write_block(engine, format, &block, out)
+    write_block(engine, checker, format, &block, out)
 }
 
 #[derive(Serialize)]
@@ -122,6 +222,12 @@ struct JsonLine<'a> {
     /// Why the image is not a valid reference (rule `invalid` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// `--verify on` only: what the check found (`null`: not swapped, not checked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verified: Option<Option<String>>,
+    /// `--verify on` only: the image the pod would run.
+    #[serde(rename = "final", skip_serializing_if = "Option::is_none")]
+    final_image: Option<String>,
 }
 
 /// The reason of an `invalid` decision, for the output.
@@ -133,14 +239,24 @@ fn reason(image: &str, decision: &Decision<'_>) -> Option<String> {
 
 fn write_block(
     engine: &Engine,
+    checker: Option<&Checker>,
     format: OutputFormat,
     images: &[String],
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     let decisions: Vec<Decision<'_>> = images.iter().map(|i| engine.decide(i)).collect();
+    let checks = checker.map(|c| c.check(&decisions));
+    let check_of = |i: usize| checks.as_ref().and_then(|c| c[i].as_ref());
+    // What the pod would run (with `--verify on` only).
+    let final_of = |i: usize, image: &str, d: &Decision<'_>| {
+        checker.map(|c| {
+            c.final_image(image, d.result.as_deref().unwrap_or(image), check_of(i))
+                .to_owned()
+        })
+    };
     match format {
         OutputFormat::Json => {
-            for (image, d) in images.iter().zip(&decisions) {
+            for (i, (image, d)) in images.iter().zip(&decisions).enumerate() {
                 let line = JsonLine {
                     image,
                     result: d.result.as_deref().unwrap_or(image),
@@ -148,6 +264,8 @@ fn write_block(
                     rule: d.rule.as_str(),
                     key: d.key,
                     reason: reason(image, d),
+                    verified: checker.map(|_| check_of(i).map(verified_text)),
+                    final_image: final_of(i, image, d),
                 };
                 serde_json::to_writer(&mut *out, &line)?;
                 out.write_all(b"\n")?;
@@ -156,21 +274,30 @@ fn write_block(
         OutputFormat::Text => {
             let result_text = |d: &Decision<'_>| d.result.clone().unwrap_or_else(|| "(unchanged)".to_owned());
             let results: Vec<String> = decisions.iter().map(result_text).collect();
+            // The key column: the key, or why an invalid image is invalid.
+            let keys: Vec<String> = images
+                .iter()
+                .zip(&decisions)
+                .map(|(image, d)| reason(image, d).unwrap_or_else(|| d.key.unwrap_or("-").to_owned()))
+                .collect();
             let image_width = images.iter().map(|i| i.chars().count()).max().unwrap_or(0);
             let result_width = results.iter().map(|r| r.chars().count()).max().unwrap_or(0);
-            for ((image, d), result) in images.iter().zip(&decisions).zip(&results) {
+            for (i, ((image, d), result)) in images.iter().zip(&decisions).zip(&results).enumerate() {
                 let rule = d.rule.as_str();
-                match reason(image, d) {
-                    // The key column of an invalid image says why instead.
-                    Some(why) => writeln!(
-                        out,
-                        "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {why}"
-                    )?,
+                let key = &keys[i];
+                match final_of(i, image, d) {
                     None => writeln!(
                         out,
-                        "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {key}",
-                        key = d.key.unwrap_or("-"),
+                        "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {key}"
                     )?,
+                    Some(final_image) => {
+                        let key_width = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0);
+                        let verified = check_of(i).map_or_else(|| "-".to_owned(), verified_text);
+                        writeln!(
+                            out,
+                            "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {key:<key_width$}  verified: {verified}  final: {final_image}"
+                        )?
+                    }
                 }
             }
         }

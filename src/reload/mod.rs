@@ -13,6 +13,7 @@
 //! safety net for events that never arrive.
 
 mod maps_file;
+mod registry_credentials;
 mod tls_files;
 pub mod watched;
 
@@ -22,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 pub use maps_file::MapsFile;
+pub use registry_credentials::{RegistryCredentials, registry_verification, registry_verification_with};
 pub use tls_files::TlsFiles;
 pub use watched::{Fingerprint, Watched, WatchedFile};
 

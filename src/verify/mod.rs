@@ -9,7 +9,12 @@
 //! coalescing, the per-registry breaker and concurrency cap, background
 //! completion) lives behind it, so the admission code cannot get it wrong.
 
+pub mod client;
+pub mod credentials;
+pub mod metrics;
 pub mod settings;
+pub mod target;
+pub mod verifier;
 
 use std::fmt;
 use std::future::Future;
@@ -17,7 +22,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use metrics::VerifyMetrics;
 pub use settings::{VerifyArgs, VerifyMode};
+pub use verifier::{Tuning, Verifier};
+
+use credentials::CredentialsHandle;
 
 /// What one check of a target found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,4 +96,47 @@ pub trait CheckImages: Send + Sync + fmt::Debug + 'static {
     /// `Error(Timeout(budget))` and its check goes on in the background to
     /// fill the cache. Targets are final image references (after the swap).
     fn check(&self, targets: Vec<Arc<str>>, budget: Duration) -> CheckFuture;
+}
+
+/// Why verification cannot start (a bad `--registry-ca`).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("IMAGESWAP_REGISTRY_CA: {0}")]
+    Client(#[from] client::ClientError),
+}
+
+/// The checker the admission path calls, built from the settings, and
+/// the credentials handle it reads. The server hands the handle to the
+/// reloader as a `reload::RegistryCredentials` (or calls
+/// `reload::registry_verification`, which does both); until the first load
+/// the checks are anonymous.
+pub fn build(
+    args: &VerifyArgs,
+    metrics: VerifyMetrics,
+) -> Result<(Arc<dyn CheckImages>, CredentialsHandle), VerifyError> {
+    let (verifier, credentials) = build_with(args, metrics, Tuning::default())?;
+    Ok((Arc::new(verifier), credentials))
+}
+
+/// [`build`] with other tuning (tests shorten the breaker's open time).
+pub fn build_with(
+    args: &VerifyArgs,
+    metrics: VerifyMetrics,
+    tuning: Tuning,
+) -> Result<(Verifier, CredentialsHandle), VerifyError> {
+    let client = client::RegistryClient::new(
+        args.registry_ca.as_deref(),
+        &args.registry_plain_http,
+        args.verify_timeout,
+    )?;
+    let handle = credentials::anonymous();
+    let lifetimes = verifier::Lifetimes {
+        timeout: args.verify_timeout,
+        ttl: args.verify_ttl,
+        missing_ttl: args.verify_missing_ttl,
+    };
+    Ok((
+        Verifier::new(client, handle.clone(), metrics, lifetimes, tuning),
+        handle,
+    ))
 }

@@ -7,6 +7,7 @@
 //!   reload, `/metrics`, traces;
 //! - `binary`: the `imageswap` binary: `serve`, `swap`, `maps check`;
 //! - `init`: `imageswap init` against the fake API server;
+//! - `verify`: mirror verification against the real registry;
 //! - `docs`, `deploy`: the documentation and the deployment files agree
 //!   with the program.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -20,3 +21,4 @@ mod docs;
 mod init;
 mod server;
 mod swap;
+mod verify;

@@ -22,6 +22,7 @@ pub mod fake_apiserver;
 pub mod init;
 pub mod logs;
 pub mod otlp;
+pub mod registry;
 pub mod server;
 pub mod traces;
 

@@ -1,0 +1,534 @@
+//! Checks under churn (verify.md "Under churn"), behind [`CheckImages`]:
+//!
+//! - a **cache** of target → present / missing: a present tag is believed
+//!   for `verify_ttl` and then answered present at once while one
+//!   background check refreshes it (stale-while-revalidate); a present
+//!   digest stays (within capacity); missing is believed for
+//!   `verify_missing_ttl`; errors are never cached;
+//! - **coalescing**: the first admission that needs an unchecked target
+//!   starts its check and publishes the answer on a `watch` channel; every
+//!   concurrent admission of that target waits on the same channel, so N of
+//!   them cost one registry request;
+//! - the **budget**: an admission waits at most its budget, then answers
+//!   `Error(Timeout)` while the check runs on (bounded by `verify_timeout`)
+//!   to fill the cache;
+//! - per registry, a **breaker** (5 consecutive errors → not asked for 10 s,
+//!   then one probe) and a **concurrency cap** (32 requests in flight).
+//!
+//! The warm path (every target cached fresh) is a cache read per target and
+//! a ready future: nothing spawned, nothing awaited.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::{Semaphore, watch};
+use tracing::Instrument as _;
+use tracing::field::Empty;
+
+use super::client::{Found, RegistryClient};
+use super::credentials::CredentialsHandle;
+use super::metrics::{CacheResult, VerifyMetrics};
+use super::target::Target;
+use super::{CheckError, CheckFuture, CheckImages, CheckOutcome};
+
+/// The target of trace spans: `telemetry::spans::SPAN_TARGET`, written out
+/// because `telemetry` uses this module (its metrics) and the module graph
+/// has no circles; a unit test keeps the two equal.
+const SPAN_TARGET: &str = "imageswap::trace";
+
+/// The span of one registry check (its HEAD, retries and token fetch).
+pub const REGISTRY_REQUEST_SPAN: &str = "imageswap.registry_request";
+
+/// Registries labelled by host in the metrics; later ones are `other`.
+const REGISTRY_LABELS_MAX: usize = 64;
+const REGISTRY_LABEL_OTHER: &str = "other";
+
+/// The knobs of verify.md that are not settings (their defaults are the
+/// spec's); tests shorten the breaker's open time.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Consecutive errors or timeouts that open a registry's breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker answers "circuit open" before one probe.
+    pub breaker_open: Duration,
+    /// Registry requests in flight per registry.
+    pub max_in_flight_per_registry: usize,
+    /// Targets the cache holds (least recently used go first).
+    pub cache_capacity: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            breaker_threshold: 5,
+            breaker_open: Duration::from_secs(10),
+            max_in_flight_per_registry: 32,
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+/// A cached answer.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    found: Found,
+    at: Instant,
+    is_digest: bool,
+}
+
+/// What the cache says of a target now.
+enum Lookup {
+    Fresh(CheckOutcome),
+    /// Present tag past its TTL.
+    Stale,
+    Miss,
+}
+
+/// A check in flight: `None` until it answers.
+type Pending = watch::Receiver<Option<CheckOutcome>>;
+
+/// The state of one registry.
+#[derive(Debug)]
+struct Registry {
+    label: Arc<str>,
+    permits: Semaphore,
+    breaker: Mutex<Breaker>,
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    consecutive_errors: u32,
+    open_until: Option<Instant>,
+    /// The one check let through after the open time, deciding.
+    probing: bool,
+}
+
+impl Breaker {
+    /// Whether a check may ask the registry now.
+    fn admit(&mut self, now: Instant) -> bool {
+        match self.open_until {
+            None => true,
+            Some(until) if now < until => false,
+            Some(_) if self.probing => false,
+            Some(_) => {
+                self.probing = true;
+                true
+            }
+        }
+    }
+
+    /// Records an answer; returns whether the breaker is open after it.
+    fn record(&mut self, ok: bool, now: Instant, tuning: &Tuning) -> bool {
+        if ok {
+            *self = Breaker::default();
+            return false;
+        }
+        self.consecutive_errors = self.consecutive_errors.saturating_add(1);
+        if self.probing || self.consecutive_errors >= tuning.breaker_threshold {
+            self.open_until = Some(now + tuning.breaker_open);
+            self.probing = false;
+        }
+        self.open_until.is_some()
+    }
+}
+
+/// The [`CheckImages`] of verify.md.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: RegistryClient,
+    credentials: CredentialsHandle,
+    metrics: VerifyMetrics,
+    tuning: Tuning,
+    timeout: Duration,
+    ttl: Duration,
+    missing_ttl: Duration,
+    cache: moka::sync::Cache<Arc<str>, Known>,
+    inflight: DashMap<Arc<str>, Pending>,
+    registries: DashMap<String, Arc<Registry>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("client", &self.inner.client)
+            .field("cached", &self.inner.cache.entry_count())
+            .field("inflight", &self.inner.inflight.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answers' lifetimes and the longest check.
+#[derive(Clone, Copy, Debug)]
+pub struct Lifetimes {
+    pub timeout: Duration,
+    pub ttl: Duration,
+    pub missing_ttl: Duration,
+}
+
+impl Verifier {
+    pub fn new(
+        client: RegistryClient,
+        credentials: CredentialsHandle,
+        metrics: VerifyMetrics,
+        lifetimes: Lifetimes,
+        tuning: Tuning,
+    ) -> Verifier {
+        Verifier {
+            inner: Arc::new(Inner {
+                client,
+                credentials,
+                metrics,
+                cache: moka::sync::Cache::new(tuning.cache_capacity),
+                tuning,
+                timeout: lifetimes.timeout,
+                ttl: lifetimes.ttl,
+                missing_ttl: lifetimes.missing_ttl,
+                inflight: DashMap::new(),
+                registries: DashMap::new(),
+            }),
+        }
+    }
+}
+
+impl Verifier {
+    /// Checks running now (each is one target's registry request).
+    pub fn checks_in_flight(&self) -> usize {
+        self.inner.inflight.len()
+    }
+}
+
+impl CheckImages for Verifier {
+    fn check(&self, targets: Vec<Arc<str>>, budget: Duration) -> CheckFuture {
+        let inner = &self.inner;
+        // No clamp to `verify_timeout` needed: every check in flight ends
+        // by its own timeout, so no waiter outlives it.
+        let now = Instant::now();
+        let mut outcomes = Vec::with_capacity(targets.len());
+        // Allocated only when some target has to wait.
+        let mut waits: Vec<(usize, Pending)> = Vec::new();
+        let mut counts = [0u64; 3];
+        for (i, target) in targets.into_iter().enumerate() {
+            match inner.lookup(&target, now) {
+                Lookup::Fresh(outcome) => {
+                    counts[CacheResult::Hit as usize] += 1;
+                    outcomes.push(outcome);
+                }
+                Lookup::Stale => {
+                    counts[CacheResult::Stale as usize] += 1;
+                    outcomes.push(CheckOutcome::Present);
+                    Inner::refresh(&self.inner, target);
+                }
+                Lookup::Miss => {
+                    counts[CacheResult::Miss as usize] += 1;
+                    match Inner::start(&self.inner, target) {
+                        Started::Done(outcome) => outcomes.push(outcome),
+                        Started::Wait(pending) => {
+                            outcomes.push(CheckOutcome::Error(CheckError::Timeout(budget)));
+                            waits.push((i, pending));
+                        }
+                    }
+                }
+            }
+        }
+        for (result, n) in [CacheResult::Hit, CacheResult::Miss, CacheResult::Stale]
+            .into_iter()
+            .zip(counts)
+        {
+            inner.metrics.cache(result, n);
+        }
+        if waits.is_empty() {
+            return Box::pin(std::future::ready(outcomes));
+        }
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + budget;
+            for (i, mut pending) in waits {
+                match tokio::time::timeout_at(deadline, pending.wait_for(Option::is_some)).await {
+                    Ok(Ok(answer)) => {
+                        if let Some(outcome) = answer.as_ref() {
+                            outcomes[i] = outcome.clone();
+                        }
+                    }
+                    // The check's task ended without answering (it panicked).
+                    Ok(Err(_)) => {
+                        outcomes[i] =
+                            CheckOutcome::Error(CheckError::Failed("the check was abandoned".to_owned()));
+                    }
+                    // Over budget: the placeholder timeout stands.
+                    Err(_) => {}
+                }
+            }
+            outcomes
+        })
+    }
+}
+
+enum Started {
+    Done(CheckOutcome),
+    Wait(Pending),
+}
+
+impl Inner {
+    fn lookup(&self, target: &str, now: Instant) -> Lookup {
+        let Some(known) = self.cache.get(target) else {
+            return Lookup::Miss;
+        };
+        let age = now.saturating_duration_since(known.at);
+        match known.found {
+            Found::Present if known.is_digest || age < self.ttl => Lookup::Fresh(CheckOutcome::Present),
+            Found::Present => Lookup::Stale,
+            Found::Missing if age < self.missing_ttl => Lookup::Fresh(CheckOutcome::Missing),
+            Found::Missing => Lookup::Miss,
+        }
+    }
+
+    fn registry(&self, host: &str) -> Arc<Registry> {
+        if let Some(registry) = self.registries.get(host) {
+            return registry.clone();
+        }
+        let label: Arc<str> = if self.registries.len() < REGISTRY_LABELS_MAX {
+            host.into()
+        } else {
+            REGISTRY_LABEL_OTHER.into()
+        };
+        self.registries
+            .entry(host.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Registry {
+                    label,
+                    permits: Semaphore::new(self.tuning.max_in_flight_per_registry),
+                    breaker: Mutex::new(Breaker::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// Joins the check of `target` in flight, or starts one.
+    fn start(this: &Arc<Inner>, target: Arc<str>) -> Started {
+        let Some(parsed) = Target::parse(&target) else {
+            return Started::Done(CheckOutcome::Error(CheckError::Failed(
+                "not a valid image reference".to_owned(),
+            )));
+        };
+        let registry = this.registry(&parsed.host);
+        match this.inflight.entry(target.clone()) {
+            Entry::Occupied(pending) => Started::Wait(pending.get().clone()),
+            Entry::Vacant(slot) => {
+                // A check that finished since our lookup wrote the cache
+                // before leaving `inflight`: no second request for it.
+                if let Lookup::Fresh(outcome) = this.lookup(&target, Instant::now()) {
+                    return Started::Done(outcome);
+                }
+                // Outside a runtime there is nowhere to run the check: an
+                // error, never a panic on the request path.
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return Started::Done(CheckOutcome::Error(CheckError::Failed(
+                        "no runtime to check on".to_owned(),
+                    )));
+                };
+                if !lock(&registry.breaker).admit(Instant::now()) {
+                    this.metrics.check(&registry.label, "error");
+                    return Started::Done(CheckOutcome::Error(CheckError::CircuitOpen));
+                }
+                let (answer, pending) = watch::channel(None);
+                slot.insert(pending.clone());
+                let parent = tracing::Span::current();
+                runtime.spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
+                Started::Wait(pending)
+            }
+        }
+    }
+
+    /// Starts a background check of a stale present tag, unless one runs
+    /// or its registry's breaker is open (the stale answer serves on).
+    fn refresh(this: &Arc<Inner>, target: Arc<str>) {
+        let Some(parsed) = Target::parse(&target) else {
+            return;
+        };
+        let registry = this.registry(&parsed.host);
+        if let Entry::Vacant(slot) = this.inflight.entry(target.clone()) {
+            if !matches!(this.lookup(&target, Instant::now()), Lookup::Stale) {
+                return;
+            }
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            if !lock(&registry.breaker).admit(Instant::now()) {
+                return;
+            }
+            let (answer, pending) = watch::channel(None);
+            slot.insert(pending);
+            let parent = tracing::Span::current();
+            runtime.spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
+        }
+    }
+
+    /// One check: the registry request within `verify_timeout` (waiting
+    /// for a permit included), then the breaker, the metrics, the cache and
+    /// the waiters, in that order (the cache before leaving `inflight`).
+    async fn run(
+        this: Arc<Inner>,
+        key: Arc<str>,
+        target: Target,
+        registry: Arc<Registry>,
+        answer: watch::Sender<Option<CheckOutcome>>,
+        // The admission that started the check: the request span is its
+        // child even though it runs in a task of its own.
+        parent: tracing::Span,
+    ) {
+        // Leaves `inflight` however the task ends, so a panic cannot wedge
+        // the target.
+        let leave = Leave {
+            inner: &this,
+            key: &key,
+            own: answer.subscribe(),
+        };
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            parent: &parent,
+            REGISTRY_REQUEST_SPAN,
+            otel.kind = "client",
+            server.address = %target.host,
+            imageswap.repository = %target.repository,
+            imageswap.verify.outcome = Empty,
+        );
+        let deadline = tokio::time::Instant::now() + this.timeout;
+        let outcome = async {
+            let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, registry.permits.acquire()).await else {
+                return CheckOutcome::Error(CheckError::Timeout(this.timeout));
+            };
+            let credentials = this.credentials.load_full();
+            let started = Instant::now();
+            let found = tokio::time::timeout_at(
+                deadline,
+                this.client.check(&target, credentials.get(&target.host)),
+            )
+            .await;
+            this.metrics.request_duration(&registry.label, started.elapsed());
+            match found {
+                Ok(Ok(Found::Present)) => CheckOutcome::Present,
+                Ok(Ok(Found::Missing)) => CheckOutcome::Missing,
+                Ok(Err(error)) => CheckOutcome::Error(error),
+                Err(_) => CheckOutcome::Error(CheckError::Timeout(this.timeout)),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("imageswap.verify.outcome", outcome.as_str());
+        let now = Instant::now();
+        let answered = !matches!(outcome, CheckOutcome::Error(_));
+        let open = lock(&registry.breaker).record(answered, now, &this.tuning);
+        this.metrics.circuit_open(&registry.label, open);
+        this.metrics.check(&registry.label, outcome.as_str());
+        let found = match &outcome {
+            CheckOutcome::Present => Some(Found::Present),
+            CheckOutcome::Missing => Some(Found::Missing),
+            CheckOutcome::Error(error) => {
+                tracing::debug!(host = %target.host, repository = %target.repository, error = %error, "Registry check failed.");
+                None
+            }
+        };
+        if let Some(found) = found {
+            this.cache.insert(
+                key.clone(),
+                Known {
+                    found,
+                    at: now,
+                    is_digest: target.is_digest,
+                },
+            );
+        }
+        this.inflight
+            .remove_if(&key, |_, pending| pending.same_channel(&leave.own));
+        // Nobody waiting (a background refresh) is fine.
+        let _ = answer.send(Some(outcome));
+    }
+}
+
+struct Leave<'a> {
+    inner: &'a Inner,
+    key: &'a Arc<str>,
+    /// Our channel: a later check of the same target is not ours to remove.
+    own: Pending,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .inflight
+            .remove_if(self.key, |_, pending| pending.same_channel(&self.own));
+    }
+}
+
+/// The breaker's lock; a panic while holding it cannot leave it in a
+/// state worse than its fields say, so poisoning is ignored.
+fn lock(breaker: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
+    breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_labels_are_capped() {
+        let client = RegistryClient::new(None, &[], Duration::from_secs(1)).expect("client");
+        let lifetimes = Lifetimes {
+            timeout: Duration::from_secs(1),
+            ttl: Duration::from_secs(1),
+            missing_ttl: Duration::from_secs(1),
+        };
+        let v = Verifier::new(
+            client,
+            super::super::credentials::anonymous(),
+            VerifyMetrics::new(),
+            lifetimes,
+            Tuning::default(),
+        );
+        let labels: Vec<Arc<str>> = (0..70)
+            .map(|i| v.inner.registry(&format!("r{i}.example")).label.clone())
+            .collect();
+        assert_eq!(&*labels[63], "r63.example");
+        assert!(labels[64..].iter().all(|l| &**l == "other"), "{labels:?}");
+        assert_eq!(
+            &*v.inner.registry("r0.example").label,
+            "r0.example",
+            "known hosts keep theirs"
+        );
+    }
+
+    #[test]
+    fn spans_go_where_the_trace_exporter_looks() {
+        assert_eq!(SPAN_TARGET, crate::telemetry::spans::SPAN_TARGET);
+    }
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_one_probe_decides() {
+        let tuning = Tuning::default();
+        let mut b = Breaker::default();
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            assert!(b.admit(t0));
+            assert!(
+                !b.record(false, t0, &tuning),
+                "below the threshold it stays closed"
+            );
+        }
+        assert!(b.record(false, t0, &tuning), "the fifth error opens it");
+        assert!(!b.admit(t0 + Duration::from_secs(9)), "open: not asked");
+        let later = t0 + Duration::from_secs(10);
+        assert!(b.admit(later), "one probe after the open time");
+        assert!(!b.admit(later), "only one");
+        assert!(b.record(false, later, &tuning), "a failed probe opens it again");
+        assert!(!b.admit(later + Duration::from_secs(1)));
+        let after = later + Duration::from_secs(10);
+        assert!(b.admit(after));
+        assert!(!b.record(true, after, &tuning), "a good probe closes it");
+        assert!(b.admit(after));
+    }
+}

@@ -1,0 +1,86 @@
+//! `imageswap swap --verify on` as a person runs it before turning
+//! verification on: the real binary against the real registry (TLS with
+//! the extra CA), text and JSON, with a line per image saying what the
+//! check found and what the pod would finally run.
+
+use super::Setup;
+use crate::support::binary::command as imageswap;
+use crate::support::registry::Auth;
+
+#[test]
+fn swap_verify_says_what_each_swapped_image_finds_and_what_runs() {
+    let s = Setup::new();
+    s.open.push_image("quay/team/app", "1");
+    let tls = s.tls(Auth::None);
+    let host = tls.host();
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let maps = s.dir.path().join("maps.conf");
+    std::fs::write(
+        &maps,
+        format!("default::\nquay.io::{host}/quay\nghcr.io::{down}/ghcr\n"),
+    )
+    .unwrap();
+    let run = |output: &str| {
+        let out = imageswap()
+            .args(["swap", "--maps"])
+            .arg(&maps)
+            .args(["--verify", "on", "--verify-on-error", "keep", "--registry-ca"])
+            .arg(&s.ca_path)
+            .args(["--registry-config"])
+            .arg(s.config_path())
+            .args(["--registry-plain-http", &down.to_string(), "--output", output])
+            .args([
+                "quay.io/team/app:1",
+                "quay.io/team/gone:1",
+                "ghcr.io/x/y:1",
+                "nginx:1",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let text = run("text");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].ends_with(&format!("verified: present  final: {host}/quay/team/app:1")),
+        "{text}"
+    );
+    assert!(
+        lines[1].ends_with("verified: missing  final: quay.io/team/gone:1"),
+        "{text}"
+    );
+    assert!(lines[2].contains("verified: error: cannot connect"), "{text}");
+    assert!(
+        lines[2].ends_with("final: ghcr.io/x/y:1"),
+        "on error keep: {text}"
+    );
+    assert!(
+        lines[3].ends_with("verified: -  final: nginx:1"),
+        "not swapped, not checked: {text}"
+    );
+
+    let json: Vec<serde_json::Value> = run("json")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json[0]["verified"], "present");
+    assert_eq!(json[0]["final"], format!("{host}/quay/team/app:1"));
+    assert_eq!(json[1]["verified"], "missing");
+    assert_eq!(json[1]["final"], "quay.io/team/gone:1");
+    assert!(
+        json[2]["verified"]
+            .as_str()
+            .unwrap()
+            .starts_with("error: cannot connect"),
+        "{:?}",
+        json[2]
+    );
+    assert_eq!(json[3]["verified"], serde_json::Value::Null);
+    assert_eq!(json[3]["final"], "nginx:1");
+}
