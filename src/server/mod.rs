@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::cache::{PublishedRules, RulesState};
 use crate::config::{Limits, ServeConfig, TlsSource, Transport};
-use crate::reload::{MapsFile, Reloader, TlsFiles};
+use crate::reload::{MapsFile, RegistryCredentials, Reloader, TlsFiles};
 use crate::rules::{self, RulesSource};
 use crate::telemetry::metrics::Metrics;
 use crate::tls::{self, CertStore, TlsError};
@@ -80,23 +80,21 @@ pub enum ServeError {
     Verifier(anyhow::Error),
 }
 
-/// MERGE (lead): the one place the real registry verifier is built from
-/// `config.verify` (`VerifyArgs`) at start. Replace the `on` branch with
-/// the registry helper's constructor (`crate::verify::Verifier::…`, shared
-/// behind an `Arc`). Until then turning verification on refuses to start
-/// rather than silently swapping unverified.
-pub fn build_verifier(config: &ServeConfig) -> anyhow::Result<Option<Arc<dyn CheckImages>>> {
+/// The checker on the request path and the credentials file it reads.
+pub type Verification = (Arc<dyn CheckImages>, RegistryCredentials);
+
+/// The registry verifier built from `config.verify` (`VerifyArgs`) at start,
+/// recording into the server's metrics, and the credentials file it reads
+/// (`IMAGESWAP_REGISTRY_CONFIG`), which joins the reloader like the maps and
+/// the TLS pair. `None` when verification is off.
+pub fn build_verifier(config: &ServeConfig, metrics: &Metrics) -> Result<Option<Verification>, ServeError> {
     if !config.verify.enabled() {
         return Ok(None);
     }
-    anyhow::bail!("verification is not built in yet")
+    let built = crate::reload::registry_verification(&config.verify, metrics.verify.clone())
+        .map_err(|error| ServeError::Verifier(error.into()))?;
+    Ok(Some(built))
 }
-
-/// MERGE (lead): where the registry credentials file
-/// (`IMAGESWAP_REGISTRY_CONFIG`) joins the reloader, like the maps and the
-/// TLS pair, once the registry helper's watched-file type exists (e.g.
-/// `reloader.watch(RegistryConfigFile::new(path, verifier_handle, metrics))`).
-fn watch_registry_credentials(_reloader: &mut Reloader, _config: &ServeConfig) {}
 
 /// Runs the server until `shutdown` resolves, then drains and returns.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
@@ -122,8 +120,12 @@ impl Server {
     /// files leave the server unready (`/readyz` says why) until a good
     /// version appears.
     pub async fn bind(config: ServeConfig, metrics: Arc<Metrics>) -> Result<Server, ServeError> {
-        let verifier = build_verifier(&config).map_err(ServeError::Verifier)?;
-        Server::bind_with(config, metrics, verifier).await
+        match build_verifier(&config, &metrics)? {
+            None => Server::bind_inner(config, metrics, None, None).await,
+            Some((verifier, credentials)) => {
+                Server::bind_inner(config, metrics, Some(verifier), Some(credentials)).await
+            }
+        }
     }
 
     /// [`Server::bind`] with a verifier of the caller's (tests inject one;
@@ -132,6 +134,15 @@ impl Server {
         config: ServeConfig,
         metrics: Arc<Metrics>,
         verifier: Option<Arc<dyn CheckImages>>,
+    ) -> Result<Server, ServeError> {
+        Server::bind_inner(config, metrics, verifier, None).await
+    }
+
+    async fn bind_inner(
+        config: ServeConfig,
+        metrics: Arc<Metrics>,
+        verifier: Option<Arc<dyn CheckImages>>,
+        credentials: Option<RegistryCredentials>,
     ) -> Result<Server, ServeError> {
         let rules = Arc::new(PublishedRules::new());
         let certs = match config.transport {
@@ -203,7 +214,9 @@ impl Server {
             }
             _ => {}
         }
-        watch_registry_credentials(&mut reloader, &config);
+        if let Some(credentials) = credentials {
+            reloader.watch(credentials);
+        }
         reloader.load_initial().await;
         let tls = match certs {
             Some(store) => Some(TlsAcceptor::from(Arc::new(server_config(store)?))),

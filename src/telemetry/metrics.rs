@@ -23,6 +23,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tracing_appender::non_blocking::ErrorCounter;
 
 use crate::swap::Rule;
+use crate::verify::metrics::VerifyMetrics;
 
 /// Upper bounds of the latency buckets, in seconds. A cached review takes
 /// tens of microseconds, a cold one a few hundred; the top buckets catch
@@ -204,6 +205,9 @@ pub struct Metrics {
     log_lines_dropped: Counter,
     verify_fallbacks: [Counter; 2],
     pull_secrets_added: Counter,
+    /// The registry side of verification (verify::metrics), shared with the
+    /// verifier that records into it.
+    pub verify: VerifyMetrics,
     /// The log writer's own count of dropped lines, copied into
     /// `log_lines_dropped` at each scrape.
     log_drop_source: OnceLock<ErrorCounter>,
@@ -370,10 +374,10 @@ impl Metrics {
             "imagePullSecrets entries added to pod specs whose images end up in a registry with a configured secret",
             pull_secrets_added.clone(),
         );
-        // MERGE (lead): register the registry helper's verification metrics
-        // here (checks, check duration, cache, circuit), e.g.
-        // `let verify = crate::verify::metrics::VerifyMetrics::register(&mut registry);`
-        // and keep the handle in a field for the verifier to record into.
+        // The registry side's own metrics (checks, check duration, cache,
+        // circuit, credentials reloads), recorded by the verifier.
+        let verify = VerifyMetrics::new();
+        verify.register(&mut registry);
         registry.register(
             "imageswap_build",
             "The running ImageSwap build",
@@ -401,6 +405,7 @@ impl Metrics {
             log_lines_dropped,
             verify_fallbacks,
             pull_secrets_added,
+            verify,
             log_drop_source: OnceLock::new(),
             log_drops_seen: AtomicU64::new(0),
         }

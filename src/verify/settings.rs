@@ -30,7 +30,9 @@ pub enum VerifyMode {
 #[derive(Clone, Debug, Args)]
 pub struct VerifyArgs {
     /// Check that each swapped image exists in its registry before patching: off or on.
-    #[arg(long, env = "IMAGESWAP_VERIFY", default_value = "off", value_parser = choice::<VerifyMode>())]
+    /// A bare `--verify` means on (`imageswap swap --verify`, verify.md).
+    #[arg(long, env = "IMAGESWAP_VERIFY", default_value = "off", num_args = 0..=1,
+        default_missing_value = "on", action = clap::ArgAction::Set, value_parser = choice::<VerifyMode>())]
     pub verify: VerifyMode,
 
     /// When a check cannot answer (timeout, 5xx, 429, TLS, circuit open): swap anyway, or keep the original.
