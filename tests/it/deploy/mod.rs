@@ -1,4 +1,4 @@
 //! The deployment files (manifests, observability) agree with the program.
 
 mod manifests;
-mod observability;
+pub mod observability;

@@ -914,6 +914,7 @@ fn prometheus_tools(command: &str, input: &str) -> Result<serde_json::Value, Str
 fn exported_series() -> Vec<String> {
     let server = Metrics::new();
     server.tls_cert_expiry(1);
+    crate::deploy::observability::record_one_check(&server);
     let mut names = Vec::new();
     for text in [server.encode(), InitMetrics::new().encode()] {
         let families = prometheus_tools("openmetrics", &text).expect("valid OpenMetrics");
