@@ -33,7 +33,7 @@ pub enum Command {
     /// Run the admission webhook server.
     Serve(Box<ServeArgs>),
     /// Explain what each image becomes under a maps file (arguments or stdin).
-    Swap(SwapArgs),
+    Swap(Box<SwapArgs>),
     /// Work with maps files.
     #[command(subcommand)]
     Maps(MapsCommand),

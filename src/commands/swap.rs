@@ -9,6 +9,9 @@
 //! pre-flight check of a cluster's images before verification or a new
 //! mirror is switched on. The images of a block are checked together, so
 //! a block costs one round of registry requests, not one per line.
+//!
+//! With `--image-pull-secrets` each line also names the pull secret the
+//! pod would be given for the image it finally runs (`-` for none).
 
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
@@ -18,6 +21,7 @@ use serde::Serialize;
 
 use std::sync::Arc;
 
+use crate::admission::{PullSecrets, PullSecretsArgs};
 use crate::rules::{RulesArgs, RulesSource, log_findings};
 use crate::settings::choice;
 use crate::swap::reference::invalid_reason;
@@ -47,6 +51,9 @@ pub struct SwapArgs {
 
     #[command(flatten)]
     pub verify: VerifyArgs,
+
+    #[command(flatten)]
+    pub pull_secrets: PullSecretsArgs,
 
     /// Images to decide; when none are given, one per line from standard input.
     pub images: Vec<String>,
@@ -157,15 +164,20 @@ pub fn run(args: &SwapArgs) -> ExitCode {
         None
     };
     let checker = checker.as_ref();
+    let pull_secrets = args.pull_secrets.pull_secrets();
+    let output = Output {
+        format: args.output,
+        pull_secrets: &pull_secrets,
+    };
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     let result = if args.images.is_empty() {
         let stdin = std::io::stdin();
         let block = if stdin.is_terminal() { 1 } else { TEXT_BLOCK_LINES };
         let input = std::io::BufReader::with_capacity(STDIN_BUFFER_BYTES, stdin.lock());
-        swap_stream(&loaded.engine, checker, args.output, input, &mut out, block)
+        swap_stream(&loaded.engine, checker, output, input, &mut out, block)
     } else {
-        write_block(&loaded.engine, checker, args.output, &args.images, &mut out)
+        write_block(&loaded.engine, checker, output, &args.images, &mut out)
     };
     match result.and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -183,7 +195,7 @@ pub fn run(args: &SwapArgs) -> ExitCode {
 fn swap_stream<R: std::io::Read>(
     engine: &Engine,
     checker: Option<&Checker>,
-    format: OutputFormat,
+    format: Output<'_>,
     mut input: std::io::BufReader<R>,
     out: &mut impl Write,
     block_lines: usize,
@@ -228,6 +240,17 @@ struct JsonLine<'a> {
     /// `--verify on` only: the image the pod would run.
     #[serde(rename = "final", skip_serializing_if = "Option::is_none")]
     final_image: Option<String>,
+    /// `--image-pull-secrets` only: the secret the pod would get for the
+    /// image it runs (`null`: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pull_secret: Option<Option<&'a str>>,
+}
+
+/// How the lines are written: the format, and the pull secrets to name.
+#[derive(Clone, Copy)]
+struct Output<'a> {
+    format: OutputFormat,
+    pull_secrets: &'a PullSecrets,
 }
 
 /// The reason of an `invalid` decision, for the output.
@@ -240,7 +263,7 @@ fn reason(image: &str, decision: &Decision<'_>) -> Option<String> {
 fn write_block(
     engine: &Engine,
     checker: Option<&Checker>,
-    format: OutputFormat,
+    output: Output<'_>,
     images: &[String],
     out: &mut impl Write,
 ) -> std::io::Result<()> {
@@ -254,9 +277,18 @@ fn write_block(
                 .to_owned()
         })
     };
-    match format {
+    // The secret for the image the pod runs (with `--image-pull-secrets` only).
+    let secret_of = |i: usize, image: &str, d: &Decision<'_>| {
+        (!output.pull_secrets.is_empty()).then(|| {
+            let runs =
+                final_of(i, image, d).unwrap_or_else(|| d.result.clone().unwrap_or_else(|| image.to_owned()));
+            output.pull_secrets.secret_for(&runs).map(str::to_owned)
+        })
+    };
+    match output.format {
         OutputFormat::Json => {
             for (i, (image, d)) in images.iter().zip(&decisions).enumerate() {
+                let secret = secret_of(i, image, d);
                 let line = JsonLine {
                     image,
                     result: d.result.as_deref().unwrap_or(image),
@@ -266,6 +298,7 @@ fn write_block(
                     reason: reason(image, d),
                     verified: checker.map(|_| check_of(i).map(verified_text)),
                     final_image: final_of(i, image, d),
+                    pull_secret: secret.as_ref().map(Option::as_deref),
                 };
                 serde_json::to_writer(&mut *out, &line)?;
                 out.write_all(b"\n")?;
@@ -282,20 +315,27 @@ fn write_block(
                 .collect();
             let image_width = images.iter().map(|i| i.chars().count()).max().unwrap_or(0);
             let result_width = results.iter().map(|r| r.chars().count()).max().unwrap_or(0);
+            let key_width = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0);
             for (i, ((image, d), result)) in images.iter().zip(&decisions).zip(&results).enumerate() {
                 let rule = d.rule.as_str();
                 let key = &keys[i];
+                let secret =
+                    secret_of(i, image, d).map(|s| format!("  pull secret: {}", s.as_deref().unwrap_or("-")));
+                let secret = secret.as_deref().unwrap_or("");
                 match final_of(i, image, d) {
-                    None => writeln!(
+                    None if secret.is_empty() => writeln!(
                         out,
                         "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {key}"
                     )?,
+                    None => writeln!(
+                        out,
+                        "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {key:<key_width$}{secret}"
+                    )?,
                     Some(final_image) => {
-                        let key_width = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0);
                         let verified = check_of(i).map_or_else(|| "-".to_owned(), verified_text);
                         writeln!(
                             out,
-                            "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {key:<key_width$}  verified: {verified}  final: {final_image}"
+                            "{image:<image_width$}  {result:<result_width$}  {rule:<8}  {key:<key_width$}  verified: {verified}  final: {final_image}{secret}"
                         )?
                     }
                 }

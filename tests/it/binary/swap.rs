@@ -63,6 +63,51 @@ fn json_output_for_arguments() {
 }
 
 #[test]
+fn pull_secrets_are_named_for_the_image_the_pod_runs() {
+    let output = imageswap()
+        .args([
+            "swap",
+            "--maps",
+            SPEC_A,
+            "--image-pull-secrets",
+            "my.example.com=mirror-pull,cool.io:443=cool-pull",
+            "--output",
+            "json",
+            "alpine",
+            "cool.io:443/a",
+            "quay.io/solo/gloo:v1.0",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let secrets: Vec<serde_json::Value> = json_lines(&output)
+        .into_iter()
+        .map(|line| line["pull_secret"].clone())
+        .collect();
+    // Swapped into my.example.com; unswapped but already in cool.io:443;
+    // swapped into a registry without a secret.
+    assert_eq!(
+        secrets,
+        vec![
+            serde_json::json!("mirror-pull"),
+            serde_json::json!("cool-pull"),
+            serde_json::Value::Null
+        ]
+    );
+
+    let text = imageswap()
+        .args(["swap", "--maps", SPEC_A, "alpine", "quay.io/solo/gloo:v1.0"])
+        .env("IMAGESWAP_IMAGE_PULL_SECRETS", "my.example.com=mirror-pull")
+        .output()
+        .unwrap();
+    assert!(text.status.success(), "{text:?}");
+    let text = stdout(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].ends_with("pull secret: mirror-pull"), "{text}");
+    assert!(lines[1].ends_with("pull secret: -"), "{text}");
+}
+
+#[test]
 fn text_output_is_aligned() {
     let output = imageswap()
         .args([
