@@ -10,6 +10,6 @@
 # LOADTEST_SKIP_BUILD, ...). It writes loadtest/results/verify-churn.json or
 # verify-dead-mirror.json; its last line on stdout is a RESULT line, and its
 # exit status is non-zero when a target or a check failed. It installs
-# nothing: scripts/install-loadtest-tools (k6, openssl) and
-# scripts/install-docker-registry (the registry, for churn).
+# nothing: `scripts/install-loadtest-tools k6 openssl docker-registry`
+# installs what it needs.
 exec python3 "$(dirname "$0")/verify_load.py" "$@"
