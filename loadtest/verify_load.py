@@ -179,7 +179,9 @@ def push(port, images, missing_every):
 def start_server(run, mirror_host, flags):
     """imageswap serve with maps src.example.com::MIRROR and verification on, ready."""
     maps = run.work / "maps.conf"
-    maps.write_text(f"{SOURCE_REGISTRY}::{mirror_host}\n")
+    # `default::` (no default mirror): without a default key only [EXACT]
+    # and [REPLACE] rules apply (maps.md).
+    maps.write_text(f"default::\n{SOURCE_REGISTRY}::{mirror_host}\n")
     certs = run.work / "tls"
     lt.make_ca(run)
     lt.make_leaf(run, certs)
