@@ -23,12 +23,15 @@
 //          timeout while the breaker is closed, `circuit open` once it opens.
 // Any miss counts in `request_errors` (threshold: zero). The admission
 // duration is also recorded per reason (wait_timeout_ms, wait_circuit_ms,
-// wait_other_ms) so the report can give p99 before and after the breaker opens.
+// wait_other_ms) so the report can give p99 before and after the breaker opens,
+// and for churn per window (window_cold_ms: the first 10 s, when most images
+// are new; window_warm_ms: the rest).
 
 import http from 'k6/http';
 import encoding from 'k6/encoding';
 import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
+import exec from 'k6/execution';
 
 const SCENARIO = __ENV.SCENARIO || 'churn';
 const TARGET = __ENV.TARGET || 'https://127.0.0.1:8443/';
@@ -45,6 +48,10 @@ const kept = new Counter('images_kept');
 const waitTimeout = new Trend('wait_timeout_ms', true);
 const waitCircuit = new Trend('wait_circuit_ms', true);
 const waitOther = new Trend('wait_other_ms', true);
+// churn: admissions of the first COLD_SECONDS (most images new) and after.
+const windowCold = new Trend('window_cold_ms', true);
+const windowWarm = new Trend('window_warm_ms', true);
+const COLD_SECONDS = 10;
 
 const HEADERS = { 'Content-Type': 'application/json', Accept: 'application/json' };
 const rate = num('RATE', SCENARIO === 'churn' ? 500 : 200);
@@ -171,7 +178,10 @@ function verify(res, uid, n, image) {
     return;
   }
   (expectSwap ? swapped : kept).add(1);
-  if (SCENARIO !== 'churn') {
+  if (SCENARIO === 'churn') {
+    const t = (Date.now() - exec.scenario.startTime) / 1000;
+    (t < COLD_SECONDS ? windowCold : windowWarm).add(res.timings.duration);
+  } else {
     const ms = res.timings.duration;
     if (warning.endsWith('circuit open')) waitCircuit.add(ms);
     else if (warning.includes('timeout')) waitTimeout.add(ms);

@@ -248,6 +248,18 @@ def k6_figures(summary):
     }
 
 
+def spread(values):
+    """p50 / p90 / p99 / max of VALUES (ms), rounded."""
+    if not values:
+        return {}
+    values = sorted(values)
+
+    def at(q):
+        return round(values[min(len(values) - 1, int(q * len(values)))], 3)
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(values[-1], 3)}
+
+
 def write_result(run, name, record):
     path = run.results_dir / f"{name}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
@@ -291,6 +303,10 @@ def churn(run, machine):
 
     repeated_missing = sum(1 for key in repeated if is_missing(key))
     k6 = k6_figures(summary)
+    k6["first_10s"] = {"p99_ms": round_ms(metric(summary, "window_cold_ms", "p(99)")),
+                       "count": int(metric(summary, "window_cold_ms", "count") or 0)}
+    k6["after_10s"] = {"p99_ms": round_ms(metric(summary, "window_warm_ms", "p(99)")),
+                       "count": int(metric(summary, "window_warm_ms", "count") or 0)}
     p99_target = float(setting("P99_MS", "30"))
     targets = {
         "registry_requests_le_distinct_plus_tokens": total <= distinct + tokens,
@@ -308,7 +324,8 @@ def churn(run, machine):
                      "repeated": repeated, "repeated_missing_images": repeated_missing,
                      "repeated_present_images": len(repeated) - repeated_missing,
                      "proxy_connections": proxy.connections, "proxy_max_in_flight": proxy.max_in_flight,
-                     "proxy_errors": proxy.errors},
+                     "proxy_errors": proxy.errors,
+                     "registry_answer_ms_after_delay": spread([1000 * x for x in proxy.upstream_seconds])},
         "k6": k6,
         "server_metrics": server_metrics,
         "targets": targets,

@@ -19,6 +19,7 @@ Content-Length, response bodies by Content-Length or chunked, none for HEAD,
 import asyncio
 import collections
 import threading
+import time
 
 # The largest request or response head read (the registry's are < 2 KiB).
 HEAD_LIMIT = 64 * 1024
@@ -104,6 +105,8 @@ class DelayProxy(_LoopThread):
         self.in_flight = 0
         self.max_in_flight = 0
         self.errors = 0
+        # How long the registry itself took per request (after the delay), s.
+        self.upstream_seconds = []
 
     def counts(self):
         """A copy of the request counter."""
@@ -130,9 +133,12 @@ class DelayProxy(_LoopThread):
                     self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
                     await asyncio.sleep(self.delay)
+                    sent = time.monotonic()
                     upstream_writer.write(head + body)
                     await upstream_writer.drain()
                     response, close = await self.relay_response(upstream_reader, method)
+                    with self.lock:
+                        self.upstream_seconds.append(time.monotonic() - sent)
                 finally:
                     with self.lock:
                         self.in_flight -= 1
