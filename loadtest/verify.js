@@ -64,9 +64,10 @@ export const options = {
       rate,
       timeUnit: '1s',
       duration: __ENV.DURATION || (SCENARIO === 'churn' ? '60s' : '30s'),
-      // A dead mirror holds an admission for the verify timeout: enough VUs
-      // for a whole second of arrivals waiting at once.
-      preAllocatedVUs: Math.max(20, Math.ceil(rate / 10)),
+      // A dead mirror holds each admission of the first breaker period for
+      // the verify timeout: VUs for more than a second of arrivals waiting at
+      // once, started before the run (k6 adds VUs slowly, dropping arrivals).
+      preAllocatedVUs: SCENARIO === 'churn' ? Math.max(20, Math.ceil(rate / 10)) : Math.ceil(rate * 1.5) + 20,
       maxVUs: Math.max(200, rate * 2),
     },
   },
