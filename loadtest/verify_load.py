@@ -40,6 +40,7 @@ SERVER_ARGS, QUIET_LOAD as for run.sh. Raw output goes to
 target/loadtest/verify-SCENARIO/.
 """
 
+import collections
 import concurrent.futures
 import hashlib
 import http.client
@@ -350,6 +351,7 @@ def dead_mirror(run, machine):
         mirror = DeadMirror()
         mirror.start()
         server = start_server(run, mirror.host, [f"--verify-timeout={timeout}", f"--verify-on-error={policy}"])
+        k6_started = time.monotonic()
         status, summary = run_k6(run, server, f"dead-{policy}", {
             "SCENARIO": "dead-mirror", "MIRROR": mirror.host, "ON_ERROR": policy,
             "RATE": setting("RATE", "200"), "DURATION": setting("DURATION", "30s")})
@@ -373,7 +375,9 @@ def dead_mirror(run, machine):
             "k6_status_0": status == 0,
         }
         ok = ok and all(targets.values())
+        per_second = collections.Counter(int(at - k6_started) for at in mirror.accepted_at)
         phases[policy] = {"k6": k6, "waits": waits, "mirror_connections": mirror.connections,
+                          "mirror_connections_by_second": {str(k): per_second[k] for k in sorted(per_second)},
                           "server_metrics": server_metrics, "targets": targets, "ok": all(targets.values()),
                           "loadavg_after": loadavg_after}
     record = {
@@ -385,7 +389,8 @@ def dead_mirror(run, machine):
         "ok": ok,
         "machine": machine,
     }
-    write_result(run, "verify-dead-mirror", record)
+    # A timeout other than the default gets its own file.
+    write_result(run, "verify-dead-mirror" + ("" if timeout == "1s" else f"-{timeout}"), record)
     parts = [f"{p}: timeout_p99_ms={f['waits']['timeout']['p99_ms']} (n={f['waits']['timeout']['count']}) "
              f"open_p99_ms={f['waits']['circuit']['p99_ms']} (n={f['waits']['circuit']['count']}) "
              f"failed={f['k6']['failed_admissions']}" for p, f in phases.items()]

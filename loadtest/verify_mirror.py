@@ -181,10 +181,14 @@ class DeadMirror(_LoopThread):
         self.lock = threading.Lock()
         self.connections = 0
         self.bytes_in = 0
+        # When each connection came (time.monotonic()), to show when the
+        # breaker stopped them.
+        self.accepted_at = []
 
     async def handle(self, reader, writer):
         with self.lock:
             self.connections += 1
+            self.accepted_at.append(time.monotonic())
         try:
             while chunk := await reader.read(65536):
                 with self.lock:
