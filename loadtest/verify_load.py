@@ -333,7 +333,8 @@ def churn(run, machine):
         "ok": all(targets.values()),
         "machine": dict(machine, loadavg_after=loadavg_after),
     }
-    write_result(run, "verify-churn", record)
+    # A missing TTL other than the default gets its own file.
+    write_result(run, "verify-churn" + ("" if missing_ttl == "30s" else f"-missing-ttl-{missing_ttl}"), record)
     line = (f"RESULT scenario=verify-churn requests={k6['requests']} p99_ms={k6['p99_ms']} "
             f"failed={k6['failed_admissions']} swapped={k6['swapped']} kept={k6['kept']} "
             f"registry_requests={total} distinct={distinct} tokens={tokens} load={' '.join(loadavg_after)}")
