@@ -32,8 +32,10 @@ dead-mirror
     5, for the answer's own path); p99 of those answered "circuit open" ≤ 5 ms.
     VERIFY_TIMEOUT (1s, the default) sets IMAGESWAP_VERIFY_TIMEOUT.
 
-Both write results/verify-churn.json or verify-dead-mirror.json (RESULTS_DIR)
-and end with one RESULT line on stdout; exit 1 when a target or a check
+Both write results/verify-churn.json or verify-dead-mirror.json (RESULTS_DIR;
+verify-churn-missing-ttl-X.json and verify-dead-mirror-X.json when
+VERIFY_MISSING_TTL or VERIFY_TIMEOUT is not the default) and end with one
+RESULT line on stdout; exit 1 when a target or a check
 failed. PIN=1 keeps the server on CPU 0 and k6, the registry and the proxy
 on CPU 1 (taskset semantics through sched_setaffinity). LOADTEST_SKIP_BUILD=1,
 SERVER_ARGS, QUIET_LOAD as for run.sh. Raw output goes to
