@@ -119,6 +119,15 @@ impl Breaker {
         }
     }
 
+    /// Whether the breaker opened (and has not reached its probe) since a
+    /// check was admitted: a check that waited for a permit asks again,
+    /// so the checks queued behind the cap when a registry dies do not
+    /// each connect to it (seen in `loadtest/verify.sh dead-mirror`: ~200
+    /// connections to a dead mirror in the first 2 s before this).
+    fn opened_since(&self, now: Instant) -> bool {
+        self.open_until.is_some_and(|until| now < until)
+    }
+
     /// Records an answer; returns whether the breaker is open after it.
     fn record(&mut self, ok: bool, now: Instant, tuning: &Tuning) -> bool {
         if ok {
@@ -402,6 +411,9 @@ impl Inner {
             let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, registry.permits.acquire()).await else {
                 return CheckOutcome::Error(CheckError::Timeout(this.timeout));
             };
+            if lock(&registry.breaker).opened_since(Instant::now()) {
+                return CheckOutcome::Error(CheckError::CircuitOpen);
+            }
             let credentials = this.credentials.load_full();
             let started = Instant::now();
             let found = tokio::time::timeout_at(
@@ -421,9 +433,13 @@ impl Inner {
         .await;
         span.record("imageswap.verify.outcome", outcome.as_str());
         let now = Instant::now();
-        let answered = !matches!(outcome, CheckOutcome::Error(_));
-        let open = lock(&registry.breaker).record(answered, now, &this.tuning);
-        this.metrics.circuit_open(&registry.label, open);
+        // A check stopped by the breaker asked nobody: it is no new
+        // evidence, and counting it would keep the breaker open longer.
+        if outcome != CheckOutcome::Error(CheckError::CircuitOpen) {
+            let answered = !matches!(outcome, CheckOutcome::Error(_));
+            let open = lock(&registry.breaker).record(answered, now, &this.tuning);
+            this.metrics.circuit_open(&registry.label, open);
+        }
         this.metrics.check(&registry.label, outcome.as_str());
         let found = match &outcome {
             CheckOutcome::Present => Some(Found::Present),
@@ -505,6 +521,25 @@ mod tests {
     #[test]
     fn spans_go_where_the_trace_exporter_looks() {
         assert_eq!(SPAN_TARGET, crate::telemetry::spans::SPAN_TARGET);
+    }
+
+    #[test]
+    fn a_check_admitted_before_the_breaker_opened_sees_it_open() {
+        let tuning = Tuning::default();
+        let mut b = Breaker::default();
+        let t0 = Instant::now();
+        assert!(b.admit(t0), "admitted, then queued behind the cap");
+        assert!(!b.opened_since(t0));
+        for _ in 0..tuning.breaker_threshold {
+            b.record(false, t0, &tuning);
+        }
+        assert!(
+            b.opened_since(t0 + Duration::from_secs(1)),
+            "the queued check does not connect"
+        );
+        let probe_time = t0 + tuning.breaker_open;
+        assert!(b.admit(probe_time), "the probe");
+        assert!(!b.opened_since(probe_time), "the probe itself asks");
     }
 
     #[test]
