@@ -65,12 +65,11 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write!(
-            writer,
-            r#"{{"timestamp":"{}","level":"{}""#,
-            humantime::format_rfc3339_micros(SystemTime::now()),
-            level_name(*event.metadata().level())
-        )?;
+        writer.write_str(r#"{"timestamp":""#)?;
+        write_timestamp(&mut writer, SystemTime::now())?;
+        writer.write_str(r#"","level":""#)?;
+        writer.write_str(level_name(*event.metadata().level()))?;
+        writer.write_char('"')?;
         let mut fields = JsonFields {
             out: &mut writer,
             result: Ok(()),
@@ -163,12 +162,67 @@ impl<W: Write> Visit for JsonFields<'_, W> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         // The message is `format_args!` (its Debug is its text); a plain
-        // `&str` message arrives through `record_str`.
-        let mut text = String::new();
-        if write!(text, "{value:?}").is_ok() {
-            self.string(field, &text);
+        // `&str` message arrives through `record_str`. Escaped on its way
+        // into the line, not through a `String` of its own: that allocation
+        // and copy cost about 3 k instructions a line (`loadtest/profile.sh`).
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| {
+                self.out.write_char('"')?;
+                write!(Escaping(&mut *self.out), "{value:?}")?;
+                self.out.write_char('"')
+            });
         }
     }
+}
+
+/// A `fmt::Write` that writes what it is given as the inside of a JSON string.
+struct Escaping<'a, W: Write + ?Sized>(&'a mut W);
+
+impl<W: Write + ?Sized> Write for Escaping<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_escaped(self.0, s)
+    }
+}
+
+thread_local! {
+    /// The second last formatted on this thread and its text up to the
+    /// seconds (`2026-12-01T11:31:25`): every line of a second shares it.
+    static SECOND: std::cell::Cell<(u64, [u8; SECOND_PREFIX_BYTES])> =
+        const { std::cell::Cell::new((u64::MAX, [0; SECOND_PREFIX_BYTES])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`.
+const SECOND_PREFIX_BYTES: usize = 19;
+
+/// Writes `time` as RFC 3339 UTC with microseconds, as
+/// `humantime::format_rfc3339_micros` does. The date and time of day are
+/// formatted (by humantime) once a second per thread and the microseconds
+/// appended: formatting the whole timestamp for each line cost about 1 k
+/// instructions a line, five lines an admission (`loadtest/profile.sh`).
+fn write_timestamp<W: Write + ?Sized>(out: &mut W, time: SystemTime) -> fmt::Result {
+    let Ok(since_epoch) = time.duration_since(SystemTime::UNIX_EPOCH) else {
+        return write!(out, "{}", humantime::format_rfc3339_micros(time));
+    };
+    let second = since_epoch.as_secs();
+    let (cached, mut prefix) = SECOND.get();
+    if cached != second {
+        let text = humantime::format_rfc3339_seconds(time).to_string();
+        match text.as_bytes().get(..SECOND_PREFIX_BYTES) {
+            Some(head) => prefix.copy_from_slice(head),
+            None => return write!(out, "{}", humantime::format_rfc3339_micros(time)),
+        }
+        SECOND.set((second, prefix));
+    }
+    // The prefix is ASCII, as humantime wrote it.
+    out.write_str(std::str::from_utf8(&prefix).map_err(|_| fmt::Error)?)?;
+    let micros = since_epoch.subsec_micros();
+    let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'Z'];
+    let mut rest = micros;
+    for digit in digits[1..7].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
 }
 
 /// Writes `value` as the inside of a JSON string, with the response
@@ -186,6 +240,35 @@ mod tests {
         let mut out = String::new();
         write_escaped(&mut out, value).unwrap();
         out
+    }
+
+    #[test]
+    fn timestamps_are_humantimes_rfc3339_micros() {
+        let base = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_588_685);
+        // Within one second (the cached prefix), across seconds, days and
+        // years, and back in time (another thread's clock may be behind).
+        for offset_us in [
+            0u64,
+            1,
+            999_999,
+            1_000_000,
+            86_399_999_999,
+            31_536_000_000_000,
+            7,
+            0,
+        ] {
+            let time = base + std::time::Duration::from_micros(offset_us);
+            let mut out = String::new();
+            write_timestamp(&mut out, time).unwrap();
+            assert_eq!(out, humantime::format_rfc3339_micros(time).to_string());
+        }
+        let mut before_epoch = String::new();
+        write_timestamp(
+            &mut before_epoch,
+            SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(!before_epoch.is_empty());
     }
 
     #[test]
