@@ -170,9 +170,8 @@ mod tests {
                 let written = json_str(&s);
                 let back: String = serde_json::from_str(&written).expect("valid JSON string");
                 assert_eq!(back, s, "{written}");
-                let escapes = written.matches('\\').count();
-                let expected = usize::from(matches!(special, '"' | '\\' | '\u{0}' | '\n' | '\u{1f}'));
-                assert_eq!(escapes, expected, "{written}");
+                // serde_json escapes the same bytes the same way for these.
+                assert_eq!(written, serde_json::to_string(&s).expect("json"));
             }
         }
     }
