@@ -5,8 +5,10 @@
 run.sh only runs this file. main() goes through these steps, in order:
 
 1. Check that the tools are on PATH: k6 and openssl; for `compare`
-   openssl, wrk, h2load and taskset (no k6). Nothing is installed here: a missing tool stops the run with
-   one line naming scripts/install-loadtest-tools, which installs them.
+   openssl, wrk, h2load and taskset (no k6). Nothing is installed here: a
+   missing tool stops the run with one line naming
+   scripts/install-loadtest-tools, which installs them (taskset comes
+   with util-linux).
 2. Build the release binary (and for `compare` the baseline example), unless
    LOADTEST_SKIP_BUILD=1 and it is built.
 3. With QUIET_LOAD set, wait for a quiet machine.
