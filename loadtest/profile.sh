@@ -2,8 +2,10 @@
 # Where a request's CPU goes: runs imageswap and the baseline under
 # valgrind's callgrind, posts the `compare` review N times over one
 # keep-alive HTTPS connection to each (after a warm-up that is not counted),
-# and prints instructions per request for both and imageswap's most
-# expensive functions. Instruction counts do not depend on what else the
+# and prints instructions per request for both, imageswap's split into the
+# parts of issue 14 (TLS + HTTP, parse, decisions, patch + answer, log line,
+# metrics, tower layers: loadtest/profile_split.py says how each is counted)
+# and its most expensive functions. Instruction counts do not depend on what else the
 # machine is running, unlike the timings of `run.sh compare`.
 #
 #   loadtest/profile.sh [N]        (default 2000; needs valgrind)
@@ -15,7 +17,8 @@
 # Builds what it runs first, as run.sh does: `cargo build --release --locked`
 # and `cargo build --release --locked --example baseline` (cargo's output on
 # stderr); LOADTEST_SKIP_BUILD=1 reuses a binary that is already built.
-# Callgrind files go to target/loadtest/profile/.
+# Callgrind files go to target/loadtest/profile/, the split as JSON to
+# target/loadtest/profile/split.json.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -113,6 +116,10 @@ echo "imageswap serve ${SERVER_ARGS[*]}):"
 echo "  imageswap $imageswap_ipr"
 echo "  baseline  $baseline_ipr"
 echo "  ratio     $(python3 -c "print(f'{$imageswap_ipr / $baseline_ipr:.2f}')")"
+echo
+echo "imageswap, instructions per request by part:"
+python3 "$ROOT/loadtest/profile_split.py" "$imageswap_dump" "$N" --baseline "$baseline_dump" --json "$WORK/split.json" \
+  ${PROFILE_VERBOSE:+--verbose}
 echo
 echo "imageswap, inclusive cost of its own functions (top 40):"
 callgrind_annotate --inclusive=yes "$imageswap_dump" 2>/dev/null |

@@ -2,7 +2,7 @@
 loadtest/results/SCENARIO.json and the closing RESULT line.
 
     single(...)         one k6 run: smoke, steady, max, soak, reload, spike
-    compare(...)        the k6 and wrk phases of `compare`
+    compare(...)        the wrk and h2load phases of `compare`
     reload_checks(...)  reload: every maps version and certificate loaded?
 
 The driver measures (processes, /proc, files); this module only computes:
@@ -30,10 +30,19 @@ SOAK_GROWTH_AFTER_S = 60
 # noise, not a leak. Exit status: the second half decides; the first-minute
 # figure is reported against the target.
 SOAK_GROWTH_TOLERANCE_MIB = 2.0
-# `compare` targets (imageswap / baseline, wrk figures).
-TARGET_RPS_RATIO = 0.85
+# `compare` targets (issue 14; imageswap / baseline): CPU per request on
+# HTTP/1.1 and HTTP/2, requests/s on HTTP/1.1 and HTTP/2, the p99 on HTTP/2
+# at the same fixed rate.
 TARGET_CPU_RATIO = 1.3
+TARGET_RPS_RATIO_H1 = 0.8
+TARGET_RPS_RATIO_H2 = 1.0
 TARGET_P99_RATIO = 2.0
+# The phases of `compare`, in table order: tool -> what it measures.
+COMPARE_TOOLS = {
+    "wrk": "HTTP/1.1 (wrk, 16 connections), the ceiling",
+    "h2load": "HTTP/2 (h2load, 4 connections x 32 streams), the ceiling",
+    "h2load_rate": "HTTP/2 (h2load, 4 connections x 32 streams) at a fixed rate, the same for both",
+}
 
 
 def metric(summary, name, stat, default=0.0):
@@ -90,6 +99,37 @@ def load_json(path):
     """The JSON value in a file."""
     with open(path) as f:
         return json.load(f)
+
+
+def percentiles_ms(values_us):
+    """p50/p90/p99/max in milliseconds of latencies in microseconds (nearest rank)."""
+    if not values_us:
+        return {}
+    ordered = sorted(values_us)
+
+    def rank(q):
+        return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))] / 1e3
+
+    return {"p50_ms": rank(0.50), "p90_ms": rank(0.90), "p99_ms": rank(0.99), "max_ms": ordered[-1] / 1e3}
+
+
+def parse_h2load(text):
+    """The request counts and rate h2load prints (None when it printed no summary).
+
+    `finished in 10.00s, 51234.50 req/s, ...` and
+    `requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout`
+    and `status codes: N 2xx, N 3xx, N 4xx, N 5xx`."""
+    finished = re.search(r"^finished in ([\d.]+)(m?s), ([\d.]+) req/s", text, re.M)
+    requests = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                         r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if not (finished and requests and codes):
+        return None
+    seconds = float(finished.group(1)) / (1000.0 if finished.group(2) == "ms" else 1.0)
+    done, failed, errored, timeout = (int(requests.group(i)) for i in (3, 5, 6, 7))
+    return {"requests": done, "duration_s": seconds, "rps": float(finished.group(3)),
+            "errors": {"failed": failed, "errored": errored, "timeout": timeout,
+                       "non_2xx": sum(int(codes.group(i)) for i in (2, 3, 4))}}
 
 
 def result_line(scenario, rps, p50, p99, errs, cpu_us, rss_mib):
@@ -223,10 +263,11 @@ def single(*, scenario, summary, cpu_ticks, clk_tck, hwm_kib, samples, sample_se
 def compare(*, phases, machine, hwm_kib, review, out_path):
     """The `compare` run: imageswap (and variants) against the baseline.
 
-    phases: one dict per load run (server, tool, round, cpu_ticks, clk_tck,
-    status, file: the k6 summary or wrk's JSON line, loadavg); hwm_kib:
-    server name -> VmHWM in KiB; review: the review's path in the repository.
-    Returns (ok, RESULT line, for imageswap under wrk).
+    phases: one dict per load run (server, tool: wrk | h2load | h2load_rate,
+    round, cpu_ticks, clk_tck, status, file: wrk's JSON line or the h2load
+    figures, offered_rps, loadavg); hwm_kib: server name -> VmHWM in KiB;
+    review: the review's path in the repository. Returns (ok, RESULT line,
+    for imageswap under wrk).
     """
     machine = dict(machine)
     machine["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
@@ -241,23 +282,19 @@ def compare(*, phases, machine, hwm_kib, review, out_path):
             ok = False
             continue
         cpu = p["cpu_ticks"] / p["clk_tck"]
-        if p["tool"] == "k6":
-            requests = int(metric(data, "http_reqs", "count"))
-            lat = latency(data)
-            errs = errors(data) + int(metric(data, "http_req_failed", "passes"))
-            run = {"rps": metric(data, "http_reqs", "rate"), "p50_ms": lat["p50"], "p90_ms": lat["p90"],
-                   "p99_ms": lat["p99"], "max_ms": lat["max"], "dropped_iterations":
-                   int(metric(data, "dropped_iterations", "count"))}
-        else:
-            requests = data["requests"]
-            errs = sum(data["errors"].values())
+        requests = data["requests"]
+        errs = sum(data["errors"].values())
+        if p["tool"] == "wrk":
             run = {"rps": data["rps"], "p50_ms": data["p50_us"] / 1e3, "p90_ms": data["p90_us"] / 1e3,
                    "p99_ms": data["p99_us"] / 1e3, "max_ms": data["max_us"] / 1e3}
-        if p["status"] != 0 or errs:
+        else:
+            run = {k: data.get(k, 0.0) for k in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms")}
+            run["offered_rps"] = p.get("offered_rps")
+        if p["status"] != 0 or errs or not requests:
             ok = False
         total_errors += errs
         run.update({"round": p["round"], "requests": requests, "errors": errs, "server_cpu_seconds": round(cpu, 2),
-                    "cpu_us_per_req": round(cpu * 1e6 / requests, 1) if requests else 0.0,
+                    "cpu_us_per_req": round(cpu * 1e6 / requests, 2) if requests else 0.0,
                     "loadavg": p["loadavg"]})
         runs.setdefault(p["tool"], {}).setdefault(p["server"], []).append(run)
 
@@ -267,8 +304,9 @@ def compare(*, phases, machine, hwm_kib, review, out_path):
 
     # imageswap as configured in production first, then the variants.
     servers = ["imageswap"] + sorted(s for s in {p["server"] for p in phases} if s not in ("imageswap", "baseline"))
+    tools = [t for t in COMPARE_TOOLS if t in runs]
     table = {}
-    for tool in ("k6", "wrk"):
+    for tool in tools:
         table[tool] = {}
         for server in servers + ["baseline"]:
             table[tool][server] = {k: round(median(tool, server, k), 3)
@@ -278,41 +316,60 @@ def compare(*, phases, machine, hwm_kib, review, out_path):
             i = table[tool][server]
             name = "ratio" if server == "imageswap" else f"ratio_{server}"
             table[tool][name] = {k: round(i[k] / b[k], 3) if b[k] else None for k in i}
-    ratio = table["wrk"]["ratio"]
+
+    def ratio(tool, key):
+        return table.get(tool, {}).get("ratio", {}).get(key)
+
+    def at_most(value, limit):
+        return value is not None and value <= limit
+
+    def at_least(value, limit):
+        return value is not None and value >= limit
+
     targets = {
-        "rps_ratio_min": TARGET_RPS_RATIO, "cpu_ratio_max": TARGET_CPU_RATIO, "p99_ratio_max": TARGET_P99_RATIO,
-        "rps_ok": ratio["rps"] is not None and ratio["rps"] >= TARGET_RPS_RATIO,
-        "cpu_ok": ratio["cpu_us_per_req"] is not None and ratio["cpu_us_per_req"] <= TARGET_CPU_RATIO,
-        "p99_ok": ratio["p99_ms"] is not None and ratio["p99_ms"] <= TARGET_P99_RATIO,
+        "cpu_h1": {"ratio": ratio("wrk", "cpu_us_per_req"), "max": TARGET_CPU_RATIO},
+        "cpu_h2": {"ratio": ratio("h2load", "cpu_us_per_req"), "max": TARGET_CPU_RATIO},
+        "rps_h1": {"ratio": ratio("wrk", "rps"), "min": TARGET_RPS_RATIO_H1},
+        "rps_h2": {"ratio": ratio("h2load", "rps"), "min": TARGET_RPS_RATIO_H2},
+        "p99_h2_fixed_rate": {"ratio": ratio("h2load_rate", "p99_ms"), "max": TARGET_P99_RATIO},
     }
+    for target in targets.values():
+        target["ok"] = (at_most(target["ratio"], target["max"]) if "max" in target
+                        else at_least(target["ratio"], target["min"]))
+    offered = sorted({r.get("offered_rps") for r in runs.get("h2load_rate", {}).get("imageswap", [])} - {None})
     out = {
         "scenario": "compare",
         "date": now(),
         "machine": machine,
         "review": review,
+        "phases": {t: COMPARE_TOOLS[t] for t in tools},
+        "h2_fixed_rate_rps": offered[0] if offered else None,
         "medians": table,
         "targets": targets,
         "runs": runs,
         "errors": total_errors,
-        "rss_peak_mib": {name: mib(kib) for name, kib in hwm_kib.items()},
+        "rss_peak_mib": {name: mib(kib) for name, kib in hwm_kib.items() if kib is not None},
     }
-    ok = ok and targets["rps_ok"] and targets["cpu_ok"] and targets["p99_ok"]
+    ok = ok and all(t["ok"] for t in targets.values())
     out["ok"] = ok
     write_json(out_path, out)
 
-    rows = [f"{'tool':<4} {'server':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"]
-    for tool in ("k6", "wrk"):
+    rows = [f"{'tool':<12} {'server':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"]
+    for tool in tools:
         for server in table[tool]:
             r = table[tool][server]
             ratio_row = server.startswith("ratio")
-            fmt = (lambda v: f"{v:.2f}x" if v is not None else "-") if ratio_row else (lambda v: f"{v:.1f}")
-            rows.append(f"{tool:<4} {server:<20} {fmt(r['rps']):>9} {fmt(r['p50_ms']):>8} "
+            fmt = (lambda v: f"{v:.2f}x" if v is not None else "-") if ratio_row else (lambda v: f"{v:.2f}")
+            rows.append(f"{tool:<12} {server:<20} {fmt(r['rps']):>9} {fmt(r['p50_ms']):>8} "
                         f"{fmt(r['p99_ms']):>8} {fmt(r['cpu_us_per_req']):>11}")
     print("\n".join(rows), file=sys.stderr)
-    print("targets (wrk, imageswap/baseline): " + ", ".join(
-        f"{name} {'ok' if targets[name + '_ok'] else 'MISSED'}" for name in ("rps", "cpu", "p99")), file=sys.stderr)
+    print("targets (imageswap/baseline): " + ", ".join(
+        f"{name} {t['ratio']}x ({'<=' if 'max' in t else '>='} {t.get('max', t.get('min'))}) "
+        f"{'ok' if t['ok'] else 'MISSED'}" for name, t in targets.items()), file=sys.stderr)
+    print(f"load average before {' '.join(machine.get('loadavg_before', []))}, "
+          f"after {' '.join(machine['loadavg_after'])}", file=sys.stderr)
     print(f"wrote {out_path}", file=sys.stderr)
-    i = table["wrk"]["imageswap"]
+    i = table.get("wrk", {}).get("imageswap", {"rps": 0, "p50_ms": 0, "p99_ms": 0, "cpu_us_per_req": 0})
     return ok, result_line("compare", i["rps"], i["p50_ms"], i["p99_ms"], total_errors, i["cpu_us_per_req"],
                            out["rss_peak_mib"].get("imageswap", 0))
 

@@ -1,12 +1,14 @@
-"""Load-tests a local `imageswap serve` with k6 (and wrk for `compare`).
+"""Load-tests a local `imageswap serve` with k6 (wrk and h2load for `compare`).
 
     loadtest/run.sh smoke|steady|max|soak|reload|spike|compare
 
 run.sh only runs this file. main() goes through these steps, in order:
 
-1. Check that the tools are on PATH: k6 and openssl, and wrk for
-   `compare`. Nothing is installed here: a missing tool stops the run with
-   one line naming scripts/install-loadtest-tools, which installs them.
+1. Check that the tools are on PATH: k6 and openssl; for `compare`
+   openssl, wrk, h2load and taskset (no k6). Nothing is installed here: a
+   missing tool stops the run with one line naming
+   scripts/install-loadtest-tools, which installs them (taskset comes
+   with util-linux).
 2. Build the release binary (and for `compare` the baseline example), unless
    LOADTEST_SKIP_BUILD=1 and it is built.
 3. With QUIET_LOAD set, wait for a quiet machine.
@@ -20,9 +22,15 @@ run.sh only runs this file. main() goes through these steps, in order:
      second and a new certificate every 10 s the way the kubelet updates a
      ConfigMap or Secret volume (a `..data` symlink swap). Afterwards the
      server must have loaded them all and serve the last certificate.
-   - compare: imageswap, imageswap at --log-level warn, and the bare
-     baseline (loadtest/baseline/), one k6 run each and then wrk rounds
-     that take the servers in turn.
+   - compare: imageswap (production settings) and the bare baseline
+     (loadtest/baseline/), both started in this run, each pinned to
+     SERVER_CPU with taskset while the load generator runs on LOAD_CPU.
+     COMPARE_ROUNDS rounds take the servers in turn through three phases:
+     wrk (HTTP/1.1, the ceiling), h2load (HTTP/2, 4 connections x 32
+     streams, the ceiling) and h2load at one fixed rate for both (the p99
+     at the same offered load). Medians of the rounds and the
+     imageswap/baseline ratios are printed and written to
+     results/compare.json.
 7. Stop every server with SIGTERM. Each must exit 0.
 8. Hand the figures to report.py. It writes results/SCENARIO.json and gives
    back the RESULT line, which is printed last and is the only thing on
@@ -42,10 +50,12 @@ Settings (environment; empty counts as unset): RATE, DURATION, P99_MS,
 STEPS, STEP_SECONDS (10), SPIKE_RATE go to k6 (see loadtest/imageswap.js).
 steady and soak default RATE to half of the sustainable rate in
 results/max.json, and spike's peak (SPIKE_RATE) to all of it.
-COMPARE_RATE (compare's k6 rate, 1500), COMPARE_ROUNDS (wrk rounds per
-server, 3), COMPARE_WARN (1: also measure imageswap at --log-level warn, to
-show what its per-review log line costs; 0 to skip), WRK_DURATION (20s),
-WRK_CONNECTIONS (16), WRK_THREADS (2). GOGC (k6's, 400). SAMPLE_SECONDS
+compare: COMPARE_ROUNDS (3), COMPARE_SECONDS (each phase, 10),
+COMPARE_WARN (0; 1 also measures imageswap at --log-level warn, to show
+what its per-review log line costs), SERVER_CPU (1) and LOAD_CPU (0) (the
+cores of taskset -c), WRK_CONNECTIONS (16), WRK_THREADS (1: one core),
+H2_CLIENTS (4), H2_STREAMS (32), H2_RATE (the fixed rate in req/s; by
+default half the lower of the two servers' HTTP/2 ceilings in round 1). GOGC (k6's, 400). SAMPLE_SECONDS
 (the RSS sampling interval, 2). RESULTS_DIR (loadtest/results).
 QUIET_LOAD=0.7: on a shared machine, wait (up to QUIET_WAIT_S, 900 s) until
 the 1-minute load average is below it. Raw output (k6 summaries, wrk output,
@@ -112,7 +122,7 @@ MAPS_EVERY_S = 1
 CERT_EVERY_MAPS = 10
 RELOAD_SETTLE_S = 1
 # compare: the pause after each load phase.
-PHASE_PAUSE_S = 2
+PHASE_PAUSE_S = 1
 # QUIET_LOAD: how often the load average is read.
 QUIET_POLL_S = 10
 # What a failed HTTPS request raises.
@@ -169,7 +179,7 @@ class Run:
 
 def check_tools(scenario):
     """Fail with one line when a tool the scenario needs is not on PATH."""
-    needed = ["k6", "openssl"] + (["wrk"] if scenario == "compare" else [])
+    needed = ["openssl", "wrk", "h2load", "taskset"] if scenario == "compare" else ["k6", "openssl"]
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
         raise LoadTestError(f"{' and '.join(missing)} not found on PATH; install with {INSTALL_SCRIPT}")
@@ -233,6 +243,8 @@ def machine_info():
         "cpu_model": model,
         "loadavg_before": loadavg(),
         "k6": output("k6", "version"),
+        "wrk": " ".join(output("wrk", "-v").split()[:2]),
+        "h2load": output("h2load", "--version"),
         "commit": output("git", "rev-parse", "--short", "HEAD"),
     }
 
@@ -378,10 +390,12 @@ class Server:
         say(f"{self.name} stopped (exit 0)")
 
 
-def spawn(run, name, command):
-    """Start COMMAND with its output in WORK/NAME.log; stopped at the end of the run whatever happens."""
+def spawn(run, name, command, cpu=None):
+    """Start COMMAND (pinned to core CPU with taskset when given) with its
+    output in WORK/NAME.log; stopped at the end of the run whatever happens."""
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     with open(run.work / f"{name}.log", "wb") as log:
-        process = subprocess.Popen([str(part) for part in command], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*pin, *(str(part) for part in command)], stdout=log, stderr=subprocess.STDOUT)
     run.children.append(process)
     return process
 
@@ -399,23 +413,23 @@ def wait_ready(run, server, probe):
     raise LoadTestError(f"{server.name} on port {server.port} was not ready after {READY_POLLS * READY_POLL_S:g} s")
 
 
-def start_imageswap(run, maps, certs, name="imageswap", flags=()):
+def start_imageswap(run, maps, certs, name="imageswap", flags=(), cpu=None):
     """`imageswap serve` on a free port with MAPS and CERTS/tls.{crt,key}, ready."""
     port = free_port()
     process = spawn(run, name, [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--tls-cert", certs / "tls.crt",
-                                "--tls-key", certs / "tls.key", "--maps", maps, *run.server_args, *flags])
+                                "--tls-key", certs / "tls.key", "--maps", maps, *run.server_args, *flags], cpu)
     server = Server(name, process, port)
     wait_ready(run, server, lambda s: https(run, s.url + "readyz"))
     say(f"{name} pid {process.pid} on {server.url} ({' '.join([*run.server_args, *flags])})")
     return server
 
 
-def start_baseline(run, certs, response):
+def start_baseline(run, certs, response, cpu=None):
     """The bare baseline server answering RESPONSE to every request, ready
     (it has no /readyz: any HTTPS answer will do)."""
     port = free_port()
     command = [BASELINE_BIN, f"127.0.0.1:{port}", certs / "tls.crt", certs / "tls.key", response]
-    process = spawn(run, "baseline", command)
+    process = spawn(run, "baseline", command, cpu)
     server = Server("baseline", process, port)
     wait_ready(run, server, lambda s: https(run, s.url, data=b"{}"))
     say(f"baseline pid {process.pid} on {server.url}")
@@ -598,35 +612,82 @@ def run_single(run):
     return passed, line
 
 
-def expected_swaps(response):
-    """How many JSON patch operations an AdmissionReview answer carries."""
+def check_answer(response, swaps_expected):
+    """The answer imageswap gave the compare review must be the one the
+    baseline replays: allowed, with a patch of SWAPS_EXPECTED operations."""
     answer = json.loads(response)["response"]
-    return len(json.loads(base64.b64decode(answer["patch"]))) if "patch" in answer else 0
+    swaps = len(json.loads(base64.b64decode(answer["patch"]))) if "patch" in answer else 0
+    if not answer.get("allowed") or swaps != swaps_expected:
+        raise LoadTestError(f"imageswap answered the compare review with {swaps} swaps, not {swaps_expected}")
 
 
-def measure_phase(run, server, tool, round_, swaps):
-    """One load run against one server (k6 at COMPARE_RATE, or wrk), with the
-    server's CPU time over it; returns the phase record report.compare reads."""
+# The compare review swaps all 4 of its containers.
+COMPARE_SWAPS = 4
+
+
+def generator(command):
+    """A load generator's command line, pinned to LOAD_CPU."""
+    return ["taskset", "-c", env("LOAD_CPU", "0"), *[str(part) for part in command]]
+
+
+def latency_percentiles(log_file):
+    """p50/p90/p99/max in ms from an h2load --log-file (start µs, status, µs to the end of the response)."""
+    values = []
+    with open(log_file) as f:
+        for line in f:
+            fields = line.split("\t")
+            if len(fields) >= 3:
+                values.append(int(fields[2]))
+    return report.percentiles_ms(values)
+
+
+def h2load_figures(text, log_file):
+    """The figures of one h2load run, from its output and its --log-file (None when it printed none)."""
+    figures = report.parse_h2load(text)
+    if figures is None:
+        return None
+    figures.update(latency_percentiles(log_file) if log_file.exists() else {})
+    return figures
+
+
+def measure_phase(run, server, tool, round_, rate=None):
+    """One load run against one server with the server's CPU time over it;
+    returns the phase record report.compare reads. TOOL: wrk (HTTP/1.1, as
+    fast as it goes), h2load (HTTP/2, as fast as it goes) or h2load_rate
+    (HTTP/2 at RATE req/s in all)."""
     stem = run.work / f"{server.name}-{tool}-{round_}"
-    figures, raw = Path(f"{stem}.json"), Path(f"{stem}.txt")
-    say(f"{tool} → {server.name} (round {round_}; load {loadavg()[0]})")
-    before = server.cpu_ticks()
-    if tool == "k6":
-        status = run_k6(run, server, figures, {
-            "RATE": env("COMPARE_RATE", "1500"), "DURATION": env("DURATION", "20s"),
-            "REVIEW_FILE": str(COMPARE_REVIEW), "EXPECT_SWAPS": str(swaps)})
+    figures, raw, log_file = Path(f"{stem}.json"), Path(f"{stem}.txt"), Path(f"{stem}.log")
+    seconds = env("COMPARE_SECONDS", "10")
+    say(f"{tool}{f' at {rate}/s' if rate else ''} → {server.name} (round {round_}; load {loadavg()[0]})")
+    if tool == "wrk":
+        command = ["wrk", f"-t{env('WRK_THREADS', '1')}", f"-c{env('WRK_CONNECTIONS', '16')}",
+                   # A 10 s timeout: wrk's 2 s counts a generator starved by a
+                   # busy machine as the server's error.
+                   f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", LT / "wrk-post.lua", server.url]
     else:
-        command = ["wrk", f"-t{env('WRK_THREADS', '2')}", f"-c{env('WRK_CONNECTIONS', '16')}",
-                   f"-d{env('WRK_DURATION', '20s')}", "--latency", "-s", str(LT / "wrk-post.lua"), server.url]
-        with open(raw, "wb") as log:
-            status = subprocess.run(command, env=dict(os.environ, REVIEW_FILE=str(COMPARE_REVIEW)),
-                                    stdout=log, stderr=subprocess.STDOUT).returncode
+        clients = int(env("H2_CLIENTS", "4"))
+        command = ["h2load", "-t1", f"-c{clients}", f"-m{env('H2_STREAMS', '32')}", f"-D{seconds}",
+                   "-d", COMPARE_REVIEW, "-H", "content-type: application/json", f"--log-file={log_file}",
+                   server.url]
+        if rate:
+            # --rps is per client.
+            command.insert(-1, f"--rps={max(1, round(rate / clients))}")
+    before = server.cpu_ticks()
+    with open(raw, "wb") as out:
+        status = subprocess.run(generator(command), env=dict(os.environ, REVIEW_FILE=str(COMPARE_REVIEW)),
+                                stdout=out, stderr=subprocess.STDOUT).returncode
+    cpu_ticks = server.cpu_ticks() - before
+    text = raw.read_text(errors="replace")
+    if tool == "wrk":
         # wrk-post.lua prints its figures as one `WRK_JSON {...}` line.
-        lines = raw.read_text(errors="replace").splitlines()
         figures.write_text("".join(line.removeprefix("WRK_JSON ") + "\n"
-                                   for line in lines if line.startswith("WRK_JSON ")))
-    phase = {"server": server.name, "tool": tool, "round": round_, "cpu_ticks": server.cpu_ticks() - before,
-             "clk_tck": CLK_TCK, "status": status, "file": str(figures),
+                                   for line in text.splitlines() if line.startswith("WRK_JSON ")))
+    else:
+        parsed = h2load_figures(text, log_file)
+        figures.write_text(json.dumps(parsed) + "\n" if parsed else "")
+        log_file.unlink(missing_ok=True)
+    phase = {"server": server.name, "tool": tool, "round": round_, "cpu_ticks": cpu_ticks,
+             "clk_tck": CLK_TCK, "status": status, "file": str(figures), "offered_rps": rate,
              "loadavg": " ".join(loadavg())}
     with open(run.work / "phases.jsonl", "a") as phases:
         phases.write(json.dumps(phase) + "\n")
@@ -634,31 +695,49 @@ def measure_phase(run, server, tool, round_, swaps):
     return phase
 
 
+def fixed_rate(phases):
+    """H2_RATE, else half the lower HTTP/2 ceiling of the servers in PHASES
+    (rounded down to a hundred): a load both can carry, for the p99."""
+    if env("H2_RATE"):
+        return int(env("H2_RATE"))
+    ceilings = []
+    for phase in phases:
+        try:
+            ceilings.append(report.load_json(phase["file"])["rps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise LoadTestError(f"no HTTP/2 ceiling from {phase['server']} (see {phase['file']})") from None
+    return max(100, int(min(ceilings) / 2 // 100 * 100))
+
+
 def run_compare(run):
-    """imageswap (and its warn variant) and the baseline, loaded one after
-    the other with the same review. Returns (ok, RESULT line)."""
+    """imageswap and the baseline (and with COMPARE_WARN=1 imageswap at WARN),
+    each on SERVER_CPU, loaded in turn with the same review. Returns (ok, RESULT line)."""
     certs = run.work / "tls"
     make_ca(run)
     make_leaf(run, certs)
     machine = machine_info()
-    servers = [start_imageswap(run, MAPS_FILE, certs)]
-    warn = None
-    if env("COMPARE_WARN", "1") == "1":
-        warn = start_imageswap(run, MAPS_FILE, certs, "imageswap_warn", ["--log-level", "warn"])
+    cpu = env("SERVER_CPU", "1")
+    machine.update({"server_cpu": cpu, "load_cpu": env("LOAD_CPU", "0")})
+    servers = [start_imageswap(run, MAPS_FILE, certs, cpu=cpu)]
     # The baseline answers exactly what imageswap answers to this review.
     response = https(run, servers[0].url, data=COMPARE_REVIEW.read_bytes(),
                      headers={"Content-Type": "application/json"})
+    check_answer(response, COMPARE_SWAPS)
     (run.work / "response.json").write_bytes(response)
-    swaps = expected_swaps(response)
-    servers.append(start_baseline(run, certs, run.work / "response.json"))
-    if warn:
-        servers.append(warn)
+    servers.append(start_baseline(run, certs, run.work / "response.json", cpu=cpu))
+    if env("COMPARE_WARN", "0") == "1":
+        servers.append(start_imageswap(run, MAPS_FILE, certs, "imageswap_warn", ["--log-level", "warn"], cpu=cpu))
 
-    phases = [measure_phase(run, server, "k6", 1, swaps) for server in servers]
     # Rounds interleave the servers, so a burst of load from elsewhere on the
     # machine hits all of them alike; the report takes medians.
+    phases, rate = [], None
     for round_ in range(1, int(env("COMPARE_ROUNDS", "3")) + 1):
-        phases += [measure_phase(run, server, "wrk", round_, swaps) for server in servers]
+        for tool in ("wrk", "h2load"):
+            phases += [measure_phase(run, server, tool, round_) for server in servers]
+        if rate is None:
+            rate = fixed_rate([p for p in phases if p["tool"] == "h2load"])
+            say(f"HTTP/2 fixed rate for the p99: {rate}/s")
+        phases += [measure_phase(run, server, "h2load_rate", round_, rate) for server in servers]
     hwm_kib = {server.name: server.memory_kib("VmHWM") for server in servers}
     for server in servers:
         server.stop()

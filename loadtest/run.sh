@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load-test a local `imageswap serve` with k6 (and wrk for `compare`):
+# Load-test a local `imageswap serve` with k6 (wrk and h2load for `compare`):
 #
 #   loadtest/run.sh smoke|steady|max|soak|reload|spike|compare
 #
@@ -11,5 +11,5 @@
 #   RESULT scenario=<s> rps=<n> p50_ms=<x> p99_ms=<x> errors=<n> cpu_us_per_req=<x> rss_mib=<n>
 #
 # with a non-zero exit status when a threshold or a check fails. It installs
-# nothing: scripts/install-loadtest-tools installs k6 and wrk.
+# nothing: scripts/install-loadtest-tools installs k6, wrk and h2load.
 exec python3 "$(dirname "$0")/run.py" "$@"

@@ -28,12 +28,19 @@ def fmt(value, digits=1):
     return f"{value:,.{digits}f}"
 
 
+TITLES = {
+    "wrk": "HTTP/1.1, wrk, 16 connections: the ceiling",
+    "h2load": "HTTP/2, h2load, 4 connections × 32 streams: the ceiling",
+    "h2load_rate": "HTTP/2, h2load, 4 connections × 32 streams at a fixed {rate:,} req/s for both",
+}
+
+
 def compare_table(run):
     lines = []
-    for tool, title in (("wrk", "wrk, HTTP/1.1 keep-alive, 16 connections, the server's ceiling"),
-                        ("k6", "k6, HTTP/2, a fixed 1,500 req/s")):
+    for tool in [t for t in TITLES if t in run["medians"]]:
         table = run["medians"][tool]
         count = len(run["runs"][tool]["imageswap"])
+        title = TITLES[tool].format(rate=run.get("h2_fixed_rate_rps") or 0)
         lines += [f"**{title}** ({f'medians of {count} rounds' if count > 1 else 'one round'})", "",
                   "| server | req/s | p50 ms | p99 ms | CPU µs/request |", "|---|---:|---:|---:|---:|"]
         for server in [s for s in ("imageswap", "imageswap_warn", "baseline") if s in table]:

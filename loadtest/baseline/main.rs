@@ -3,7 +3,10 @@
 //! the ring provider, its safe default protocol versions, ALPN `h2` then
 //! `http/1.1`, the same certificate), the same runtime (tokio multi-thread,
 //! one worker per core) and the same connection handling (hyper 1 auto
-//! HTTP/1.1 + HTTP/2, `TCP_NODELAY`), reads each request body whole, and
+//! HTTP/1.1 + HTTP/2, `TCP_NODELAY`, and imageswap's `server::Protocols`
+//! settings: the HTTP/1.1 header-read timeout, HTTP/2 keep-alive pings and
+//! at most 200 concurrent streams, so the HTTP/2 limit is the same for
+//! both), reads each request body whole, and
 //! answers every request with one fixed AdmissionReview response. Whatever
 //! imageswap spends beyond this is its own work: routing, the tower stack,
 //! decoding the review, deciding, writing the patch, metrics.
@@ -22,6 +25,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -30,12 +34,19 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+/// imageswap's `server::{HEADER_READ_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL,
+/// HTTP2_KEEPALIVE_TIMEOUT, HTTP2_MAX_CONCURRENT_STREAMS}`.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -72,7 +83,17 @@ async fn serve(listen: SocketAddr, tls: TlsAcceptor, response: Bytes) -> anyhow:
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     eprintln!("baseline: serving on https://{}", listener.local_addr()?);
     loop {

@@ -65,23 +65,51 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write!(
-            writer,
-            r#"{{"timestamp":"{}","level":"{}""#,
-            humantime::format_rfc3339_micros(SystemTime::now()),
-            level_name(*event.metadata().level())
-        )?;
-        let mut fields = JsonFields {
-            out: &mut writer,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        if let Some((trace_id, span_id)) = self.ids(ctx, event) {
-            write!(writer, r#","trace_id":"{trace_id}","span_id":"{span_id}""#)?;
-        }
-        writer.write_str("}\n")
+        let ids = self.ids(ctx, event);
+        // The line is built in a `String` of this thread and handed to the
+        // writer whole: `Writer` is a `dyn fmt::Write`, and the dozen small
+        // writes of each field through it cost about 600 instructions a
+        // field, 34 fields an admission (`loadtest/profile.sh`).
+        LINE.with(|cell| {
+            let Ok(mut line) = cell.try_borrow_mut() else {
+                // Only if formatting a line logged another one.
+                return write_line(&mut writer, event, ids);
+            };
+            line.clear();
+            let result = write_line(&mut *line, event, ids).and_then(|()| writer.write_str(&line));
+            if line.capacity() > LINE_KEEP_MAX_BYTES {
+                *line = String::new();
+            }
+            result
+        })
     }
+}
+
+thread_local! {
+    /// The line being formatted (see `format_event`), kept between lines.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// A line buffer grown beyond this by one long line is not kept.
+const LINE_KEEP_MAX_BYTES: usize = 16 * 1024;
+
+/// `{"timestamp":…,"level":…,<fields>…[,"trace_id":…,"span_id":…]}` and a newline.
+fn write_line<W: Write>(out: &mut W, event: &Event<'_>, ids: Option<(String, String)>) -> fmt::Result {
+    out.write_str(r#"{"timestamp":""#)?;
+    write_timestamp(out, SystemTime::now())?;
+    out.write_str(r#"","level":""#)?;
+    out.write_str(level_name(*event.metadata().level()))?;
+    out.write_char('"')?;
+    let mut fields = JsonFields {
+        out: &mut *out,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    if let Some((trace_id, span_id)) = ids {
+        write!(out, r#","trace_id":"{trace_id}","span_id":"{span_id}""#)?;
+    }
+    out.write_str("}\n")
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -163,12 +191,67 @@ impl<W: Write> Visit for JsonFields<'_, W> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         // The message is `format_args!` (its Debug is its text); a plain
-        // `&str` message arrives through `record_str`.
-        let mut text = String::new();
-        if write!(text, "{value:?}").is_ok() {
-            self.string(field, &text);
+        // `&str` message arrives through `record_str`. Escaped on its way
+        // into the line, not through a `String` of its own: that allocation
+        // and copy cost about 3 k instructions a line (`loadtest/profile.sh`).
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| {
+                self.out.write_char('"')?;
+                write!(Escaping(&mut *self.out), "{value:?}")?;
+                self.out.write_char('"')
+            });
         }
     }
+}
+
+/// A `fmt::Write` that writes what it is given as the inside of a JSON string.
+struct Escaping<'a, W: Write + ?Sized>(&'a mut W);
+
+impl<W: Write + ?Sized> Write for Escaping<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_escaped(self.0, s)
+    }
+}
+
+thread_local! {
+    /// The second last formatted on this thread and its text up to the
+    /// seconds (`2026-12-01T11:31:25`): every line of a second shares it.
+    static SECOND: std::cell::Cell<(u64, [u8; SECOND_PREFIX_BYTES])> =
+        const { std::cell::Cell::new((u64::MAX, [0; SECOND_PREFIX_BYTES])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`.
+const SECOND_PREFIX_BYTES: usize = 19;
+
+/// Writes `time` as RFC 3339 UTC with microseconds, as
+/// `humantime::format_rfc3339_micros` does. The date and time of day are
+/// formatted (by humantime) once a second per thread and the microseconds
+/// appended: formatting the whole timestamp for each line cost about 1 k
+/// instructions a line, five lines an admission (`loadtest/profile.sh`).
+fn write_timestamp<W: Write + ?Sized>(out: &mut W, time: SystemTime) -> fmt::Result {
+    // A clock before 1970 (humantime panics on it) reads as the epoch.
+    let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let time = SystemTime::UNIX_EPOCH + since_epoch;
+    let second = since_epoch.as_secs();
+    let (cached, mut prefix) = SECOND.get();
+    if cached != second {
+        let text = humantime::format_rfc3339_seconds(time).to_string();
+        match text.as_bytes().get(..SECOND_PREFIX_BYTES) {
+            Some(head) => prefix.copy_from_slice(head),
+            None => return write!(out, "{}", humantime::format_rfc3339_micros(time)),
+        }
+        SECOND.set((second, prefix));
+    }
+    // The prefix is ASCII, as humantime wrote it.
+    out.write_str(std::str::from_utf8(&prefix).map_err(|_| fmt::Error)?)?;
+    let micros = since_epoch.subsec_micros();
+    let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'Z'];
+    let mut rest = micros;
+    for digit in digits[1..7].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
 }
 
 /// Writes `value` as the inside of a JSON string, with the response
@@ -186,6 +269,35 @@ mod tests {
         let mut out = String::new();
         write_escaped(&mut out, value).unwrap();
         out
+    }
+
+    #[test]
+    fn timestamps_are_humantimes_rfc3339_micros() {
+        let base = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_588_685);
+        // Within one second (the cached prefix), across seconds, days and
+        // years, and back in time (another thread's clock may be behind).
+        for offset_us in [
+            0u64,
+            1,
+            999_999,
+            1_000_000,
+            86_399_999_999,
+            31_536_000_000_000,
+            7,
+            0,
+        ] {
+            let time = base + std::time::Duration::from_micros(offset_us);
+            let mut out = String::new();
+            write_timestamp(&mut out, time).unwrap();
+            assert_eq!(out, humantime::format_rfc3339_micros(time).to_string());
+        }
+        let mut before_epoch = String::new();
+        write_timestamp(
+            &mut before_epoch,
+            SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(before_epoch, "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]
