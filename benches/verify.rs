@@ -149,6 +149,20 @@ fn admit_verified(c: &mut Criterion) {
         "the registry has every target: {warm:?}"
     );
 
+    // The verifier's share alone: one warm check of the 4 targets.
+    let checks: Vec<Arc<str>> = targets.iter().map(|t| Arc::from(t.as_str())).collect();
+    c.bench_function("verifier_check/4_targets/cache_warm", |bench| {
+        bench.iter_batched(
+            || checks.clone(),
+            |checks| {
+                let mut future = verifier.check(checks, Duration::from_secs(1));
+                let mut cx = Context::from_waker(Waker::noop());
+                black_box(future.as_mut().poll(&mut cx).is_ready())
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
     let mut off = service(&maps, None, Arc::new(Metrics::new()));
     let mut on = service(&maps, Some(verifier), metrics.clone());
     // Both answer the same patch.
