@@ -74,6 +74,10 @@ pub struct Setup {
     pub verify_on_error: OnError,
     pub verify_timeout: Duration,
     pub pull_secrets: PullSecrets,
+    /// Verification settings for the server to build its own verifier from
+    /// (`Server::bind`, as `serve` does: the registry client, the
+    /// credentials file in the reloader); overrides `verifier`.
+    pub verify: Option<VerifyArgs>,
 }
 
 /// Verification settings: verify.md's defaults, `on` or `off`.
@@ -116,6 +120,7 @@ impl Default for Setup {
             verify_on_error: OnError::Swap,
             verify_timeout: Duration::from_secs(1),
             pull_secrets: PullSecrets::default(),
+            verify: None,
         }
     }
 }
@@ -207,17 +212,21 @@ impl TestServer {
             dev: false,
             reload_poll: setup.reload_poll,
             traces: None,
-            verify: verify_args(
-                setup.verifier.is_some(),
-                setup.verify_on_error,
-                setup.verify_timeout,
-            ),
+            verify: setup.verify.clone().unwrap_or_else(|| {
+                verify_args(
+                    setup.verifier.is_some(),
+                    setup.verify_on_error,
+                    setup.verify_timeout,
+                )
+            }),
             pull_secrets: setup.pull_secrets,
         };
         let metrics = setup.metrics.unwrap_or_else(|| Arc::new(Metrics::new()));
-        let server = Server::bind_with(config, metrics, setup.verifier)
-            .await
-            .expect("server binds");
+        let server = match setup.verify {
+            Some(_) => Server::bind(config, metrics).await,
+            None => Server::bind_with(config, metrics, setup.verifier).await,
+        }
+        .expect("server binds");
         Bound {
             server,
             ca,

@@ -1,9 +1,11 @@
 //! Mirror verification against the real registry (Debian's docker-registry,
 //! CNCF distribution 2.8; see `support::registry`): the client's answers
 //! and authentication (`registry`), the behaviour under churn (`churn`),
-//! and `imageswap swap --verify` (`swap`).
+//! `imageswap swap --verify` (`swap`), and the whole server checking
+//! against it (`end_to_end`).
 
 mod churn;
+mod end_to_end;
 mod registry;
 mod swap;
 
