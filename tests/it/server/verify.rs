@@ -15,7 +15,7 @@ use imageswap::verify::{CheckError, CheckFuture, CheckImages, CheckOutcome, OnEr
 use serde_json::{Value, json};
 
 use crate::support::server::{Protocol, Setup, TestServer};
-use crate::support::{decoded_patch, pod_review};
+use crate::support::{applied, pod_review};
 
 /// Answers by the target's text: `missing` for a target naming nginx,
 /// a 503 for envoy, present for the rest; remembers every call.
@@ -74,18 +74,6 @@ async fn start(verifier: Option<Arc<dyn CheckImages>>, on_error: OnError, timeou
         ..Setup::default()
     })
     .await
-}
-
-/// The review's object with the answer's patch applied.
-fn applied(review: &[u8], answer: &Value) -> Value {
-    let review: Value = serde_json::from_slice(review).expect("review JSON");
-    let mut object = review["request"]["object"].clone();
-    let patch = decoded_patch(answer);
-    if !patch.is_null() {
-        let ops: json_patch::Patch = serde_json::from_value(patch.clone()).expect("an RFC 6902 patch");
-        json_patch::patch(&mut object, &ops).unwrap_or_else(|e| panic!("the patch applies: {e}: {patch}"));
-    }
-    object
 }
 
 fn images(object: &Value) -> Vec<String> {

@@ -104,6 +104,19 @@ pub fn decoded_patch(answer: &serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// The review's object with the answer's patch applied (RFC 6902, by the
+/// `json-patch` crate): what the API server would store.
+pub fn applied(review: &[u8], answer: &serde_json::Value) -> serde_json::Value {
+    let review: serde_json::Value = serde_json::from_slice(review).expect("review JSON");
+    let mut object = review["request"]["object"].clone();
+    let patch = decoded_patch(answer);
+    if !patch.is_null() {
+        let ops: json_patch::Patch = serde_json::from_value(patch.clone()).expect("an RFC 6902 patch");
+        json_patch::patch(&mut object, &ops).unwrap_or_else(|e| panic!("the patch applies: {e}: {patch}"));
+    }
+    object
+}
+
 /// A review of a Pod with these container images, uid `uid`.
 pub fn pod_review(uid: &str, images: &[&str]) -> Vec<u8> {
     let containers: Vec<serde_json::Value> = images

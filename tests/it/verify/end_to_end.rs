@@ -21,7 +21,7 @@ use super::{SLOW, Setup, args};
 use crate::support::binary::{Running, http_get, http_post};
 use crate::support::registry::{Auth, Front, HANG, Registry};
 use crate::support::server::{self, Protocol, TestServer, kube_volume_write};
-use crate::support::{decoded_patch, eventually, pod_review};
+use crate::support::{applied, eventually, pod_review};
 
 const USER: &str = "robot";
 const PASSWORD: &str = "s3cret";
@@ -110,18 +110,6 @@ impl Mirror {
 fn docker_config(host: &str, user: &str, password: &str) -> String {
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#)
-}
-
-/// The review's object with the answer's patch applied.
-fn applied(review: &[u8], answer: &Value) -> Value {
-    let review: Value = serde_json::from_slice(review).expect("review JSON");
-    let mut object = review["request"]["object"].clone();
-    let patch = decoded_patch(answer);
-    if !patch.is_null() {
-        let ops: json_patch::Patch = serde_json::from_value(patch.clone()).expect("an RFC 6902 patch");
-        json_patch::patch(&mut object, &ops).unwrap_or_else(|e| panic!("the patch applies: {e}: {patch}"));
-    }
-    object
 }
 
 fn images(spec: &Value) -> Vec<String> {
