@@ -15,7 +15,7 @@ use imageswap::verify::{CheckError, CheckFuture, CheckImages, CheckOutcome, OnEr
 use serde_json::{Value, json};
 
 use crate::support::server::{Protocol, Setup, TestServer};
-use crate::support::{applied, pod_review};
+use crate::support::{applied, container_images, pod_review, warnings};
 
 /// Answers by the target's text: `missing` for a target naming nginx,
 /// a 503 for envoy, present for the rest; remembers every call.
@@ -76,22 +76,6 @@ async fn start(verifier: Option<Arc<dyn CheckImages>>, on_error: OnError, timeou
     .await
 }
 
-fn images(object: &Value) -> Vec<String> {
-    object["spec"]["containers"]
-        .as_array()
-        .expect("containers")
-        .iter()
-        .map(|c| c["image"].as_str().expect("image").to_owned())
-        .collect()
-}
-
-fn warnings(answer: &Value) -> Vec<String> {
-    answer["response"]["warnings"]
-        .as_array()
-        .map(|w| w.iter().filter_map(|w| w.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
 fn counter(server: &TestServer, sample: &str) -> u64 {
     let text = server.metrics_text();
     text.lines()
@@ -118,7 +102,7 @@ async fn missing_is_kept_present_patched_and_errors_swapped_by_default() {
     let targets = &calls[0].0;
     assert_eq!(targets.len(), 3, "every swapped image is checked: {targets:?}");
     assert!(calls[0].1 <= Duration::from_secs(5), "budget {:?}", calls[0].1);
-    let final_images = images(&applied(&review, &answer));
+    let final_images = container_images(&applied(&review, &answer)["spec"]);
     assert_eq!(
         final_images,
         ["nginx:1.27", targets[1].as_str(), targets[2].as_str()]
@@ -153,7 +137,7 @@ async fn on_error_keep_keeps_the_unverified_image() {
         .post(&server.url("/"), review.clone())
         .await
         .json();
-    let final_images = images(&applied(&review, &answer));
+    let final_images = container_images(&applied(&review, &answer)["spec"]);
     assert_eq!(final_images[0], "nginx:1.27");
     assert_eq!(final_images[2], "envoyproxy/envoy:v1.31");
     assert_ne!(final_images[1], "redis:8", "the present one is swapped");
@@ -182,7 +166,7 @@ async fn a_checker_that_never_answers_is_cut_at_the_budget_and_the_policy_decide
         let answer = client.post(&server.url("/"), review.clone()).await;
         assert_eq!(answer.status, StatusCode::OK, "{on_error:?}");
         let answer = answer.json();
-        let final_image = images(&applied(&review, &answer)).remove(0);
+        let final_image = container_images(&applied(&review, &answer)["spec"]).remove(0);
         assert_eq!(final_image != "redis:8", patched, "{on_error:?}: {answer}");
         let warning = &warnings(&answer)[0];
         assert!(warning.ends_with(": timeout after 200ms"), "{warning}");
@@ -213,7 +197,7 @@ async fn the_admission_deadline_bounds_the_wait_below_the_verify_timeout() {
         .await;
     assert_eq!(answer.status, StatusCode::OK);
     let answer = answer.json();
-    assert_eq!(images(&applied(&review, &answer)), ["redis:8"]);
+    assert_eq!(container_images(&applied(&review, &answer)["spec"]), ["redis:8"]);
     let warning = &warnings(&answer)[0];
     assert!(
         warning.starts_with("imageswap: kept redis:8: timeout after "),
@@ -305,7 +289,10 @@ async fn pull_secrets_are_added_for_images_that_end_up_in_the_mirror() {
     let review = pod_review("s-1", &["nginx:1.27"]);
     let answer = client.post(&server.url("/"), review.clone()).await.json();
     let pod = applied(&review, &answer);
-    assert!(images(&pod)[0].starts_with("mirror.example.com/"), "{pod}");
+    assert!(
+        container_images(&pod["spec"])[0].starts_with("mirror.example.com/"),
+        "{pod}"
+    );
     assert_eq!(pod["spec"]["imagePullSecrets"], json!([{"name": "mirror-pull"}]));
 
     let spec = json!({"imagePullSecrets": [{"name": "team"}],
@@ -324,7 +311,7 @@ async fn pull_secrets_are_added_for_images_that_end_up_in_the_mirror() {
     let answer = client.post(&server.url("/"), review.clone()).await.json();
     let pod = applied(&review, &answer);
     assert!(
-        images(&pod)[0].starts_with("mirror.example.com/"),
+        container_images(&pod["spec"])[0].starts_with("mirror.example.com/"),
         "still swapped: {pod}"
     );
     assert!(pod["spec"].get("imagePullSecrets").is_none(), "{pod}");

@@ -117,6 +117,24 @@ pub fn applied(review: &[u8], answer: &serde_json::Value) -> serde_json::Value {
     object
 }
 
+/// The `image` of each entry of a pod spec's `containers`.
+pub fn container_images(spec: &serde_json::Value) -> Vec<String> {
+    spec["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .map(|c| c["image"].as_str().expect("image").to_owned())
+        .collect()
+}
+
+/// The answer's `response.warnings` (none: empty).
+pub fn warnings(answer: &serde_json::Value) -> Vec<String> {
+    answer["response"]["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|w| w.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
 /// A review of a Pod with these container images, uid `uid`.
 pub fn pod_review(uid: &str, images: &[&str]) -> Vec<u8> {
     let containers: Vec<serde_json::Value> = images

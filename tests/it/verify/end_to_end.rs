@@ -21,7 +21,7 @@ use super::{SLOW, Setup, args};
 use crate::support::binary::{Running, http_get, http_post};
 use crate::support::registry::{Auth, Front, HANG, Registry};
 use crate::support::server::{self, Protocol, TestServer, kube_volume_write};
-use crate::support::{applied, eventually, pod_review};
+use crate::support::{applied, container_images, eventually, pod_review, warnings};
 
 const USER: &str = "robot";
 const PASSWORD: &str = "s3cret";
@@ -112,22 +112,6 @@ fn docker_config(host: &str, user: &str, password: &str) -> String {
     format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#)
 }
 
-fn images(spec: &Value) -> Vec<String> {
-    spec["containers"]
-        .as_array()
-        .expect("containers")
-        .iter()
-        .map(|c| c["image"].as_str().expect("image").to_owned())
-        .collect()
-}
-
-fn warnings(answer: &Value) -> Vec<String> {
-    answer["response"]["warnings"]
-        .as_array()
-        .map(|w| w.iter().filter_map(|w| w.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
 /// The value of one sample of a metrics text; `None` when absent.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -208,7 +192,7 @@ fn the_binary_patches_what_the_mirror_has_and_warns_of_what_it_lacks() {
     let (_, json_body) = response.split_once("\r\n\r\n").expect("a body");
     let answer: Value = serde_json::from_str(json_body).expect("JSON answer");
     let pod = applied(&body, &answer);
-    assert_eq!(images(&pod["spec"]), [m.present.as_str(), "gone:1"]);
+    assert_eq!(container_images(&pod["spec"]), [m.present.as_str(), "gone:1"]);
     assert_eq!(pod["spec"]["imagePullSecrets"], json!([{"name": SECRET}]));
     assert_eq!(
         warnings(&answer),
@@ -258,7 +242,7 @@ async fn templates_get_the_pull_secret_and_a_pod_update_does_not() {
     let answer = review(&server, &body).await;
     let deployment = applied(&body, &answer);
     let spec = &deployment["spec"]["template"]["spec"];
-    assert_eq!(images(spec), ["gone:1", m.present.as_str()]);
+    assert_eq!(container_images(spec), ["gone:1", m.present.as_str()]);
     assert_eq!(spec["imagePullSecrets"], json!([{"name": SECRET}]));
     assert_eq!(
         warnings(&answer),
@@ -273,7 +257,7 @@ async fn templates_get_the_pull_secret_and_a_pod_update_does_not() {
     let body = pod_update("e2e-update", &["app:1"]);
     let answer = review(&server, &body).await;
     let pod = applied(&body, &answer);
-    assert_eq!(images(&pod["spec"]), [m.present.as_str()], "{answer}");
+    assert_eq!(container_images(&pod["spec"]), [m.present.as_str()], "{answer}");
     assert!(pod["spec"].get("imagePullSecrets").is_none(), "{pod}");
     assert!(warnings(&answer).is_empty(), "{answer}");
 
@@ -316,7 +300,7 @@ async fn a_credentials_secret_replaced_at_run_time_is_used_without_restart() {
     // Wrong credentials: an error (never "missing"), kept by the policy.
     let body = pod_review("e2e-cred-1", &["app:1"]);
     let answer = review(&server, &body).await;
-    assert_eq!(images(&applied(&body, &answer)["spec"]), ["app:1"]);
+    assert_eq!(container_images(&applied(&body, &answer)["spec"]), ["app:1"]);
     assert_eq!(
         warnings(&answer),
         [format!("imageswap: kept app:1: {} answered 401", m.host)]
@@ -339,7 +323,7 @@ async fn a_credentials_secret_replaced_at_run_time_is_used_without_restart() {
     let body = pod_review("e2e-cred-2", &["app:1"]);
     let answer = review(&server, &body).await;
     let pod = applied(&body, &answer);
-    assert_eq!(images(&pod["spec"]), [m.present.as_str()]);
+    assert_eq!(container_images(&pod["spec"]), [m.present.as_str()]);
     assert_eq!(pod["spec"]["imagePullSecrets"], json!([{"name": SECRET}]));
     assert!(warnings(&answer).is_empty(), "{answer}");
 }
@@ -365,7 +349,7 @@ async fn a_hanging_mirror_is_answered_by_either_on_error_policy() {
         let pod = applied(&body, &answer);
         let expected = if patched { target.as_str() } else { "slow:1" };
         assert_eq!(
-            images(&pod["spec"]),
+            container_images(&pod["spec"]),
             [expected, m.present.as_str()],
             "{on_error:?}"
         );
@@ -402,7 +386,10 @@ async fn shadow_checks_against_the_mirror_and_patches_nothing() {
     let answer = review(&server, &body).await;
     assert!(answer["response"].get("patch").is_none(), "{answer}");
     assert!(answer["response"].get("warnings").is_none(), "{answer}");
-    assert_eq!(images(&applied(&body, &answer)["spec"]), ["app:1", "gone:1"]);
+    assert_eq!(
+        container_images(&applied(&body, &answer)["spec"]),
+        ["app:1", "gone:1"]
+    );
     let text = server.metrics_text();
     for outcome in ["present", "missing"] {
         let name = format!(
