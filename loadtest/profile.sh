@@ -53,8 +53,13 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 cd "$WORK"
 
+# The certificate in a directory of its own: the server watches the
+# certificate's directory for rotations, and the logs written next to it
+# would wake that watch on every line (about 3 k instructions a request of
+# inotify handling that no deployment has: there the logs go to stdout).
+mkdir -p tls
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=localhost" \
-  -addext "subjectAltName=IP:127.0.0.1" -keyout key.pem -out cert.pem 2>/dev/null
+  -addext "subjectAltName=IP:127.0.0.1" -keyout tls/key.pem -out tls/cert.pem 2>/dev/null
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -68,14 +73,14 @@ profile() {
     >"$WORK/$name.log" 2>&1 &
   pid=$!
   for i in $(seq 1 300); do
-    if curl -fsS --cacert cert.pem -o /dev/null --data-binary "@$REVIEW" "https://127.0.0.1:$port/" 2>/dev/null; then
+    if curl -fsS --cacert tls/cert.pem -o /dev/null --data-binary "@$REVIEW" "https://127.0.0.1:$port/" 2>/dev/null; then
       break
     fi
     sleep 0.1
   done
-  python3 "$CLIENT" "https://127.0.0.1:$port/" cert.pem "$REVIEW" "$WARMUP"
+  python3 "$CLIENT" "https://127.0.0.1:$port/" tls/cert.pem "$REVIEW" "$WARMUP"
   callgrind_control -z "$pid" >/dev/null
-  python3 "$CLIENT" "https://127.0.0.1:$port/" cert.pem "$REVIEW" "$N"
+  python3 "$CLIENT" "https://127.0.0.1:$port/" tls/cert.pem "$REVIEW" "$N"
   callgrind_control -d "$pid" >/dev/null
   kill -TERM "$pid"
   wait "$pid" || true
@@ -89,11 +94,11 @@ profile() {
 
 # The baseline answers exactly what imageswap answers to the review.
 port=$(free_port)
-"$ROOT/target/release/imageswap" serve --listen "127.0.0.1:$port" --tls-cert cert.pem --tls-key key.pem \
+"$ROOT/target/release/imageswap" serve --listen "127.0.0.1:$port" --tls-cert tls/cert.pem --tls-key tls/key.pem \
   --maps "$ROOT/loadtest/imageswap-maps.conf" >"$WORK/capture.log" 2>&1 &
 capture=$!
 for i in $(seq 1 100); do
-  curl -fsS --cacert cert.pem -o response.json --data-binary "@$REVIEW" "https://127.0.0.1:$port/" 2>/dev/null && break
+  curl -fsS --cacert tls/cert.pem -o response.json --data-binary "@$REVIEW" "https://127.0.0.1:$port/" 2>/dev/null && break
   sleep 0.1
 done
 kill -TERM "$capture"
@@ -105,11 +110,11 @@ wait "$capture" || true
 
 port=$(free_port)
 read -r _ imageswap_ipr imageswap_dump < <(profile imageswap "$port" "$ROOT/target/release/imageswap" serve \
-  --listen "127.0.0.1:$port" --tls-cert cert.pem --tls-key key.pem --maps "$ROOT/loadtest/imageswap-maps.conf" \
+  --listen "127.0.0.1:$port" --tls-cert tls/cert.pem --tls-key tls/key.pem --maps "$ROOT/loadtest/imageswap-maps.conf" \
   "${SERVER_ARGS[@]}")
 port=$(free_port)
 read -r _ baseline_ipr baseline_dump < <(profile baseline "$port" "$ROOT/target/release/examples/baseline" \
-  "127.0.0.1:$port" cert.pem key.pem response.json)
+  "127.0.0.1:$port" tls/cert.pem tls/key.pem response.json)
 
 echo "instructions per request (HTTP/1.1 keep-alive, TLS, $N requests after $WARMUP warm-up;"
 echo "imageswap serve ${SERVER_ARGS[*]}):"

@@ -96,10 +96,8 @@ pub fn escape<E>(s: &str, mut write: impl FnMut(&str) -> Result<(), E>) -> Resul
     let mut plain_from = 0;
     let mut i = 0;
     while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok())
-            && !needs_escape(u64::from_le_bytes(chunk))
-        {
-            i += 8;
+        if let Some(clean_to) = clean_run_end(bytes, i) {
+            i = clean_to;
             continue;
         }
         let escaped = match bytes.get(i) {
@@ -123,6 +121,34 @@ pub fn escape<E>(s: &str, mut write: impl FnMut(&str) -> Result<(), E>) -> Resul
         write(&s[plain_from..])?;
     }
     Ok(())
+}
+
+/// Where a run of bytes from `i` that needs no escape ends, checked a word
+/// at a time: the next eight bytes, or, near the end, the string's last
+/// eight (overlapping bytes already checked), or a short string's bytes
+/// one by one. `None` when the checked bytes hold one to escape: the caller
+/// then looks at byte `i` alone. Reading the tail as an overlapping word
+/// instead of byte by byte (or through a padded copy) made the escape of the
+/// log lines' keys and values, mostly under 16 bytes, about 40% cheaper
+/// (`loadtest/profile.sh`).
+#[inline]
+fn clean_run_end(bytes: &[u8], i: usize) -> Option<usize> {
+    let len = bytes.len();
+    let (from, to) = if len - i >= 8 {
+        (i, i + 8)
+    } else if len >= 8 {
+        (len - 8, len)
+    } else {
+        return bytes[i..].iter().all(|&b| !is_special(b)).then_some(len);
+    };
+    let word = <[u8; 8]>::try_from(&bytes[from..to]).ok()?;
+    (!needs_escape(u64::from_le_bytes(word))).then_some(to)
+}
+
+/// A byte JSON cannot hold as it is in a string.
+#[inline]
+const fn is_special(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20
 }
 
 /// Whether any of the eight bytes of `word` is a quote, a backslash or a

@@ -317,8 +317,10 @@ fn decide_object<'i, 'c>(
         Ok(None) => return (Verdict::NoPodSpec, Vec::new(), 0),
         Err(message) => return (Verdict::Malformed(message), Vec::new(), 0),
     };
+    // A Pod is its own template: its labels are read once.
+    let template_is_object = location.template.is_empty();
     if podspec::disabled(object, options.disable_label)
-        || podspec::disabled(pod.template, options.disable_label)
+        || (!template_is_object && podspec::disabled(pod.template, options.disable_label))
     {
         return (Verdict::Disabled, Vec::new(), 0);
     }
@@ -563,7 +565,8 @@ mod tests {
             "uid":"first","uid":"last","kind":{"kind":"Deployment"},"kind":{"kind":"Pod"},
             "object":{"metadata":{"labels":{"k8s.twr.io/imageswap":"disabled"}},"spec":{}},
             "object":{"kind":"Pod","metadata":{"labels":{"k8s.twr.io/imageswap":"disabled","k8s.twr.io/imageswap":"enabled"}},
-              "spec":{"containers":[{"name":"a","image":"hidden","image":"nginx"}]}}}}"#;
+              "spec":{"containers":[{"image":"hidden-list"},{"image":"hidden-list"}],
+                "containers":[{"name":"a","image":"hidden","image":"nginx"}]}}}}"#;
         let as_go: serde_json::Value = serde_json::from_slice(body).expect("json");
         assert_eq!(as_go["request"]["uid"], "last", "serde_json keeps the last too");
         let (verdict, answer) = run(body.to_vec()).expect("answered");
@@ -572,6 +575,11 @@ mod tests {
         let patch = crate::admission::tests::decoded(&answer);
         assert_eq!(patch[0]["path"], "/spec/containers/0/image");
         assert_eq!(patch[0]["value"], "m/nginx");
+        assert_eq!(
+            patch.as_array().map(Vec::len),
+            Some(1),
+            "only the last list: {patch}"
+        );
     }
 
     fn decoded(answer: &serde_json::Value) -> serde_json::Value {

@@ -7,7 +7,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use super::Verdict;
-use super::decode::{member, text, type_name};
+use super::decode::{member, members, text, type_name};
 
 /// The container lists whose `image` is swapped, in patch order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -202,8 +202,9 @@ pub(super) fn for_each_image<'i>(
     location: &Location,
     mut visit: impl FnMut(Image<'i>) -> Result<(), Verdict>,
 ) -> Result<(), Verdict> {
-    for field in ContainerField::ALL {
-        let list = match member(spec, field.as_str()) {
+    let lists = members(spec, ContainerField::ALL.map(ContainerField::as_str));
+    for (field, list) in ContainerField::ALL.into_iter().zip(lists) {
+        let list = match list {
             None => continue,
             Some(v) if v.is_null() => continue,
             Some(v) => v,
@@ -221,7 +222,8 @@ pub(super) fn for_each_image<'i>(
                     type_name(container),
                 ));
             }
-            let image = match member(container, "image") {
+            let [image, name] = members(container, ["image", "name"]);
+            let image = match image {
                 None => continue,
                 Some(v) if v.is_null() => continue,
                 Some(v) => v,
@@ -235,7 +237,7 @@ pub(super) fn for_each_image<'i>(
                     type_name(image),
                 ));
             };
-            let name = member(container, "name").and_then(text);
+            let name = name.and_then(text);
             visit(Image {
                 field,
                 index,

@@ -237,6 +237,7 @@ fn each_swap_is_an_info_line_and_the_review_line_says_the_metric_outcome() {
     assert!(http_post(addr, "/", "", &review).starts_with("HTTP/1.1 200"));
     let swapped = server.wait_for("Image swapped.");
     assert_eq!(swapped["level"], "INFO");
+    assert_eq!(swapped["container"], "containers[0]");
     assert_eq!(swapped["from"], "nginx:1.25");
     assert_eq!(swapped["to"], "mirror.example.com/library/nginx:1.25");
     assert_eq!(swapped["rule"], "path");
