@@ -14,6 +14,16 @@
 # as run.sh starts it), e.g. SERVER_ARGS="--log-format json --log-level warn"
 # to see what the per-request log line costs.
 #
+# The release profile links with whole-program LTO, which inlines the
+# parts into one another (decisions, the answer and the log lines all read
+# 0, counted in tower_layers): the total is what ships; for the split,
+# profile a build without it:
+#
+#   CARGO_PROFILE_RELEASE_LTO=false loadtest/profile.sh
+#
+# (that rebuilds target/release without LTO; a plain `cargo build --release`
+# links it with LTO again).
+#
 # Builds what it runs first, as run.sh does: `cargo build --release --locked`
 # and `cargo build --release --locked --example baseline` (cargo's output on
 # stderr); LOADTEST_SKIP_BUILD=1 reuses a binary that is already built.

@@ -34,6 +34,13 @@ pub(super) fn write(out: &mut Vec<u8>, template: &[&str], changes: &[Change<'_>]
 /// Appends `/segment` with RFC 6901 escaping: `~` → `~0`, `/` → `~1`.
 pub(super) fn push_segment(pointer: &mut String, segment: &str) {
     pointer.push('/');
+    // Every segment of a patch today (`spec`, a list's name, an index,
+    // `image`) has nothing to escape: copied whole, not a `char` at a time,
+    // it costs 2 k instructions an admission less (`loadtest/profile.sh`).
+    if !segment.bytes().any(|b| b == b'~' || b == b'/') {
+        pointer.push_str(segment);
+        return;
+    }
     for c in segment.chars() {
         match c {
             '~' => pointer.push_str("~0"),
