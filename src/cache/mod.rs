@@ -6,8 +6,11 @@
 //! empty cache) in one atomic swap, and a request that loaded the old state
 //! keeps using the old pair to its end. No response can mix two maps files.
 
+mod hot;
+
 use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwapOption, Guard};
 
@@ -75,7 +78,13 @@ pub const MAX_CACHED_IMAGE_BYTES: usize = 1024;
 pub struct RulesState {
     engine: Engine,
     cache: moka::sync::Cache<Arc<str>, ImageDecision>,
+    /// Names this state for the threads' memos of its decisions ([`hot`]);
+    /// 0 when caching is off (no memo either).
+    id: u64,
 }
+
+/// The ids of rules states, never reused (0 is "no memo").
+static NEXT_STATE_ID: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for RulesState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,6 +101,11 @@ impl RulesState {
         RulesState {
             engine,
             cache: moka::sync::Cache::builder().max_capacity(capacity).build(),
+            id: if capacity == 0 {
+                0
+            } else {
+                NEXT_STATE_ID.fetch_add(1, Ordering::Relaxed)
+            },
         }
     }
 
@@ -140,13 +154,26 @@ impl Decide for CachedDecider<'_> {
         if image.len() > MAX_CACHED_IMAGE_BYTES {
             return self.state.decide_uncached(image);
         }
+        let id = self.state.id;
+        if id != 0
+            && let Some(hit) = hot::get(id, image)
+        {
+            self.hits.set(self.hits.get() + 1);
+            return hit;
+        }
         if let Some(hit) = self.state.cache.get(image) {
             self.hits.set(self.hits.get() + 1);
+            if id != 0 {
+                hot::put(id, image, &hit);
+            }
             return hit;
         }
         self.misses.set(self.misses.get() + 1);
         let decision = self.state.decide_uncached(image);
         self.state.cache.insert(Arc::from(image), decision.clone());
+        if id != 0 {
+            hot::put(id, image, &decision);
+        }
         decision
     }
 }
@@ -185,10 +212,52 @@ mod tests {
     }
 
     #[test]
+    fn a_new_rules_state_never_answers_with_the_old_ones_decisions() {
+        // Same thread, same image, the maps changed in between: the
+        // thread's memo belongs to the first state and must not answer.
+        let old = state("default::old.example", 100);
+        let d = old.decider();
+        assert_eq!(d.decide("nginx").result.as_deref(), Some("old.example/nginx"));
+        assert_eq!(d.decide("nginx").result.as_deref(), Some("old.example/nginx"));
+        assert_eq!((d.hits(), d.misses()), (1, 1));
+        let new = state("default::new.example", 100);
+        let d = new.decider();
+        assert_eq!(d.decide("nginx").result.as_deref(), Some("new.example/nginx"));
+        assert_eq!((d.hits(), d.misses()), (0, 1));
+        // And the old state, still in use by a request that loaded it, keeps its own answers.
+        assert_eq!(
+            old.decider().decide("nginx").result.as_deref(),
+            Some("old.example/nginx")
+        );
+    }
+
+    #[test]
+    fn many_images_on_one_thread_each_get_their_own_decision() {
+        // More images than the thread's memo has slots: collisions go on
+        // to the moka cache, and every answer is still the engine's.
+        let s = state("default::mirror.example", 100_000);
+        let images: Vec<String> = (0..2_000).map(|i| format!("team-{}/app:{i}", i % 7)).collect();
+        for round in 0..3 {
+            let d = s.decider();
+            for image in &images {
+                assert_eq!(
+                    d.decide(image),
+                    s.decide_uncached(image),
+                    "round {round}: {image}"
+                );
+            }
+            if round > 0 {
+                assert_eq!((d.hits(), d.misses()), (2_000, 0), "round {round}");
+            }
+        }
+    }
+
+    #[test]
     fn capacity_zero_still_decides() {
         let s = state("default::mirror.example", 0);
         let d = s.decider();
         assert_eq!(d.decide("nginx").result.as_deref(), Some("mirror.example/nginx"));
         assert_eq!(d.decide("nginx").result.as_deref(), Some("mirror.example/nginx"));
+        assert_eq!((d.hits(), d.misses()), (0, 2), "no memo either");
     }
 }
