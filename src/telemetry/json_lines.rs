@@ -130,9 +130,23 @@ struct JsonFields<'a, W: Write> {
 
 impl<W: Write> JsonFields<'_, W> {
     fn key(&mut self, field: &Field) -> fmt::Result {
+        self.key_then(field, "\":")
+    }
+
+    /// `,"name` and then `close` (`":`, or `":"` before a string value).
+    /// A name is a Rust identifier or a literal in a logging macro: nearly
+    /// always nothing to escape, checked inline instead of through the
+    /// escaper's pieces (log lines 19.3 k -> 18.7 k instructions an
+    /// admission, `loadtest/profile.sh` without LTO).
+    fn key_then(&mut self, field: &Field, close: &str) -> fmt::Result {
+        let name = field.name();
         self.out.write_str(",\"")?;
-        write_escaped(self.out, field.name())?;
-        self.out.write_str("\":")
+        if name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.out.write_str(name)?;
+        } else {
+            write_escaped(self.out, name)?;
+        }
+        self.out.write_str(close)
     }
 
     fn raw(&mut self, field: &Field, value: fmt::Arguments<'_>) {
@@ -150,8 +164,7 @@ impl<W: Write> JsonFields<'_, W> {
 
     fn string(&mut self, field: &Field, value: &str) {
         if self.result.is_ok() {
-            self.result = self.key(field).and_then(|()| {
-                self.out.write_char('"')?;
+            self.result = self.key_then(field, "\":\"").and_then(|()| {
                 write_escaped(self.out, value)?;
                 self.out.write_char('"')
             });
@@ -347,13 +360,14 @@ mod tests {
                 "Admission reviewed."
             );
             tracing::warn!(error = %"boom\n", "Something {} happened.", "odd");
+            tracing::info!(message = "A str message.", "odd\"key" = "v", "odd\\key" = 1u64);
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
             .collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
         assert_eq!(lines[0]["level"], "INFO");
         assert_eq!(lines[0]["message"], "Admission reviewed.");
         assert_eq!(lines[0]["uid"], "a\"b");
@@ -364,5 +378,9 @@ mod tests {
         assert_eq!(lines[1]["level"], "WARN");
         assert_eq!(lines[1]["message"], "Something odd happened.");
         assert_eq!(lines[1]["error"], "boom\n");
+        // A `&str` message, and field names that need escaping.
+        assert_eq!(lines[2]["message"], "A str message.");
+        assert_eq!(lines[2]["odd\"key"], "v");
+        assert_eq!(lines[2]["odd\\key"], 1);
     }
 }
