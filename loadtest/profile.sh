@@ -14,6 +14,9 @@
 # as run.sh starts it), e.g. SERVER_ARGS="--log-format json --log-level warn"
 # to see what the per-request log line costs.
 #
+# REVIEW=FILE posts another review instead of the fixture (e.g. the same
+# review compacted, as kube-apiserver sends it).
+#
 # The release profile links with whole-program LTO, which inlines the
 # parts into one another (decisions, the answer and the log lines all read
 # 0, counted in tower_layers): the total is what ships; for the split,
@@ -36,7 +39,7 @@ N=${1:-2000}
 WARMUP=200
 read -r -a SERVER_ARGS <<<"${SERVER_ARGS:---log-format json}"
 WORK="$ROOT/target/loadtest/profile"
-REVIEW="$ROOT/benches/fixtures/pod-4-containers.review.json"
+REVIEW=${REVIEW:-"$ROOT/benches/fixtures/pod-4-containers.review.json"}
 CLIENT="$ROOT/loadtest/keepalive_client.py"
 command -v valgrind >/dev/null 2>&1 || {
   echo "profile: needs valgrind (apt-get install valgrind)" >&2
