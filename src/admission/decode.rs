@@ -209,10 +209,10 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
 }
 
 /// The members of `request` the envelope reads, found in one pass over its
-/// keys, the last of a repeated key winning as in [`member`]. Looking each
+/// keys by [`members`], the last of a repeated key winning as in [`member`]. Looking each
 /// up on its own walked `request`'s keys nine times: about 2 k
 /// instructions of an admission (`loadtest/profile.sh`).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct RequestFields<'t, 'i> {
     uid: Option<Value<'t, 'i>>,
     object: Option<Value<'t, 'i>>,
@@ -227,26 +227,41 @@ struct RequestFields<'t, 'i> {
 
 impl<'t, 'i> RequestFields<'t, 'i> {
     fn of(request: Value<'t, 'i>) -> RequestFields<'t, 'i> {
-        let mut fields = RequestFields::default();
-        let Some(members) = request.as_object() else {
-            return fields;
-        };
-        for (key, value) in members.iter() {
-            let slot = match key {
-                "uid" => &mut fields.uid,
-                "object" => &mut fields.object,
-                "kind" => &mut fields.kind,
-                "name" => &mut fields.name,
-                "namespace" => &mut fields.namespace,
-                "operation" => &mut fields.operation,
-                "subResource" => &mut fields.sub_resource,
-                "dryRun" => &mut fields.dry_run,
-                "oldObject" => &mut fields.old_object,
-                _ => continue,
-            };
-            *slot = Some(value);
+        let [
+            uid,
+            object,
+            kind,
+            name,
+            namespace,
+            operation,
+            sub_resource,
+            dry_run,
+            old_object,
+        ] = members(
+            request,
+            [
+                "uid",
+                "object",
+                "kind",
+                "name",
+                "namespace",
+                "operation",
+                "subResource",
+                "dryRun",
+                "oldObject",
+            ],
+        );
+        RequestFields {
+            uid,
+            object,
+            kind,
+            name,
+            namespace,
+            operation,
+            sub_resource,
+            dry_run,
+            old_object,
         }
-        fields
     }
 }
 

@@ -22,6 +22,9 @@ use crate::admission::ImageDecision;
 const SLOTS: usize = 256;
 const SLOT_BITS: u32 = SLOTS.trailing_zeros();
 
+/// The owner of a rules state that caches nothing (capacity 0): no memo.
+pub(super) const NO_MEMO: u64 = 0;
+
 /// The memo of one thread.
 struct HotDecisions {
     /// The id of the rules state the slots were filled from.
@@ -37,6 +40,9 @@ thread_local! {
 
 /// The memo's decision for `image` under the rules state `owner`, if it has one.
 pub(super) fn get(owner: u64, image: &str) -> Option<ImageDecision> {
+    if owner == NO_MEMO {
+        return None;
+    }
     HOT.with(|hot| {
         let hot = hot.try_borrow().ok()?;
         if hot.owner != owner {
@@ -52,6 +58,9 @@ pub(super) fn get(owner: u64, image: &str) -> Option<ImageDecision> {
 /// Remembers `decision` for `image` under the rules state `owner`; a memo
 /// of another state is emptied first.
 pub(super) fn put(owner: u64, image: &str, decision: &ImageDecision) {
+    if owner == NO_MEMO {
+        return;
+    }
     HOT.with(|hot| {
         let Ok(mut hot) = hot.try_borrow_mut() else {
             return;

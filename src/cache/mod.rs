@@ -79,11 +79,11 @@ pub struct RulesState {
     engine: Engine,
     cache: moka::sync::Cache<Arc<str>, ImageDecision>,
     /// Names this state for the threads' memos of its decisions ([`hot`]);
-    /// 0 when caching is off (no memo either).
+    /// `hot::NO_MEMO` when caching is off (no memo either).
     id: u64,
 }
 
-/// The ids of rules states, never reused (0 is "no memo").
+/// The ids of rules states, never reused (0 is `hot::NO_MEMO`).
 static NEXT_STATE_ID: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for RulesState {
@@ -102,7 +102,7 @@ impl RulesState {
             engine,
             cache: moka::sync::Cache::builder().max_capacity(capacity).build(),
             id: if capacity == 0 {
-                0
+                hot::NO_MEMO
             } else {
                 NEXT_STATE_ID.fetch_add(1, Ordering::Relaxed)
             },
@@ -155,25 +155,19 @@ impl Decide for CachedDecider<'_> {
             return self.state.decide_uncached(image);
         }
         let id = self.state.id;
-        if id != 0
-            && let Some(hit) = hot::get(id, image)
-        {
+        if let Some(hit) = hot::get(id, image) {
             self.hits.set(self.hits.get() + 1);
             return hit;
         }
         if let Some(hit) = self.state.cache.get(image) {
             self.hits.set(self.hits.get() + 1);
-            if id != 0 {
-                hot::put(id, image, &hit);
-            }
+            hot::put(id, image, &hit);
             return hit;
         }
         self.misses.set(self.misses.get() + 1);
         let decision = self.state.decide_uncached(image);
         self.state.cache.insert(Arc::from(image), decision.clone());
-        if id != 0 {
-            hot::put(id, image, &decision);
-        }
+        hot::put(id, image, &decision);
         decision
     }
 }

@@ -356,34 +356,27 @@ fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
         outcome = outcome.as_str(),
         verdict
     );
-    let shadow = admission.verdict == Verdict::Shadowed;
+    // The original's line per swap; IMAGESWAP_LOG_SWAPS=false drops it on
+    // very busy clusters (the review line still counts them). Shadow mode
+    // always says what it would have swapped.
+    let message = match admission.verdict {
+        Verdict::Shadowed => "Image would be swapped (shadow mode).",
+        _ if state.settings.log_swaps => "Image swapped.",
+        _ => return,
+    };
     for change in &admission.changes {
         // Every field a `&str`, the message too: a `Display` field or a
         // `format_args!` message goes through `fmt` into the line, about
         // 500 instructions more a field than a string (`loadtest/profile.sh`).
         let container = ContainerPath::of(change.field, change.index);
-        let container = container.as_str();
-        if shadow {
-            tracing::info!(
-                message = "Image would be swapped (shadow mode).",
-                uid = info.uid,
-                container,
-                from = change.from,
-                to = &*change.to,
-                rule = change.rule.as_str()
-            );
-        } else if state.settings.log_swaps {
-            // The original's line per swap; IMAGESWAP_LOG_SWAPS=false drops
-            // it on very busy clusters (the review line still counts them).
-            tracing::info!(
-                message = "Image swapped.",
-                uid = info.uid,
-                container,
-                from = change.from,
-                to = &*change.to,
-                rule = change.rule.as_str()
-            );
-        }
+        tracing::info!(
+            message,
+            uid = info.uid,
+            container = container.as_str(),
+            from = change.from,
+            to = &*change.to,
+            rule = change.rule.as_str()
+        );
     }
 }
 
