@@ -1,7 +1,10 @@
 //! Any string through the reference parser, checked against its own
-//! invariants and against the distribution grammar written as a regex
-//! (`github.com/distribution/reference`, regexp.go), which the hand-written
-//! parser claims to implement exactly.
+//! invariants and against the distribution library written another way:
+//! its grammar as a regex (`github.com/distribution/reference`, regexp.go)
+//! plus the checks of its v0.6 `ParseNormalizedNamed` (no 64-hex name, the
+//! 255-character limit on the normalised repository path, go-digest's known
+//! algorithms at their exact lengths), which the hand-written parser claims
+//! to implement exactly.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -27,13 +30,49 @@ static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!("^({name})(?::({tag}))?(?:@({digest}))?$")).expect("the grammar compiles")
 });
 
-/// `NameTotalLengthMax` of the distribution project.
-const NAME_MAX_LEN: usize = 255;
+/// `anchoredIdentifierRegexp`: an image ID, refused as a name.
+static IDENTIFIER: LazyLock<Regex> = LazyLock::new(|| Regex::new("^[a-f0-9]{64}$").expect("compiles"));
 
-fn grammar_accepts(s: &str) -> bool {
-    REFERENCE
-        .captures(s)
-        .is_some_and(|c| c.get(1).is_some_and(|name| name.as_str().len() <= NAME_MAX_LEN))
+/// `RepositoryNameTotalLengthMax` of the distribution project (v0.6: the
+/// path, not the registry).
+const PATH_MAX_LEN: usize = 255;
+
+/// go-digest's `Validate` for the algorithms a kubelet links.
+fn digest_accepted(digest: &str) -> bool {
+    let Some((algorithm, hex)) = digest.split_once(':') else {
+        return false;
+    };
+    let want = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return false,
+    };
+    hex.len() == want && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The normalised path's length, as `splitDockerDomain` counts it.
+fn normalized_path_len(name: &str) -> usize {
+    let (domain, path) = match name.split_once('/') {
+        Some((first, path))
+            if first.contains(['.', ':']) || first == "localhost" || first.to_lowercase() != first =>
+        {
+            (first, path)
+        }
+        _ => (DOCKER_HUB, name),
+    };
+    let library = matches!(domain, "docker.io" | "index.docker.io") && !path.contains('/');
+    path.len() + if library { "library/".len() } else { 0 }
+}
+
+fn library_accepts(s: &str) -> bool {
+    if IDENTIFIER.is_match(s) {
+        return false;
+    }
+    REFERENCE.captures(s).is_some_and(|c| {
+        c.get(1).is_some_and(|name| normalized_path_len(name.as_str()) <= PATH_MAX_LEN)
+            && c.get(3).is_none_or(|digest| digest_accepted(digest.as_str()))
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -44,8 +83,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(parsed.is_some(), is_valid_reference(s), "{s:?}");
     assert_eq!(
         parsed.is_some(),
-        grammar_accepts(s),
-        "parser and distribution grammar disagree on {s:?}"
+        library_accepts(s),
+        "parser and distribution library disagree on {s:?}"
     );
     let Some(r) = parsed else {
         return;
@@ -63,19 +102,22 @@ fuzz_target!(|data: &[u8]| {
     assert!(!r.reg_noport().is_empty(), "{r:?}");
     assert_eq!(r.last(), last_component(s));
     assert!(s.ends_with(r.last()) && !r.last().contains('/'), "{r:?}");
-    // Naming Docker Hub explicitly splits the same way (when it still fits).
+    // Naming Docker Hub explicitly splits the same way, and always fits:
+    // the limit is on the path, which naming the registry does not change.
     if !r.explicit {
         let named = format!("{DOCKER_HUB}/{s}");
-        if let Some(n) = ImageRef::parse(&named) {
-            assert!(n.explicit && n.reg == DOCKER_HUB && n.rest == s, "{n:?}");
-            assert_eq!(n.is_library(), r.is_library(), "{s:?}");
-        } else {
-            // An implicit name holds no `:` before its tag (that would be a port).
-            let name_len = s.find([':', '@']).unwrap_or(s.len());
-            assert!(
-                name_len + DOCKER_HUB.len() + 1 > NAME_MAX_LEN,
-                "{named:?} should parse"
-            );
-        }
+        let n = ImageRef::parse(&named).unwrap_or_else(|| panic!("{named:?} should parse"));
+        assert!(n.explicit && n.reg == DOCKER_HUB && n.rest == s, "{n:?}");
+        assert_eq!(n.is_library(), r.is_library(), "{s:?}");
     }
+    // Name, tag and digest re-join to the input.
+    let mut joined = r.name().to_owned();
+    if let Some(tag) = r.tag() {
+        joined = format!("{joined}:{tag}");
+    }
+    if let Some(digest) = r.digest() {
+        assert!(digest_accepted(digest), "{s:?}");
+        joined = format!("{joined}@{digest}");
+    }
+    assert_eq!(joined, s);
 });

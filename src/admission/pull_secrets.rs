@@ -294,7 +294,7 @@ mod tests {
             ("harbor.example.com:443/x/nginx", None),
             ("sub.harbor.example.com/x/nginx", None),
             (
-                "registry.local:5000/app@sha256:0123456789abcdef0123456789abcdef",
+                "registry.local:5000/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
                 Some("l"),
             ),
             ("registry.local/app", None),

@@ -8,12 +8,23 @@
 /// Docker Hub, the registry of images that name none.
 pub const DOCKER_HUB: &str = "docker.io";
 
-/// The longest name (registry and path) the distribution grammar accepts.
-const NAME_MAX_LEN: usize = 255;
+/// The longest repository path (the name without its registry, as the
+/// kubelet normalises it: `nginx` is `library/nginx`) the distribution
+/// library accepts since v0.6 (`RepositoryNameTotalLengthMax`); the
+/// registry is not counted.
+pub const PATH_MAX_LEN: usize = 255;
 /// The longest tag the distribution grammar accepts.
 const TAG_MAX_LEN: usize = 128;
-/// The shortest digest value (128 bits in hex).
-const DIGEST_HEX_MIN_LEN: usize = 32;
+/// What Docker Hub's one-component names stand for (`nginx` is
+/// `docker.io/library/nginx`): counted in the path's length.
+const LIBRARY_PREFIX_LEN: usize = "library/".len();
+/// The length of an image ID (a sha256 in hex), which the library refuses
+/// as a name: `ParseNormalizedNamed` says "cannot specify 64-byte
+/// hexadecimal strings".
+const IMAGE_ID_LEN: usize = 64;
+/// The digest algorithms the library knows (go-digest's registered ones)
+/// and the exact number of lowercase hex digits each takes.
+pub const DIGEST_ALGORITHMS: [(&str, usize); 3] = [("sha256", 64), ("sha384", 96), ("sha512", 128)];
 
 /// A valid image reference split as maps.md §2 describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,11 +78,17 @@ impl<'a> ImageRef<'a> {
             }
             None => at,
         };
-        if name_end == 0 || name_end > NAME_MAX_LEN {
+        if name_end == 0 {
             return None;
         }
         let Some(first_slash) = first_slash else {
-            return is_valid_path_component(&b[..name_end]).then_some(ImageRef {
+            // A one-component Docker Hub name, `library/<name>` to the
+            // kubelet (counted in the path's length); exactly 64 hex digits
+            // is an image ID, not a name.
+            let valid = name_end + LIBRARY_PREFIX_LEN <= PATH_MAX_LEN
+                && !is_image_id(b)
+                && is_valid_path_component(&b[..name_end]);
+            return valid.then_some(ImageRef {
                 image,
                 reg: DOCKER_HUB,
                 rest: image,
@@ -95,6 +112,10 @@ impl<'a> ImageRef<'a> {
             if !(is_valid_domain(first) || is_valid_path_component(first)) {
                 return None;
             }
+            let path = &b[first_slash + 1..name_end];
+            if path_len(first, path) > PATH_MAX_LEN {
+                return None;
+            }
             return Some(ImageRef {
                 image,
                 reg: &image[..first_slash],
@@ -102,7 +123,7 @@ impl<'a> ImageRef<'a> {
                 explicit: true,
             });
         }
-        if !is_valid_path_component(first) {
+        if !is_valid_path_component(first) || name_end > PATH_MAX_LEN {
             return None;
         }
         Some(ImageRef {
@@ -128,6 +149,55 @@ impl<'a> ImageRef<'a> {
     pub fn last(&self) -> &'a str {
         last_component(self.image)
     }
+
+    /// `rest` split into the repository path as written, the tag and the
+    /// digest. Off the hot path (verification and tools ask for it).
+    fn parts(&self) -> (&'a str, Option<&'a str>, Option<&'a str>) {
+        let (name_and_tag, digest) = match self.rest.split_once('@') {
+            Some((name, digest)) => (name, Some(digest)),
+            None => (self.rest, None),
+        };
+        // A `:` after the last `/` starts the tag (the registry's port is
+        // not in `rest`).
+        let segment = name_and_tag.rfind('/').map_or(0, |i| i + 1);
+        match name_and_tag[segment..].find(':') {
+            Some(colon) => (
+                &name_and_tag[..segment + colon],
+                Some(&name_and_tag[segment + colon + 1..]),
+                digest,
+            ),
+            None => (name_and_tag, None, digest),
+        }
+    }
+
+    /// The repository path as written: no registry, tag or digest
+    /// (`nginx` for `nginx:1.27`, `a/b` for `gcr.io/a/b@sha256:…`).
+    pub fn repository(&self) -> &'a str {
+        self.parts().0
+    }
+
+    /// The tag, when the reference has one.
+    pub fn tag(&self) -> Option<&'a str> {
+        self.parts().1
+    }
+
+    /// The digest (`algorithm:hex`), when the reference has one.
+    pub fn digest(&self) -> Option<&'a str> {
+        self.parts().2
+    }
+
+    /// The name as written: the registry when explicit and the repository,
+    /// without tag or digest.
+    pub fn name(&self) -> &'a str {
+        let repository_end = self.image.len() - self.rest.len() + self.repository().len();
+        &self.image[..repository_end]
+    }
+}
+
+/// `domain := host [':' port]` of the distribution grammar: a registry as
+/// an image or a maps file may name it (`[::1]:5000` included).
+pub fn is_valid_registry(registry: &str) -> bool {
+    is_valid_domain(registry.as_bytes())
 }
 
 /// The part of `image` after its last `/`, or all of it.
@@ -143,8 +213,22 @@ fn strip_port(reg: &str) -> &str {
     }
 }
 
-/// `reference := name [ ":" tag ] [ "@" digest ]`, with the name at most 255
-/// characters.
+/// The length of the repository path as the kubelet's parser counts it
+/// (`splitDockerDomain`): a one-component path under Docker Hub, named as
+/// `docker.io` or its legacy `index.docker.io`, is `library/<path>`.
+fn path_len(registry: &[u8], path: &[u8]) -> usize {
+    let library = matches!(registry, b"docker.io" | b"index.docker.io") && !path.contains(&b'/');
+    path.len() + if library { LIBRARY_PREFIX_LEN } else { 0 }
+}
+
+/// `^[a-f0-9]{64}$`: the whole string is an image ID (the library's
+/// `anchoredIdentifierRegexp`).
+fn is_image_id(b: &[u8]) -> bool {
+    b.len() == IMAGE_ID_LEN && b.iter().all(|&c| has_class(c, HEX))
+}
+
+/// `reference := name [ ":" tag ] [ "@" digest ]`, with the repository path
+/// at most 255 characters and the digest of a known algorithm.
 pub fn is_valid_reference(s: &str) -> bool {
     ImageRef::parse(s).is_some()
 }
@@ -169,11 +253,22 @@ pub fn invalid_reason(image: &str) -> Option<String> {
         None => (image, None),
     };
     if let Some(digest) = digest
-        && !is_valid_digest(digest.as_bytes())
+        && let Err(error) = check_digest(digest.as_bytes())
     {
-        return Some(format!(
-            "the digest `{digest}` must be algorithm:hex with at least {DIGEST_HEX_MIN_LEN} hex digits"
-        ));
+        return Some(match error {
+            DigestError::NoAlgorithm => format!("the digest `{digest}` must be algorithm:hex"),
+            DigestError::UnknownAlgorithm(algorithm) => format!(
+                "unknown digest algorithm `{}`; a node knows only {}",
+                String::from_utf8_lossy(algorithm),
+                DIGEST_ALGORITHMS.map(|(name, _)| name).join(", ")
+            ),
+            DigestError::Length { algorithm, want, got } => {
+                format!("digest {algorithm} needs {want} hex digits, got {got}")
+            }
+            DigestError::NotLowerHex => {
+                format!("the digest `{digest}` must hold only lower-case hex digits (0-9, a-f)")
+            }
+        });
     }
     let segment = name_and_tag.rfind('/').map_or(0, |i| i + 1);
     let (name, tag) = match name_and_tag[segment..].find(':') {
@@ -195,10 +290,12 @@ pub fn invalid_reason(image: &str) -> Option<String> {
     if name.is_empty() {
         return Some("the repository name is empty".to_owned());
     }
-    if name.len() > NAME_MAX_LEN {
-        return Some(format!("the name is longer than {NAME_MAX_LEN} characters"));
+    if is_image_id(image.as_bytes()) {
+        return Some(format!(
+            "{IMAGE_ID_LEN} hex digits are an image ID, not an image name (a node refuses it)"
+        ));
     }
-    let path = match name.split_once('/') {
+    let (registry, path) = match name.split_once('/') {
         Some((first, rest))
             if first == "localhost"
                 || first.contains(['.', ':'])
@@ -212,10 +309,17 @@ pub fn invalid_reason(image: &str) -> Option<String> {
             if rest.is_empty() {
                 return Some(format!("nothing follows the registry `{first}/`"));
             }
-            rest
+            (first, rest)
         }
-        _ => name,
+        _ => (DOCKER_HUB, name),
     };
+    let path_len = path_len(registry.as_bytes(), path.as_bytes());
+    if path_len > PATH_MAX_LEN {
+        return Some(format!(
+            "the repository path is {path_len} characters, more than {PATH_MAX_LEN} \
+             (a one-component Docker Hub name counts as `library/<name>`)"
+        ));
+    }
     if path.chars().any(|c| c.is_ascii_uppercase()) {
         return Some(format!("the repository `{path}` must be lower case"));
     }
@@ -243,7 +347,8 @@ const fn byte_classes() -> [u8; 256] {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-' {
             class |= TAG_CHAR;
         }
-        if b.is_ascii_hexdigit() {
+        // Lower case only: digests and image IDs are written that way.
+        if b.is_ascii_digit() || (b >= b'a' && b <= b'f') {
             class |= HEX;
         }
         table[c] = class;
@@ -348,17 +453,54 @@ fn is_valid_tag(b: &[u8]) -> bool {
     !b.is_empty() && b.len() <= TAG_MAX_LEN && word(b[0]) && b.iter().all(|&x| has_class(x, TAG_CHAR))
 }
 
-/// `digest := algorithm ':' hex`, algorithm components `[A-Za-z][A-Za-z0-9]*`
-/// joined by one of `+.-_`, at least 32 hex digits.
-fn is_valid_digest(d: &[u8]) -> bool {
-    let Some(colon) = d.iter().position(|&c| c == b':') else {
-        return false;
+/// Why the library refuses a digest (go-digest's `Digest.Validate` after the
+/// reference grammar).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DigestError<'a> {
+    /// No `algorithm:` before the value.
+    NoAlgorithm,
+    /// An algorithm go-digest does not know (`sha256`, `sha384`, `sha512`).
+    UnknownAlgorithm(&'a [u8]),
+    /// The value is not exactly as long as the algorithm's hash in hex.
+    Length {
+        algorithm: &'static str,
+        want: usize,
+        got: usize,
+    },
+    /// A character other than `0-9a-f` (uppercase hex included: go-digest
+    /// encodes in lower case and compares strings).
+    NotLowerHex,
+}
+
+/// `digest := algorithm ':' hex` where the library accepts only a known
+/// algorithm with exactly its length of lowercase hex digits; anything it
+/// accepts is also in the grammar (`[A-Za-z][A-Za-z0-9]*`, `[0-9a-fA-F]{32,}`).
+fn check_digest(d: &[u8]) -> Result<(), DigestError<'_>> {
+    let Some(colon) = d.iter().position(|&c| c == b':').filter(|&i| i > 0) else {
+        return Err(DigestError::NoAlgorithm);
     };
     let (algorithm, hex) = (&d[..colon], &d[colon + 1..]);
-    let algorithm_ok = algorithm
-        .split(|&c| matches!(c, b'+' | b'.' | b'-' | b'_'))
-        .all(|c| !c.is_empty() && c[0].is_ascii_alphabetic() && c.iter().all(u8::is_ascii_alphanumeric));
-    algorithm_ok && hex.len() >= DIGEST_HEX_MIN_LEN && hex.iter().all(|&x| has_class(x, HEX))
+    let Some(&(name, want)) = DIGEST_ALGORITHMS
+        .iter()
+        .find(|(name, _)| name.as_bytes() == algorithm)
+    else {
+        return Err(DigestError::UnknownAlgorithm(algorithm));
+    };
+    if hex.len() != want {
+        return Err(DigestError::Length {
+            algorithm: name,
+            want,
+            got: hex.len(),
+        });
+    }
+    if !hex.iter().all(|&x| has_class(x, HEX)) {
+        return Err(DigestError::NotLowerHex);
+    }
+    Ok(())
+}
+
+fn is_valid_digest(d: &[u8]) -> bool {
+    check_digest(d).is_ok()
 }
 
 #[cfg(test)]
@@ -475,14 +617,105 @@ mod tests {
         }
     }
 
+    /// Since the library's v0.6 the 255-character limit is on the
+    /// repository path, not the registry; a one-component Docker Hub name
+    /// counts as `library/<name>`, as the kubelet normalises it.
     #[test]
     fn length_limits() {
-        let name = "a".repeat(NAME_MAX_LEN);
-        assert!(is_valid_reference(&name));
-        assert!(!is_valid_reference(&format!("{name}a")));
+        let path = "a".repeat(PATH_MAX_LEN);
+        assert!(is_valid_reference(&format!("example.com/{path}:tag")));
+        assert!(is_valid_reference(&format!(
+            "{}.example.com:5000/{path}",
+            "r".repeat(200)
+        )));
+        assert!(!is_valid_reference(&format!("example.com/{path}a")));
+        let two = format!("a/{}", "b".repeat(PATH_MAX_LEN - 2));
+        assert!(is_valid_reference(&two));
+        assert!(!is_valid_reference(&format!("{two}b")));
+        let one = "a".repeat(PATH_MAX_LEN - LIBRARY_PREFIX_LEN);
+        for image in [
+            one.clone(),
+            format!("docker.io/{one}"),
+            format!("index.docker.io/{one}:1"),
+        ] {
+            assert!(is_valid_reference(&image), "{image}");
+            let longer = image.replacen(&one, &format!("{one}a"), 1);
+            assert!(!is_valid_reference(&longer), "{longer}");
+            let reason = invalid_reason(&longer).unwrap_or_default();
+            assert!(reason.contains("256 characters, more than 255"), "{reason}");
+        }
         let tag = "t".repeat(TAG_MAX_LEN);
         assert!(is_valid_reference(&format!("app:{tag}")));
         assert!(!is_valid_reference(&format!("app:{tag}t")));
+    }
+
+    /// A digest names a known algorithm with exactly its length of
+    /// lower-case hex digits, as go-digest validates it for the library.
+    #[test]
+    fn digests_need_a_known_algorithm_and_its_exact_length() {
+        let hex = |n: usize| "0123456789abcdef".repeat(9)[..n].to_owned();
+        for (algorithm, len) in DIGEST_ALGORITHMS {
+            assert!(
+                is_valid_reference(&format!("app@{algorithm}:{}", hex(len))),
+                "{algorithm}"
+            );
+            for wrong in [len - 1, len + 1, 32] {
+                let image = format!("app@{algorithm}:{}", hex(wrong));
+                assert!(!is_valid_reference(&image), "{image}");
+                let reason = invalid_reason(&image).unwrap_or_default();
+                assert_eq!(
+                    reason,
+                    format!("digest {algorithm} needs {len} hex digits, got {wrong}")
+                );
+            }
+        }
+        let image = format!("validname@invaliddigest:{}", hex(64));
+        assert!(!is_valid_reference(&image));
+        let reason = invalid_reason(&image).unwrap_or_default();
+        assert!(
+            reason.contains("unknown digest algorithm `invaliddigest`"),
+            "{reason}"
+        );
+        let upper = format!("app@sha256:{}", hex(64).to_uppercase());
+        assert!(!is_valid_reference(&upper));
+        assert!(
+            invalid_reason(&upper)
+                .unwrap_or_default()
+                .contains("lower-case hex")
+        );
+        assert!(!is_valid_reference("app@:abc") && !is_valid_reference("app@sha256"));
+    }
+
+    /// Exactly 64 lower-case hex digits is an image ID pasted as an image:
+    /// the library refuses it; one digit fewer, or a tag, is a name.
+    #[test]
+    fn an_image_id_is_not_a_name() {
+        let id = "0123456789abcdef".repeat(4);
+        assert!(!is_valid_reference(&id));
+        assert!(invalid_reason(&id).unwrap_or_default().contains("image ID"));
+        assert!(is_valid_reference(&id[1..]));
+        assert!(is_valid_reference(&format!("{id}:latest")));
+        assert!(is_valid_reference(&format!("library/{id}")));
+    }
+
+    #[test]
+    fn a_reference_splits_into_name_tag_and_digest() {
+        let image = format!("gcr.io:443/a/b:v1@{DIGEST}");
+        let r = ImageRef::parse(&image).unwrap();
+        assert_eq!(
+            (r.name(), r.repository(), r.tag(), r.digest()),
+            ("gcr.io:443/a/b", "a/b", Some("v1"), Some(DIGEST))
+        );
+        let r = ImageRef::parse("nginx").unwrap();
+        assert_eq!(
+            (r.name(), r.repository(), r.tag(), r.digest()),
+            ("nginx", "nginx", None, None)
+        );
+        let r = ImageRef::parse("localhost:5000/app:dev").unwrap();
+        assert_eq!(
+            (r.name(), r.repository(), r.tag()),
+            ("localhost:5000/app", "app", Some("dev"))
+        );
     }
 
     #[test]

@@ -62,6 +62,50 @@ fn json_output_for_arguments() {
     );
 }
 
+/// The four kinds of input where the parser disagreed with the
+/// distribution library (issue 25): each is left alone with the reason a
+/// node would give, and the path limit no longer refuses a long registry.
+#[test]
+fn swap_gives_the_library_s_reason_for_each_reference_it_refuses() {
+    let hex = "0123456789abcdef".repeat(4);
+    let long_path = format!("example.com/{}:tag", "a".repeat(255));
+    let images = [
+        format!("repo@sha256:{}", &hex[..34]),
+        format!("validname@invaliddigest:{hex}"),
+        hex.clone(),
+        long_path.clone(),
+    ];
+    let output = imageswap()
+        .args(["swap", "--maps", SPEC_A, "--output", "json"])
+        .args(&images)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let lines = json_lines(&output);
+    let reasons: Vec<_> = lines
+        .iter()
+        .map(|l| (l["rule"].as_str(), l["reason"].as_str()))
+        .collect();
+    assert_eq!(
+        reasons[..3],
+        [
+            (Some("invalid"), Some("digest sha256 needs 64 hex digits, got 34")),
+            (
+                Some("invalid"),
+                Some("unknown digest algorithm `invaliddigest`; a node knows only sha256, sha384, sha512")
+            ),
+            (
+                Some("invalid"),
+                Some("64 hex digits are an image ID, not an image name (a node refuses it)")
+            ),
+        ]
+    );
+    // Valid since the library's v0.6: the limit is on the path, not the
+    // registry; the SPEC_A maps file's default rule swaps it.
+    assert_ne!(lines[3]["rule"], "invalid", "{}", lines[3]);
+    assert_eq!(lines[3]["changed"], true, "{}", lines[3]);
+}
+
 #[test]
 fn pull_secrets_are_named_for_the_image_the_pod_runs() {
     let output = imageswap()

@@ -1,5 +1,6 @@
 //! The swap engine, pure: the spec's rules section by section, and
 //! properties over generated images and maps files.
 
+mod distribution;
 mod properties;
 mod spec;
