@@ -28,30 +28,18 @@ impl Target {
     /// Splits a swapped image; `None` when it is not a valid reference.
     pub fn parse(image: &str) -> Option<Target> {
         let parsed = ImageRef::parse(image)?;
-        let (name_and_tag, digest) = match parsed.rest.split_once('@') {
-            Some((name, digest)) => (name, Some(digest)),
-            None => (parsed.rest, None),
-        };
-        // A `:` after the last `/` starts the tag (the registry's port is
-        // not in `rest`).
-        let segment = name_and_tag.rfind('/').map_or(0, |i| i + 1);
-        let (repository, tag) = match name_and_tag[segment..].find(':') {
-            Some(colon) => (
-                &name_and_tag[..segment + colon],
-                &name_and_tag[segment + colon + 1..],
-            ),
-            None => (name_and_tag, DEFAULT_TAG),
-        };
+        let repository = parsed.repository();
         let hub = is_docker_hub(parsed.reg);
         let repository = if hub && !repository.contains('/') {
             format!("library/{repository}")
         } else {
             repository.to_owned()
         };
+        let digest = parsed.digest();
         Some(Target {
             host: canonical_host(parsed.reg).to_owned(),
             repository,
-            reference: digest.unwrap_or(tag).to_owned(),
+            reference: digest.or(parsed.tag()).unwrap_or(DEFAULT_TAG).to_owned(),
             is_digest: digest.is_some(),
         })
     }
