@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::cache::{PublishedRules, RulesState};
 use crate::rules::{self, LoadError, log_findings};
-use crate::swap::Finding;
+use crate::swap::{Finding, Severity};
 use crate::telemetry::metrics::{Metrics, ReloadResult};
 
 use super::watched::{WatchedFile, sha256_hex, unix_now};
@@ -68,8 +68,30 @@ impl WatchedFile for MapsFile {
         ))
     }
 
+    /// maps.md "A reload that loses every rule is refused": a file with no
+    /// rule at all (empty, only comments or only invalid lines: what a
+    /// broken ConfigMap edit or a truncated write looks like) never replaces
+    /// maps that have rules. `default::` is a rule: swapping nothing on
+    /// purpose is loaded.
+    fn refuse(&self, (state, _, _): &Self::Value) -> Option<String> {
+        let serving = (*self.rules.load()).clone()?.engine().rule_count();
+        (state.engine().rule_count() == 0 && serving > 0).then(|| {
+            format!(
+                "the new maps file {} has no rule (empty, only comments or only invalid lines); \
+                 keeping the last good maps ({serving} rules). To swap nothing on purpose, write `default::`",
+                self.path.display()
+            )
+        })
+    }
+
     fn publish(&self, (state, findings, sha256): Self::Value, first: bool) {
         log_findings(&self.path, &findings);
+        let rules = state.engine().rule_count();
+        if rules == 0 {
+            tracing::warn!(path = %self.path.display(), "The maps file has no rule: no image will be swapped.");
+        }
+        let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+        self.metrics.maps_rules(rules, errors, findings.len() - errors);
         self.rules.publish(state);
         self.metrics.maps_loaded(&sha256, unix_now());
         let message = if first { "Maps loaded." } else { "Maps reloaded." };
@@ -169,5 +191,98 @@ mod tests {
         let (mut missing, rules) = maps_file(dir.path().join("missing.conf"));
         missing.check().await;
         assert!(rules.error().expect("reason").contains("cannot read"));
+    }
+
+    /// issue 21: an emptied file (a broken ConfigMap edit, a truncated
+    /// write), one of comments only or of invalid lines only is refused
+    /// while the serving maps have rules; `default::` loads and swaps
+    /// nothing; at start an empty file still loads.
+    #[tokio::test]
+    async fn a_reload_that_loses_every_rule_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("maps.conf");
+        let metrics = Arc::new(Metrics::new());
+        let rules = Arc::new(PublishedRules::new());
+        let mut watched = Watched::new(MapsFile::new(path.clone(), 10, rules.clone(), metrics.clone()));
+        std::fs::write(&path, "").expect("write");
+        watched.check().await;
+        let empty_at_start = (*rules.load()).clone().expect("an empty file loads at start");
+        assert_eq!(empty_at_start.engine().rule_count(), 0);
+        assert!(metrics.encode().contains("imageswap_maps_rules 0"));
+
+        std::fs::write(&path, "default::a.example\n").expect("write");
+        watched.check().await;
+        let good = (*rules.load()).clone().expect("loaded");
+        assert!(metrics.encode().contains("imageswap_maps_rules 1"));
+        for (n, text) in ["", "# only a comment\n\n", "no separator here\nbad line\n"]
+            .into_iter()
+            .enumerate()
+        {
+            std::fs::write(&path, text).expect("write");
+            watched.check().await;
+            let serving = (*rules.load()).clone().expect("loaded");
+            assert!(Arc::ptr_eq(&good, &serving), "{text:?} replaced the good maps");
+            assert_eq!(
+                serving.engine().decide("nginx").result.as_deref(),
+                Some("a.example/nginx")
+            );
+            let refused = format!("imageswap_maps_reload_total{{result=\"refused\"}} {}", n + 1);
+            assert!(
+                metrics.encode().contains(&refused),
+                "{text:?}: {}",
+                metrics.encode()
+            );
+        }
+        assert!(
+            metrics.encode().contains("imageswap_maps_rules 1"),
+            "the gauge is the serving file's"
+        );
+        std::fs::write(&path, "default::\n").expect("write");
+        watched.check().await;
+        let nothing = (*rules.load()).clone().expect("loaded");
+        assert!(!Arc::ptr_eq(&good, &nothing), "`default::` is loaded");
+        assert_eq!(nothing.engine().decide("nginx").result, None);
+        assert!(
+            metrics
+                .encode()
+                .contains("imageswap_maps_reload_total{result=\"refused\"} 3")
+        );
+    }
+
+    /// The findings gauge counts the serving file's findings by severity.
+    #[tokio::test]
+    async fn the_findings_gauge_follows_the_serving_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("maps.conf");
+        let metrics = Arc::new(Metrics::new());
+        let file = MapsFile::new(path.clone(), 10, Arc::new(PublishedRules::new()), metrics.clone());
+        let mut watched = Watched::new(file);
+        // An invalid line (an error), an empty key and a repeated key (warnings).
+        std::fs::write(
+            &path,
+            "default::a.example\nbad line\n::x\nquay.io::q\nquay.io::r\n",
+        )
+        .expect("write");
+        watched.check().await;
+        let text = metrics.encode();
+        assert!(
+            text.contains("imageswap_maps_findings{severity=\"error\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_maps_findings{severity=\"warning\"} 2"),
+            "{text}"
+        );
+        std::fs::write(&path, "default::a.example\n").expect("write");
+        watched.check().await;
+        let text = metrics.encode();
+        assert!(
+            text.contains("imageswap_maps_findings{severity=\"error\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_maps_findings{severity=\"warning\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -48,6 +48,13 @@ pub trait WatchedFile: Send + Sync + 'static {
     /// Builds the value from the content `read` returned.
     fn build(&self, content: &[Vec<u8>]) -> Result<Self::Value, String>;
 
+    /// Why a value that built must not replace the one serving, if it must
+    /// not (asked only when one is serving): it is reported like a file
+    /// that cannot be used, and counted `refused`.
+    fn refuse(&self, _value: &Self::Value) -> Option<String> {
+        None
+    }
+
     /// Publishes a good value; `first` when nothing was published before.
     fn publish(&self, value: Self::Value, first: bool);
 
@@ -109,6 +116,15 @@ impl<F: WatchedFile> Watched<F> {
             Look::Unchanged => self.failed = None,
             Look::Loaded { value, fingerprint } => {
                 let first = self.loaded.is_none();
+                let refusal = if first { None } else { self.file.refuse(&value) };
+                if let Some(why) = refusal {
+                    if self.failed != Some(fingerprint) {
+                        self.failed = Some(fingerprint);
+                        self.file.count(ReloadResult::refused);
+                        self.file.reject(&why, true);
+                    }
+                    return;
+                }
                 self.loaded = Some(fingerprint);
                 self.failed = None;
                 self.file.count(ReloadResult::success);
@@ -227,6 +243,9 @@ mod tests {
                 Ok(text)
             }
         }
+        fn refuse(&self, value: &String) -> Option<String> {
+            (value == "empty").then(|| "would lose everything".to_owned())
+        }
         fn publish(&self, value: String, first: bool) {
             self.events
                 .lock()
@@ -297,6 +316,40 @@ mod tests {
         watched.check().await;
         watched.check().await;
         assert_eq!(events(&watched), ["count error", "reject bad content kept=true"]);
+    }
+
+    /// A value that builds but is refused keeps the serving one, is counted
+    /// `refused` once per content, and is never refused at the first load.
+    #[tokio::test]
+    async fn a_refused_value_keeps_the_serving_one_and_is_counted_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("file");
+        std::fs::write(&path, "empty").expect("write");
+        let mut watched = Watched::new(Probe {
+            path: path.clone(),
+            ..Probe::default()
+        });
+        watched.check().await;
+        assert_eq!(events(&watched), ["count success", "publish empty first=true"]);
+        std::fs::write(&path, "good").expect("write");
+        watched.check().await;
+        assert_eq!(events(&watched), ["count success", "publish good first=false"]);
+        std::fs::write(&path, "empty").expect("write");
+        watched.check().await;
+        watched.check().await;
+        assert_eq!(
+            events(&watched),
+            ["count refused", "reject would lose everything kept=true"]
+        );
+        std::fs::write(&path, "good").expect("write");
+        watched.check().await;
+        assert!(
+            events(&watched).is_empty(),
+            "the serving content again: nothing to do"
+        );
+        std::fs::write(&path, "better").expect("write");
+        watched.check().await;
+        assert_eq!(events(&watched), ["count success", "publish better first=false"]);
     }
 
     #[test]

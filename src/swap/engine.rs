@@ -101,6 +101,10 @@ pub enum EngineMode {
 #[derive(Debug)]
 pub struct Engine {
     rules: Rules,
+    /// The rule lines the maps file holds (valid lines, repeats included;
+    /// 1 for a LEGACY prefix): 0 means the file swaps nothing by accident,
+    /// as opposed to `default::`, one rule that swaps nothing on purpose.
+    rule_count: usize,
 }
 
 #[derive(Debug)]
@@ -200,6 +204,7 @@ impl Engine {
         (
             Engine {
                 rules: Rules::Maps(Box::new(rules)),
+                rule_count: file.rules.len(),
             },
             findings,
         )
@@ -207,11 +212,16 @@ impl Engine {
 
     /// LEGACY mode (deprecated): only the prefix; an unset prefix swaps nothing.
     pub fn legacy(prefix: Option<&str>) -> Engine {
+        let prefix = prefix.unwrap_or_default().to_owned();
         Engine {
-            rules: Rules::Legacy {
-                prefix: prefix.unwrap_or_default().to_owned(),
-            },
+            rule_count: usize::from(!prefix.is_empty()),
+            rules: Rules::Legacy { prefix },
         }
+    }
+
+    /// How many rules the maps file holds (see the field).
+    pub fn rule_count(&self) -> usize {
+        self.rule_count
     }
 
     pub fn mode(&self) -> EngineMode {

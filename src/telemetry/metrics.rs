@@ -114,11 +114,27 @@ struct RuleLabel {
 pub enum ReloadResult {
     success,
     error,
+    /// A file that loads but would lose every rule the serving one has
+    /// (maps only; the last good keeps serving).
+    refused,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabel {
     result: ReloadResult,
+}
+
+/// The `severity` label of `imageswap_maps_findings`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum FindingSeverity {
+    error,
+    warning,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SeverityLabel {
+    severity: FindingSeverity,
 }
 
 /// The content a loaded file's series names: the hex SHA-256 an operator
@@ -191,8 +207,10 @@ pub struct Metrics {
     swapped: [Counter; Rule::ALL.len()],
     cache_hits: Counter,
     cache_misses: Counter,
-    maps_reloads: [Counter; 2],
+    maps_reloads: [Counter; 3],
     tls_reloads: [Counter; 2],
+    maps_rules: Gauge,
+    maps_findings: [Gauge; 2],
     tls_cert_expiry: Gauge,
     maps_loaded: LoadedContent,
     tls_loaded: LoadedContent,
@@ -287,9 +305,27 @@ impl Metrics {
             "TLS certificate loads (the first at start, then one per change), by result (an error keeps the last good pair)",
             tls_family.clone(),
         );
-        let results = [ReloadResult::success, ReloadResult::error];
-        let maps_reloads = results.map(|result| maps_family.get_or_create(&ResultLabel { result }).clone());
-        let tls_reloads = results.map(|result| tls_family.get_or_create(&ResultLabel { result }).clone());
+        let maps_reloads = [ReloadResult::success, ReloadResult::error, ReloadResult::refused]
+            .map(|result| maps_family.get_or_create(&ResultLabel { result }).clone());
+        let tls_reloads = [ReloadResult::success, ReloadResult::error]
+            .map(|result| tls_family.get_or_create(&ResultLabel { result }).clone());
+        let maps_rules = Gauge::default();
+        registry.register(
+            "imageswap_maps_rules",
+            "Rules in the maps file serving now (0: it swaps nothing; `default::` alone is one rule)",
+            maps_rules.clone(),
+        );
+        let maps_findings_family = Family::<SeverityLabel, Gauge>::default();
+        registry.register(
+            "imageswap_maps_findings",
+            "Findings of the maps file serving now, by severity (error: lines skipped or rules that can break pods)",
+            maps_findings_family.clone(),
+        );
+        let maps_findings = [FindingSeverity::error, FindingSeverity::warning].map(|severity| {
+            maps_findings_family
+                .get_or_create(&SeverityLabel { severity })
+                .clone()
+        });
 
         let tls_cert_expiry = Gauge::default();
         registry.register_with_unit(
@@ -393,6 +429,8 @@ impl Metrics {
             cache_misses,
             maps_reloads,
             tls_reloads,
+            maps_rules,
+            maps_findings,
             tls_cert_expiry,
             maps_loaded,
             tls_loaded,
@@ -454,6 +492,14 @@ impl Metrics {
         self.maps_reloads[result as usize].inc();
     }
 
+    /// The maps serving now: how many rules, and findings by severity.
+    pub fn maps_rules(&self, rules: usize, errors: usize, warnings: usize) {
+        self.maps_rules.set(i64::try_from(rules).unwrap_or(i64::MAX));
+        for (gauge, count) in self.maps_findings.iter().zip([errors, warnings]) {
+            gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The maps now serving: their SHA-256 (hex) and the Unix time of the load.
     pub fn maps_loaded(&self, sha256: &str, loaded_at: i64) {
         self.maps_loaded.set(sha256, loaded_at);
@@ -465,7 +511,10 @@ impl Metrics {
     }
 
     pub fn tls_reload(&self, result: ReloadResult) {
-        self.tls_reloads[result as usize].inc();
+        // A certificate is never refused, only rejected (`error`).
+        if let Some(counter) = self.tls_reloads.get(result as usize) {
+            counter.inc();
+        }
     }
 
     /// The serving certificate now in use expires at `not_after` (Unix seconds).

@@ -276,3 +276,50 @@ fn each_swap_is_an_info_line_and_the_review_line_says_the_metric_outcome() {
         quiet.seen.borrow()
     );
 }
+
+/// issue 21: truncating the maps file of a running server is refused with
+/// one ERROR line that says why and what to write instead.
+#[test]
+fn an_emptied_maps_file_is_one_error_line_and_no_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maps = dir.path().join("imageswap-maps.conf");
+    std::fs::write(&maps, "default::a.example\n").expect("write");
+    let maps_arg = maps.display().to_string();
+    let mut server = Running::start(&["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps_arg]);
+    let addr = server.listen_addr();
+    server.wait_for("Maps loaded.");
+    std::fs::write(&maps, "").expect("truncate");
+    let refused = server.wait_for("Cannot reload the maps file");
+    assert_eq!(refused["level"], "ERROR");
+    let error = refused["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("has no rule") && error.contains("`default::`"),
+        "{refused}"
+    );
+    let metrics = http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("imageswap_maps_reload_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+    let answer = http_post(addr, "/", "", &pod_review("after", &["nginx:1.25"]));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let patch = crate::support::decoded_patch(&serde_json::from_str(body).expect("a JSON answer"));
+    assert_eq!(
+        patch[0]["value"], "a.example/nginx:1.25",
+        "still swaps with the last good maps"
+    );
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+    assert!(
+        !server
+            .seen
+            .borrow()
+            .iter()
+            .any(|l| l["message"] == "Maps reloaded."),
+        "{:?}",
+        server.seen.borrow()
+    );
+}

@@ -26,6 +26,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("imageswap_cache_hits", "counter"),
     ("imageswap_cache_misses", "counter"),
     ("imageswap_maps_reload", "counter"),
+    ("imageswap_maps_rules", "gauge"),
+    ("imageswap_maps_findings", "gauge"),
     ("imageswap_inflight_requests", "gauge"),
     ("imageswap_shed_requests", "counter"),
     ("imageswap_build", "info"),

@@ -287,3 +287,31 @@ async fn the_poll_finds_a_file_whose_directory_appeared_after_start() {
     stop.send(true).expect("stop");
     task.await.expect("reloader stops");
 }
+
+/// issue 21: `: > imageswap-maps.conf` (a broken ConfigMap edit, a
+/// truncated write) used to be "Maps reloaded" and silently stop every
+/// swap; now the real server refuses it, says why in one ERROR line, counts
+/// it `refused` and swaps on with the last good maps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_maps_file_is_refused_and_the_last_good_swaps_on() {
+    let server = TestServer::start_with(Setup {
+        maps: MAPS_A.as_bytes().to_vec(),
+        ..Setup::default()
+    })
+    .await;
+    write_maps(&server, "emptied", b"");
+    let counted = eventually(RELOAD_WITHIN, async || {
+        server
+            .metrics_text()
+            .contains("imageswap_maps_reload_total{result=\"refused\"} 1")
+    })
+    .await;
+    assert!(counted, "{}", server.metrics_text());
+    assert_eq!(current_patch(&server).await, expected("a.example"));
+    let metrics = server.metrics_text();
+    assert!(metrics.contains("imageswap_maps_rules 3"), "{metrics}");
+    assert!(
+        metrics.contains("imageswap_maps_reload_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
+}
