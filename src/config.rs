@@ -229,6 +229,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub transport: Transport,
     pub rules: RulesSource,
+    /// Images never rewritten (`IMAGESWAP_KEEP_IMAGES`).
+    pub keep_images: Vec<String>,
     pub disable_label: String,
     pub pod_name: Option<String>,
     pub namespace: Option<String>,
@@ -337,6 +339,7 @@ impl ServeConfig {
             listen,
             transport,
             rules: RulesSource::from(&args.rules),
+            keep_images: args.rules.keep_images(),
             disable_label: server.disable_label.clone(),
             pod_name: server.pod_name.clone(),
             namespace: server.namespace.clone(),

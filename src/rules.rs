@@ -39,6 +39,24 @@ pub struct RulesArgs {
     /// The LEGACY mode prefix (deprecated).
     #[arg(long, env = "IMAGE_PREFIX")]
     pub prefix: Option<String>,
+
+    /// Images never rewritten, compared exactly before any rule:
+    /// placeholders another admission webhook replaces (Istio's `auto`).
+    /// Comma-separated; empty keeps none.
+    #[arg(long = "keep-images", env = "IMAGESWAP_KEEP_IMAGES", default_value = "auto")]
+    pub keep_images: String,
+}
+
+impl RulesArgs {
+    /// The keep list: `IMAGESWAP_KEEP_IMAGES` split on `,`, blanks dropped.
+    pub fn keep_images(&self) -> Vec<String> {
+        self.keep_images
+            .split(',')
+            .map(str::trim)
+            .filter(|image| !image.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// Why a maps file could not be loaded (a running server keeps its last good maps).

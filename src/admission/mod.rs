@@ -43,6 +43,10 @@ const IMAGES_PER_DEADLINE_CHECK: usize = 8;
 pub struct ImageDecision {
     pub result: Option<Arc<str>>,
     pub rule: Rule,
+    /// Why the image stays although a rule matched it, in the words its
+    /// warning gives (maps.md §3 step 7: `rule KEY gives an invalid image
+    /// "RESULT"`); `None` for every other decision.
+    pub kept: Option<Arc<str>>,
 }
 
 /// Decides what an image becomes; the server's implementation is the cache
@@ -135,6 +139,8 @@ pub struct Admission<'i> {
     /// Container images decided (seen in the pod spec and asked of the
     /// decider); fewer than the pod has when the deadline cut it short.
     pub images: usize,
+    /// Images kept although a rule matched them (see [`Decided::kept`]).
+    pub kept: Vec<Kept<'i>>,
     /// `imagePullSecrets` entries the patch adds.
     pub pull_secrets_added: usize,
     /// The `AdmissionReview` response, JSON.
@@ -175,12 +181,15 @@ pub fn decide<'i, 'c>(
         let tape = tape.map_err(BadReview::from_parse_error)?;
         let review = decode::decode(tape.as_value())?;
         let mut secrets = pull_secrets::Found::default();
-        let (verdict, changes, images) = decide_object(&review, options, pull_secrets, &mut secrets, decider);
+        let mut kept = Vec::new();
+        let (verdict, changes, images) =
+            decide_object(&review, options, pull_secrets, &mut secrets, &mut kept, decider);
         Ok(Decided {
             request: review.info,
             verdict,
             changes,
             images,
+            kept,
             pull_secrets,
             secrets,
         })
@@ -196,8 +205,21 @@ pub struct Decided<'i, 'c> {
     pub changes: Vec<Change<'i>>,
     /// Container images decided.
     pub images: usize,
+    /// Images kept although a rule matched them, with why (an invalid
+    /// result): each gets a warning and a WARN line.
+    pub kept: Vec<Kept<'i>>,
     pull_secrets: &'c PullSecrets,
     secrets: pull_secrets::Found<'i, 'c>,
+}
+
+/// An image left as it is although a rule matched it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kept<'i> {
+    pub field: ContainerField,
+    pub index: usize,
+    pub image: &'i str,
+    /// The decision's words (`rule KEY gives an invalid image "RESULT"`).
+    pub reason: Arc<str>,
 }
 
 impl<'i> Decided<'i, '_> {
@@ -212,10 +234,16 @@ impl<'i> Decided<'i, '_> {
             mut verdict,
             mut changes,
             images,
+            kept,
             pull_secrets,
             mut secrets,
         } = self;
         let mut warnings = Warnings::default();
+        if matches!(verdict, Verdict::Patched | Verdict::Unchanged) {
+            for k in &kept {
+                warnings.kept(k.image, &k.reason);
+            }
+        }
         if let Verdict::Malformed(problem) = &verdict
             && !checks.is_empty()
         {
@@ -276,6 +304,7 @@ impl<'i> Decided<'i, '_> {
             verdict,
             changes,
             images,
+            kept,
             pull_secrets_added,
             body,
         }
@@ -287,6 +316,7 @@ fn decide_object<'i, 'c>(
     options: &Options<'_>,
     pull_secrets: &'c PullSecrets,
     secrets: &mut pull_secrets::Found<'i, 'c>,
+    kept: &mut Vec<Kept<'i>>,
     decider: &impl Decide,
 ) -> (Verdict, Vec<Change<'i>>, usize) {
     // The kubelet's `pods/status`, `scale`, `exec`…: never a patch. Only
@@ -356,7 +386,17 @@ fn decide_object<'i, 'c>(
                 rule: decision.rule,
             }),
             // Left as it is: the image is final already.
-            None => secrets.need(pull_secrets, found.image),
+            None => {
+                if let Some(reason) = decision.kept {
+                    kept.push(Kept {
+                        field: found.field,
+                        index: found.index,
+                        image: found.image,
+                        reason,
+                    });
+                }
+                secrets.need(pull_secrets, found.image)
+            }
         }
         Ok(())
     });
@@ -445,6 +485,7 @@ mod tests {
         ImageDecision {
             result: Some(Arc::from(format!("m/{image}"))),
             rule: Rule::Default,
+            kept: None,
         }
     }
 
@@ -687,6 +728,7 @@ mod tests {
         let unchanged = |_: &str| ImageDecision {
             result: None,
             rule: Rule::Default,
+            kept: None,
         };
         let admission = admit(&mut body, &options(), &unchanged).expect("answered");
         assert_eq!((admission.verdict, admission.images), (Verdict::Unchanged, 3));

@@ -21,6 +21,7 @@ fn mirror(image: &str) -> ImageDecision {
     ImageDecision {
         result: swap.then(|| Arc::from(format!("{MIRROR}/{image}"))),
         rule: Rule::Default,
+        kept: None,
     }
 }
 

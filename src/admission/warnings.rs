@@ -84,6 +84,14 @@ impl Warnings {
         }
     }
 
+    /// The warning about an image kept although a rule matched it
+    /// (`reason` in the decision's words, e.g. maps.md §3 step 7).
+    pub fn kept(&mut self, image: &str, reason: &str) {
+        self.add(|text| {
+            let _ = write!(text, "kept {image}: {reason}");
+        });
+    }
+
     fn add(&mut self, write: impl FnOnce(&mut String)) {
         self.total += 1;
         if self.kept.len() >= WARNINGS_MAX {

@@ -106,6 +106,7 @@ mod tests {
         ImageDecision {
             result: Some(Arc::from(to)),
             rule: Rule::Default,
+            kept: None,
         }
     }
 

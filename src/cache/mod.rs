@@ -125,9 +125,14 @@ impl RulesState {
 
     fn decide_uncached(&self, image: &str) -> ImageDecision {
         let decision = self.engine.decide(image);
+        let kept = decision.rejected.map(|result| {
+            let key = decision.key.unwrap_or(decision.rule.as_str());
+            Arc::from(format!("rule {key} gives an invalid image \"{result}\""))
+        });
         ImageDecision {
             result: decision.result.map(Arc::from),
             rule: decision.rule,
+            kept,
         }
     }
 }

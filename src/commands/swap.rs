@@ -145,10 +145,11 @@ const STDIN_BUFFER_BYTES: usize = 64 * 1024;
 
 pub fn run(args: &SwapArgs) -> ExitCode {
     let source = RulesSource::from(&args.rules);
-    let loaded = match source.load() {
+    let mut loaded = match source.load() {
         Ok(loaded) => loaded,
         Err(e) => return super::usage_error(e),
     };
+    loaded.engine = loaded.engine.keeping(&args.rules.keep_images());
     if let RulesSource::Maps(path) = &source {
         log_findings(path, &loaded.findings);
     }
@@ -231,7 +232,8 @@ struct JsonLine<'a> {
     changed: bool,
     rule: &'static str,
     key: Option<&'a str>,
-    /// Why the image is not a valid reference (rule `invalid` only).
+    /// Why the image is not a valid reference (rule `invalid`), or why the
+    /// rule's result is not (`invalid-result`).
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     /// `--verify on` only: what the check found (`null`: not swapped, not checked).
@@ -253,11 +255,17 @@ struct Output<'a> {
     pull_secrets: &'a PullSecrets,
 }
 
-/// The reason of an `invalid` decision, for the output.
+/// The reason of an `invalid` or `invalid-result` decision, for the output.
 fn reason(image: &str, decision: &Decision<'_>) -> Option<String> {
-    (decision.rule == Rule::Invalid)
-        .then(|| invalid_reason(image))
-        .flatten()
+    match (decision.rule, &decision.rejected) {
+        (Rule::Invalid, _) => invalid_reason(image),
+        (Rule::InvalidResult, Some(result)) => Some(format!(
+            "rule {} gives an invalid image \"{result}\": {}",
+            decision.key.unwrap_or("-"),
+            invalid_reason(result).unwrap_or_default()
+        )),
+        _ => None,
+    }
 }
 
 fn write_block(

@@ -17,6 +17,8 @@ use super::watched::{WatchedFile, sha256_hex, unix_now};
 pub struct MapsFile {
     path: PathBuf,
     cache_capacity: u64,
+    /// Images never rewritten, whatever the file says.
+    keep_images: Vec<String>,
     rules: Arc<PublishedRules>,
     metrics: Arc<Metrics>,
 }
@@ -31,9 +33,16 @@ impl MapsFile {
         MapsFile {
             path,
             cache_capacity,
+            keep_images: Vec::new(),
             rules,
             metrics,
         }
+    }
+
+    /// Every engine built from the file keeps `images` (the keep list).
+    pub fn keeping(mut self, images: Vec<String>) -> MapsFile {
+        self.keep_images = images;
+        self
     }
 }
 
@@ -62,7 +71,7 @@ impl WatchedFile for MapsFile {
         let loaded = rules::compile_maps(&text);
         let sha256 = sha256_hex(text.as_bytes());
         Ok((
-            RulesState::new(loaded.engine, self.cache_capacity),
+            RulesState::new(loaded.engine.keeping(&self.keep_images), self.cache_capacity),
             loaded.findings,
             sha256,
         ))

@@ -184,16 +184,20 @@ impl Server {
         // into; what is not a file is loaded here, once.
         let mut reloader = Reloader::new(config.reload_poll);
         match &config.rules {
-            RulesSource::Maps(path) => reloader.watch(MapsFile::new(
-                path.clone(),
-                config.cache_capacity,
-                rules.clone(),
-                metrics.clone(),
-            )),
+            RulesSource::Maps(path) => reloader.watch(
+                MapsFile::new(
+                    path.clone(),
+                    config.cache_capacity,
+                    rules.clone(),
+                    metrics.clone(),
+                )
+                .keeping(config.keep_images.clone()),
+            ),
             RulesSource::Legacy(prefix) => {
                 let loaded = rules::load_legacy(prefix.as_deref());
                 rules::warn_legacy(&loaded.engine, prefix.as_deref());
-                rules.publish(RulesState::new(loaded.engine, config.cache_capacity));
+                let engine = loaded.engine.keeping(&config.keep_images);
+                rules.publish(RulesState::new(engine, config.cache_capacity));
             }
         }
         match (&config.transport, &certs) {

@@ -344,6 +344,21 @@ fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
         ),
         _ => {}
     }
+    if !admission.kept.is_empty() {
+        state.metrics.invalid_results(admission.kept.len());
+    }
+    for kept in &admission.kept {
+        let container = ContainerPath::of(kept.field, kept.index);
+        tracing::warn!(
+            uid = info.uid,
+            namespace = info.namespace.unwrap_or_default(),
+            name = info.name.unwrap_or_default(),
+            container = container.as_str(),
+            image = kept.image,
+            reason = &*kept.reason,
+            "Image kept: its rule gives an invalid image."
+        );
+    }
     tracing::info!(
         message = "Admission reviewed.",
         uid = info.uid,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::maps::{Finding, FindingKind, KeyKind, MapsFile, Severity};
-use super::reference::{ImageRef, last_component};
+use super::reference::{ImageRef, is_valid_reference, last_component};
 use super::replace::ReplaceRules;
 
 /// Hash maps keyed by rule keys. foldhash rather than SipHash: keys come from
@@ -29,10 +29,16 @@ pub enum Rule {
     Wildcard,
     Default,
     Legacy,
+    /// §3 step 7: the deciding rule gave an invalid reference; the image
+    /// stays (the rule's key is the decision's key).
+    InvalidResult,
+    /// Before step 1: a placeholder of the keep list (`auto`, Istio's),
+    /// never rewritten.
+    KeptPlaceholder,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 11] = [
         Rule::Invalid,
         Rule::Exact,
         Rule::Replace,
@@ -42,6 +48,8 @@ impl Rule {
         Rule::Wildcard,
         Rule::Default,
         Rule::Legacy,
+        Rule::InvalidResult,
+        Rule::KeptPlaceholder,
     ];
 
     /// The word of maps.md §6.
@@ -56,6 +64,8 @@ impl Rule {
             Rule::Wildcard => "wildcard",
             Rule::Default => "default",
             Rule::Legacy => "legacy",
+            Rule::InvalidResult => "invalid-result",
+            Rule::KeptPlaceholder => "kept-placeholder",
         }
     }
 }
@@ -74,15 +84,24 @@ pub struct Decision<'e> {
     /// The rule that decided (it may decide "unchanged").
     pub rule: Rule,
     /// The key that matched: the exact image, the glob, the registry or path
-    /// key, the wildcard pattern, `default`, or the LEGACY prefix.
+    /// key, the wildcard pattern, `default`, or the LEGACY prefix (for
+    /// `invalid-result`, the key of the rule that gave it; for
+    /// `kept-placeholder`, the placeholder).
     pub key: Option<&'e str>,
+    /// For `invalid-result`: the invalid image the rule gave, never patched.
+    pub rejected: Option<String>,
 }
 
 impl Decision<'_> {
     fn new<'e>(image: &str, result: Option<String>, rule: Rule, key: Option<&'e str>) -> Decision<'e> {
         // "A result that equals `image` is unchanged."
         let result = result.filter(|r| r != image);
-        Decision { result, rule, key }
+        Decision {
+            result,
+            rule,
+            key,
+            rejected: None,
+        }
     }
 
     pub fn changed(&self) -> bool {
@@ -101,6 +120,9 @@ pub enum EngineMode {
 #[derive(Debug)]
 pub struct Engine {
     rules: Rules,
+    /// Images never rewritten (`IMAGESWAP_KEEP_IMAGES`), compared exactly
+    /// before any rule; a handful at most, so a list.
+    keep: Vec<String>,
     /// The rule lines the maps file holds (valid lines, repeats included;
     /// 1 for a LEGACY prefix): 0 means the file swaps nothing by accident,
     /// as opposed to `default::`, one rule that swaps nothing on purpose.
@@ -204,6 +226,7 @@ impl Engine {
         (
             Engine {
                 rules: Rules::Maps(Box::new(rules)),
+                keep: Vec::new(),
                 rule_count: file.rules.len(),
             },
             findings,
@@ -215,8 +238,17 @@ impl Engine {
         let prefix = prefix.unwrap_or_default().to_owned();
         Engine {
             rule_count: usize::from(!prefix.is_empty()),
+            keep: Vec::new(),
             rules: Rules::Legacy { prefix },
         }
+    }
+
+    /// The same rules, with `images` never rewritten (maps.md §3, before
+    /// step 1: placeholders such as Istio's `auto`, which its injector
+    /// replaces only while it is still `auto`).
+    pub fn keeping(mut self, images: &[String]) -> Engine {
+        self.keep = images.to_vec();
+        self
     }
 
     /// How many rules the maps file holds (see the field).
@@ -233,16 +265,27 @@ impl Engine {
 
     /// What `image` becomes, and the rule that decided.
     pub fn decide<'e>(&'e self, image: &str) -> Decision<'e> {
+        if let Some(placeholder) = self.keep.iter().find(|k| *k == image) {
+            return Decision::new(image, None, Rule::KeptPlaceholder, Some(placeholder));
+        }
         let Some(reference) = ImageRef::parse(image) else {
-            return Decision {
-                result: None,
-                rule: Rule::Invalid,
-                key: None,
-            };
+            return Decision::new(image, None, Rule::Invalid, None);
         };
-        match &self.rules {
+        let decision = match &self.rules {
             Rules::Maps(rules) => rules.decide(&reference),
             Rules::Legacy { prefix } => decide_legacy(prefix, image),
+        };
+        // §3 step 7: only valid results. A value with a scheme, uppercase
+        // or `//`, or a port carried into the path, gives what the kubelet
+        // refuses (`InvalidImageName`): the pod keeps its image instead.
+        match decision.result {
+            Some(result) if !is_valid_reference(&result) => Decision {
+                result: None,
+                rule: Rule::InvalidResult,
+                key: decision.key,
+                rejected: Some(result),
+            },
+            _ => decision,
         }
     }
 }

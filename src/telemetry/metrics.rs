@@ -223,6 +223,7 @@ pub struct Metrics {
     log_lines_dropped: Counter,
     verify_fallbacks: [Counter; 2],
     pull_secrets_added: Counter,
+    invalid_results: Counter,
     /// The registry side of verification (verify::metrics), shared with the
     /// verifier that records into it.
     pub verify: VerifyMetrics,
@@ -404,6 +405,12 @@ impl Metrics {
         );
         let verify_fallbacks = [Fallback::missing, Fallback::error]
             .map(|reason| fallbacks_family.get_or_create(&FallbackLabel { reason }).clone());
+        let invalid_results = Counter::default();
+        registry.register(
+            "imageswap_invalid_results",
+            "Images kept because the rule that matched them gives an invalid reference (maps.md step 7; `imageswap maps check` names the rule)",
+            invalid_results.clone(),
+        );
         let pull_secrets_added = Counter::default();
         registry.register(
             "imageswap_pull_secrets_added",
@@ -443,6 +450,7 @@ impl Metrics {
             log_lines_dropped,
             verify_fallbacks,
             pull_secrets_added,
+            invalid_results,
             verify,
             log_drop_source: OnceLock::new(),
             log_drops_seen: AtomicU64::new(0),
@@ -540,6 +548,11 @@ impl Metrics {
     /// `imagePullSecrets` entries added by one patch.
     pub fn pull_secrets_added(&self, entries: usize) {
         self.pull_secrets_added.inc_by(entries as u64);
+    }
+
+    /// Images kept because their rule gives an invalid reference.
+    pub fn invalid_results(&self, images: usize) {
+        self.invalid_results.inc_by(images as u64);
     }
 
     /// Counts a request in flight until the returned guard drops (also when

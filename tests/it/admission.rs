@@ -373,3 +373,129 @@ async fn deep_nesting_within_the_body_limit_is_refused_cleanly() {
         still_serving(&server, protocol).await;
     }
 }
+
+/// Every `image` string anywhere in an object (containers, init and
+/// ephemeral containers, under any template).
+fn all_images(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                match (key.as_str(), child) {
+                    ("image", serde_json::Value::String(image)) => out.push(image.clone()),
+                    _ => all_images(child, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| all_images(item, out)),
+        _ => {}
+    }
+}
+
+/// issue 21 item 1: with values that can only give invalid images (a
+/// scheme, uppercase in the path, `//`, a port carried into the path), no
+/// fixture's answer patches an invalid reference into its object — applied
+/// with `json-patch`, every image is valid or the one the object had — and
+/// each kept image is named in a warning.
+#[test]
+fn no_fixture_is_patched_with_an_invalid_image() {
+    use imageswap::swap::reference::is_valid_reference;
+    let maps = "default::http://mirror.example.com\nquay.io::mirror.example.com/Team\n\
+                gcr.io::mirror.example.com/a//b\ndocker.io/library::harbor.corp.example:8443/hub\n\
+                registry.k8s.io::ok.example.com\n";
+    let state = RulesState::new(imageswap::swap::Engine::from_maps_text(maps).0, 100);
+    let mut kept_somewhere = 0;
+    for fixture in &fixtures() {
+        let mut body = fixture.bytes.clone();
+        let options = Options {
+            disable_label: "k8s.twr.io/imageswap",
+            shadow: false,
+            deadline: None,
+        };
+        let admission = admission::admit(&mut body, &options, &state.decider()).expect("a review");
+        let answer: serde_json::Value = serde_json::from_slice(&admission.body).expect("JSON");
+        let object = crate::support::applied(&fixture.bytes, &answer);
+        let mut before = Vec::new();
+        all_images(&fixture.review["request"]["object"], &mut before);
+        let mut after = Vec::new();
+        all_images(&object, &mut after);
+        for image in &after {
+            assert!(
+                is_valid_reference(image) || before.contains(image),
+                "{}: patched in {image:?}",
+                fixture.name
+            );
+        }
+        let warnings = crate::support::warnings(&answer);
+        for kept in &admission.kept {
+            kept_somewhere += 1;
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.starts_with(&format!("imageswap: kept {}: rule ", kept.image))),
+                "{}: no warning for {}: {warnings:?}",
+                fixture.name,
+                kept.image
+            );
+        }
+    }
+    assert!(
+        kept_somewhere >= 5,
+        "the bad rules matched {kept_somewhere} images"
+    );
+}
+
+/// issue 21 item 4: Istio's `auto` (and any image of the keep list) is
+/// never rewritten, in containers, init containers or a template; the
+/// other images of the same object still are.
+#[test]
+fn placeholders_are_never_rewritten() {
+    let engine = imageswap::swap::Engine::from_maps_text("default::harbor.example.com\n")
+        .0
+        .keeping(&["auto".to_owned(), "istio/proxyv2:placeholder".to_owned()]);
+    let state = RulesState::new(engine, 100);
+    let spec = serde_json::json!({
+        "initContainers": [{"name": "init", "image": "auto"}],
+        "containers": [
+            {"name": "istio-proxy", "image": "auto"},
+            {"name": "app", "image": "nginx:1.27"},
+            {"name": "sidecar", "image": "istio/proxyv2:placeholder"},
+        ],
+    });
+    let reviews = [
+        serde_json::json!({"uid": "p", "kind": {"kind": "Pod"}, "operation": "CREATE",
+            "object": {"kind": "Pod", "spec": spec}}),
+        serde_json::json!({"uid": "d", "kind": {"kind": "Deployment"}, "operation": "CREATE",
+            "object": {"kind": "Deployment", "spec": {"template": {"spec": spec}}}}),
+    ];
+    for request in reviews {
+        let review = serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request
+        }))
+        .expect("json");
+        let mut body = review.clone();
+        let options = Options {
+            disable_label: "k8s.twr.io/imageswap",
+            shadow: false,
+            deadline: None,
+        };
+        let admission = admission::admit(&mut body, &options, &state.decider()).expect("a review");
+        let answer: serde_json::Value = serde_json::from_slice(&admission.body).expect("JSON");
+        let patch = decoded_patch(&answer);
+        let values: Vec<&str> = patch
+            .as_array()
+            .expect("a patch")
+            .iter()
+            .filter_map(|op| op["value"].as_str())
+            .collect();
+        assert_eq!(values, ["harbor.example.com/nginx:1.27"], "{patch}");
+        assert!(
+            crate::support::warnings(&answer).is_empty(),
+            "a placeholder is no warning"
+        );
+    }
+    let decision = state.engine().decide("auto");
+    assert_eq!(
+        (decision.result, decision.rule.as_str()),
+        (None, "kept-placeholder")
+    );
+}

@@ -323,3 +323,50 @@ fn an_emptied_maps_file_is_one_error_line_and_no_reload() {
         server.seen.borrow()
     );
 }
+
+/// issue 21: an image whose rule gives an invalid reference is kept, with a
+/// WARN line naming the container, the rule and the result, a warning in
+/// the answer and a count.
+#[test]
+fn an_invalid_result_is_kept_with_a_warn_line_a_warning_and_a_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maps = dir.path().join("imageswap-maps.conf");
+    std::fs::write(
+        &maps,
+        "default::harbor.example.com\nquay.io::mirror.example.com/Team\n",
+    )
+    .expect("write");
+    let maps_arg = maps.display().to_string();
+    let mut server = Running::start(&["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps_arg]);
+    let addr = server.listen_addr();
+    let answer = http_post(
+        addr,
+        "/",
+        "",
+        &pod_review("bad-rule", &["quay.io/org/app:1", "nginx:1.27"]),
+    );
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let answer: serde_json::Value = serde_json::from_str(body).expect("a JSON answer");
+    let patch = crate::support::decoded_patch(&answer);
+    assert_eq!(
+        patch,
+        serde_json::json!([{"op": "replace", "path": "/spec/containers/1/image", "value": "harbor.example.com/nginx:1.27"}])
+    );
+    assert_eq!(
+        crate::support::warnings(&answer),
+        [
+            "imageswap: kept quay.io/org/app:1: rule quay.io gives an invalid image \"mirror.example.com/Team/org/app:1\""
+        ]
+    );
+    let kept = server.wait_for("Image kept: its rule gives an invalid image.");
+    assert_eq!(kept["level"], "WARN");
+    assert_eq!(kept["container"], "containers[0]");
+    assert_eq!(kept["image"], "quay.io/org/app:1");
+    let metrics = http_get(addr, "/metrics");
+    assert!(metrics.contains("imageswap_invalid_results_total 1"), "{metrics}");
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+}

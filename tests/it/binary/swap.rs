@@ -428,3 +428,53 @@ fn stdin_answers_each_line_as_soon_as_it_arrives() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+/// issue 21: `imageswap swap` shows the verdict of a rule whose result is
+/// invalid (`invalid-result`, the rule, the result and why) and of a
+/// placeholder (`kept-placeholder`); `--keep-images ''` keeps none.
+#[test]
+fn swap_shows_invalid_results_and_placeholders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maps = dir.path().join("maps.conf");
+    std::fs::write(
+        &maps,
+        "default::harbor.example.com\nquay.io::harbor.corp.example:8443/quay\n",
+    )
+    .expect("write");
+    let maps = maps.display().to_string();
+    let run = |extra: &[&str]| {
+        let output = imageswap()
+            .args(["swap", "--maps", &maps, "--output", "json"])
+            .args(extra)
+            .args(["quay.io:443/prometheus/x", "auto"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        json_lines(&output)
+    };
+    let lines = run(&[]);
+    assert_eq!(lines[0]["rule"], "invalid-result", "{}", lines[0]);
+    assert_eq!(lines[0]["changed"], false);
+    assert_eq!(lines[0]["key"], "quay.io");
+    let reason = lines[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "rule quay.io gives an invalid image \"harbor.corp.example:8443/quay:443/prometheus/x\": "
+        ),
+        "{reason}"
+    );
+    assert_eq!(
+        (&lines[1]["rule"], &lines[1]["changed"], &lines[1]["key"]),
+        (
+            &serde_json::json!("kept-placeholder"),
+            &serde_json::json!(false),
+            &serde_json::json!("auto")
+        )
+    );
+    let none_kept = run(&["--keep-images", ""]);
+    assert_eq!(
+        none_kept[1]["result"], "harbor.example.com/auto",
+        "{}",
+        none_kept[1]
+    );
+}

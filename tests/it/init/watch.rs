@@ -147,6 +147,7 @@ async fn start_server(tls_dir: &Path) -> LiveServer {
             key: tls_dir.join("key.pem"),
         }),
         rules: RulesSource::Maps(maps_file),
+        keep_images: vec!["auto".to_owned()],
         disable_label: "k8s.twr.io/imageswap".to_owned(),
         pod_name: Some("imageswap-watch-test".to_owned()),
         namespace: Some(NAMESPACE.to_owned()),

@@ -199,6 +199,8 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().expect("addr"),
             transport,
             rules: RulesSource::Maps(dir.path().join("maps/imageswap-maps.conf")),
+            // The default keep list: Istio's placeholder.
+            keep_images: vec!["auto".to_owned()],
             disable_label: "k8s.twr.io/imageswap".to_owned(),
             pod_name: Some("imageswap-test-0".to_owned()),
             namespace: Some("imageswap-system".to_owned()),

@@ -172,6 +172,34 @@ proptest! {
         prop_assert_eq!((d.result, d.rule), (None, Rule::Invalid));
     }
 
+    /// maps.md §3 step 7: whatever the rules, a changed result is a valid
+    /// reference; a rule whose result is not is reported, never applied.
+    #[test]
+    fn every_changed_result_is_a_valid_reference(
+        maps in prop::collection::vec(
+            (
+                prop_oneof![Just("default".to_owned()), "[a-z]{1,6}\\.io", Just("docker.io/library".to_owned()),
+                    "\\[EXACT\\][a-z]{1,4}", "\\[REPLACE\\][a-z*?/.]{1,6}"],
+                prop_oneof!["[a-zA-Z0-9.:/_-]{0,16}", Just("http://mirror.example.com".to_owned()),
+                    Just("mirror.example.com/Team".to_owned()), Just("mirror.example.com/a//b".to_owned()),
+                    Just("harbor.example:8443/quay".to_owned())],
+            ),
+            1..6,
+        ),
+        image in prop_oneof![reference(), "[a-z]{1,4}(:[0-9]{3})?/[a-z]{1,4}"],
+    ) {
+        let text: String = maps.iter().map(|(k, v)| format!("{k}::{v}\n")).collect();
+        let (engine, _) = Engine::from_maps_text(&text);
+        let d = engine.decide(&image);
+        if let Some(result) = &d.result {
+            prop_assert!(is_valid_reference(result), "{} -> {} under {:?}", image, result, text);
+        }
+        prop_assert_eq!(d.rule == Rule::InvalidResult, d.rejected.is_some());
+        if let Some(rejected) = &d.rejected {
+            prop_assert!(!is_valid_reference(rejected), "{}", rejected);
+        }
+    }
+
     #[test]
     fn generated_references_are_valid(image in reference()) {
         prop_assert!(is_valid_reference(&image) || image.len() > 255, "{}", image);

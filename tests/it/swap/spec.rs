@@ -579,7 +579,17 @@ fn section6_rule_words() {
     assert_eq!(
         words,
         [
-            "invalid", "exact", "replace", "none", "path", "registry", "wildcard", "default", "legacy"
+            "invalid",
+            "exact",
+            "replace",
+            "none",
+            "path",
+            "registry",
+            "wildcard",
+            "default",
+            "legacy",
+            "invalid-result",
+            "kept-placeholder"
         ]
     );
 }
@@ -601,4 +611,95 @@ fn engine_is_shareable() {
             Some("my.example.com/mirror-docker.io/alpine")
         );
     }
+}
+
+// ------------------------------------------------ §3 step 7 and the keep list
+
+/// issue 21: a changed result that is not a valid reference leaves the
+/// image unchanged with `invalid-result`, naming the rule's key and the
+/// result it gave; the original's own rules can do it (a port carried into
+/// the path).
+#[test]
+fn section3_step7_only_valid_results() {
+    let cases = [
+        (
+            "docker.io::http://mirror.example.com\ndefault::",
+            "nginx:1.25",
+            "docker.io",
+            "http://mirror.example.com/nginx:1.25",
+        ),
+        (
+            "quay.io::mirror.example.com/Team\ndefault::",
+            "quay.io/org/app:1",
+            "quay.io",
+            "mirror.example.com/Team/org/app:1",
+        ),
+        (
+            "gcr.io::mirror.example.com/a//b\ndefault::",
+            "gcr.io/x/y",
+            "gcr.io",
+            "mirror.example.com/a//b/x/y",
+        ),
+        (
+            "quay.io::harbor.corp.example:8443/quay\ndefault::",
+            "quay.io:443/prometheus/x",
+            "quay.io",
+            "harbor.corp.example:8443/quay:443/prometheus/x",
+        ),
+        (
+            "default::Mirror.example.com/Hub",
+            "nginx",
+            "default",
+            "Mirror.example.com/Hub/nginx",
+        ),
+        ("[EXACT]nginx:1::nginx:", "nginx:1", "nginx:1", "nginx:"),
+        (
+            "[REPLACE]ghcr.io/*::mirror.example.com//",
+            "ghcr.io/org/tool:2",
+            "ghcr.io/*",
+            "mirror.example.com//tool:2",
+        ),
+    ];
+    for (maps, image, key, rejected) in cases {
+        let (engine, _) = Engine::from_maps_text(maps);
+        let d = engine.decide(image);
+        assert_eq!(
+            (d.result, d.rule, d.key, d.rejected.as_deref()),
+            (None, Rule::InvalidResult, Some(key), Some(rejected)),
+            "{maps:?} {image}"
+        );
+    }
+    // The same rules still swap what they can swap validly.
+    let (engine, _) = Engine::from_maps_text("quay.io::harbor.corp.example:8443/quay\ndefault::");
+    assert_eq!(
+        engine.decide("quay.io/prometheus/x").result.as_deref(),
+        Some("harbor.corp.example:8443/quay/prometheus/x")
+    );
+    // LEGACY mode too.
+    let legacy = Engine::legacy(Some("mirror.io/Team"));
+    let d = legacy.decide("nginx");
+    assert_eq!((d.result, d.rule), (None, Rule::InvalidResult));
+}
+
+/// Before step 1: an image of the keep list is never rewritten, whatever
+/// rule would match it, and only the exact string is kept.
+#[test]
+fn keep_list_before_step1() {
+    let (engine, _) = Engine::from_maps_text("[EXACT]auto::x.example/auto\ndefault::harbor.example.com");
+    let engine = engine.keeping(&["auto".to_owned()]);
+    let d = engine.decide("auto");
+    assert_eq!(
+        (d.result, d.rule, d.key),
+        (None, Rule::KeptPlaceholder, Some("auto"))
+    );
+    assert_eq!(
+        engine.decide("auto:1").result.as_deref(),
+        Some("harbor.example.com/auto:1")
+    );
+    assert_eq!(
+        engine.decide("docker.io/auto").result.as_deref(),
+        Some("harbor.example.com/auto")
+    );
+    let legacy = Engine::legacy(Some("mirror.io")).keeping(&["auto".to_owned()]);
+    assert_eq!(legacy.decide("auto").rule, Rule::KeptPlaceholder);
 }
