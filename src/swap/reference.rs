@@ -143,6 +143,20 @@ fn strip_port(reg: &str) -> &str {
     }
 }
 
+/// A registry as image references name it: `host[:port]`, nothing else
+/// (no scheme, no path), as settings that name registries take it.
+pub fn check_registry_host(registry: &str) -> Result<(), String> {
+    let valid = !registry.is_empty()
+        && registry
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{registry:?} is not a registry host[:port]"))
+    }
+}
+
 /// `reference := name [ ":" tag ] [ "@" digest ]`, with the name at most 255
 /// characters.
 pub fn is_valid_reference(s: &str) -> bool {

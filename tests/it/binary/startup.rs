@@ -24,9 +24,7 @@ fn run_to_exit(mut command: Command, what: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start imageswap");
-    let exited = eventually_blocking(REFUSED_WITHIN, || {
-        child.try_wait().expect("wait").is_some()
-    });
+    let exited = eventually_blocking(REFUSED_WITHIN, || child.try_wait().expect("wait").is_some());
     if !exited {
         let _ = child.kill();
         let _ = child.wait();
@@ -48,7 +46,11 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
     let output = run_to_exit(imageswap, &what);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
-    assert!(output.stdout.is_empty(), "{what}: stdout {:?}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.stdout.is_empty(),
+        "{what}: stdout {:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
     assert!(stderr.starts_with("imageswap: "), "{what}: one prefix: {stderr}");
     stderr.trim_end().to_owned()
@@ -61,9 +63,27 @@ fn maps_arg() -> String {
 #[test]
 fn verify_timeout_must_be_below_request_timeout() {
     let maps = maps_arg();
-    let base = ["serve", "--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps];
+    let base = [
+        "serve",
+        "--insecure-http",
+        "--listen",
+        "127.0.0.1:0",
+        "--maps",
+        &maps,
+    ];
     let line = refused(
-        &[&base[..], &["--verify", "on", "--verify-timeout", "2s", "--request-timeout", "2s"]].concat(),
+        &[
+            &base[..],
+            &[
+                "--verify",
+                "on",
+                "--verify-timeout",
+                "2s",
+                "--request-timeout",
+                "2s",
+            ],
+        ]
+        .concat(),
         &[],
     );
     assert!(line.contains("--verify-timeout"), "{line}");
@@ -84,14 +104,30 @@ fn verify_timeout_must_be_below_request_timeout() {
 #[test]
 fn request_timeout_must_be_below_the_webhooks_timeout() {
     let maps = maps_arg();
-    let base = ["serve", "--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps];
+    let base = [
+        "serve",
+        "--insecure-http",
+        "--listen",
+        "127.0.0.1:0",
+        "--maps",
+        &maps,
+    ];
     // The manifests' webhook waits 5 s: the default of --webhook-timeout.
     let line = refused(&[&base[..], &["--request-timeout", "6s"]].concat(), &[]);
     assert!(line.contains("--request-timeout"), "{line}");
-    assert!(line.contains("IMAGESWAP_WEBHOOK_TIMEOUT"), "says how to change it: {line}");
+    assert!(
+        line.contains("IMAGESWAP_WEBHOOK_TIMEOUT"),
+        "says how to change it: {line}"
+    );
     assert!(line.contains("5s"), "{line}");
     // A webhook that waits longer allows a longer request timeout.
-    let mut server = Running::start(&[&base[1..], &["--request-timeout", "6s", "--webhook-timeout", "10s"]].concat());
+    let mut server = Running::start(
+        &[
+            &base[1..],
+            &["--request-timeout", "6s", "--webhook-timeout", "10s"],
+        ]
+        .concat(),
+    );
     server.listen_addr();
     server.signal("TERM");
     assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
@@ -103,7 +139,11 @@ fn request_timeout_must_be_below_the_webhooks_timeout() {
 #[test]
 fn a_plain_http_registry_is_a_host_and_port_only() {
     let line = refused(
-        &["serve", "--registry-plain-http", "registry.local:5000,http://reg:5000/path"],
+        &[
+            "serve",
+            "--registry-plain-http",
+            "registry.local:5000,http://reg:5000/path",
+        ],
         &[],
     );
     assert!(line.contains("--registry-plain-http"), "{line}");
@@ -154,7 +194,10 @@ fn every_start_up_error_has_one_prefix_and_exit_2() {
     // clap's parse (a value, then an unknown argument), serve's checks,
     // init's checks, swap's maps file.
     let line = refused(&["serve", "--request-timeout", "soon"], &[]);
-    assert!(line.contains("IMAGESWAP_REQUEST_TIMEOUT (--request-timeout)"), "{line}");
+    assert!(
+        line.contains("IMAGESWAP_REQUEST_TIMEOUT (--request-timeout)"),
+        "{line}"
+    );
     refused(&["serve"], &[("IMAGESWAP_MAX_CONCURRENCY", "0")]);
     refused(&["init"], &[("IMAGESWAP_WATCH_LISTEN", "nowhere")]);
     refused(&["init", "--tls-dir", ""], &[]);
@@ -194,10 +237,18 @@ fn a_body_that_is_not_json_is_answered_in_words() {
         let response = http_post(addr, "/mutate", "", body);
         assert!(response.starts_with("HTTP/1.1 400"), "{response}");
         let text = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-        assert!(text.contains(words), "{:?}: {text}", String::from_utf8_lossy(body));
+        assert!(
+            text.contains(words),
+            "{:?}: {text}",
+            String::from_utf8_lossy(body)
+        );
         // Words, not simd-json's error names.
         for name in ["ExpectedNull", "Eof", "TrailingData", "at character"] {
-            assert!(!text.contains(name), "{:?}: {text}", String::from_utf8_lossy(body));
+            assert!(
+                !text.contains(name),
+                "{:?}: {text}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
     server.signal("TERM");
