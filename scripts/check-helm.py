@@ -212,7 +212,9 @@ REFUSED = [
 ]
 
 # Not keys of `config`, on purpose: from the downward API, or never in a cluster.
-NOT_CONFIG = {"IMAGESWAP_POD_NAME", "IMAGESWAP_NAMESPACE_NAME", "IMAGESWAP_INSECURE_HTTP", "IMAGESWAP_DEV"}
+NOT_CONFIG = {"IMAGESWAP_POD_NAME", "IMAGESWAP_NAMESPACE_NAME", "IMAGESWAP_INSECURE_HTTP", "IMAGESWAP_DEV",
+              # Written from webhook.timeoutSeconds, so the two cannot disagree.
+              "IMAGESWAP_WEBHOOK_TIMEOUT"}
 # Set by the chart's `verify` block (mirror verification, issue 11), not by `config`.
 VERIFY_BLOCK = {"IMAGESWAP_VERIFY", "IMAGESWAP_VERIFY_ON_ERROR", "IMAGESWAP_VERIFY_TIMEOUT", "IMAGESWAP_VERIFY_TTL",
                 "IMAGESWAP_VERIFY_MISSING_TTL", "IMAGESWAP_REGISTRY_CONFIG", "IMAGESWAP_REGISTRY_CA",
