@@ -2,4 +2,5 @@
 
 mod examples;
 mod module_graph;
+mod operations;
 mod settings;
