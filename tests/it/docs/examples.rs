@@ -244,14 +244,22 @@ fn comment_claims(text: &str) -> Vec<(usize, String, Option<String>)> {
 fn the_example_maps_files_comments_are_what_imageswap_swap_gives() {
     let text = read(EXAMPLE_MAPS);
     let claims = comment_claims(&text);
-    assert!(claims.len() >= 12, "only {} claims found: {claims:?}", claims.len());
+    assert!(
+        claims.len() >= 12,
+        "only {} claims found: {claims:?}",
+        claims.len()
+    );
     let output = crate::support::binary::command()
         .args(["swap", "--output", "json", "--maps"])
         .arg(repo_path(EXAMPLE_MAPS))
         .args(claims.iter().map(|(_, image, _)| image))
         .output()
         .expect("run imageswap swap");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
@@ -278,7 +286,11 @@ fn comment_claims_are_read_in_sentences_and_on_their_own_line() {
     assert_eq!(
         comment_claims(text),
         [
-            (1, "nginx".to_owned(), Some("a.io/mirror-docker.io/nginx".to_owned())),
+            (
+                1,
+                "nginx".to_owned(),
+                Some("a.io/mirror-docker.io/nginx".to_owned())
+            ),
             (2, "b.io/x".to_owned(), None),
         ]
     );

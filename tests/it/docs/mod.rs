@@ -2,5 +2,5 @@
 
 mod examples;
 mod module_graph;
-mod operations;
+mod rendered;
 mod settings;

@@ -1,7 +1,8 @@
-//! The commands of docs/operations.md run against what they are about: the
-//! "did every replica load the new maps file?" command, run as written on
-//! the ConfigMap the kustomize base renders, prints the hash the server
-//! reports for that file.
+//! What the docs say about the manifests, checked on what kustomize renders:
+//! operations.md's "did every replica load the new maps file?" command, run
+//! as written on the rendered ConfigMap, prints the hash the server reports
+//! for that file; migrating.md's upgrade overlay swaps as the original did
+//! (verification off), as its text says.
 
 use std::process::{Command, Stdio};
 
@@ -25,12 +26,21 @@ fn maps_hash_command(doc: &str) -> String {
 
 /// The rendered kustomize base (`kubectl kustomize deploy/manifests`).
 fn rendered_base() -> Vec<Value> {
+    kustomize("deploy/manifests")
+}
+
+/// `kubectl kustomize DIR` (a directory of this repository).
+fn kustomize(dir: &str) -> Vec<Value> {
     let output = Command::new("kubectl")
         .args(["kustomize"])
-        .arg(repo_path("deploy/manifests"))
+        .arg(repo_path(dir))
         .output()
         .expect("kubectl is on PATH (scripts/check-deploy needs it too)");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_saphyr::from_multiple::<Value>(&String::from_utf8_lossy(&output.stdout))
         .expect("YAML")
         .into_iter()
@@ -84,7 +94,9 @@ fn the_maps_hash_command_prints_the_hash_the_server_reports() {
         .iter()
         .find(|v| v["configMap"]["name"] == "imageswap-maps")
         .expect("the maps volume");
-    let key = volume["configMap"]["items"][0]["key"].as_str().expect("the mounted key");
+    let key = volume["configMap"]["items"][0]["key"]
+        .as_str()
+        .expect("the mounted key");
     let data = find(&objects, "ConfigMap", "imageswap-maps")["data"][key]
         .as_str()
         .expect("the maps file in the ConfigMap");
@@ -105,4 +117,42 @@ fn the_maps_hash_command_prints_the_hash_the_server_reports() {
         "operations.md's command ({command}) prints another hash than the server reports"
     );
     server.signal("TERM");
+}
+
+/// migrating.md step 2's overlay (`my-imageswap/kustomization.yaml`): what
+/// it builds on, as a directory of this repository.
+fn upgrade_overlay_resource(doc: &str) -> String {
+    let start = doc
+        .find("# my-imageswap/kustomization.yaml")
+        .expect("migrating.md's upgrade overlay");
+    let block = &doc[start..start + doc[start..].find("```").expect("the block's end")];
+    let block: String = block
+        .lines()
+        .map(|l| l.trim_start())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let kustomization: Value = serde_saphyr::from_str(&block).expect("the overlay is YAML");
+    let resource = kustomization["resources"][0].as_str().expect("one resource");
+    resource
+        .strip_prefix("../imageswap/")
+        .unwrap_or_else(|| panic!("a path in this repository: {resource}"))
+        .to_owned()
+}
+
+#[test]
+fn the_upgrade_overlay_of_migrating_md_swaps_as_the_original_did() {
+    let doc = read("docs/migrating.md");
+    assert!(
+        doc.contains("swaps exactly as before"),
+        "migrating.md no longer promises the original's swaps: update this test"
+    );
+    let resource = upgrade_overlay_resource(&doc);
+    let objects = kustomize(&resource);
+    let env = &find(&objects, "ConfigMap", "imageswap-env")["data"];
+    // The program's default is off too: absent counts as off.
+    let verify = env["IMAGESWAP_VERIFY"].as_str().unwrap_or("off");
+    assert_eq!(
+        verify, "off",
+        "migrating.md's upgrade builds on {resource}, which turns mirror verification on: not the original's swaps"
+    );
 }
