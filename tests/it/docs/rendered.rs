@@ -2,7 +2,8 @@
 //! operations.md's "did every replica load the new maps file?" command, run
 //! as written on the rendered ConfigMap, prints the hash the server reports
 //! for that file; migrating.md's upgrade overlay swaps as the original did
-//! (verification off), as its text says.
+//! (verification off), as its text says; every "update the maps ConfigMap"
+//! command makes the object the base renders (its key and its labels).
 
 use std::process::{Command, Stdio};
 
@@ -155,4 +156,73 @@ fn the_upgrade_overlay_of_migrating_md_swaps_as_the_original_did() {
         verify, "off",
         "migrating.md's upgrade builds on {resource}, which turns mirror verification on: not the original's swaps"
     );
+}
+
+/// Every shell command of `doc` that mentions `needle`, its `\\` line
+/// continuations joined.
+fn commands_with(doc: &str, needle: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in doc.lines() {
+        let line = line.trim();
+        match line.strip_suffix('\\') {
+            Some(part) => current.push_str(part),
+            None => {
+                current.push_str(line);
+                if current.contains(needle) {
+                    commands.push(current.split_whitespace().collect::<Vec<_>>().join(" "));
+                }
+                current.clear();
+            }
+        }
+    }
+    commands
+}
+
+#[test]
+fn every_maps_configmap_update_keeps_the_key_and_labels_of_the_base() {
+    let objects = rendered_base();
+    let base = find(&objects, "ConfigMap", "imageswap-maps");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        repo_path("examples/imageswap-maps.conf"),
+        dir.path().join("imageswap-maps.conf"),
+    )
+    .expect("a maps file");
+    let mut checked = 0;
+    for doc in ["README.md", "docs/quick-start.md", "docs/maps.md"] {
+        let commands = commands_with(&read(doc), "create configmap imageswap-maps");
+        assert!(!commands.is_empty(), "{doc}: no maps ConfigMap update found");
+        for command in commands {
+            let offline = command
+                .strip_suffix("| kubectl apply -f -")
+                .unwrap_or_else(|| panic!("{doc}: the update applies what it makes: {command}"));
+            // Run up to the apply (offline: `--dry-run=client`, `--local`).
+            let output = Command::new("sh")
+                .args(["-c", offline])
+                .current_dir(dir.path())
+                .output()
+                .expect("sh");
+            assert!(
+                output.status.success(),
+                "{doc}: {command}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let made: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&output.stdout)).expect("YAML");
+            for field in ["name", "namespace", "labels"] {
+                assert_eq!(
+                    made["metadata"][field], base["metadata"][field],
+                    "{doc}: `{command}` makes another {field} than the base's ConfigMap (apply would drop its labels)"
+                );
+            }
+            let keys = |v: &Value| {
+                v["data"]
+                    .as_object()
+                    .map(|d| d.keys().cloned().collect::<Vec<_>>())
+            };
+            assert_eq!(keys(&made), keys(base), "{doc}: {command}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked}");
 }
