@@ -409,3 +409,46 @@ fn anchors_follow_github() {
     );
     assert_eq!(anchor(" LEGACY mode (deprecated)"), "legacy-mode-deprecated");
 }
+
+/// The README's performance section is a summary of docs/performance.md:
+/// short, and every figure of its table is one the full page gives (so the
+/// two cannot drift apart when a run is published).
+#[test]
+fn the_readmes_performance_summary_quotes_docs_performance() {
+    let readme = read("README.md");
+    let full = read("docs/performance.md");
+    let start = readme
+        .find("\n## Performance\n")
+        .expect("README has a Performance section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |end| end + 1)];
+    assert!(
+        section.lines().count() <= 40,
+        "the README's Performance section is {} lines: figures belong in docs/performance.md",
+        section.lines().count()
+    );
+    assert!(
+        section.contains("(docs/performance.md)"),
+        "it links the full page"
+    );
+    let mut figures = 0;
+    for row in section
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .skip(1)
+    {
+        let cells = cells(row);
+        for token in cells[1..].join(" ").split([' ', '(', ')', ';', '`']) {
+            let token = token.trim_end_matches([',', '×']);
+            let numeric = token.chars().all(|c| c.is_ascii_digit() || c == '.' || c == ',');
+            if numeric && token.len() > 2 {
+                assert!(
+                    full.contains(token),
+                    "README figure {token} ({row}) is not in docs/performance.md"
+                );
+                figures += 1;
+            }
+        }
+    }
+    assert!(figures >= 8, "only {figures} figures found in the README's table");
+}
