@@ -185,17 +185,9 @@ pub enum ConfigError {
     SameAddress { metrics: SettingName, addr: SocketAddr },
     #[error("{setting} is {value}, larger than this platform can address")]
     TooLarge { setting: SettingName, value: u64 },
-    /// One setting bounded by another; `relation` is "must be below" or
-    /// "must not exceed".
-    #[error("{setting} = {value} {relation} {limit_setting} = {limit}: {why}")]
-    AboveLimit {
-        setting: SettingName,
-        value: String,
-        relation: &'static str,
-        limit_setting: SettingName,
-        limit: String,
-        why: &'static str,
-    },
+    /// One setting bounded by another (boxed: the error stays small).
+    #[error("{0}")]
+    AboveLimit(Box<AboveLimit>),
     #[error("{setting} must be between {min} and {max} (the API server's bounds), got {value}")]
     OutOfRange {
         setting: SettingName,
@@ -205,6 +197,19 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Traces(#[from] TraceConfigError),
+}
+
+/// A setting bounded by another; `relation` is "must be below" or "must
+/// not exceed".
+#[derive(Debug, thiserror::Error)]
+#[error("{setting} = {value} {relation} {limit_setting} = {limit}: {why}")]
+pub struct AboveLimit {
+    pub setting: SettingName,
+    pub value: String,
+    pub relation: &'static str,
+    pub limit_setting: SettingName,
+    pub limit: String,
+    pub why: &'static str,
 }
 
 /// The name of a server setting, from its field.
@@ -232,7 +237,7 @@ fn check_timeouts(args: &ServeArgs) -> Result<(), ConfigError> {
         });
     }
     if server.request_timeout >= server.webhook_timeout {
-        return Err(ConfigError::AboveLimit {
+        return Err(ConfigError::AboveLimit(Box::new(AboveLimit {
             setting: server_setting("request_timeout"),
             value: text(server.request_timeout),
             relation: "must be below",
@@ -240,7 +245,7 @@ fn check_timeouts(args: &ServeArgs) -> Result<(), ConfigError> {
             limit: text(server.webhook_timeout),
             why: "the server's own answer must arrive before the API server stops waiting (the webhook's \
                   timeoutSeconds)",
-        });
+        })));
     }
     if args.verify.enabled() {
         let verify_timeout = SettingName::in_args::<VerifyArgs>("verify_timeout");
@@ -253,14 +258,14 @@ fn check_timeouts(args: &ServeArgs) -> Result<(), ConfigError> {
             });
         }
         if args.verify.verify_timeout >= server.request_timeout {
-            return Err(ConfigError::AboveLimit {
+            return Err(ConfigError::AboveLimit(Box::new(AboveLimit {
                 setting: verify_timeout,
                 value: text(args.verify.verify_timeout),
                 relation: "must be below",
                 limit_setting: server_setting("request_timeout"),
                 limit: text(server.request_timeout),
                 why: "an admission waits for its mirror checks within its own deadline",
-            });
+            })));
         }
     }
     Ok(())
@@ -359,14 +364,14 @@ impl ServeConfig {
         if server.memory_budget_bytes < server.max_body_bytes {
             let budget_is_default = defaults::MEMORY_BUDGET_BYTES.parse() == Ok(server.memory_budget_bytes);
             return Err(if budget_is_default {
-                ConfigError::AboveLimit {
+                ConfigError::AboveLimit(Box::new(AboveLimit {
                     setting: server_setting("max_body_bytes"),
                     value: server.max_body_bytes.to_string(),
                     relation: "must not exceed",
                     limit_setting: server_setting("memory_budget_bytes"),
                     limit: server.memory_budget_bytes.to_string(),
                     why: "the memory budget for request bodies holds at least one body of the largest size",
-                }
+                }))
             } else {
                 ConfigError::TooSmall {
                     setting: server_setting("memory_budget_bytes"),

@@ -118,6 +118,7 @@ fn the_maps_hash_command_prints_the_hash_the_server_reports() {
         "operations.md's command ({command}) prints another hash than the server reports"
     );
     server.signal("TERM");
+    assert_eq!(server.wait_exit(std::time::Duration::from_secs(5)), 0);
 }
 
 /// migrating.md step 2's overlay (`my-imageswap/kustomization.yaml`): what
