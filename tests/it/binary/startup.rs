@@ -39,7 +39,7 @@ fn run_to_exit(mut command: Command, what: &str) -> Output {
 
 /// One refused start: exit 2, nothing on stdout, exactly one line on
 /// stderr, starting with the one prefix; returns that line.
-fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+fn refused<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], env: &[(&str, &str)]) -> String {
     let what = format!("{args:?} {env:?}");
     let mut imageswap = command();
     imageswap.args(args).envs(env.iter().copied());
@@ -60,30 +60,35 @@ fn maps_arg() -> String {
     fixtures_maps().display().to_string()
 }
 
-#[test]
-fn verify_timeout_must_be_below_request_timeout() {
+/// The arguments of `serve` on a free loopback port over plain HTTP with
+/// the fixture maps (a start that is not refused serves), then `extra`.
+fn serve_args(extra: &[&str]) -> Vec<String> {
     let maps = maps_arg();
-    let base = [
+    [
         "serve",
         "--insecure-http",
         "--listen",
         "127.0.0.1:0",
         "--maps",
         &maps,
-    ];
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| (*a).to_owned())
+    .collect()
+}
+
+#[test]
+fn verify_timeout_must_be_below_request_timeout() {
     let line = refused(
-        &[
-            &base[..],
-            &[
-                "--verify",
-                "on",
-                "--verify-timeout",
-                "2s",
-                "--request-timeout",
-                "2s",
-            ],
-        ]
-        .concat(),
+        &serve_args(&[
+            "--verify",
+            "on",
+            "--verify-timeout",
+            "2s",
+            "--request-timeout",
+            "2s",
+        ]),
         &[],
     );
     assert!(line.contains("--verify-timeout"), "{line}");
@@ -91,7 +96,7 @@ fn verify_timeout_must_be_below_request_timeout() {
     assert!(line.contains("2s"), "{line}");
     // From the environment, as the ConfigMap sets them.
     let line = refused(
-        &base,
+        &serve_args(&[]),
         &[
             ("IMAGESWAP_VERIFY", "on"),
             ("IMAGESWAP_VERIFY_TIMEOUT", "3s"),
@@ -103,17 +108,8 @@ fn verify_timeout_must_be_below_request_timeout() {
 
 #[test]
 fn request_timeout_must_be_below_the_webhooks_timeout() {
-    let maps = maps_arg();
-    let base = [
-        "serve",
-        "--insecure-http",
-        "--listen",
-        "127.0.0.1:0",
-        "--maps",
-        &maps,
-    ];
     // The manifests' webhook waits 5 s: the default of --webhook-timeout.
-    let line = refused(&[&base[..], &["--request-timeout", "6s"]].concat(), &[]);
+    let line = refused(&serve_args(&["--request-timeout", "6s"]), &[]);
     assert!(line.contains("--request-timeout"), "{line}");
     assert!(
         line.contains("IMAGESWAP_WEBHOOK_TIMEOUT"),
@@ -121,18 +117,14 @@ fn request_timeout_must_be_below_the_webhooks_timeout() {
     );
     assert!(line.contains("5s"), "{line}");
     // A webhook that waits longer allows a longer request timeout.
-    let mut server = Running::start(
-        &[
-            &base[1..],
-            &["--request-timeout", "6s", "--webhook-timeout", "10s"],
-        ]
-        .concat(),
-    );
+    let longer = serve_args(&["--request-timeout", "6s", "--webhook-timeout", "10s"]);
+    let longer: Vec<&str> = longer[1..].iter().map(String::as_str).collect();
+    let mut server = Running::start(&longer);
     server.listen_addr();
     server.signal("TERM");
     assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
     // The API server allows 1 to 30 seconds.
-    let line = refused(&[&base[..], &["--webhook-timeout", "31s"]].concat(), &[]);
+    let line = refused(&serve_args(&["--webhook-timeout", "31s"]), &[]);
     assert!(line.contains("--webhook-timeout"), "{line}");
 }
 
@@ -156,20 +148,8 @@ fn a_plain_http_registry_is_a_host_and_port_only() {
 
 #[test]
 fn an_unreadable_registry_ca_is_a_bad_setting_named_once() {
-    let maps = maps_arg();
     let line = refused(
-        &[
-            "serve",
-            "--insecure-http",
-            "--listen",
-            "127.0.0.1:0",
-            "--maps",
-            &maps,
-            "--verify",
-            "on",
-            "--registry-ca",
-            "/nonexistent/ca.pem",
-        ],
+        &serve_args(&["--verify", "on", "--registry-ca", "/nonexistent/ca.pem"]),
         &[],
     );
     assert!(line.contains("--registry-ca"), "{line}");
