@@ -78,7 +78,7 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     /// A verification setting that cannot work (an unreadable
     /// `--registry-ca`): its one line names the setting.
-    #[error("{0}")]
+    #[error(transparent)]
     Verifier(#[from] crate::verify::VerifyError),
 }
 

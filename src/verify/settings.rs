@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-
 use clap::builder::TypedValueParser;
 
 use super::OnError;
