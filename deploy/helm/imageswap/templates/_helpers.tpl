@@ -72,8 +72,6 @@ IMAGESWAP_CERT_SOURCE: "csr"
 {{- if .Values.webhook.createByHelm -}}
 {{- $_ := set $data "IMAGESWAP_DISABLE_AUTO_MWC" "TRUE" -}}
 {{- end -}}
-{{- /* The server refuses a request timeout not below the webhook's timeoutSeconds: it reads that from here. */ -}}
-{{- $_ := set $data "IMAGESWAP_WEBHOOK_TIMEOUT" (printf "%ds" (int .Values.webhook.timeoutSeconds)) -}}
 {{- /* Mirror verification and pull secrets (docs/verify.md), from `verify`:
 every setting written out, as the kustomize base does. */ -}}
 {{- with .Values.verify -}}
@@ -93,6 +91,9 @@ every setting written out, as the kustomize base does. */ -}}
 {{- $_ := set $data "IMAGESWAP_IMAGE_PULL_SECRETS" (join "," $pairs) -}}
 {{- end -}}
 {{- end -}}
+{{- /* The server refuses a request timeout not below the webhook's
+timeoutSeconds: it reads that from here, so the two cannot disagree. */ -}}
+{{- $_ := set $data "IMAGESWAP_WEBHOOK_TIMEOUT" (printf "%ds" (int .Values.webhook.timeoutSeconds)) -}}
 {{- toYaml $data -}}
 {{- end }}
 
