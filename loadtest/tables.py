@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the README's performance tables (Markdown) from loadtest/results/,
+"""Prints the performance tables of docs/performance.md (Markdown) from loadtest/results/,
 so the published figures are the measured ones.
 
     python3 loadtest/tables.py [RESULTS_DIR]

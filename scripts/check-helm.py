@@ -217,6 +217,8 @@ NOT_CONFIG = {"IMAGESWAP_POD_NAME", "IMAGESWAP_NAMESPACE_NAME", "IMAGESWAP_INSEC
 VERIFY_BLOCK = {"IMAGESWAP_VERIFY", "IMAGESWAP_VERIFY_ON_ERROR", "IMAGESWAP_VERIFY_TIMEOUT", "IMAGESWAP_VERIFY_TTL",
                 "IMAGESWAP_VERIFY_MISSING_TTL", "IMAGESWAP_REGISTRY_CONFIG", "IMAGESWAP_REGISTRY_CA",
                 "IMAGESWAP_REGISTRY_PLAIN_HTTP", "IMAGESWAP_IMAGE_PULL_SECRETS"}
+# Written from webhook.timeoutSeconds, so the two cannot disagree.
+FROM_WEBHOOK = {"IMAGESWAP_WEBHOOK_TIMEOUT"}
 
 
 class Problems:
@@ -393,6 +395,64 @@ def check_webhook(name, objects, values, namespace, problems):
         problems.add(where, "the Job must run in the release namespace")
 
 
+def changed_leaves(a, b, path=()):
+    """(path, value in b) of every leaf where b differs from a."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [leaf for k in b for leaf in changed_leaves(a.get(k), b[k], path + (k,))]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [leaf for i, (x, y) in enumerate(zip(a, b)) for leaf in changed_leaves(x, y, path + (i,))]
+    return [] if a == b else [(path, b)]
+
+
+def lookup(obj, path):
+    for step in path:
+        if isinstance(obj, dict):
+            obj = obj.get(step)
+        elif isinstance(obj, list) and isinstance(step, int) and step < len(obj):
+            obj = obj[step]
+        else:
+            return None
+    return obj
+
+
+def check_production_example(chart, base_path, problems):
+    """docs/helm.md's values "for example what the production overlay sets",
+    rendered, set every field deploy/overlays/production changes in the base
+    (check-deploy renders it next to the base)."""
+    where = "docs/helm.md's production example"
+    doc = (ROOT / "docs/helm.md").read_text()
+    at = doc.find("production overlay sets")
+    block = re.search(r"```yaml\n(.*?)```", doc[at:], re.S) if at >= 0 else None
+    if block is None:
+        problems.add(where, "no ```yaml block after \"production overlay sets\"")
+        return 0
+    try:
+        ours = {key(o): o for o in render(chart, yaml.safe_load(block.group(1))) if not is_hook(o)}
+    except helm.HelmError as e:
+        problems.add(where, str(e).strip())
+        return 0
+    with open(base_path) as f:
+        base_objects = {key(o): o for o in yaml.safe_load_all(f) if o}
+    with open(Path(base_path).parent / "production.yaml") as f:
+        production = [o for o in yaml.safe_load_all(f) if o]
+    checked = 0
+    for obj in production:
+        k = key(obj)
+        if k not in base_objects:
+            continue
+        for path, wanted in changed_leaves(base_objects[k], obj):
+            if k[0] == "Deployment" and path == ("spec", "replicas"):
+                continue  # with the HPA on, the HPA owns the count (autoscaling.minReplicas)
+            checked += 1
+            got = lookup(ours.get(k), path)
+            if got != wanted:
+                problems.add(where, f"{k[0]}/{k[1]}: {'.'.join(map(str, path))} is {got!r} with the example, "
+                                    f"{wanted!r} in deploy/overlays/production")
+    if checked < 5:
+        problems.add(where, f"only {checked} fields of the production overlay compared: did its rendering change?")
+    return checked
+
+
 def check_refused(chart, problems):
     for what, values, fragment in REFUSED:
         try:
@@ -420,7 +480,7 @@ def check_every_setting(chart, problems):
                 if name.startswith(("IMAGESWAP_", "OTEL_")) or name == "IMAGE_PREFIX"}
     for source, names in (("deploy/manifests/imageswap-env-cm.yaml", base_vars), ("docs/configuration.md", doc_vars),
                           ("src/", src_vars)):
-        for name in sorted(names - config - NOT_CONFIG - VERIFY_BLOCK):
+        for name in sorted(names - config - NOT_CONFIG - VERIFY_BLOCK - FROM_WEBHOOK):
             problems.add(where, f"{name} ({source}) is not a key of values.yaml's config")
     schema = set(chart.schema["properties"]["config"]["properties"])
     for name in sorted(config ^ schema):
@@ -499,6 +559,9 @@ def main():
     settings, program = check_every_setting(chart, problems)
     n = report(f"every setting in values.yaml: {settings} config keys against the base's env ConfigMap, "
                f"docs/configuration.md and the program's {program} variables", n)
+
+    fields = check_production_example(chart, args.base, problems)
+    n = report(f"docs/helm.md's production example against deploy/overlays/production: {fields} fields", n)
 
     table = subprocess.run([sys.executable, str(ROOT / "scripts/helm-values-table"), "--check"],
                            capture_output=True, text=True)

@@ -7,6 +7,7 @@
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{self, maps_check::MapsCheckArgs, swap::SwapArgs};
@@ -49,6 +50,19 @@ pub enum MapsCommand {
 }
 
 impl Cli {
+    /// The process's command line. A refused one is reported as every
+    /// start-up error is (`commands::usage_error`: one line, one prefix)
+    /// and gives the exit code to return; help and version print as clap
+    /// prints them.
+    pub fn from_env() -> Result<Cli, ExitCode> {
+        Cli::try_parse().map_err(|error| match error.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => error.exit(),
+            _ => commands::usage_error(parse_error_line(&error)),
+        })
+    }
+
     /// Runs the subcommand.
     pub fn run(self) -> ExitCode {
         let logs = Logs::new(&self.logs);
@@ -69,6 +83,41 @@ impl Cli {
             }
         }
     }
+}
+
+/// clap's error on one line: its message and tips (`error: ` dropped, the
+/// prefix is ours), then the usage of the (sub)command and where its
+/// settings are listed. clap's own format spreads them over paragraphs
+/// and ends with a generic "try '--help'" that does not say whose help.
+pub fn parse_error_line(error: &clap::Error) -> String {
+    let rendered = error.to_string();
+    let mut parts: Vec<String> = Vec::new();
+    let mut usage = None;
+    for paragraph in rendered.split("\n\n") {
+        let text = paragraph
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(found) = text.strip_prefix("Usage: ") {
+            usage = Some(found.to_owned());
+        } else if !text.is_empty() && !text.starts_with("For more information") {
+            parts.push(text.strip_prefix("error: ").unwrap_or(&text).to_owned());
+        }
+    }
+    let mut line = parts.join("; ");
+    if let Some(usage) = usage {
+        let command: Vec<&str> = usage
+            .split_whitespace()
+            .take_while(|word| !word.starts_with(['[', '<']))
+            .collect();
+        line.push_str(&format!(
+            "; usage: {usage} (`{} --help` lists the settings)",
+            command.join(" ")
+        ));
+    }
+    line
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub mod defaults {
     /// 3 MiB: the API server's own limit on a request body.
     pub const MAX_BODY_BYTES: &str = "3145728";
     pub const REQUEST_TIMEOUT: &str = "2s";
+    /// The `timeoutSeconds` of the webhook in deploy/manifests and the chart.
+    pub const WEBHOOK_TIMEOUT: &str = "5s";
     /// Reviews being decided at once; a request counts once its body is in,
     /// so slow clients hold no place. A cached review is tens of
     /// microseconds of CPU, so 1024 is far more than two cores can be busy
@@ -86,6 +88,13 @@ pub struct ServerArgs {
     #[arg(long, env = "IMAGESWAP_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT,
         value_parser = setting::<Duration>())]
     pub request_timeout: Duration,
+
+    /// The webhook's `timeoutSeconds` (how long the API server waits for an
+    /// answer, 1s to 30s): IMAGESWAP_REQUEST_TIMEOUT must be below it, so the
+    /// server's own answer comes first. Set it with `timeoutSeconds`.
+    #[arg(long, env = "IMAGESWAP_WEBHOOK_TIMEOUT", default_value = defaults::WEBHOOK_TIMEOUT,
+        value_parser = setting::<Duration>())]
+    pub webhook_timeout: Duration,
 
     /// Admission requests answered at once; more get a fast 503.
     #[arg(long, env = "IMAGESWAP_MAX_CONCURRENCY", default_value = defaults::MAX_CONCURRENCY,
@@ -176,13 +185,90 @@ pub enum ConfigError {
     SameAddress { metrics: SettingName, addr: SocketAddr },
     #[error("{setting} is {value}, larger than this platform can address")]
     TooLarge { setting: SettingName, value: u64 },
+    /// One setting bounded by another (boxed: the error stays small).
+    #[error("{0}")]
+    AboveLimit(Box<AboveLimit>),
+    #[error("{setting} must be between {min} and {max} (the API server's bounds), got {value}")]
+    OutOfRange {
+        setting: SettingName,
+        min: &'static str,
+        max: &'static str,
+        value: String,
+    },
     #[error(transparent)]
     Traces(#[from] TraceConfigError),
+}
+
+/// A setting bounded by another; `relation` is "must be below" or "must
+/// not exceed".
+#[derive(Debug, thiserror::Error)]
+#[error("{setting} = {value} {relation} {limit_setting} = {limit}: {why}")]
+pub struct AboveLimit {
+    pub setting: SettingName,
+    pub value: String,
+    pub relation: &'static str,
+    pub limit_setting: SettingName,
+    pub limit: String,
+    pub why: &'static str,
 }
 
 /// The name of a server setting, from its field.
 fn server_setting(field: &str) -> SettingName {
     SettingName::in_args::<ServerArgs>(field)
+}
+
+/// The bounds the API server puts on a webhook's `timeoutSeconds`.
+const WEBHOOK_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+const WEBHOOK_TIMEOUT_MAX: Duration = Duration::from_secs(30);
+
+/// The three timeouts nest: a mirror check within the request, the request
+/// within the API server's wait. Past the API server's wait nobody reads
+/// the answer (and `failurePolicy` decides instead of ImageSwap); a check
+/// that may take the whole request leaves no time to answer.
+fn check_timeouts(args: &ServeArgs) -> Result<(), ConfigError> {
+    let server = &args.server;
+    let text = |d: Duration| humantime::format_duration(d).to_string();
+    if !(WEBHOOK_TIMEOUT_MIN..=WEBHOOK_TIMEOUT_MAX).contains(&server.webhook_timeout) {
+        return Err(ConfigError::OutOfRange {
+            setting: server_setting("webhook_timeout"),
+            min: "1s",
+            max: "30s",
+            value: text(server.webhook_timeout),
+        });
+    }
+    if server.request_timeout >= server.webhook_timeout {
+        return Err(ConfigError::AboveLimit(Box::new(AboveLimit {
+            setting: server_setting("request_timeout"),
+            value: text(server.request_timeout),
+            relation: "must be below",
+            limit_setting: server_setting("webhook_timeout"),
+            limit: text(server.webhook_timeout),
+            why: "the server's own answer must arrive before the API server stops waiting (the webhook's \
+                  timeoutSeconds)",
+        })));
+    }
+    if args.verify.enabled() {
+        let verify_timeout = SettingName::in_args::<VerifyArgs>("verify_timeout");
+        // A zero timeout would answer every check "timeout" at once: the
+        // setting is surely a mistake.
+        if args.verify.verify_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                setting: verify_timeout,
+                value: args.verify.verify_timeout,
+            });
+        }
+        if args.verify.verify_timeout >= server.request_timeout {
+            return Err(ConfigError::AboveLimit(Box::new(AboveLimit {
+                setting: verify_timeout,
+                value: text(args.verify.verify_timeout),
+                relation: "must be below",
+                limit_setting: server_setting("request_timeout"),
+                limit: text(server.request_timeout),
+                why: "an admission waits for its mirror checks within its own deadline",
+            })));
+        }
+    }
+    Ok(())
 }
 
 /// Where the serving certificate comes from.
@@ -273,12 +359,27 @@ impl ServeConfig {
             setting: server_setting("max_body_bytes"),
             value: server.max_body_bytes,
         })?;
-        // The budget must hold at least one body of the largest size.
+        // The budget must hold at least one body of the largest size. The
+        // line names the setting that was moved: the body limit when the
+        // budget is its default (`--max-body-bytes 100000000` alone), else
+        // the budget.
         if server.memory_budget_bytes < server.max_body_bytes {
-            return Err(ConfigError::TooSmall {
-                setting: server_setting("memory_budget_bytes"),
-                min: server.max_body_bytes,
-                value: server.memory_budget_bytes,
+            let budget_is_default = defaults::MEMORY_BUDGET_BYTES.parse() == Ok(server.memory_budget_bytes);
+            return Err(if budget_is_default {
+                ConfigError::AboveLimit(Box::new(AboveLimit {
+                    setting: server_setting("max_body_bytes"),
+                    value: server.max_body_bytes.to_string(),
+                    relation: "must not exceed",
+                    limit_setting: server_setting("memory_budget_bytes"),
+                    limit: server.memory_budget_bytes.to_string(),
+                    why: "the memory budget for request bodies holds at least one body of the largest size",
+                }))
+            } else {
+                ConfigError::TooSmall {
+                    setting: server_setting("memory_budget_bytes"),
+                    min: server.max_body_bytes,
+                    value: server.memory_budget_bytes,
+                }
             });
         }
         let memory_budget_bytes =
@@ -292,6 +393,7 @@ impl ServeConfig {
                 value: server.request_timeout,
             });
         }
+        check_timeouts(args)?;
         if server.disable_label.trim().is_empty() {
             return Err(ConfigError::Empty {
                 setting: server_setting("disable_label"),
@@ -327,14 +429,6 @@ impl ServeConfig {
             })
         };
         let traces = TraceConfig::from_args(&args.traces)?;
-        // With verification on, a zero timeout would answer every check
-        // "timeout" at once: the setting is surely a mistake.
-        if args.verify.enabled() && args.verify.verify_timeout.is_zero() {
-            return Err(ConfigError::ZeroDuration {
-                setting: SettingName::in_args::<VerifyArgs>("verify_timeout"),
-                value: args.verify.verify_timeout,
-            });
-        }
         Ok(ServeConfig {
             listen,
             transport,
@@ -475,6 +569,16 @@ mod tests {
                 &["--verify", "on", "--verify-timeout", "0s"][..],
                 "IMAGESWAP_VERIFY_TIMEOUT",
             ),
+            // The timeouts nest: verify < request < webhook, within 1s..30s.
+            (
+                &["--verify", "on", "--verify-timeout", "2s"][..],
+                "IMAGESWAP_VERIFY_TIMEOUT",
+            ),
+            (&["--request-timeout", "5s"][..], "IMAGESWAP_REQUEST_TIMEOUT"),
+            (&["--webhook-timeout", "500ms"][..], "IMAGESWAP_WEBHOOK_TIMEOUT"),
+            (&["--webhook-timeout", "31s"][..], "IMAGESWAP_WEBHOOK_TIMEOUT"),
+            // The budget is the default: the body limit is the one moved.
+            (&["--max-body-bytes", "100000000"][..], "IMAGESWAP_MAX_BODY_BYTES"),
         ] {
             let message = config(args).expect_err("refused").to_string();
             assert!(message.contains(variable), "{message}");

@@ -30,7 +30,9 @@ impl ApiVersion {
 /// with the JSON path, goes back in the 400 body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadReview {
-    #[error("the body is not valid JSON: {0}")]
+    /// In words (simd-json's own text is its enum's names: `ExpectedNull at
+    /// character 0`), with the byte offset to look at.
+    #[error("not JSON: {0}")]
     NotJson(String),
     #[error("the body nests JSON deeper than {max} levels, more than any AdmissionReview does")]
     TooDeep { max: usize },
@@ -56,13 +58,51 @@ pub enum BadReview {
 const QUOTED_VALUE_MAX_CHARS: usize = 64;
 
 impl BadReview {
-    pub(super) fn from_parse_error(error: simd_json::Error) -> BadReview {
-        match error.error() {
-            simd_json::ErrorType::DepthLimitExceeded => BadReview::TooDeep {
-                max: simd_json::DEFAULT_MAX_DEPTH,
-            },
-            _ => BadReview::NotJson(error.to_string()),
+    /// The answer to a body simd-json refused, in words; `body_len` is the
+    /// body's length before parsing (the parse works in place). simd-json's
+    /// kinds and offsets are approximate (its first stage finds structure,
+    /// not the first wrong byte), so the words say what kind of thing is
+    /// wrong *near* a byte, with the character found there.
+    pub(super) fn from_parse_error(error: &simd_json::Error, body_len: usize) -> BadReview {
+        use simd_json::ErrorType as E;
+        if body_len == 0 {
+            return BadReview::NotJson("the body is empty".to_owned());
         }
+        let what = match error.error() {
+            E::DepthLimitExceeded => {
+                return BadReview::TooDeep {
+                    max: simd_json::DEFAULT_MAX_DEPTH,
+                };
+            }
+            E::Eof => return BadReview::NotJson("the body ends before a JSON value does".to_owned()),
+            E::InputTooLarge => {
+                return BadReview::NotJson(
+                    "the body is larger than the JSON parser reads (4 GiB)".to_owned(),
+                );
+            }
+            E::TrailingData => "more text after the JSON value",
+            E::UnterminatedString => "a string that is not closed",
+            E::InvalidUtf8 => "bytes that are not UTF-8",
+            E::InvalidEscape | E::InvalidUnicodeEscape | E::InvalidUnicodeCodepoint => {
+                "a bad escape in a string"
+            }
+            E::InvalidNumber | E::InvalidExponent => "a malformed number",
+            E::ExpectedNull | E::ExpectedTrue | E::ExpectedFalse => "a word that is not null, true or false",
+            E::ExpectedArrayComma | E::ExpectedArrayContent => "a malformed array",
+            E::ExpectedMapComma
+            | E::ExpectedMapEnd
+            | E::ExpectedObjectColon
+            | E::ExpectedObjectContent
+            | E::ExpectedObjectKey
+            | E::KeyMustBeAString
+            | E::BadKeyType => "a malformed object",
+            _ => "malformed JSON",
+        };
+        let found = match error.character() {
+            Some(c) if !c.is_control() => format!(" (`{c}`)"),
+            _ => String::new(),
+        };
+        BadReview::NotJson(format!("{what} near byte {}{found}", error.index()))
     }
 
     fn wrong_value(path: &'static str, expected: &'static str, found: &str) -> BadReview {

@@ -18,7 +18,7 @@ use super::decode::{member, text};
 use super::json::write_str;
 use super::patch::push_segment;
 use crate::settings::{SettingValue, setting};
-use crate::swap::reference::{DOCKER_HUB, ImageRef};
+use crate::swap::reference::{DOCKER_HUB, ImageRef, check_registry_host};
 
 /// The other names of Docker Hub, which image references and settings may
 /// use; they are all compared as `docker.io` (the registry of `nginx`).
@@ -96,7 +96,7 @@ impl SettingValue for PullSecrets {
                 return Err(format!("{pair:?} has no `=`"));
             };
             let (registry, secret) = (registry.trim(), secret.trim());
-            check_registry(registry)?;
+            check_registry_host(registry)?;
             check_secret(secret)?;
             let registry = canonical_registry(registry);
             if entries.iter().any(|(r, _)| r == registry) {
@@ -105,19 +105,6 @@ impl SettingValue for PullSecrets {
             entries.push((registry.to_owned(), secret.to_owned()));
         }
         Ok(PullSecrets { entries })
-    }
-}
-
-/// A registry as image references name it: `host[:port]`, nothing else.
-fn check_registry(registry: &str) -> Result<(), String> {
-    let valid = !registry.is_empty()
-        && registry
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("{registry:?} is not a registry host[:port]"))
     }
 }
 

@@ -18,10 +18,7 @@ use crate::telemetry::metrics::InitMetrics;
 pub fn run(args: &InitArgs) -> ExitCode {
     let settings = match InitSettings::from_args(args) {
         Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("imageswap init: {err}");
-            return ExitCode::from(super::EXIT_USAGE);
-        }
+        Err(err) => return super::usage_error(err),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -13,8 +13,13 @@ use std::process::ExitCode;
 /// Exit code for usage errors and unreadable inputs.
 pub const EXIT_USAGE: u8 = 2;
 
-/// Prints one clear line on stderr and returns the usage exit code.
-fn usage_error(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("imageswap: {message}");
+/// The one prefix of every start-up error.
+pub const ERROR_PREFIX: &str = "imageswap: ";
+
+/// Prints one clear line on stderr, the shape of every start-up error (a
+/// refused setting, an unreadable file a setting names, a bad command
+/// line), and returns the usage exit code.
+pub(crate) fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{ERROR_PREFIX}{message}");
     ExitCode::from(EXIT_USAGE)
 }

@@ -13,7 +13,7 @@ use tracing_appender::non_blocking::WorkerGuard;
 
 use crate::config::{ServeArgs, ServeConfig, Transport};
 use crate::rules::{DEFAULT_MAPS_FILE, RulesSource};
-use crate::server::{Server, dev};
+use crate::server::{self, Server, dev};
 use crate::telemetry::logging::Logs;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::{self, Emitter, Traces};
@@ -64,6 +64,12 @@ fn dev_rules(rules: RulesSource) -> std::io::Result<RulesSource> {
 
 async fn serve(config: ServeConfig, logs: Logs) -> ExitCode {
     let metrics = Arc::new(Metrics::new());
+    // Before the logs: an unreadable `--registry-ca` is a bad setting,
+    // reported as every other one.
+    let verification = match server::build_verifier(&config, &metrics) {
+        Ok(verification) => verification,
+        Err(e) => return super::usage_error(e),
+    };
     let traces = match &config.traces {
         None => None,
         Some(settings) => {
@@ -97,14 +103,19 @@ async fn serve(config: ServeConfig, logs: Logs) -> ExitCode {
             "Exporting traces over OTLP/HTTP."
         );
     }
-    let code = run_server(config, metrics, log_writer.clone()).await;
+    let code = run_server(config, metrics, verification, log_writer.clone()).await;
     if let Some(traces) = traces {
         traces.shutdown(traces::FLUSH_TIMEOUT).await;
     }
     code
 }
 
-async fn run_server(config: ServeConfig, metrics: Arc<Metrics>, log_writer: LogWriter) -> ExitCode {
+async fn run_server(
+    config: ServeConfig,
+    metrics: Arc<Metrics>,
+    verification: Option<server::Verification>,
+    log_writer: LogWriter,
+) -> ExitCode {
     if config.transport == Transport::InsecureHttp {
         tracing::warn!(
             "PLAIN HTTP (--insecure-http): admission reviews travel unencrypted. For local and load \
@@ -113,7 +124,7 @@ async fn run_server(config: ServeConfig, metrics: Arc<Metrics>, log_writer: LogW
     }
     let dev = config.dev;
     let tls = config.transport != Transport::InsecureHttp;
-    let server = match Server::bind(config, metrics).await {
+    let server = match Server::bind_verified(config, metrics, verification).await {
         Ok(server) => server,
         Err(e) => {
             tracing::error!(error = %e, "Cannot start the server.");

@@ -76,8 +76,10 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot start mirror verification: {0:#}")]
-    Verifier(anyhow::Error),
+    /// A verification setting that cannot work (an unreadable
+    /// `--registry-ca`): its one line names the setting.
+    #[error(transparent)]
+    Verifier(#[from] crate::verify::VerifyError),
 }
 
 /// The checker on the request path and the credentials file it reads.
@@ -91,8 +93,7 @@ pub fn build_verifier(config: &ServeConfig, metrics: &Metrics) -> Result<Option<
     if !config.verify.enabled() {
         return Ok(None);
     }
-    let built = crate::reload::registry_verification(&config.verify, metrics.verify.clone())
-        .map_err(|error| ServeError::Verifier(error.into()))?;
+    let built = crate::reload::registry_verification(&config.verify, metrics.verify.clone())?;
     Ok(Some(built))
 }
 
@@ -120,7 +121,19 @@ impl Server {
     /// files leave the server unready (`/readyz` says why) until a good
     /// version appears.
     pub async fn bind(config: ServeConfig, metrics: Arc<Metrics>) -> Result<Server, ServeError> {
-        match build_verifier(&config, &metrics)? {
+        let verification = build_verifier(&config, &metrics)?;
+        Server::bind_verified(config, metrics, verification).await
+    }
+
+    /// [`Server::bind`] with the verification [`build_verifier`] made
+    /// (`imageswap serve` builds it first: a bad verification setting is
+    /// a usage error, refused before anything starts).
+    pub async fn bind_verified(
+        config: ServeConfig,
+        metrics: Arc<Metrics>,
+        verification: Option<Verification>,
+    ) -> Result<Server, ServeError> {
+        match verification {
             None => Server::bind_inner(config, metrics, None, None).await,
             Some((verifier, credentials)) => {
                 Server::bind_inner(config, metrics, Some(verifier), Some(credentials)).await

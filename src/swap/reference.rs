@@ -227,6 +227,17 @@ fn is_image_id(b: &[u8]) -> bool {
     b.len() == IMAGE_ID_LEN && b.iter().all(|&c| has_class(c, HEX))
 }
 
+/// A registry as image references name it: `host[:port]` of the
+/// distribution grammar, nothing else (no scheme, no path), as settings
+/// that name registries take it.
+pub fn check_registry_host(registry: &str) -> Result<(), String> {
+    if is_valid_registry(registry) {
+        Ok(())
+    } else {
+        Err(format!("{registry:?} is not a registry host[:port]"))
+    }
+}
+
 /// `reference := name [ ":" tag ] [ "@" digest ]`, with the repository path
 /// at most 255 characters and the digest of a known algorithm.
 pub fn is_valid_reference(s: &str) -> bool {

@@ -101,8 +101,16 @@ pub trait CheckImages: Send + Sync + fmt::Debug + 'static {
 /// Why verification cannot start (a bad `--registry-ca`).
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("IMAGESWAP_REGISTRY_CA: {0}")]
-    Client(#[from] client::ClientError),
+    /// One line: the cause is in the text, so it is not also a `source`
+    /// (a `{:#}` chain would print it again).
+    #[error("{setting}: {cause}", setting = crate::settings::SettingName::in_args::<VerifyArgs>("registry_ca"), cause = .0)]
+    Client(client::ClientError),
+}
+
+impl From<client::ClientError> for VerifyError {
+    fn from(error: client::ClientError) -> VerifyError {
+        VerifyError::Client(error)
+    }
 }
 
 /// The checker the admission path calls, built from the settings, and

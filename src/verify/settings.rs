@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use clap::builder::TypedValueParser;
 
 use super::OnError;
-use crate::settings::{choice, setting};
+use crate::settings::{SettingValue, choice, setting};
+use crate::swap::reference::check_registry_host;
 
 /// Where the registry credentials are read from when nothing else is set:
 /// the `.dockerconfigjson` key of a `kubernetes.io/dockerconfigjson` Secret
@@ -60,8 +62,28 @@ pub struct VerifyArgs {
     pub registry_ca: Option<PathBuf>,
 
     /// Comma-separated registry hosts (host[:port]) reached over plain HTTP.
-    #[arg(long, env = "IMAGESWAP_REGISTRY_PLAIN_HTTP", value_delimiter = ',')]
+    #[arg(long, env = "IMAGESWAP_REGISTRY_PLAIN_HTTP", value_delimiter = ',',
+        value_parser = setting::<PlainHttpHost>().map(|host| host.0))]
     pub registry_plain_http: Vec<String>,
+}
+
+/// One entry of `IMAGESWAP_REGISTRY_PLAIN_HTTP`: compared with the host of
+/// swapped images, so a URL (`http://reg:5000/path`) would never match and
+/// the registry would silently be asked over HTTPS. An empty entry (a
+/// trailing comma) is skipped by the client.
+#[derive(Clone, Debug)]
+pub struct PlainHttpHost(pub String);
+
+impl SettingValue for PlainHttpHost {
+    const EXPECTED: &'static str =
+        "registry hosts as in the swapped image, host[:port] without scheme or path, comma-separated";
+
+    fn parse_setting(text: &str) -> Result<PlainHttpHost, String> {
+        if !text.is_empty() {
+            check_registry_host(text)?;
+        }
+        Ok(PlainHttpHost(text.to_owned()))
+    }
 }
 
 impl VerifyArgs {

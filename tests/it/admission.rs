@@ -231,7 +231,10 @@ async fn bad_input_gets_the_spec_answer_and_the_server_keeps_serving() {
     let server = TestServer::start().await;
     let client = server.client(Protocol::Http2);
     let not_reviews: [(&[u8], &str); 6] = [
-        (b"this is not json", "not valid JSON"),
+        (
+            b"this is not json",
+            "not JSON: a word that is not null, true or false near byte 0",
+        ),
         (b"[1, 2, 3]", "`$` must be an object"),
         (
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#,

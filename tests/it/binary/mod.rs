@@ -3,4 +3,5 @@
 
 mod memory;
 mod serve;
+mod startup;
 mod swap;

@@ -30,7 +30,8 @@ fn sigterm_drains_and_exits_zero() {
 fn a_second_signal_exits_at_once() {
     let maps = maps_arg();
     // The request timeout is long so that the held request below is still in
-    // flight when the second signal comes, however slow the machine.
+    // flight when the second signal comes, however slow the machine (the
+    // longest the webhook's timeoutSeconds allows).
     let mut server = Running::start(&[
         "--insecure-http",
         "--listen",
@@ -38,7 +39,9 @@ fn a_second_signal_exits_at_once() {
         "--maps",
         &maps,
         "--request-timeout",
-        "60s",
+        "29s",
+        "--webhook-timeout",
+        "30s",
     ]);
     let addr = server.listen_addr();
     // A request held in flight would keep a graceful shutdown waiting 20 s.

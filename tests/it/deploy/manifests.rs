@@ -156,11 +156,22 @@ trait TryParseArgv {
 }
 
 impl TryParseArgv for Cli {
+    /// clap's parse, then the subcommand's typed settings with their checks
+    /// across settings (the timeouts nest), as the program starts.
     fn try_parse_from_argv(argv: &[String]) -> Result<(), String> {
         use clap::Parser;
-        Cli::try_parse_from(argv)
-            .map(|_| ())
-            .map_err(|e| format!("{argv:?}: {e}"))
+        use imageswap::cli::Command;
+        let cli = Cli::try_parse_from(argv).map_err(|e| format!("{argv:?}: {e}"))?;
+        let checked = match &cli.command {
+            Command::Serve(args) => imageswap::config::ServeConfig::from_args(args)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Command::Init(args) => imageswap::init::InitSettings::from_args(args)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Command::Swap(_) | Command::Maps(_) => Ok(()),
+        };
+        checked.map_err(|e| format!("{argv:?}: {e}"))
     }
 }
 
@@ -210,10 +221,47 @@ fn every_value_parses_as_the_program_parses_it() {
             parse_as_program(subcommand, &config).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
-    // The check can fail: a value the program refuses is caught.
+    // The check can fail: a value the program refuses is caught, and so
+    // are settings that contradict each other.
     let mut bad = env_configs().remove(0).1;
     bad.insert("IMAGESWAP_REQUEST_TIMEOUT".into(), "two seconds".into());
     assert!(parse_as_program("serve", &bad).is_err());
+    bad.insert("IMAGESWAP_REQUEST_TIMEOUT".into(), "6s".into());
+    assert!(parse_as_program("serve", &bad).is_err());
+}
+
+/// The server refuses a request timeout that is not below the webhook's
+/// `timeoutSeconds`, which it reads from IMAGESWAP_WEBHOOK_TIMEOUT: the
+/// variable and the webhook template say the same number, in the base and
+/// every overlay (none patches the template's timeout).
+#[test]
+fn the_webhook_timeout_setting_is_the_templates_timeout_seconds() {
+    let install = install();
+    let template = object(&install, "ConfigMap", "imageswap-mwc-template");
+    let text = template["data"]
+        .as_object()
+        .and_then(|d| d.values().next())
+        .and_then(Value::as_str);
+    let mwc = yaml_documents(text.expect("the template"));
+    let webhooks = mwc[0]["webhooks"].as_array().expect("webhooks");
+    let overlays_patch_it = std::fs::read_dir(repo_path("deploy/overlays"))
+        .unwrap()
+        .flat_map(|overlay| std::fs::read_dir(overlay.unwrap().path()).unwrap())
+        .map(|file| file.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .flat_map(|path| yaml_documents(&std::fs::read_to_string(path).unwrap()))
+        .any(|doc| doc["metadata"]["name"] == "imageswap-mwc-template");
+    assert!(
+        !overlays_patch_it,
+        "an overlay changes the webhook template: compare its timeoutSeconds too"
+    );
+    for (name, config) in env_configs() {
+        let setting = humantime::parse_duration(&config["IMAGESWAP_WEBHOOK_TIMEOUT"]).expect("a duration");
+        for webhook in webhooks {
+            let seconds = webhook["timeoutSeconds"].as_u64().expect("timeoutSeconds is set");
+            assert_eq!(setting.as_secs(), seconds, "{name}: {}", webhook["name"]);
+        }
+    }
 }
 
 #[test]

@@ -212,6 +212,90 @@ fn the_shipped_maps_file_and_its_commented_examples_are_clean() {
     );
 }
 
+/// The example maps file of the source tree (`--dev` serves it).
+const EXAMPLE_MAPS: &str = "examples/imageswap-maps.conf";
+
+/// Every `IMAGE -> RESULT` a comment of a maps file claims (in a sentence
+/// or on a line of its own; RESULT `unchanged` for an image left alone),
+/// with its line number.
+fn comment_claims(text: &str) -> Vec<(usize, String, Option<String>)> {
+    let trim = |word: &str| word.trim_matches(|c: char| "().,;:`".contains(c)).to_owned();
+    let mut claims = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let Some(comment) = line.trim_start().strip_prefix('#') else {
+            continue;
+        };
+        let words: Vec<&str> = comment.split_whitespace().collect();
+        for (i, word) in words.iter().enumerate() {
+            if *word != "->" || i == 0 || i + 1 == words.len() {
+                continue;
+            }
+            let result = trim(words[i + 1]);
+            let result = (result != "unchanged").then_some(result);
+            claims.push((index + 1, trim(words[i - 1]), result));
+        }
+    }
+    claims
+}
+
+/// The comments of the example maps file say what images become; each
+/// claim is run through `imageswap swap` with that file, as a reader would.
+#[test]
+fn the_example_maps_files_comments_are_what_imageswap_swap_gives() {
+    let text = read(EXAMPLE_MAPS);
+    let claims = comment_claims(&text);
+    assert!(
+        claims.len() >= 12,
+        "only {} claims found: {claims:?}",
+        claims.len()
+    );
+    let output = crate::support::binary::command()
+        .args(["swap", "--output", "json", "--maps"])
+        .arg(repo_path(EXAMPLE_MAPS))
+        .args(claims.iter().map(|(_, image, _)| image))
+        .output()
+        .expect("run imageswap swap");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(answers.len(), claims.len());
+    let wrong: Vec<String> = claims
+        .iter()
+        .zip(&answers)
+        .filter(|((_, image, result), answer)| {
+            answer["image"] != image.as_str()
+                || answer["changed"] != result.is_some()
+                || result.as_ref().is_some_and(|r| answer["result"] != r.as_str())
+        })
+        .map(|((line, image, result), answer)| {
+            format!("{EXAMPLE_MAPS}:{line}: {image} -> {result:?}, imageswap swap gives {answer}")
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn comment_claims_are_read_in_sentences_and_on_their_own_line() {
+    let text = "# Docker Hub (nginx -> a.io/mirror-docker.io/nginx).\n#   b.io/x -> unchanged\nx::y -> z\n";
+    assert_eq!(
+        comment_claims(text),
+        [
+            (
+                1,
+                "nginx".to_owned(),
+                Some("a.io/mirror-docker.io/nginx".to_owned())
+            ),
+            (2, "b.io/x".to_owned(), None),
+        ]
+    );
+}
+
 /// GitHub's anchor for a heading: lowercase, only letters, digits, `-` and
 /// `_` kept, spaces turned into `-`.
 fn anchor(heading: &str) -> String {
@@ -324,4 +408,47 @@ fn anchors_follow_github() {
         "the-tools-imageswap-swap-and-imageswap-maps-check"
     );
     assert_eq!(anchor(" LEGACY mode (deprecated)"), "legacy-mode-deprecated");
+}
+
+/// The README's performance section is a summary of docs/performance.md:
+/// short, and every figure of its table is one the full page gives (so the
+/// two cannot drift apart when a run is published).
+#[test]
+fn the_readmes_performance_summary_quotes_docs_performance() {
+    let readme = read("README.md");
+    let full = read("docs/performance.md");
+    let start = readme
+        .find("\n## Performance\n")
+        .expect("README has a Performance section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |end| end + 1)];
+    assert!(
+        section.lines().count() <= 40,
+        "the README's Performance section is {} lines: figures belong in docs/performance.md",
+        section.lines().count()
+    );
+    assert!(
+        section.contains("(docs/performance.md)"),
+        "it links the full page"
+    );
+    let mut figures = 0;
+    for row in section
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .skip(1)
+    {
+        let cells = cells(row);
+        for token in cells[1..].join(" ").split([' ', '(', ')', ';', '`']) {
+            let token = token.trim_end_matches([',', '×']);
+            let numeric = token.chars().all(|c| c.is_ascii_digit() || c == '.' || c == ',');
+            if numeric && token.len() > 2 {
+                assert!(
+                    full.contains(token),
+                    "README figure {token} ({row}) is not in docs/performance.md"
+                );
+                figures += 1;
+            }
+        }
+    }
+    assert!(figures >= 8, "only {figures} figures found in the README's table");
 }

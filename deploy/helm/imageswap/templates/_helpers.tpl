@@ -91,6 +91,9 @@ every setting written out, as the kustomize base does. */ -}}
 {{- $_ := set $data "IMAGESWAP_IMAGE_PULL_SECRETS" (join "," $pairs) -}}
 {{- end -}}
 {{- end -}}
+{{- /* The server refuses a request timeout not below the webhook's
+timeoutSeconds: it reads that from here, so the two cannot disagree. */ -}}
+{{- $_ := set $data "IMAGESWAP_WEBHOOK_TIMEOUT" (printf "%ds" (int .Values.webhook.timeoutSeconds)) -}}
 {{- toYaml $data -}}
 {{- end }}
 
