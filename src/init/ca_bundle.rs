@@ -10,7 +10,9 @@
 //!
 //! - while it signs the pair in the secret (nothing was reissued yet), then
 //! - for a grace period after this sidecar first saw it stop signing that
-//!   pair, if it was in a base this sidecar saw: long enough for every
+//!   pair, if it was in a base this sidecar saw or signed the pair while
+//!   this sidecar watched (an upgrade from a cluster-signed pair to
+//!   `self-signed`): long enough for every
 //!   replica to adopt the new pair and for its server to load it (a CA that
 //!   someone else added to the live object is drift, and goes at once),
 //! - and never past its own expiry.
@@ -86,7 +88,12 @@ impl Retention {
             }
             let pem = pem_of(&ca);
             if tls_pair::verify_chain(serving_cert, pem.as_bytes()).is_ok() {
-                // The stored pair still comes from it: needed, no clock yet.
+                // The stored pair still comes from it: needed, no clock yet,
+                // and trusted by this sidecar from now on, so it gets the
+                // grace period once the pair moves on (a CA that never was
+                // in a base: the cluster CA of a pair kept through an upgrade
+                // to self-signed).
+                self.seen.insert(key);
                 kept.push(ca);
                 continue;
             }

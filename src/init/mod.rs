@@ -133,6 +133,12 @@ pub struct InitOutcome {
     /// The CA bundle the `caBundle` was made from (the cluster's, the own
     /// CA's or `rootca.pem`), unless auto-MWC is off.
     pub cluster_ca: Option<Vec<u8>>,
+    /// The `caBundle` written or found in sync: `cluster_ca` plus any CA kept
+    /// because the stored pair still comes from it (a CA rotation, or an
+    /// upgrade to self-signed from a cluster-signed pair). The sidecar
+    /// treats these as CAs it trusted, so each gets its grace period once
+    /// the pair moves on.
+    pub ca_bundle: Option<Vec<u8>>,
 }
 
 /// Everything `init` does, against any API server `client` points at.
@@ -159,6 +165,10 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
                     assumed: None,
                 }),
                 own_ca: Some(ca.clone()),
+                trusted: match &template {
+                    Some(_) => webhook::live_ca_bundle(&client, &settings.mwc_name, &settings.webhook_name).await?,
+                    None => None,
+                },
                 ..serving_pair::Policy::once(settings)
             };
             serving_pair::ensure_with(&client, settings, now, &policy).await?
@@ -168,6 +178,7 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
     info!(dir = %settings.tls_dir.display(), "Wrote cert.pem and key.pem for the server.");
 
     let mut cluster_ca = None;
+    let mut written_bundle = None;
     let mwc = match template {
         None => {
             info!("IMAGESWAP_DISABLE_AUTO_MWC is set; leaving the webhook configuration alone.");
@@ -188,13 +199,10 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
             let serving_cert = serving.pair.cert_pem.clone();
             let webhook_name = settings.webhook_name.clone();
             let started = std::time::Instant::now();
-            let outcome = webhook::ensure_by(&client, &settings.mwc_name, |live| {
-                let live_bundle = live
-                    .and_then(|mwc| mwc.webhooks.as_ref())
-                    .and_then(|hooks| hooks.iter().find(|hook| hook.name == webhook_name))
-                    .and_then(|hook| hook.client_config.ca_bundle.as_ref())
-                    .map(|bundle| bundle.0.clone());
+            let outcome = webhook::ensure_by(&client, &settings.mwc_name, webhook::IfMissing::Create, |live| {
+                let live_bundle = webhook::ca_bundle_of(live, &webhook_name);
                 let bundle = retention.bundle(&ca, live_bundle.as_deref(), &serving_cert, now, started);
+                written_bundle = Some(bundle.clone());
                 template.with_ca_bundle(&bundle)
             })
             .await?;
@@ -209,6 +217,7 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
         not_after: serving.info.not_after,
         mwc,
         cluster_ca,
+        ca_bundle: written_bundle,
     })
 }
 
@@ -233,6 +242,7 @@ pub async fn watch_with(
     );
     watch::Watcher::new(client, settings.clone(), metrics)
         .first_bundle(outcome.cluster_ca.as_deref())
+        .trusted_at_start(outcome.ca_bundle.as_deref())
         .run(shutdown)
         .await;
     Ok(())

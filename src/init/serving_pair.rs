@@ -106,6 +106,16 @@ pub struct Policy {
     /// `self-signed`: issue from this CA instead of through a CSR (and
     /// `cluster_ca` is its bundle).
     pub own_ca: Option<super::self_signed::OwnCa>,
+    /// `self-signed`: the live `caBundle`, what the API server trusts now.
+    /// A stored pair from another CA in it (an upgrade from `csr` or from the
+    /// original: a cluster-signed pair) is kept until its renewal is due
+    /// instead of being replaced at the first start: replicas of the old
+    /// version serve that pair during the rollout, and replacing it would
+    /// leave them, or the new ones, with a pair one `caBundle` does not
+    /// trust while old and new sidecars disagree about it. Its renewal then
+    /// goes through the usual rotation (the old CA kept in the `caBundle`
+    /// while a replica may serve the pair).
+    pub trusted: Option<Vec<u8>>,
 }
 
 /// The cluster CA bundle as `--watch` saw it.
@@ -128,6 +138,7 @@ impl Policy {
             renew_fraction: None,
             cluster_ca: None,
             own_ca: None,
+            trusted: None,
         }
     }
 
@@ -156,8 +167,26 @@ impl Policy {
     ) -> Result<PairInfo, PairProblem> {
         let pair = secret::pair_of(secret);
         let info = tls_pair::inspect(&pair)?;
-        let threshold = if strict { self.threshold(&info) } else { 0 };
+        // A pair from another CA the API server trusts (see `trusted`): at a
+        // pod start it is kept while usable at all, whatever the threshold,
+        // so an upgrade never replaces it mid-rollout; the sidecar renews it
+        // at its usual share of the lifetime.
+        let legacy = self.cluster_ca.as_ref().is_some_and(|ca| {
+            tls_pair::verify_chain(&pair.cert_pem, &ca.pem).is_err()
+                && self
+                    .trusted
+                    .as_deref()
+                    .is_some_and(|trusted| tls_pair::verify_chain(&pair.cert_pem, trusted).is_ok())
+        });
+        let threshold = if strict && !(legacy && self.renew_fraction.is_none()) {
+            self.threshold(&info)
+        } else {
+            0
+        };
         tls_pair::check_managed(&pair, names, now, threshold)?;
+        if legacy {
+            return Ok(info);
+        }
         if let Some(ca) = &self.cluster_ca {
             tls_pair::verify_chain(&pair.cert_pem, &ca.pem)?;
             // The bundle changed since the pair was issued: reissue, unless
