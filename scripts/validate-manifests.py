@@ -19,7 +19,7 @@ per kustomization):
    credentials an optional Secret), the webhook
    template pointing at the Service, every container running the release
    image (`--image`), no preStop `sleep` action where the sidecar is a plain
-   container (clusters before 1.29, which lack it), a NetworkPolicy that
+   container (clusters before 1.30, which lack it), a NetworkPolicy that
    admits the sidecar's metrics port too, and RBAC granting exactly the
    rights of the rendering's certificate source: the table "Rights per
    certificate source" of docs/operations.md, read here, so the table and
@@ -304,12 +304,12 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
     pre_stop_hook = serve.get("lifecycle", {}).get("preStop", {})
     pre_stop = pre_stop_hook.get("sleep", {}).get("seconds", 0)
     # The `sleep` action needs Kubernetes 1.30 (beta, on by default); a
-    # rendering without the native sidecar is for clusters before 1.29. The
+    # rendering without the native sidecar is for clusters before 1.30. The
     # image is distroless (no `sleep` binary for an exec hook), so there the
     # server's own IMAGESWAP_SHUTDOWN_DELAY keeps it serving instead.
     if not native and "sleep" in pre_stop_hook:
         bad(f"container {SERVE_CONTAINER}", "the preStop `sleep` action needs Kubernetes 1.30; a rendering for clusters "
-            "before 1.29 (no native sidecar) must use IMAGESWAP_SHUTDOWN_DELAY instead")
+            "before 1.30 (no native sidecar) must use IMAGESWAP_SHUTDOWN_DELAY instead")
     if "exec" in pre_stop_hook:
         bad(f"container {SERVE_CONTAINER}", "a preStop exec hook cannot run in the distroless image (no shell, no sleep)")
     try:

@@ -13,8 +13,11 @@
 //!    key matches, `rootca.pem` signs it, covers `<svc>.<ns>.svc`, not
 //!    expired; a warning within 30 days), else the stored pair while it is
 //!    sound and outside `IMAGESWAP_CERT_RENEW_BEFORE`, else a new pair issued
-//!    through the CSR API ([`csr`]) and stored with a precondition
-//!    ([`secret`]).
+//!    from ImageSwap's own CA ([`self_signed`], the default) or through the
+//!    CSR API ([`csr`]) and stored with a precondition ([`secret`]). In
+//!    `self-signed` mode a stored pair from another CA the live `caBundle`
+//!    trusts (an upgrade from `csr`) is kept while usable, so old and new
+//!    replicas serve one trusted pair during the rollout.
 //! 3. `cert.pem` and `key.pem` (mode 0600) into `IMAGESWAP_TLS_DIR` ([`files`]).
 //! 4. The MWC ([`webhook`]) with the CA: `rootca.pem` in bring-your-own mode,
 //!    the `kube-root-ca.crt` ConfigMap's `ca.crt` otherwise.
@@ -36,7 +39,7 @@
 //! | `--disable-auto-mwc` | `IMAGESWAP_DISABLE_AUTO_MWC` | `false` (any case) |
 //! | `--csr-timeout` | `IMAGESWAP_CSR_TIMEOUT` | `60s` |
 //! | `--renew-before` | `IMAGESWAP_CERT_RENEW_BEFORE` | `180d` |
-//! | `--cert-source` | `IMAGESWAP_CERT_SOURCE` | `csr` (or `self-signed`, `byoc`) |
+//! | `--cert-source` | `IMAGESWAP_CERT_SOURCE` | `self-signed` (`csr` with auto-MWC off; or `byoc`) |
 //! | `--self-signed-ca-lifetime` | `IMAGESWAP_SELF_SIGNED_CA_LIFETIME` | `3650d` |
 //! | `--self-signed-cert-lifetime` | `IMAGESWAP_SELF_SIGNED_CERT_LIFETIME` | `365d` |
 //! | `--watch` | – | off |
@@ -166,7 +169,9 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
                 }),
                 own_ca: Some(ca.clone()),
                 trusted: match &template {
-                    Some(_) => webhook::live_ca_bundle(&client, &settings.mwc_name, &settings.webhook_name).await?,
+                    Some(_) => {
+                        webhook::live_ca_bundle(&client, &settings.mwc_name, &settings.webhook_name).await?
+                    }
                     None => None,
                 },
                 ..serving_pair::Policy::once(settings)
@@ -199,13 +204,14 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
             let serving_cert = serving.pair.cert_pem.clone();
             let webhook_name = settings.webhook_name.clone();
             let started = std::time::Instant::now();
-            let outcome = webhook::ensure_by(&client, &settings.mwc_name, webhook::IfMissing::Create, |live| {
-                let live_bundle = webhook::ca_bundle_of(live, &webhook_name);
-                let bundle = retention.bundle(&ca, live_bundle.as_deref(), &serving_cert, now, started);
-                written_bundle = Some(bundle.clone());
-                template.with_ca_bundle(&bundle)
-            })
-            .await?;
+            let outcome =
+                webhook::ensure_by(&client, &settings.mwc_name, webhook::IfMissing::Create, |live| {
+                    let live_bundle = webhook::ca_bundle_of(live, &webhook_name);
+                    let bundle = retention.bundle(&ca, live_bundle.as_deref(), &serving_cert, now, started);
+                    written_bundle = Some(bundle.clone());
+                    template.with_ca_bundle(&bundle)
+                })
+                .await?;
             if outcome == MwcOutcome::Unchanged {
                 info!(mwc = %settings.mwc_name, "The webhook configuration matches the template.");
             }

@@ -596,14 +596,19 @@ mod tests {
         assert_eq!(settings.watch_interval, Duration::from_millis(100));
         assert!((settings.renew_fraction - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(settings.watch_listen, None);
-        assert_eq!(settings.cert_source, CertSource::SelfSigned, "self-signed unless set");
+        assert_eq!(
+            settings.cert_source,
+            CertSource::SelfSigned,
+            "self-signed unless set"
+        );
         let parsed = Init::try_parse_from(["init", "--disable-auto-mwc", "TRUE"]).unwrap();
         assert_eq!(
             InitSettings::from_args(&parsed.args).unwrap().cert_source,
             CertSource::Csr,
             "the operator's caBundle trusts the cluster CA: csr stays"
         );
-        let parsed = Init::try_parse_from(["init", "--disable-auto-mwc", "--cert-source", "self-signed"]).unwrap();
+        let parsed =
+            Init::try_parse_from(["init", "--disable-auto-mwc", "--cert-source", "self-signed"]).unwrap();
         assert_eq!(
             InitSettings::from_args(&parsed.args).unwrap().cert_source,
             CertSource::SelfSigned,

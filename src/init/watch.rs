@@ -267,12 +267,14 @@ impl Watcher {
                 let retention = &mut self.retention;
                 let started = Instant::now();
                 // A missing object is left missing (see MwcOutcome::Absent).
-                let outcome = webhook::ensure_by(&self.client, &settings.mwc_name, IfMissing::Leave, |live| {
-                    let live_bundle = webhook::ca_bundle_of(live, &webhook_name);
-                    let bundle = retention.bundle(&base, live_bundle.as_deref(), &serving_cert, now, started);
-                    template.with_ca_bundle(&bundle)
-                })
-                .await?;
+                let outcome =
+                    webhook::ensure_by(&self.client, &settings.mwc_name, IfMissing::Leave, |live| {
+                        let live_bundle = webhook::ca_bundle_of(live, &webhook_name);
+                        let bundle =
+                            retention.bundle(&base, live_bundle.as_deref(), &serving_cert, now, started);
+                        template.with_ca_bundle(&bundle)
+                    })
+                    .await?;
                 if matches!(outcome, MwcOutcome::Created | MwcOutcome::Updated) {
                     self.metrics.action(InitAction::mwc_written);
                 }

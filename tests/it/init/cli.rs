@@ -139,8 +139,15 @@ async fn bad_variables_exit_two_naming_the_variable_before_any_api_call() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(fake.requests_to(MWC_PATH).is_empty());
-    assert_eq!(fake.list::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(CSR_PATH).len(), 1);
-    let why: Vec<&str> = stderr.lines().filter(|line| line.contains("keeping csr")).collect();
+    assert_eq!(
+        fake.list::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(CSR_PATH)
+            .len(),
+        1
+    );
+    let why: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("keeping csr"))
+        .collect();
     assert_eq!(why.len(), 1, "{stderr}");
     assert!(why[0].contains("\"WARN\""), "{}", why[0]);
     assert!(why[0].contains("set IMAGESWAP_CERT_SOURCE=csr"), "{}", why[0]);
@@ -161,8 +168,11 @@ async fn without_a_source_the_binary_issues_from_its_own_ca() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(fake.requests_to(CSR_PATH).is_empty(), "{:?}", fake.requests());
     assert!(
-        fake.get::<k8s_openapi::api::core::v1::Secret>(&secrets_path(NAMESPACE), "imageswap-tls-self-signed-ca")
-            .is_some()
+        fake.get::<k8s_openapi::api::core::v1::Secret>(
+            &secrets_path(NAMESPACE),
+            "imageswap-tls-self-signed-ca"
+        )
+        .is_some()
     );
     assert!(!stderr.contains("keeping csr"), "{stderr}");
     assert_eq!(fake.writes_to(MWC_PATH), 1);
