@@ -309,6 +309,52 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_that_signed_the_pair_gets_the_grace_though_never_in_a_base() {
+        // An upgrade from csr to self-signed: the base is the own CA, the
+        // live bundle the cluster CA, which signed the pair kept through the
+        // upgrade; once the pair is renewed from the own CA, replicas still
+        // serving the old one need the cluster CA for the grace period.
+        let (cluster, own) = (ca("cluster", 100), ca("own", 100));
+        let grace = Duration::from_secs(30);
+        let mut retention = Retention::new(grace);
+        let t0 = Instant::now();
+        let kept_pair = leaf(&cluster);
+        let both = retention.bundle(
+            own.pem.as_bytes(),
+            Some(cluster.pem.as_bytes()),
+            kept_pair.as_bytes(),
+            now_unix(),
+            t0,
+        );
+        assert_eq!(
+            certificates(&both),
+            [
+                certificates(own.pem.as_bytes()),
+                certificates(cluster.pem.as_bytes())
+            ]
+            .concat()
+        );
+        let renewed = leaf(&own);
+        let t1 = t0 + Duration::from_secs(1);
+        let during = retention.bundle(
+            own.pem.as_bytes(),
+            Some(&both),
+            renewed.as_bytes(),
+            now_unix(),
+            t1,
+        );
+        assert_eq!(during, both, "the cluster CA stays for the grace");
+        let after = retention.bundle(
+            own.pem.as_bytes(),
+            Some(&both),
+            renewed.as_bytes(),
+            now_unix(),
+            t1 + grace,
+        );
+        assert_eq!(after, own.pem.as_bytes());
+    }
+
+    #[test]
     fn a_retired_or_expired_ca_is_never_added_back() {
         let (old, new) = (ca("old", 100), ca("new", 100));
         let mut retention = Retention::new(Duration::from_secs(30));
