@@ -17,7 +17,8 @@ problem one more; the exit status is 1 if there was any.
 4. the webhook: no MutatingWebhookConfiguration from `helm install` (the init
    container makes it), a pre-delete hook that deletes exactly that one, and
    with webhook.createByHelm the chart's own object instead;
-5. refused: bad values are rejected, by values.schema.json or by the chart's
+5. refused: bad values are rejected (and the chart's kubeVersion admits
+   the clusters nativeSidecar=false is for), by values.schema.json or by the chart's
    cross-checks, each with a message naming the value;
 6. every setting: each variable of the base's env ConfigMap and of
    docs/configuration.md is a key of values.yaml's `config`;
@@ -221,6 +222,10 @@ REFUSED = [
     ("maps content with an existing ConfigMap", {"maps": {"existingConfigMap": "my-maps", "content": "default::\n"}},
      "maps.existingConfigMap"),
 ]
+
+# The oldest Kubernetes the plain-sidecar value set (nativeSidecar=false, no
+# preStop `sleep` action) is for; the chart's kubeVersion must admit it.
+PLAIN_SIDECAR_KUBERNETES = (1, 28)
 
 # Not keys of `config`, on purpose: from the downward API, or never in a cluster.
 NOT_CONFIG = {"IMAGESWAP_POD_NAME", "IMAGESWAP_NAMESPACE_NAME", "IMAGESWAP_INSECURE_HTTP", "IMAGESWAP_DEV"}
@@ -452,6 +457,19 @@ def check_every_setting(chart, problems):
     return len(config), len(src_vars)
 
 
+def check_kube_version(chart, problems):
+    """The chart's kubeVersion (`>=MAJOR.MINOR…`) admits the clusters
+    nativeSidecar=false is for: Helm refuses to install it elsewhere."""
+    constraint = chart.metadata.get("kubeVersion", "")
+    match = re.fullmatch(r">=\s*v?(\d+)\.(\d+)(?:\.\d+)?(?:-0)?", constraint.strip())
+    if not match:
+        problems.add("kubeVersion", f"{constraint!r} is not of the form >=1.N.0-0, which this check reads")
+    elif (int(match.group(1)), int(match.group(2))) > PLAIN_SIDECAR_KUBERNETES:
+        problems.add("kubeVersion", f"{constraint!r} refuses Kubernetes {'.'.join(map(str, PLAIN_SIDECAR_KUBERNETES))}, "
+                     "which nativeSidecar=false is for")
+    return constraint
+
+
 def check_lint(versions, value_sets, problems):
     runs = 0
     for version in versions:
@@ -514,6 +532,10 @@ def main():
         compared = compare_with_base(base, rendered["default"], render(chart, {"namespace": {"create": True}}),
                                      render(chart, {"autoscaling": {"enabled": False}}), problems)
         n = report(f"default values against deploy/manifests: {compared} objects compared", n)
+
+    constraint = check_kube_version(chart, problems)
+    n = report(f"kubeVersion {constraint!r} admits Kubernetes "
+               f"{'.'.join(map(str, PLAIN_SIDECAR_KUBERNETES))} (nativeSidecar=false)", n)
 
     refused = check_refused(chart, problems)
     n = report(f"bad values refused: {refused} cases", n)
