@@ -64,16 +64,24 @@ impl Retention {
     }
 
     /// The `caBundle` to set: `base`, then the CAs of `live` it lacks that are
-    /// still needed for a replica serving `serving_cert` (PEM, leaf first) or
-    /// the pair it replaced. `now_unix` dates the CAs; `now` runs the grace.
+    /// still needed for a replica serving one of `served` (PEM, leaf first:
+    /// the stored pair's certificate, and a replaced one that replicas of an
+    /// older version may still serve; empty ones and expired leaves count for
+    /// nothing) or the pair it replaced. `now_unix` dates the CAs; `now` runs
+    /// the grace.
     pub fn bundle(
         &mut self,
         base: &[u8],
         live: Option<&[u8]>,
-        serving_cert: &[u8],
+        served: &[&[u8]],
         now_unix: i64,
         now: Instant,
     ) -> Vec<u8> {
+        let served: Vec<&[u8]> = served
+            .iter()
+            .copied()
+            .filter(|cert| tls_pair::not_after(cert).is_some_and(|end| end > now_unix))
+            .collect();
         let base_certs = certificates(base);
         let mut kept: Vec<CertificateDer<'static>> = Vec::new();
         let mut still_leaving: HashMap<Vec<u8>, Instant> = HashMap::new();
@@ -87,7 +95,10 @@ impl Retention {
                 continue;
             }
             let pem = pem_of(&ca);
-            if tls_pair::verify_chain(serving_cert, pem.as_bytes()).is_ok() {
+            if served
+                .iter()
+                .any(|cert| tls_pair::verify_chain(cert, pem.as_bytes()).is_ok())
+            {
                 // The stored pair still comes from it: needed, no clock yet,
                 // and trusted by this sidecar from now on, so it gets the
                 // grace period once the pair moves on (a CA that never was
@@ -264,7 +275,7 @@ mod tests {
         let before = retention.bundle(
             old.pem.as_bytes(),
             Some(old.pem.as_bytes()),
-            old_pair.as_bytes(),
+            &[old_pair.as_bytes()],
             now_unix(),
             t0,
         );
@@ -273,7 +284,7 @@ mod tests {
         let bundle = retention.bundle(
             base,
             Some(old.pem.as_bytes()),
-            old_pair.as_bytes(),
+            &[old_pair.as_bytes()],
             now_unix(),
             t0,
         );
@@ -286,7 +297,7 @@ mod tests {
         let again = retention.bundle(
             base,
             Some(&bundle),
-            old_pair.as_bytes(),
+            &[old_pair.as_bytes()],
             now_unix(),
             t0 + grace * 3,
         );
@@ -294,17 +305,23 @@ mod tests {
         // Reissued under the new CA: the grace starts now.
         let t1 = t0 + grace * 4;
         let new_pair = leaf(&new);
-        let during = retention.bundle(base, Some(&bundle), new_pair.as_bytes(), now_unix(), t1);
+        let during = retention.bundle(base, Some(&bundle), &[new_pair.as_bytes()], now_unix(), t1);
         assert_eq!(during, bundle);
         let still = retention.bundle(
             base,
             Some(&bundle),
-            new_pair.as_bytes(),
+            &[new_pair.as_bytes()],
             now_unix(),
             t1 + grace - Duration::from_secs(1),
         );
         assert_eq!(still, bundle);
-        let after = retention.bundle(base, Some(&bundle), new_pair.as_bytes(), now_unix(), t1 + grace);
+        let after = retention.bundle(
+            base,
+            Some(&bundle),
+            &[new_pair.as_bytes()],
+            now_unix(),
+            t1 + grace,
+        );
         assert_eq!(after, base, "only the base, byte for byte");
     }
 
@@ -322,7 +339,7 @@ mod tests {
         let both = retention.bundle(
             own.pem.as_bytes(),
             Some(cluster.pem.as_bytes()),
-            kept_pair.as_bytes(),
+            &[kept_pair.as_bytes()],
             now_unix(),
             t0,
         );
@@ -339,7 +356,7 @@ mod tests {
         let during = retention.bundle(
             own.pem.as_bytes(),
             Some(&both),
-            renewed.as_bytes(),
+            &[renewed.as_bytes()],
             now_unix(),
             t1,
         );
@@ -347,7 +364,7 @@ mod tests {
         let after = retention.bundle(
             own.pem.as_bytes(),
             Some(&both),
-            renewed.as_bytes(),
+            &[renewed.as_bytes()],
             now_unix(),
             t1 + grace,
         );
@@ -364,7 +381,7 @@ mod tests {
         let bundle = retention.bundle(
             new.pem.as_bytes(),
             Some(new.pem.as_bytes()),
-            new_pair.as_bytes(),
+            &[new_pair.as_bytes()],
             now_unix(),
             now,
         );
@@ -376,7 +393,7 @@ mod tests {
         let bundle = retention.bundle(
             new.pem.as_bytes(),
             Some(live.as_bytes()),
-            old_pair.as_bytes(),
+            &[old_pair.as_bytes()],
             now_unix(),
             now,
         );
@@ -386,7 +403,7 @@ mod tests {
         let bundle = retention.bundle(
             new.pem.as_bytes(),
             Some(noisy.as_bytes()),
-            new_pair.as_bytes(),
+            &[new_pair.as_bytes()],
             now_unix(),
             now,
         );
@@ -397,7 +414,7 @@ mod tests {
         let bundle = retention.bundle(
             new.pem.as_bytes(),
             Some(live.as_bytes()),
-            new_pair.as_bytes(),
+            &[new_pair.as_bytes()],
             now_unix(),
             now,
         );

@@ -202,12 +202,19 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
             // keeps trusting it; any other CA goes.
             let mut retention = ca_bundle::Retention::new(std::time::Duration::ZERO);
             let serving_cert = serving.pair.cert_pem.clone();
+            let previous_cert = serving.previous_cert.clone();
             let webhook_name = settings.webhook_name.clone();
             let started = std::time::Instant::now();
             let outcome =
                 webhook::ensure_by(&client, &settings.mwc_name, webhook::IfMissing::Create, |live| {
                     let live_bundle = webhook::ca_bundle_of(live, &webhook_name);
-                    let bundle = retention.bundle(&ca, live_bundle.as_deref(), &serving_cert, now, started);
+                    let bundle = retention.bundle(
+                        &ca,
+                        live_bundle.as_deref(),
+                        &[&serving_cert, &previous_cert],
+                        now,
+                        started,
+                    );
                     written_bundle = Some(bundle.clone());
                     template.with_ca_bundle(&bundle)
                 })

@@ -263,6 +263,7 @@ impl Watcher {
                     (None, None) => secret::read_cluster_ca(&self.client, &settings.namespace).await?,
                 };
                 let serving_cert = serving.pair.cert_pem.clone();
+                let previous_cert = serving.previous_cert.clone();
                 let webhook_name = settings.webhook_name.clone();
                 let retention = &mut self.retention;
                 let started = Instant::now();
@@ -270,8 +271,13 @@ impl Watcher {
                 let outcome =
                     webhook::ensure_by(&self.client, &settings.mwc_name, IfMissing::Leave, |live| {
                         let live_bundle = webhook::ca_bundle_of(live, &webhook_name);
-                        let bundle =
-                            retention.bundle(&base, live_bundle.as_deref(), &serving_cert, now, started);
+                        let bundle = retention.bundle(
+                            &base,
+                            live_bundle.as_deref(),
+                            &[&serving_cert, &previous_cert],
+                            now,
+                            started,
+                        );
                         template.with_ca_bundle(&bundle)
                     })
                     .await?;
@@ -341,6 +347,7 @@ impl Watcher {
                         info,
                         source: PairSource::Existing,
                         byoc_ca: None,
+                        previous_cert: secret::data(found, secret::PREVIOUS_CERT_KEY),
                     });
                 }
                 Err(problem) => {
@@ -352,6 +359,7 @@ impl Watcher {
                             info: info.clone(),
                             source: PairSource::Existing,
                             byoc_ca: None,
+                            previous_cert: secret::data(found, secret::PREVIOUS_CERT_KEY),
                         };
                         if let Some(holder) = secret::renewal_claimed_by_other(found, &settings.pod_name, now)
                         {

@@ -1242,3 +1242,77 @@ async fn an_upgrade_from_csr_to_self_signed_keeps_old_and_new_replicas_trusted()
     new_a.stop().await;
     new_b.stop().await;
 }
+
+/// An upgrade from the original (a one-shot init container, no sidecar: its
+/// pods never adopt a new pair) whose cluster-signed pair is already due for
+/// renewal: the first new sidecar renews it from its own CA at once, and the
+/// cluster CA stays in the `caBundle` as long as the replaced pair is valid
+/// (the secret remembers it), so the old pods stay trusted however long the
+/// rollout takes, not only for the rotation's grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_with_the_pair_due_keeps_the_old_pods_trusted_until_it_expires() {
+    install_crypto_provider();
+    let fake = Arc::new(FakeApiServer::start(NAMESPACE).await);
+    fake.set_cert_lifetime(Duration::from_secs(14));
+    let dir = tempfile::tempdir().unwrap();
+    // The original's two pods: `init` once each, with the cluster's signer.
+    for pod in ["old-a", "old-b"] {
+        imageswap::init::run_with(fake.client(), &settings(dir.path(), pod))
+            .await
+            .unwrap();
+    }
+    let cluster_ca = fake.ca().pem.clone();
+    let old_pair = stored_pair(&fake).unwrap();
+    let dirs = Arc::new(std::sync::Mutex::new(vec![
+        dir.path().join("old-a/tls"),
+        dir.path().join("old-b/tls"),
+    ]));
+    let (stop_checker, checker) = replicas_trusted(fake.clone(), dirs.clone());
+
+    // A new pod whose sidecar finds the pair due (renewal with 99 % left).
+    let new_a = Sidecar::start(
+        &fake,
+        InitSettings {
+            cert_source: imageswap::init::settings::CertSource::SelfSigned,
+            renew_fraction: 0.99,
+            ..watch_settings(dir.path(), "new-a")
+        },
+    )
+    .await;
+    dirs.lock().unwrap().push(new_a.tls_dir.clone());
+    eventually("the new pod serves a pair of its own CA", || {
+        matching_pair(&new_a.tls_dir)
+            .is_some_and(|pair| tls_pair::verify_chain(&pair.cert_pem, cluster_ca.as_bytes()).is_err())
+    })
+    .await;
+    // Well past the rotation's grace (three 100 ms intervals and 5 s): the
+    // old pods still serve the cluster-signed pair, and are still trusted.
+    let reads = fake.requests_to(MWC_PATH).len();
+    eventually("60 more passes", || {
+        fake.requests_to(MWC_PATH).len() >= reads + 60
+    })
+    .await;
+    assert!(
+        tls_pair::verify_chain(&old_pair.cert_pem, &ca_bundle(&fake)).is_ok(),
+        "the cluster CA is still in the caBundle"
+    );
+    // The rollout ends; once the replaced pair expired, its CA goes.
+    dirs.lock().unwrap().drain(..2);
+    eventually("the caBundle drops the cluster CA", || {
+        tls_pair::verify_chain(&old_pair.cert_pem, &ca_bundle(&fake)).is_err()
+    })
+    .await;
+    assert!(
+        tls_pair::not_after(&old_pair.cert_pem).unwrap()
+            <= time::OffsetDateTime::now_utc().unix_timestamp() + 1,
+        "not before the replaced pair expired"
+    );
+    let _ = stop_checker.send(());
+    let (checks, failures) = checker.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "a pod served a pair the caBundle did not trust: {failures:?}"
+    );
+    assert!(checks > 100, "the checker ran ({checks} checks)");
+    new_a.stop().await;
+}
