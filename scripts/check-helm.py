@@ -17,7 +17,8 @@ problem one more; the exit status is 1 if there was any.
 4. the webhook: no MutatingWebhookConfiguration from `helm install` (the init
    container makes it), a pre-delete hook that deletes exactly that one, and
    with webhook.createByHelm the chart's own object instead;
-5. refused: bad values are rejected, by values.schema.json or by the chart's
+5. refused: bad values are rejected (and the chart's kubeVersion admits
+   the clusters nativeSidecar=false is for), by values.schema.json or by the chart's
    cross-checks, each with a message naming the value;
 6. every setting: each variable of the base's env ConfigMap and of
    docs/configuration.md is a key of values.yaml's `config`;
@@ -59,7 +60,6 @@ CA_BUNDLE = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJ0ZXN0Ci0tLS0tRU5EIENFUlR
 # `maps` names the ConfigMap the maps file must come from when it is the user's.
 VALUE_SETS = [
     ("production", {
-        "replicas": 3,
         "autoscaling": {"minReplicas": 3, "maxReplicas": 10},
         "podDisruptionBudget": {"minAvailable": 2},
         "resources": {"requests": {"cpu": "200m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}},
@@ -126,8 +126,16 @@ VALUE_SETS = [
     }, NAMESPACE, {}),
     # Clusters before 1.29: one-shot init container plus a plain watch container.
     ("plain-sidecar", {"nativeSidecar": False}, NAMESPACE, {}),
-    # A CA of ImageSwap's own: the Role gains its secret.
-    ("self-signed", {"config": {"IMAGESWAP_CERT_SOURCE": "self-signed"}}, NAMESPACE, {}),
+    # The cluster's signer (the original's way): the CSR rights are added,
+    # the self-signed CA's secret goes (docs/operations.md's table).
+    ("csr", {"config": {"IMAGESWAP_CERT_SOURCE": "csr"}}, NAMESPACE, {}),
+    # Your own pair: no write on secrets at all.
+    ("byoc", {"config": {"IMAGESWAP_CERT_SOURCE": "byoc"}}, NAMESPACE, {}),
+    # The webhook configuration yours and no source set: the program keeps
+    # csr (the caBundle you keep trusts the cluster CA), so the chart grants
+    # the CSR rights and none on webhook configurations.
+    ("auto-mwc-off", {"config": {"IMAGESWAP_CERT_SOURCE": None, "IMAGESWAP_DISABLE_AUTO_MWC": "TRUE"}},
+     NAMESPACE, {}),
     ("legacy-single", {
         "config": {"IMAGESWAP_MODE": "LEGACY", "IMAGE_PREFIX": "registry.example.com", "IMAGESWAP_LOG_LEVEL": "DEBUG"},
         "autoscaling": {"enabled": False},
@@ -209,7 +217,15 @@ REFUSED = [
     ("certificate source", {"config": {"IMAGESWAP_CERT_SOURCE": "acme"}}, "IMAGESWAP_CERT_SOURCE"),
     ("network policy without the control plane", {"networkPolicy": {"enabled": True}}, "networkPolicy.controlPlaneCIDRs"),
     ("network policy range", {"networkPolicy": {"enabled": True, "controlPlaneCIDRs": ["10.0.0.1"]}}, "controlPlaneCIDRs"),
+    # Values the chart would otherwise drop without a word (issue 19).
+    ("replicas with autoscaling on", {"replicas": 3}, "autoscaling.enabled"),
+    ("maps content with an existing ConfigMap", {"maps": {"existingConfigMap": "my-maps", "content": "default::\n"}},
+     "maps.existingConfigMap"),
 ]
+
+# The oldest Kubernetes the plain-sidecar value set (nativeSidecar=false, no
+# preStop `sleep` action) is for; the chart's kubeVersion must admit it.
+PLAIN_SIDECAR_KUBERNETES = (1, 28)
 
 # Not keys of `config`, on purpose: from the downward API, or never in a cluster.
 NOT_CONFIG = {"IMAGESWAP_POD_NAME", "IMAGESWAP_NAMESPACE_NAME", "IMAGESWAP_INSECURE_HTTP", "IMAGESWAP_DEV"}
@@ -317,6 +333,17 @@ def compare_with_base(base, chart_default, chart_namespace, chart_fixed_replicas
     return len(base_objects)
 
 
+def expected_image(chart, values):
+    """The image every container must run with these values: the release
+    (the chart's appVersion, which check-deploy holds equal to the base's
+    tag) unless the values name another."""
+    image = {"repository": "thewebroot/imageswap", "tag": "", "digest": ""}
+    image.update(values.get("image", {}))
+    if image["digest"]:
+        return f"{image['repository']}@{image['digest']}"
+    return f"{image['repository']}:{image['tag'] or chart.metadata['appVersion']}"
+
+
 def check_webhook(name, objects, values, namespace, problems):
     """No webhook configuration from Helm unless the chart owns it; the hook deletes exactly the one init makes."""
     where = f"webhook [{name}]"
@@ -342,7 +369,7 @@ def check_webhook(name, objects, values, namespace, problems):
                 problems.add(where, f"the chart's webhook configuration differs from the template plus caBundle: {d}")
         if env.get("IMAGESWAP_DISABLE_AUTO_MWC", "").lower() != "true":
             problems.add(where, "webhook.createByHelm must set IMAGESWAP_DISABLE_AUTO_MWC=TRUE")
-        role = next(o for o in objects if key(o) == ("ClusterRole", "imageswap-write"))
+        role = next((o for o in objects if key(o) == ("ClusterRole", "imageswap-write")), {"rules": []})
         if any("mutatingwebhookconfigurations" in r.get("resources", []) for r in role["rules"]):
             problems.add(where, "with webhook.createByHelm, imageswap-write must grant nothing on webhook configurations")
     if not cleanup:
@@ -490,6 +517,19 @@ def check_every_setting(chart, problems):
     return len(config), len(src_vars)
 
 
+def check_kube_version(chart, problems):
+    """The chart's kubeVersion (`>=MAJOR.MINOR…`) admits the clusters
+    nativeSidecar=false is for: Helm refuses to install it elsewhere."""
+    constraint = chart.metadata.get("kubeVersion", "")
+    match = re.fullmatch(r">=\s*v?(\d+)\.(\d+)(?:\.\d+)?(?:-0)?", constraint.strip())
+    if not match:
+        problems.add("kubeVersion", f"{constraint!r} is not of the form >=1.N.0-0, which this check reads")
+    elif (int(match.group(1)), int(match.group(2))) > PLAIN_SIDECAR_KUBERNETES:
+        problems.add("kubeVersion", f"{constraint!r} refuses Kubernetes {'.'.join(map(str, PLAIN_SIDECAR_KUBERNETES))}, "
+                     "which nativeSidecar=false is for")
+    return constraint
+
+
 def check_lint(versions, value_sets, problems):
     runs = 0
     for version in versions:
@@ -538,9 +578,9 @@ def main():
             continue
         rendered[name] = objects
         (out / f"helm-{name}.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
-        consistency = {}
+        consistency = {"image": expected_image(chart, values)}
         if "maps" in options:
-            consistency = {"maps_configmap": options["maps"], "maps_external": True}
+            consistency.update({"maps_configmap": options["maps"], "maps_external": True})
         count += vm.check_objects(objects, f"helm [{name}]", args.versions, problems, **consistency)
         check_webhook(name, objects, values, namespace, problems)
     n = report(f"render and validate: {count} objects in {len(rendered)} value sets against Kubernetes "
@@ -552,6 +592,10 @@ def main():
         compared = compare_with_base(base, rendered["default"], render(chart, {"namespace": {"create": True}}),
                                      render(chart, {"autoscaling": {"enabled": False}}), problems)
         n = report(f"default values against deploy/manifests: {compared} objects compared", n)
+
+    constraint = check_kube_version(chart, problems)
+    n = report(f"kubeVersion {constraint!r} admits Kubernetes "
+               f"{'.'.join(map(str, PLAIN_SIDECAR_KUBERNETES))} (nativeSidecar=false)", n)
 
     refused = check_refused(chart, problems)
     n = report(f"bad values refused: {refused} cases", n)

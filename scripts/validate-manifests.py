@@ -17,10 +17,16 @@ per kustomization):
    grace covering the shutdown grace and the preStop sleep, hardened
    security contexts, mounts where the configured paths point (the registry
    credentials an optional Secret), the webhook
-   template pointing at the Service, and RBAC naming the objects
-   `imageswap init` is configured to use.
+   template pointing at the Service, every container running the release
+   image (`--image`), no preStop `sleep` action where the sidecar is a plain
+   container (clusters before 1.30, which lack it), a NetworkPolicy that
+   admits the sidecar's metrics port too, and RBAC granting exactly the
+   rights of the rendering's certificate source: the table "Rights per
+   certificate source" of docs/operations.md, read here, so the table and
+   the check cannot drift apart (CSR approval rights anywhere but `csr` are
+   refused, as is anything the table does not list).
 
-Usage: validate-manifests.py --kubernetes-version 1.33 [...] FILE...
+Usage: validate-manifests.py --kubernetes-version 1.33 [...] [--image IMAGE] FILE...
 Prints one line per problem, and exits 1 if there was any.
 """
 
@@ -30,6 +36,7 @@ import posixpath
 import re
 import sys
 from functools import lru_cache
+from pathlib import Path
 
 import importlib_resources
 import jsonschema
@@ -63,7 +70,13 @@ DEFAULTS = {
     "IMAGESWAP_TLS_DIR": "/tls",
     "IMAGESWAP_CSR_SIGNER_NAME": "kubernetes.io/kubelet-serving",
     "IMAGESWAP_REGISTRY_CONFIG": "/etc/imageswap/registry/.dockerconfigjson",
+    "IMAGESWAP_SHUTDOWN_DELAY": "0s",
 }
+
+OPERATIONS_MD = Path(__file__).resolve().parent.parent / "docs/operations.md"
+RIGHTS_HEADING = "## Rights per certificate source"
+RIGHTS_SECTION = RIGHTS_HEADING.lstrip("# ")
+CERT_SOURCES = ("self-signed", "csr", "byoc")
 
 DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
@@ -145,10 +158,12 @@ def find(objects, kind, name=None):
     return found[0] if len(found) == 1 else None
 
 
-def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CONFIGMAP, MAPS_KEY), maps_external=False):
+def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CONFIGMAP, MAPS_KEY), maps_external=False,
+                      image=None):
     """`maps_configmap` is the (name, key) the maps file must come from;
     `maps_external`: that ConfigMap is the user's, not in the render (the
-    Helm chart's maps.existingConfigMap)."""
+    Helm chart's maps.existingConfigMap); `image`: the release image every
+    container must run (None: not checked)."""
     def bad(what, message):
         problems.add(f"{file}: {what}", message)
 
@@ -176,6 +191,14 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
         return
     if serve.get("image") != init.get("image"):
         bad("Deployment", "serve and init must run the same image")
+    # Every container (the plain-sidecar watch container too: a patch's
+    # `image:` is not reached by kustomize's `images:` rule when the
+    # container is new) runs the release image, not a name no registry has.
+    if image is not None:
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            if c.get("image") != image:
+                bad(f"container {c['name']}", f"runs image {c.get('image')!r}, not the release image {image!r}")
+    native = init.get("restartPolicy") == "Always"
     if serve.get("args") != ["serve"] or init.get("args") not in (["init"], ["init", "--watch"]):
         bad("Deployment", "containers must run `imageswap serve` and `imageswap init` (or `init --watch`)")
     # `init --watch` as a native sidecar: its startup probe on the watch
@@ -261,6 +284,15 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
             rule_ports = [ports.get(p.get("port"), p.get("port")) for p in rule.get("ports", [])]
             if rule_ports and port not in rule_ports:
                 bad(name_of(policy), f"ingress rule {index} does not admit the serving port {port}")
+        # The sidecar's /metrics (IMAGESWAP_WATCH_LISTEN), which
+        # docs/operations.md says to scrape: admitted by some rule.
+        try:
+            watch_port = int(env.get("IMAGESWAP_WATCH_LISTEN", "").rsplit(":", 1)[1])
+        except (IndexError, ValueError):
+            watch_port = None
+        admitted = [p.get("port") for rule in policy["spec"].get("ingress", []) for p in rule.get("ports", [])]
+        if watch_port is not None and watch_port not in admitted and "watch" not in admitted:
+            bad(name_of(policy), f"no ingress rule admits the sidecar's metrics port {watch_port} (IMAGESWAP_WATCH_LISTEN)")
 
     # Shutdown: the kubelet's SIGKILL must come after the preStop sleep plus
     # the server's own grace period.
@@ -269,10 +301,26 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
     except ValueError as e:
         bad("imageswap-env", f"IMAGESWAP_SHUTDOWN_GRACE: {e}")
         grace = None
-    pre_stop = serve.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    pre_stop_hook = serve.get("lifecycle", {}).get("preStop", {})
+    pre_stop = pre_stop_hook.get("sleep", {}).get("seconds", 0)
+    # The `sleep` action needs Kubernetes 1.30 (beta, on by default); a
+    # rendering without the native sidecar is for clusters before 1.30. The
+    # image is distroless (no `sleep` binary for an exec hook), so there the
+    # server's own IMAGESWAP_SHUTDOWN_DELAY keeps it serving instead.
+    if not native and "sleep" in pre_stop_hook:
+        bad(f"container {SERVE_CONTAINER}", "the preStop `sleep` action needs Kubernetes 1.30; a rendering for clusters "
+            "before 1.30 (no native sidecar) must use IMAGESWAP_SHUTDOWN_DELAY instead")
+    if "exec" in pre_stop_hook:
+        bad(f"container {SERVE_CONTAINER}", "a preStop exec hook cannot run in the distroless image (no shell, no sleep)")
+    try:
+        delay = parse_duration(env.get("IMAGESWAP_SHUTDOWN_DELAY", "0s"))
+    except ValueError as e:
+        bad("imageswap-env", f"IMAGESWAP_SHUTDOWN_DELAY: {e}")
+        delay = 0
     termination = spec.get("terminationGracePeriodSeconds", 30)
-    if grace is not None and termination <= grace + pre_stop:
-        bad("Deployment", f"terminationGracePeriodSeconds {termination} must exceed the shutdown grace {grace:g}s plus the preStop sleep {pre_stop}s")
+    if grace is not None and termination <= grace + pre_stop + delay:
+        bad("Deployment", f"terminationGracePeriodSeconds {termination} must exceed the shutdown grace {grace:g}s plus the "
+            f"preStop sleep {pre_stop}s plus IMAGESWAP_SHUTDOWN_DELAY {delay:g}s")
 
     # Mounts: the configured paths land in the right volumes.
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
@@ -349,6 +397,11 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
         if cm is None or key not in (cm.get("data") or {}):
             bad(f"ConfigMap/{cm_name}", f"missing, or without key {key!r}")
 
+    # RBAC: exactly the rights of the rendering's certificate source, as
+    # docs/operations.md's table lists them, naming what `imageswap init` is
+    # configured to touch.
+    check_rights(objects, env, bad)
+
     # The webhook template: the webhook `init` fills in, calling this Service.
     if template is None:
         return
@@ -389,51 +442,119 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
         if expr.get("values") == ["disabled"] and expr.get("key") != env["IMAGESWAP_DISABLE_LABEL"]:
             bad("MWC template", f"objectSelector key {expr.get('key')} differs from IMAGESWAP_DISABLE_LABEL")
 
-    # RBAC names what `imageswap init` is configured to touch.
+    sa = spec.get("serviceAccountName")
+    for binding in (o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa and s.get("namespace") == namespace
+                   for s in binding.get("subjects", [])):
+            bad(name_of(binding), f"does not bind ServiceAccount {namespace}/{sa}")
+
+
+# --- rights per certificate source -----------------------------------------------
+
+def cert_source(env):
+    """The certificate source `imageswap init` runs with: the variable, else
+    the program's default (self-signed; csr when IMAGESWAP_DISABLE_AUTO_MWC
+    is set, whose caBundle the operator keeps)."""
+    source = env.get("IMAGESWAP_CERT_SOURCE")
+    if source:
+        return source.lower()
+    return "csr" if auto_mwc_disabled(env) else "self-signed"
+
+
+def auto_mwc_disabled(env):
+    return str(env.get("IMAGESWAP_DISABLE_AUTO_MWC", "false")).lower() == "true"
+
+
+@lru_cache(maxsize=None)
+def rights_table(path=OPERATIONS_MD):
+    """The rows of docs/operations.md's "Rights per certificate source":
+    (kind, API group, resource, name or None for any, verb, sources, why)."""
+    text = Path(path).read_text()
+    if RIGHTS_HEADING not in text:
+        raise SystemExit(f"{path}: no section {RIGHTS_HEADING!r}")
+    section = text.split(RIGHTS_HEADING, 1)[1]
+    rows = []
+    for line in section.splitlines()[1:]:
+        if line.startswith("#"):
+            break
+        if not line.startswith("|") or line.startswith("|---") or line.startswith("| kind"):
+            continue
+        cells = [c.strip().replace("`", "") for c in line.strip().strip("|").split("|")]
+        if len(cells) != 7:
+            raise SystemExit(f"{path}: a row of {RIGHTS_HEADING!r} needs 7 cells: {line}")
+        kind, group, resource, name, verbs, sources, why = cells
+        sources = CERT_SOURCES if sources == "all" else tuple(s.strip() for s in sources.split(","))
+        unknown = set(sources) - set(CERT_SOURCES)
+        if unknown or kind not in ("Role", "ClusterRole"):
+            raise SystemExit(f"{path}: bad row of {RIGHTS_HEADING!r}: {line}")
+        for verb in verbs.split(","):
+            rows.append((kind, "" if group == "core" else group, resource,
+                         None if name in ("–", "-", "any") else name, verb.strip(), sources, why))
+    if not rows:
+        raise SystemExit(f"{path}: {RIGHTS_HEADING!r} has no rows")
+    return tuple(rows)
+
+
+def needed_rights(env):
+    """The rights one rendering needs: (kind, group, resource, verb, name)."""
+    source = cert_source(env)
+
+    def resolve(name):
+        # IMAGESWAP_TLS_SECRET_NAME-self-signed-ca: the variable, then a suffix.
+        match = re.fullmatch(r"(IMAGESWAP_[A-Z_]+)(.*)", name or "")
+        return env.get(match.group(1), "") + match.group(2) if match else name
+
+    needs = []
+    for kind, group, resource, name, verb, sources, _ in rights_table():
+        if source not in sources:
+            continue
+        # Without auto-MWC, init never touches the webhook configuration.
+        if resource == "mutatingwebhookconfigurations" and auto_mwc_disabled(env):
+            continue
+        needs.append((kind, group, resource, verb, resolve(name)))
+    return source, needs
+
+
+def check_rights(objects, env, bad):
+    source, needs = needed_rights(env)
+    if source not in CERT_SOURCES:
+        bad("imageswap-env", f"IMAGESWAP_CERT_SOURCE {source!r} is none of {', '.join(CERT_SOURCES)}")
+        return
+
     def allowed(kind, group, resource, verb, name):
         for role in objects:
             if role["kind"] != kind:
                 continue
-            for rule in role.get("rules", []):
+            for rule in role.get("rules") or []:
                 if (group in rule.get("apiGroups", []) and resource in rule.get("resources", [])
                         and verb in rule.get("verbs", [])
                         and (not rule.get("resourceNames") or name in rule["resourceNames"])):
                     return True
         return False
 
-    needs = [
-        ("Role", "", "secrets", "get", env["IMAGESWAP_TLS_SECRET_NAME"]),
-        ("Role", "", "secrets", "update", env["IMAGESWAP_TLS_SECRET_NAME"]),
-        ("Role", "", "secrets", "create", None),
-        ("Role", "", "secrets", "get", env["IMAGESWAP_TLS_CA_SECRET_NAME"]),
-        ("Role", "", "configmaps", "get", "kube-root-ca.crt"),
-        ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "create", None),
-        ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests", "get", None),
-        ("ClusterRole", "certificates.k8s.io", "certificatesigningrequests/approval", "update", None),
-        ("ClusterRole", "certificates.k8s.io", "signers", "approve", env["IMAGESWAP_CSR_SIGNER_NAME"]),
-        ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "create", None),
-    ]
-    # With IMAGESWAP_DISABLE_AUTO_MWC, init never touches the webhook
-    # configuration, and needs no rights on it.
-    if str(env.get("IMAGESWAP_DISABLE_AUTO_MWC", "false")).lower() == "true":
-        needs = [n for n in needs if n[2] != "mutatingwebhookconfigurations"]
-    else:
-        for verb in ("get", "update", "patch"):
-            needs.append(("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", verb, env["IMAGESWAP_MWC_NAME"]))
     for kind, group, resource, verb, name in needs:
         if not allowed(kind, group, resource, verb, name):
-            bad("RBAC", f"no {kind} allows {verb} on {resource} {name or ''}".rstrip())
-    # Least privilege: init leaves its issued CSRs to the controller-manager's
-    # cleaner, so nothing may grant deleting CSRs (cluster-wide, by nature).
+            bad("RBAC", f"no {kind} allows {verb} on {resource} {name or ''}".rstrip()
+                + f" (IMAGESWAP_CERT_SOURCE {source} needs it: docs/operations.md, {RIGHTS_SECTION!r})")
+    # Nothing beyond: every verb of every rule on every resource (and name)
+    # it covers must be a needed right; a rule without resourceNames only
+    # matches a row for any name.
     for role in (o for o in objects if o["kind"] in ("Role", "ClusterRole")):
         for rule in role.get("rules") or []:
-            if "certificatesigningrequests" in rule.get("resources", []) and "delete" in rule.get("verbs", []):
-                bad(name_of(role), "grants delete on certificatesigningrequests, which nothing uses")
-    sa = spec.get("serviceAccountName")
-    for binding in (o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
-        if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa and s.get("namespace") == namespace
-                   for s in binding.get("subjects", [])):
-            bad(name_of(binding), f"does not bind ServiceAccount {namespace}/{sa}")
+            names = rule.get("resourceNames") or [None]
+            for group in rule.get("apiGroups", []):
+                for resource in rule.get("resources", []):
+                    for verb in rule.get("verbs", []):
+                        for name in names:
+                            if (role["kind"], group, resource, verb, name) in needs:
+                                continue
+                            what = f"{verb} on {resource}" + (f" {name}" if name else " (any name)")
+                            if resource.startswith("certificatesigningrequests") or resource == "signers":
+                                bad(name_of(role), f"grants {what}: CSR rights in a rendering whose certificate source is "
+                                    f"{source}, not csr (add them with deploy/components/csr or config.IMAGESWAP_CERT_SOURCE=csr in the chart)")
+                            else:
+                                bad(name_of(role), f"grants {what}, which IMAGESWAP_CERT_SOURCE {source} does not need "
+                                    f"(docs/operations.md, {RIGHTS_SECTION!r})")
 
 
 def check_objects(objects, file, versions, problems, **consistency):
@@ -469,6 +590,7 @@ def check_objects(objects, file, versions, problems, **consistency):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubernetes-version", action="append", required=True, dest="versions")
+    parser.add_argument("--image", help="the release image every ImageSwap container must run")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
     problems = Problems()
@@ -476,7 +598,7 @@ def main():
     for file in args.files:
         with open(file) as f:
             objects = [o for o in yaml.safe_load_all(f) if o]
-        count += check_objects(objects, file, args.versions, problems)
+        count += check_objects(objects, file, args.versions, problems, image=args.image)
     for line in problems.lines:
         print(line)
     print(f"{count} objects in {len(args.files)} renders against Kubernetes {', '.join(args.versions)}: "

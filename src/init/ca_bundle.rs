@@ -10,7 +10,9 @@
 //!
 //! - while it signs the pair in the secret (nothing was reissued yet), then
 //! - for a grace period after this sidecar first saw it stop signing that
-//!   pair, if it was in a base this sidecar saw: long enough for every
+//!   pair, if it was in a base this sidecar saw or signed the pair while
+//!   this sidecar watched (an upgrade from a cluster-signed pair to
+//!   `self-signed`): long enough for every
 //!   replica to adopt the new pair and for its server to load it (a CA that
 //!   someone else added to the live object is drift, and goes at once),
 //! - and never past its own expiry.
@@ -62,16 +64,24 @@ impl Retention {
     }
 
     /// The `caBundle` to set: `base`, then the CAs of `live` it lacks that are
-    /// still needed for a replica serving `serving_cert` (PEM, leaf first) or
-    /// the pair it replaced. `now_unix` dates the CAs; `now` runs the grace.
+    /// still needed for a replica serving one of `served` (PEM, leaf first:
+    /// the stored pair's certificate, and a replaced one that replicas of an
+    /// older version may still serve; empty ones and expired leaves count for
+    /// nothing) or the pair it replaced. `now_unix` dates the CAs; `now` runs
+    /// the grace.
     pub fn bundle(
         &mut self,
         base: &[u8],
         live: Option<&[u8]>,
-        serving_cert: &[u8],
+        served: &[&[u8]],
         now_unix: i64,
         now: Instant,
     ) -> Vec<u8> {
+        let served: Vec<&[u8]> = served
+            .iter()
+            .copied()
+            .filter(|cert| tls_pair::not_after(cert).is_some_and(|end| end > now_unix))
+            .collect();
         let base_certs = certificates(base);
         let mut kept: Vec<CertificateDer<'static>> = Vec::new();
         let mut still_leaving: HashMap<Vec<u8>, Instant> = HashMap::new();
@@ -85,8 +95,16 @@ impl Retention {
                 continue;
             }
             let pem = pem_of(&ca);
-            if tls_pair::verify_chain(serving_cert, pem.as_bytes()).is_ok() {
-                // The stored pair still comes from it: needed, no clock yet.
+            if served
+                .iter()
+                .any(|cert| tls_pair::verify_chain(cert, pem.as_bytes()).is_ok())
+            {
+                // The stored pair still comes from it: needed, no clock yet,
+                // and trusted by this sidecar from now on, so it gets the
+                // grace period once the pair moves on (a CA that never was
+                // in a base: the cluster CA of a pair kept through an upgrade
+                // to self-signed).
+                self.seen.insert(key);
                 kept.push(ca);
                 continue;
             }
@@ -257,7 +275,7 @@ mod tests {
         let before = retention.bundle(
             old.pem.as_bytes(),
             Some(old.pem.as_bytes()),
-            old_pair.as_bytes(),
+            &[old_pair.as_bytes()],
             now_unix(),
             t0,
         );
@@ -266,7 +284,7 @@ mod tests {
         let bundle = retention.bundle(
             base,
             Some(old.pem.as_bytes()),
-            old_pair.as_bytes(),
+            &[old_pair.as_bytes()],
             now_unix(),
             t0,
         );
@@ -279,7 +297,7 @@ mod tests {
         let again = retention.bundle(
             base,
             Some(&bundle),
-            old_pair.as_bytes(),
+            &[old_pair.as_bytes()],
             now_unix(),
             t0 + grace * 3,
         );
@@ -287,18 +305,70 @@ mod tests {
         // Reissued under the new CA: the grace starts now.
         let t1 = t0 + grace * 4;
         let new_pair = leaf(&new);
-        let during = retention.bundle(base, Some(&bundle), new_pair.as_bytes(), now_unix(), t1);
+        let during = retention.bundle(base, Some(&bundle), &[new_pair.as_bytes()], now_unix(), t1);
         assert_eq!(during, bundle);
         let still = retention.bundle(
             base,
             Some(&bundle),
-            new_pair.as_bytes(),
+            &[new_pair.as_bytes()],
             now_unix(),
             t1 + grace - Duration::from_secs(1),
         );
         assert_eq!(still, bundle);
-        let after = retention.bundle(base, Some(&bundle), new_pair.as_bytes(), now_unix(), t1 + grace);
+        let after = retention.bundle(
+            base,
+            Some(&bundle),
+            &[new_pair.as_bytes()],
+            now_unix(),
+            t1 + grace,
+        );
         assert_eq!(after, base, "only the base, byte for byte");
+    }
+
+    #[test]
+    fn a_ca_that_signed_the_pair_gets_the_grace_though_never_in_a_base() {
+        // An upgrade from csr to self-signed: the base is the own CA, the
+        // live bundle the cluster CA, which signed the pair kept through the
+        // upgrade; once the pair is renewed from the own CA, replicas still
+        // serving the old one need the cluster CA for the grace period.
+        let (cluster, own) = (ca("cluster", 100), ca("own", 100));
+        let grace = Duration::from_secs(30);
+        let mut retention = Retention::new(grace);
+        let t0 = Instant::now();
+        let kept_pair = leaf(&cluster);
+        let both = retention.bundle(
+            own.pem.as_bytes(),
+            Some(cluster.pem.as_bytes()),
+            &[kept_pair.as_bytes()],
+            now_unix(),
+            t0,
+        );
+        assert_eq!(
+            certificates(&both),
+            [
+                certificates(own.pem.as_bytes()),
+                certificates(cluster.pem.as_bytes())
+            ]
+            .concat()
+        );
+        let renewed = leaf(&own);
+        let t1 = t0 + Duration::from_secs(1);
+        let during = retention.bundle(
+            own.pem.as_bytes(),
+            Some(&both),
+            &[renewed.as_bytes()],
+            now_unix(),
+            t1,
+        );
+        assert_eq!(during, both, "the cluster CA stays for the grace");
+        let after = retention.bundle(
+            own.pem.as_bytes(),
+            Some(&both),
+            &[renewed.as_bytes()],
+            now_unix(),
+            t1 + grace,
+        );
+        assert_eq!(after, own.pem.as_bytes());
     }
 
     #[test]
@@ -311,7 +381,7 @@ mod tests {
         let bundle = retention.bundle(
             new.pem.as_bytes(),
             Some(new.pem.as_bytes()),
-            new_pair.as_bytes(),
+            &[new_pair.as_bytes()],
             now_unix(),
             now,
         );
@@ -323,7 +393,7 @@ mod tests {
         let bundle = retention.bundle(
             new.pem.as_bytes(),
             Some(live.as_bytes()),
-            old_pair.as_bytes(),
+            &[old_pair.as_bytes()],
             now_unix(),
             now,
         );
@@ -333,7 +403,7 @@ mod tests {
         let bundle = retention.bundle(
             new.pem.as_bytes(),
             Some(noisy.as_bytes()),
-            new_pair.as_bytes(),
+            &[new_pair.as_bytes()],
             now_unix(),
             now,
         );
@@ -344,7 +414,7 @@ mod tests {
         let bundle = retention.bundle(
             new.pem.as_bytes(),
             Some(live.as_bytes()),
-            new_pair.as_bytes(),
+            &[new_pair.as_bytes()],
             now_unix(),
             now,
         );

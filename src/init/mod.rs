@@ -13,8 +13,11 @@
 //!    key matches, `rootca.pem` signs it, covers `<svc>.<ns>.svc`, not
 //!    expired; a warning within 30 days), else the stored pair while it is
 //!    sound and outside `IMAGESWAP_CERT_RENEW_BEFORE`, else a new pair issued
-//!    through the CSR API ([`csr`]) and stored with a precondition
-//!    ([`secret`]).
+//!    from ImageSwap's own CA ([`self_signed`], the default) or through the
+//!    CSR API ([`csr`]) and stored with a precondition ([`secret`]). In
+//!    `self-signed` mode a stored pair from another CA the live `caBundle`
+//!    trusts (an upgrade from `csr`) is kept while usable, so old and new
+//!    replicas serve one trusted pair during the rollout.
 //! 3. `cert.pem` and `key.pem` (mode 0600) into `IMAGESWAP_TLS_DIR` ([`files`]).
 //! 4. The MWC ([`webhook`]) with the CA: `rootca.pem` in bring-your-own mode,
 //!    the `kube-root-ca.crt` ConfigMap's `ca.crt` otherwise.
@@ -36,7 +39,7 @@
 //! | `--disable-auto-mwc` | `IMAGESWAP_DISABLE_AUTO_MWC` | `false` (any case) |
 //! | `--csr-timeout` | `IMAGESWAP_CSR_TIMEOUT` | `60s` |
 //! | `--renew-before` | `IMAGESWAP_CERT_RENEW_BEFORE` | `180d` |
-//! | `--cert-source` | `IMAGESWAP_CERT_SOURCE` | `csr` (or `self-signed`, `byoc`) |
+//! | `--cert-source` | `IMAGESWAP_CERT_SOURCE` | `self-signed` (`csr` with auto-MWC off; or `byoc`) |
 //! | `--self-signed-ca-lifetime` | `IMAGESWAP_SELF_SIGNED_CA_LIFETIME` | `3650d` |
 //! | `--self-signed-cert-lifetime` | `IMAGESWAP_SELF_SIGNED_CERT_LIFETIME` | `365d` |
 //! | `--watch` | – | off |
@@ -133,6 +136,12 @@ pub struct InitOutcome {
     /// The CA bundle the `caBundle` was made from (the cluster's, the own
     /// CA's or `rootca.pem`), unless auto-MWC is off.
     pub cluster_ca: Option<Vec<u8>>,
+    /// The `caBundle` written or found in sync: `cluster_ca` plus any CA kept
+    /// because the stored pair still comes from it (a CA rotation, or an
+    /// upgrade to self-signed from a cluster-signed pair). The sidecar
+    /// treats these as CAs it trusted, so each gets its grace period once
+    /// the pair moves on.
+    pub ca_bundle: Option<Vec<u8>>,
 }
 
 /// Everything `init` does, against any API server `client` points at.
@@ -159,6 +168,12 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
                     assumed: None,
                 }),
                 own_ca: Some(ca.clone()),
+                trusted: match &template {
+                    Some(_) => {
+                        webhook::live_ca_bundle(&client, &settings.mwc_name, &settings.webhook_name).await?
+                    }
+                    None => None,
+                },
                 ..serving_pair::Policy::once(settings)
             };
             serving_pair::ensure_with(&client, settings, now, &policy).await?
@@ -168,6 +183,7 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
     info!(dir = %settings.tls_dir.display(), "Wrote cert.pem and key.pem for the server.");
 
     let mut cluster_ca = None;
+    let mut written_bundle = None;
     let mwc = match template {
         None => {
             info!("IMAGESWAP_DISABLE_AUTO_MWC is set; leaving the webhook configuration alone.");
@@ -186,18 +202,23 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
             // keeps trusting it; any other CA goes.
             let mut retention = ca_bundle::Retention::new(std::time::Duration::ZERO);
             let serving_cert = serving.pair.cert_pem.clone();
+            let previous_cert = serving.previous_cert.clone();
             let webhook_name = settings.webhook_name.clone();
             let started = std::time::Instant::now();
-            let outcome = webhook::ensure_by(&client, &settings.mwc_name, |live| {
-                let live_bundle = live
-                    .and_then(|mwc| mwc.webhooks.as_ref())
-                    .and_then(|hooks| hooks.iter().find(|hook| hook.name == webhook_name))
-                    .and_then(|hook| hook.client_config.ca_bundle.as_ref())
-                    .map(|bundle| bundle.0.clone());
-                let bundle = retention.bundle(&ca, live_bundle.as_deref(), &serving_cert, now, started);
-                template.with_ca_bundle(&bundle)
-            })
-            .await?;
+            let outcome =
+                webhook::ensure_by(&client, &settings.mwc_name, webhook::IfMissing::Create, |live| {
+                    let live_bundle = webhook::ca_bundle_of(live, &webhook_name);
+                    let bundle = retention.bundle(
+                        &ca,
+                        live_bundle.as_deref(),
+                        &[&serving_cert, &previous_cert],
+                        now,
+                        started,
+                    );
+                    written_bundle = Some(bundle.clone());
+                    template.with_ca_bundle(&bundle)
+                })
+                .await?;
             if outcome == MwcOutcome::Unchanged {
                 info!(mwc = %settings.mwc_name, "The webhook configuration matches the template.");
             }
@@ -209,6 +230,7 @@ pub async fn run_with(client: kube::Client, settings: &InitSettings) -> Result<I
         not_after: serving.info.not_after,
         mwc,
         cluster_ca,
+        ca_bundle: written_bundle,
     })
 }
 
@@ -233,6 +255,7 @@ pub async fn watch_with(
     );
     watch::Watcher::new(client, settings.clone(), metrics)
         .first_bundle(outcome.cluster_ca.as_deref())
+        .trusted_at_start(outcome.ca_bundle.as_deref())
         .run(shutdown)
         .await;
     Ok(())

@@ -39,6 +39,11 @@ pub const RENEWAL_CLAIM_ANNOTATION: &str = "imageswap/renewal-claimed-by";
 pub const BYOC_ANNOTATION: &str = "imageswap-byoc";
 /// Which pod stored the current pair, for whoever debugs a rollout.
 pub const UPDATED_BY_ANNOTATION: &str = "imageswap/updated-by-pod";
+/// `self-signed`: the certificate of a pair from another CA (a cluster-signed
+/// pair kept through an upgrade from `csr`) that a renewal replaced. Pods of
+/// the old version never adopt the new pair, so that CA stays in the
+/// `caBundle` until this certificate expires: until no replica can serve it.
+pub const PREVIOUS_CERT_KEY: &str = "previous-cert.pem";
 pub const CLUSTER_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 pub const CLUSTER_CA_KEY: &str = "ca.crt";
 
@@ -161,11 +166,12 @@ impl Secrets {
         pair: &TlsPair,
         pod_name: &str,
     ) -> Result<Written, SecretError> {
-        self.write_pair_annotated(name, current, pair, pod_name, &[])
+        self.write_pair_annotated(name, current, pair, pod_name, &[], None)
             .await
     }
 
-    /// [`Secrets::write_pair`], also setting `annotations`.
+    /// [`Secrets::write_pair`], also setting `annotations`, and
+    /// [`PREVIOUS_CERT_KEY`] when `previous_cert` is given.
     pub async fn write_pair_annotated(
         &self,
         name: &str,
@@ -173,6 +179,7 @@ impl Secrets {
         pair: &TlsPair,
         pod_name: &str,
         annotations: &[(&str, String)],
+        previous_cert: Option<&[u8]>,
     ) -> Result<Written, SecretError> {
         let mut secret = match current {
             Some(existing) => existing.clone(),
@@ -190,6 +197,9 @@ impl Secrets {
         let data = secret.data.get_or_insert_with(BTreeMap::new);
         data.insert(CERT_KEY.to_owned(), ByteString(pair.cert_pem.clone()));
         data.insert(KEY_KEY.to_owned(), ByteString(pair.key_pem.clone()));
+        if let Some(previous) = previous_cert {
+            data.insert(PREVIOUS_CERT_KEY.to_owned(), ByteString(previous.to_vec()));
+        }
         secret
             .metadata
             .annotations

@@ -44,6 +44,9 @@ pub struct ServingPair {
     pub info: PairInfo,
     pub source: PairSource,
     pub byoc_ca: Option<Vec<u8>>,
+    /// The secret's [`secret::PREVIOUS_CERT_KEY`] (empty when none): its CA
+    /// stays in the `caBundle` while it has not expired.
+    pub previous_cert: Vec<u8>,
 }
 
 #[derive(Debug, Error)]
@@ -106,6 +109,16 @@ pub struct Policy {
     /// `self-signed`: issue from this CA instead of through a CSR (and
     /// `cluster_ca` is its bundle).
     pub own_ca: Option<super::self_signed::OwnCa>,
+    /// `self-signed`: the live `caBundle`, what the API server trusts now.
+    /// A stored pair from another CA in it (an upgrade from `csr` or from the
+    /// original: a cluster-signed pair) is kept until its renewal is due
+    /// instead of being replaced at the first start: replicas of the old
+    /// version serve that pair during the rollout, and replacing it would
+    /// leave them, or the new ones, with a pair one `caBundle` does not
+    /// trust while old and new sidecars disagree about it. Its renewal
+    /// remembers it in [`secret::PREVIOUS_CERT_KEY`], whose CA then stays in
+    /// the `caBundle` until it expires (old pods never adopt a new pair).
+    pub trusted: Option<Vec<u8>>,
 }
 
 /// The cluster CA bundle as `--watch` saw it.
@@ -128,6 +141,7 @@ impl Policy {
             renew_fraction: None,
             cluster_ca: None,
             own_ca: None,
+            trusted: None,
         }
     }
 
@@ -156,8 +170,20 @@ impl Policy {
     ) -> Result<PairInfo, PairProblem> {
         let pair = secret::pair_of(secret);
         let info = tls_pair::inspect(&pair)?;
-        let threshold = if strict { self.threshold(&info) } else { 0 };
+        // A pair from another CA the API server trusts (see `trusted`): at a
+        // pod start it is kept while usable at all, whatever the threshold,
+        // so an upgrade never replaces it mid-rollout; the sidecar renews it
+        // at its usual share of the lifetime.
+        let legacy = self.is_legacy(&pair.cert_pem);
+        let threshold = if strict && !(legacy && self.renew_fraction.is_none()) {
+            self.threshold(&info)
+        } else {
+            0
+        };
         tls_pair::check_managed(&pair, names, now, threshold)?;
+        if legacy {
+            return Ok(info);
+        }
         if let Some(ca) = &self.cluster_ca {
             tls_pair::verify_chain(&pair.cert_pem, &ca.pem)?;
             // The bundle changed since the pair was issued: reissue, unless
@@ -172,6 +198,18 @@ impl Policy {
             }
         }
         Ok(info)
+    }
+
+    /// Whether `cert_pem` comes from another CA than the bundle's, one the
+    /// live `caBundle` trusts (see `trusted`).
+    fn is_legacy(&self, cert_pem: &[u8]) -> bool {
+        self.cluster_ca.as_ref().is_some_and(|ca| {
+            tls_pair::verify_chain(cert_pem, &ca.pem).is_err()
+                && self
+                    .trusted
+                    .as_deref()
+                    .is_some_and(|trusted| tls_pair::verify_chain(cert_pem, trusted).is_ok())
+        })
     }
 
     fn annotations(&self) -> Vec<(&'static str, String)> {
@@ -235,6 +273,7 @@ pub async fn ensure_with(
                         info,
                         source,
                         byoc_ca: None,
+                        previous_cert: secret::data(found, secret::PREVIOUS_CERT_KEY),
                     });
                 }
                 Err(problem) => {
@@ -250,6 +289,23 @@ pub async fn ensure_with(
             (None, Some(ca)) => super::self_signed::issue(ca, settings, now)?,
             (None, None) => csr::issue(client, settings).await?,
         };
+        // Replacing a pair from another CA the API server trusts (the
+        // cluster-signed pair of an upgrade from csr): remember it while it
+        // is valid, so its CA stays in the caBundle for replicas of the old
+        // version, which never adopt the new pair. Otherwise whatever was
+        // remembered stays.
+        let replaced = current
+            .as_ref()
+            .map(|found| secret::pair_of(found).cert_pem)
+            .filter(|cert| policy.is_legacy(cert) && tls_pair::not_after(cert).is_some_and(|end| end > now));
+        let previous_cert = replaced
+            .clone()
+            .or_else(|| {
+                current
+                    .as_ref()
+                    .map(|found| secret::data(found, secret::PREVIOUS_CERT_KEY))
+            })
+            .unwrap_or_default();
         match secrets
             .write_pair_annotated(
                 &settings.tls_secret,
@@ -257,6 +313,7 @@ pub async fn ensure_with(
                 &fresh.pair,
                 &settings.pod_name,
                 &policy.annotations(),
+                replaced.as_deref(),
             )
             .await?
         {
@@ -277,6 +334,7 @@ pub async fn ensure_with(
                         csr_name: fresh.csr_name,
                     },
                     byoc_ca: None,
+                    previous_cert,
                 });
             }
             Written::LostRace => {
@@ -368,6 +426,7 @@ pub(crate) async fn byoc(
         info,
         source: PairSource::Byoc,
         byoc_ca: Some(rootca),
+        previous_cert: Vec::new(),
     })
 }
 

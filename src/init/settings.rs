@@ -36,7 +36,13 @@ pub const DEFAULT_WATCH_INTERVAL: &str = "1m";
 /// `init --watch` renews a pair it manages when this share of its lifetime
 /// is left (kubelet-serving pairs of a year: after eight months).
 pub const DEFAULT_RENEW_FRACTION: &str = "1/3";
-pub const DEFAULT_CERT_SOURCE: &str = "csr";
+/// Where a pair comes from when `IMAGESWAP_CERT_SOURCE` is unset: a CA of
+/// ImageSwap's own, which needs no cluster-wide certificate rights (issue 19;
+/// the CSR approval rights of `csr` let the service account approve kubelet
+/// serving certificates). With `IMAGESWAP_DISABLE_AUTO_MWC` the operator
+/// keeps the `caBundle`, made for the cluster CA: then `csr` stays
+/// ([`CertSource::unset`]).
+pub const DEFAULT_CERT_SOURCE: CertSource = CertSource::SelfSigned;
 /// `self-signed`: the CA lives ten years, its serving pairs one, as the
 /// kubelet-serving signer's do.
 pub const DEFAULT_SELF_SIGNED_CA_LIFETIME: &str = "3650d";
@@ -144,17 +150,13 @@ pub struct InitArgs {
     )]
     pub renew_fraction: Fraction,
 
-    /// Where a pair comes from: `csr` (the cluster's signer), `self-signed` (a
-    /// CA of ImageSwap's own, kept in a secret), or `byoc` (the TLS secret is
-    /// yours, with or without its `imageswap-byoc` annotation, which selects
-    /// bring-your-own in any case).
-    #[arg(
-        long,
-        env = "IMAGESWAP_CERT_SOURCE",
-        default_value = DEFAULT_CERT_SOURCE,
-        value_parser = setting::<CertSource>(),
-    )]
-    pub cert_source: CertSource,
+    /// Where a pair comes from: `self-signed` (a CA of ImageSwap's own, kept
+    /// in a secret), `csr` (the cluster's signer; the default with
+    /// IMAGESWAP_DISABLE_AUTO_MWC), or `byoc` (the TLS secret is yours, with
+    /// or without its `imageswap-byoc` annotation, which selects
+    /// bring-your-own in any case) [default: self-signed]
+    #[arg(long, env = "IMAGESWAP_CERT_SOURCE", value_parser = setting::<CertSource>())]
+    pub cert_source: Option<CertSource>,
 
     /// `self-signed`: how long the CA lives (renewed with the same share left
     /// as a pair, its predecessor kept in the caBundle until it expires).
@@ -190,6 +192,27 @@ pub enum CertSource {
     SelfSigned,
     /// The operator's pair in the TLS secret.
     Byoc,
+}
+
+impl CertSource {
+    /// The source when `IMAGESWAP_CERT_SOURCE` is unset: [`DEFAULT_CERT_SOURCE`],
+    /// except that with the webhook configuration left to the operator
+    /// (`IMAGESWAP_DISABLE_AUTO_MWC`) `csr` stays, with one line saying why:
+    /// their `caBundle` trusts the cluster CA, not a CA ImageSwap would make,
+    /// so switching would leave the API server distrusting the webhook.
+    pub fn unset(disable_auto_mwc: bool) -> CertSource {
+        if disable_auto_mwc {
+            tracing::warn!(
+                "IMAGESWAP_CERT_SOURCE is unset and IMAGESWAP_DISABLE_AUTO_MWC is true: keeping csr, because \
+                 the caBundle you maintain trusts the cluster CA; set IMAGESWAP_CERT_SOURCE=csr to keep \
+                 this (and silence this line), or self-signed and put the CA of the secret \
+                 <IMAGESWAP_TLS_SECRET_NAME>-self-signed-ca in your caBundle."
+            );
+            CertSource::Csr
+        } else {
+            DEFAULT_CERT_SOURCE
+        }
+    }
 }
 
 impl crate::settings::SettingValue for CertSource {
@@ -299,7 +322,7 @@ impl Default for InitSettings {
             watch_interval: Duration::from_secs(60),
             renew_fraction: 1.0 / 3.0,
             watch_listen: None,
-            cert_source: CertSource::Csr,
+            cert_source: DEFAULT_CERT_SOURCE,
             self_signed_ca_lifetime: Duration::from_secs(3650 * 86_400),
             self_signed_cert_lifetime: Duration::from_secs(365 * 86_400),
         }
@@ -333,7 +356,9 @@ impl InitSettings {
             watch_interval: args.watch_interval,
             renew_fraction: args.renew_fraction.0,
             watch_listen: args.watch_listen,
-            cert_source: args.cert_source,
+            cert_source: args
+                .cert_source
+                .unwrap_or_else(|| CertSource::unset(args.disable_auto_mwc)),
             self_signed_ca_lifetime: args.self_signed_ca_lifetime,
             self_signed_cert_lifetime: args.self_signed_cert_lifetime,
         };
@@ -571,9 +596,26 @@ mod tests {
         assert_eq!(settings.watch_interval, Duration::from_millis(100));
         assert!((settings.renew_fraction - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(settings.watch_listen, None);
-        assert_eq!(settings.cert_source, CertSource::Csr);
+        assert_eq!(
+            settings.cert_source,
+            CertSource::SelfSigned,
+            "self-signed unless set"
+        );
+        let parsed = Init::try_parse_from(["init", "--disable-auto-mwc", "TRUE"]).unwrap();
+        assert_eq!(
+            InitSettings::from_args(&parsed.args).unwrap().cert_source,
+            CertSource::Csr,
+            "the operator's caBundle trusts the cluster CA: csr stays"
+        );
+        let parsed =
+            Init::try_parse_from(["init", "--disable-auto-mwc", "--cert-source", "self-signed"]).unwrap();
+        assert_eq!(
+            InitSettings::from_args(&parsed.args).unwrap().cert_source,
+            CertSource::SelfSigned,
+            "a source set is kept"
+        );
         let parsed = Init::try_parse_from(["init", "--cert-source", "Self-Signed"]).unwrap();
-        assert_eq!(parsed.args.cert_source, CertSource::SelfSigned);
+        assert_eq!(parsed.args.cert_source, Some(CertSource::SelfSigned));
         assert!(Init::try_parse_from(["init", "--cert-source", "acme"]).is_err());
         let message = Init::try_parse_from(["init", "--renew-fraction", "2"])
             .expect_err("refused")

@@ -213,6 +213,14 @@ pub fn verify_chain(cert_pem: &[u8], ca_pem: &[u8]) -> Result<(), PairProblem> {
     Err(PairProblem::NotSignedByCa)
 }
 
+/// The `notAfter` (Unix seconds) of the leaf of `cert_pem`; `None` when it
+/// does not parse.
+pub fn not_after(cert_pem: &[u8]) -> Option<i64> {
+    let ders = certificates(cert_pem).ok()?;
+    let leaf = parse_certificate(ders.first()?).ok()?;
+    Some(leaf.validity().not_after.timestamp())
+}
+
 /// RFC 3339 UTC, for messages.
 pub fn format_time(unix_seconds: i64) -> String {
     chrono::DateTime::from_timestamp(unix_seconds, 0)

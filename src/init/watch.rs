@@ -13,7 +13,9 @@
 //!    secret's `resourceVersion` precondition settles the rest, and the
 //!    losers take the winner's pair.
 //! 2. **The webhook configuration** is put back where it differs from the
-//!    template (one write per drift, none in sync), its `caBundle` being the
+//!    template (one write per drift, none in sync; a deleted one is left
+//!    deleted: `helm uninstall` deletes it while the pods still run, and only
+//!    a pod start creates it), its `caBundle` being the
 //!    CA of the pair plus any CA still needed by a replica that has not yet
 //!    adopted the new pair ([`ca_bundle`](super::ca_bundle)). This comes
 //!    before the files, so the API server trusts a new pair before any server
@@ -37,7 +39,7 @@ use super::ca_bundle::{self, Retention};
 use super::secret::{self, SecretError, Secrets, Written};
 use super::serving_pair::{self, ClusterCa, PairSource, Policy};
 use super::settings::{CertSource, InitSettings};
-use super::webhook::{self, MwcOutcome, Template};
+use super::webhook::{self, IfMissing, MwcOutcome, Template};
 use super::{InitError, files, self_signed, tls_pair, unix_now};
 use crate::telemetry::metrics::{InitAction, InitMetrics, ReloadResult};
 
@@ -76,6 +78,9 @@ pub struct Watcher {
     failures: u32,
     /// The cluster CA bundle's fingerprint at this sidecar's first pass.
     first_bundle: Option<String>,
+    /// The webhook configuration was found deleted (logged once per
+    /// deletion, not on every pass).
+    mwc_absent: bool,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -96,6 +101,7 @@ impl Watcher {
             retention: Retention::new(grace),
             failures: 0,
             first_bundle: None,
+            mwc_absent: false,
         }
     }
 
@@ -105,6 +111,16 @@ impl Watcher {
         if let Some(pem) = pem {
             self.first_bundle = Some(ca_bundle::fingerprint(pem));
             self.retention.saw_base(pem);
+        }
+        self
+    }
+
+    /// The `caBundle` the first pass wrote (or found in sync): every CA in
+    /// it was trusted, so one that stops signing the pair gets the grace
+    /// period rather than being dropped as drift.
+    pub fn trusted_at_start(mut self, bundle: Option<&[u8]>) -> Watcher {
+        if let Some(bundle) = bundle {
+            self.retention.saw_base(bundle);
         }
         self
     }
@@ -175,6 +191,12 @@ impl Watcher {
         };
         let secrets = Secrets::new(&self.client, &settings.namespace);
         let current = secrets.read(&settings.tls_secret).await?;
+        let live_bundle = match (&template, settings.cert_source) {
+            (Some(_), CertSource::SelfSigned) => {
+                webhook::live_ca_bundle(&self.client, &settings.mwc_name, &settings.webhook_name).await?
+            }
+            _ => None,
+        };
 
         let mut own_ca = None;
         let serving = match current
@@ -198,6 +220,7 @@ impl Watcher {
                         assumed: Some(assumed),
                     }),
                     own_ca: Some(ca.clone()),
+                    trusted: live_bundle,
                     ..Policy::once(settings)
                 };
                 own_ca = Some(ca);
@@ -240,22 +263,38 @@ impl Watcher {
                     (None, None) => secret::read_cluster_ca(&self.client, &settings.namespace).await?,
                 };
                 let serving_cert = serving.pair.cert_pem.clone();
+                let previous_cert = serving.previous_cert.clone();
                 let webhook_name = settings.webhook_name.clone();
                 let retention = &mut self.retention;
                 let started = Instant::now();
-                let outcome = webhook::ensure_by(&self.client, &settings.mwc_name, |live| {
-                    let live_bundle = live
-                        .and_then(|mwc| mwc.webhooks.as_ref())
-                        .and_then(|hooks| hooks.iter().find(|hook| hook.name == webhook_name))
-                        .and_then(|hook| hook.client_config.ca_bundle.as_ref())
-                        .map(|bundle| bundle.0.clone());
-                    let bundle = retention.bundle(&base, live_bundle.as_deref(), &serving_cert, now, started);
-                    template.with_ca_bundle(&bundle)
-                })
-                .await?;
+                // A missing object is left missing (see MwcOutcome::Absent).
+                let outcome =
+                    webhook::ensure_by(&self.client, &settings.mwc_name, IfMissing::Leave, |live| {
+                        let live_bundle = webhook::ca_bundle_of(live, &webhook_name);
+                        let bundle = retention.bundle(
+                            &base,
+                            live_bundle.as_deref(),
+                            &[&serving_cert, &previous_cert],
+                            now,
+                            started,
+                        );
+                        template.with_ca_bundle(&bundle)
+                    })
+                    .await?;
                 if matches!(outcome, MwcOutcome::Created | MwcOutcome::Updated) {
                     self.metrics.action(InitAction::mwc_written);
                 }
+                let absent = outcome == MwcOutcome::Absent;
+                if absent && !self.mwc_absent {
+                    warn!(
+                        mwc = %settings.mwc_name,
+                        "The webhook configuration was deleted; the sidecar does not recreate it (uninstall or break \
+                         glass). A pod start creates it again."
+                    );
+                } else if !absent && self.mwc_absent {
+                    info!(mwc = %settings.mwc_name, "The webhook configuration exists again.");
+                }
+                self.mwc_absent = absent;
                 outcome
             }
         };
@@ -308,6 +347,7 @@ impl Watcher {
                         info,
                         source: PairSource::Existing,
                         byoc_ca: None,
+                        previous_cert: secret::data(found, secret::PREVIOUS_CERT_KEY),
                     });
                 }
                 Err(problem) => {
@@ -319,6 +359,7 @@ impl Watcher {
                             info: info.clone(),
                             source: PairSource::Existing,
                             byoc_ca: None,
+                            previous_cert: secret::data(found, secret::PREVIOUS_CERT_KEY),
                         };
                         if let Some(holder) = secret::renewal_claimed_by_other(found, &settings.pod_name, now)
                         {

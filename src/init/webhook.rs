@@ -78,6 +78,43 @@ pub enum MwcOutcome {
     Created,
     Updated,
     Unchanged,
+    /// `--watch` found no object and left it so: after the first pass a
+    /// deletion is deliberate (`helm uninstall`'s hook, break glass), and a
+    /// sidecar putting it back would leave a webhook calling a Service that
+    /// is gone. A pod start (`init`) creates it again.
+    Absent,
+}
+
+/// Whether [`ensure_by`] creates a missing object (`init`) or leaves it
+/// missing (`--watch`, see [`MwcOutcome::Absent`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfMissing {
+    Create,
+    Leave,
+}
+
+/// The `caBundle` of the webhook `webhook_name` in `mwc` (the live object).
+pub fn ca_bundle_of(mwc: Option<&MutatingWebhookConfiguration>, webhook_name: &str) -> Option<Vec<u8>> {
+    mwc.and_then(|mwc| mwc.webhooks.as_ref())
+        .and_then(|hooks| hooks.iter().find(|hook| hook.name == webhook_name))
+        .and_then(|hook| hook.client_config.ca_bundle.as_ref())
+        .map(|bundle| bundle.0.clone())
+}
+
+/// The live `caBundle` of the webhook `webhook_name` in the object `name`
+/// (`None` when either is missing): what the API server trusts right now.
+pub async fn live_ca_bundle(
+    client: &kube::Client,
+    name: &str,
+    webhook_name: &str,
+) -> Result<Option<Vec<u8>>, WebhookError> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let live = api.get_opt(name).await.map_err(|source| WebhookError::Api {
+        action: "read",
+        name: name.to_owned(),
+        source: ApiError(source),
+    })?;
+    Ok(ca_bundle_of(live.as_ref(), webhook_name))
 }
 
 /// The parsed template, its named webhook found, no CA yet.
@@ -194,7 +231,7 @@ pub async fn ensure(
     desired: &MutatingWebhookConfiguration,
 ) -> Result<MwcOutcome, WebhookError> {
     let name = desired.metadata.name.clone().unwrap_or_default();
-    let outcome = ensure_by(client, &name, |_| desired.clone()).await?;
+    let outcome = ensure_by(client, &name, IfMissing::Create, |_| desired.clone()).await?;
     if outcome == MwcOutcome::Unchanged {
         info!(mwc = %name, "The webhook configuration matches the template.");
     }
@@ -209,6 +246,7 @@ pub async fn ensure(
 pub async fn ensure_by(
     client: &kube::Client,
     name: &str,
+    if_missing: IfMissing,
     mut desire: impl FnMut(Option<&MutatingWebhookConfiguration>) -> MutatingWebhookConfiguration,
 ) -> Result<MwcOutcome, WebhookError> {
     let name = name.to_owned();
@@ -226,6 +264,9 @@ pub async fn ensure_by(
         let desired = desire(live.as_ref());
         let wanted = to_value(&desired);
         let Some(live) = live else {
+            if if_missing == IfMissing::Leave {
+                return Ok(MwcOutcome::Absent);
+            }
             match api
                 .create(&PostParams::default(), &desired)
                 .await

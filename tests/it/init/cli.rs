@@ -53,7 +53,9 @@ async fn the_binary_installs_from_environment_variables_and_exits_zero() {
     let fake = FakeApiServer::start(NAMESPACE).await;
     let dir = tempfile::tempdir().unwrap();
 
-    let output = imageswap_init(base_vars(dir.path(), &fake)).await;
+    let mut vars = base_vars(dir.path(), &fake);
+    vars.push(("IMAGESWAP_CERT_SOURCE", "csr".to_owned()));
+    let output = imageswap_init(vars).await;
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
@@ -82,6 +84,7 @@ async fn a_failure_exits_one_with_a_single_error_line() {
     fake.set_signer(SignerMode::Never);
     let dir = tempfile::tempdir().unwrap();
     let mut vars = base_vars(dir.path(), &fake);
+    vars.push(("IMAGESWAP_CERT_SOURCE", "csr".to_owned()));
     vars.push(("IMAGESWAP_CSR_TIMEOUT", "1s".to_owned()));
     vars.push((
         "IMAGESWAP_CSR_SIGNER_NAME",
@@ -126,15 +129,51 @@ async fn bad_variables_exit_two_naming_the_variable_before_any_api_call() {
         assert_eq!(output.status.code(), Some(2), "{variable}: {stderr}");
         assert!(stderr.contains(variable), "{variable}: {stderr}");
     }
-    // `TRUE` in capitals, as the original's manifests wrote it, is accepted.
+    // `TRUE` in capitals, as the original's manifests wrote it, is accepted;
+    // with no source set, the original's csr stays (the caBundle the
+    // operator keeps trusts the cluster CA), and one line says why and what
+    // to set.
     let mut vars = base_vars(dir.path(), &fake);
     vars.push(("IMAGESWAP_DISABLE_AUTO_MWC", "TRUE".to_owned()));
     let output = imageswap_init(vars).await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(fake.requests_to(MWC_PATH).is_empty());
+    assert_eq!(
+        fake.list::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(CSR_PATH)
+            .len(),
+        1
+    );
+    let why: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("keeping csr"))
+        .collect();
+    assert_eq!(why.len(), 1, "{stderr}");
+    assert!(why[0].contains("\"WARN\""), "{}", why[0]);
+    assert!(why[0].contains("set IMAGESWAP_CERT_SOURCE=csr"), "{}", why[0]);
+}
+
+/// The original's variables, no IMAGESWAP_CERT_SOURCE among them (an
+/// upgrade by changing images): the default is self-signed, so no CSR, no
+/// cluster-wide certificate right used, and no line about the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_source_the_binary_issues_from_its_own_ca() {
+    install_crypto_provider();
+    let fake = FakeApiServer::start(NAMESPACE).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let output = imageswap_init(base_vars(dir.path(), &fake)).await;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(fake.requests_to(CSR_PATH).is_empty(), "{:?}", fake.requests());
+    assert!(
+        fake.get::<k8s_openapi::api::core::v1::Secret>(
+            &secrets_path(NAMESPACE),
+            "imageswap-tls-self-signed-ca"
+        )
+        .is_some()
+    );
+    assert!(!stderr.contains("keeping csr"), "{stderr}");
+    assert_eq!(fake.writes_to(MWC_PATH), 1);
 }

@@ -1065,3 +1065,255 @@ async fn a_pod_restarting_during_a_rotation_keeps_the_ca_of_the_pair_it_serves()
     assert_eq!(ca_bundle(&fake), new_ca.pem.as_bytes());
     assert!(!String::from_utf8_lossy(&ca_bundle(&fake)).contains(old_ca.trim()));
 }
+
+/// `helm uninstall` (issue 19): the pre-delete hook deletes the webhook
+/// configuration while the pods still run, and a native sidecar is stopped
+/// last, up to the server's whole shutdown later. A sidecar that recreated
+/// it would leave a webhook calling a Service that is gone, blocking every
+/// pod with `failurePolicy: Fail`. Its passes go on (the pair is kept
+/// right), but the deleted object stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_webhook_configuration_is_not_recreated_by_the_sidecar() {
+    install_crypto_provider();
+    let fake = FakeApiServer::start(NAMESPACE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(&fake, watch_settings(dir.path(), "pod-a")).await;
+    assert_eq!(fake.writes_to(MWC_PATH), 1, "the first pass created it");
+
+    // The hook's `kubectl delete mutatingwebhookconfiguration imageswap-webhook`.
+    let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(fake.client());
+    api.delete(MWC, &Default::default()).await.unwrap();
+    assert!(fake.get::<MutatingWebhookConfiguration>(MWC_PATH, MWC).is_none());
+    fake.clear_requests();
+    eventually("20 more passes", || {
+        fake.requests_to(MWC_PATH)
+            .iter()
+            .filter(|r| r.method == http::Method::GET)
+            .count()
+            >= 20
+    })
+    .await;
+
+    assert_eq!(
+        fake.write_attempts_to(MWC_PATH),
+        0,
+        "no create after the deletion: {:?}",
+        fake.requests_to(MWC_PATH)
+    );
+    assert!(fake.get::<MutatingWebhookConfiguration>(MWC_PATH, MWC).is_none());
+    let text = sidecar.metrics.encode();
+    assert_eq!(
+        metric(&text, "imageswap_init_reconcile_total{result=\"error\"}"),
+        0.0,
+        "a deleted configuration is no failed pass: {text}"
+    );
+    sidecar.stop().await;
+
+    // A pod start (`init`) creates it again.
+    let outcome = imageswap::init::run_with(fake.client(), &settings(dir.path(), "pod-b"))
+        .await
+        .unwrap();
+    assert_eq!(outcome.mwc, imageswap::init::MwcOutcome::Created);
+}
+
+/// Watches, every few milliseconds until told to stop, that the pair each
+/// replica serves (its sidecar's directory) chains to the live `caBundle`:
+/// what the API server needs to call any replica. Returns the failures.
+fn replicas_trusted(
+    fake: Arc<FakeApiServer>,
+    dirs: Arc<std::sync::Mutex<Vec<PathBuf>>>,
+) -> (oneshot::Sender<()>, JoinHandle<(usize, Vec<String>)>) {
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let (mut checks, mut failures) = (0, Vec::new());
+        while stopped.try_recv().is_err() {
+            let serving: Vec<(PathBuf, TlsPair)> = dirs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|dir| Some((dir.clone(), matching_pair(dir)?)))
+                .collect();
+            // The pair first, then the bundle: the sidecar writes the bundle
+            // before the pair it trusts, and drops a CA only after the grace.
+            let bundle = ca_bundle(&fake);
+            for (dir, pair) in serving {
+                checks += 1;
+                if let Err(problem) = tls_pair::verify_chain(&pair.cert_pem, &bundle) {
+                    failures.push(format!(
+                        "{}: {problem} (caBundle of {})",
+                        dir.display(),
+                        bundle_size(&bundle)
+                    ));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (checks, failures)
+    });
+    (stop, task)
+}
+
+/// An upgrade from `csr` (the original's way, and this project's default
+/// before issue 19) to the new default `self-signed`, by changing images:
+/// replicas of the new version start beside sidecars of the old one, which
+/// keep running their `csr` passes. At no moment does a replica serve a
+/// pair the live `caBundle` does not trust: the new version keeps the
+/// cluster-signed pair while it is good (the API server trusts it), renews it
+/// from its own CA when due, and keeps the cluster CA in the bundle until
+/// every replica serves the new pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_from_csr_to_self_signed_keeps_old_and_new_replicas_trusted() {
+    install_crypto_provider();
+    let fake = Arc::new(FakeApiServer::start(NAMESPACE).await);
+    // Pairs of twelve seconds: the old version's renew with four seconds left,
+    // so the side-by-side phase below sees none; the new version's renew at
+    // half (six seconds), once the old replicas are gone.
+    fake.set_cert_lifetime(Duration::from_secs(12));
+    let dir = tempfile::tempdir().unwrap();
+    let old = |pod: &str| watch_settings(dir.path(), pod);
+    let new = |pod: &str| InitSettings {
+        cert_source: imageswap::init::settings::CertSource::SelfSigned,
+        renew_fraction: 0.5,
+        ..watch_settings(dir.path(), pod)
+    };
+    let old_a = Sidecar::start(&fake, old("old-a")).await;
+    let old_b = Sidecar::start(&fake, old("old-b")).await;
+    let cluster_ca = fake.ca().pem.clone();
+    assert_eq!(ca_bundle(&fake), cluster_ca.as_bytes());
+    let dirs = Arc::new(std::sync::Mutex::new(vec![
+        old_a.tls_dir.clone(),
+        old_b.tls_dir.clone(),
+    ]));
+    let (stop_checker, checker) = replicas_trusted(fake.clone(), dirs.clone());
+
+    // The rollout: a new replica beside the two old ones, for a while.
+    let new_a = Sidecar::start(&fake, new("new-a")).await;
+    dirs.lock().unwrap().push(new_a.tls_dir.clone());
+    assert_eq!(
+        new_a.pair(),
+        stored_pair(&fake).unwrap(),
+        "the new version keeps the stored pair"
+    );
+    tls_pair::verify_chain(&new_a.pair().cert_pem, cluster_ca.as_bytes())
+        .expect("the stored pair is the cluster-signed one");
+    let reads = fake.requests_to(MWC_PATH).len();
+    eventually("old and new sidecars side by side for 30 passes", || {
+        fake.requests_to(MWC_PATH).len() >= reads + 30
+    })
+    .await;
+    // The old replicas go, a second new one comes.
+    old_a.stop().await;
+    old_b.stop().await;
+    dirs.lock().unwrap().drain(..2);
+    let new_b = Sidecar::start(&fake, new("new-b")).await;
+    dirs.lock().unwrap().push(new_b.tls_dir.clone());
+    let csrs = fake
+        .list::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(CSR_PATH)
+        .len();
+
+    // The new version renews the pair from its own CA; the cluster CA leaves
+    // the caBundle once both replicas serve the new pair.
+    let own_ca = || {
+        let secret: Secret = fake
+            .get(&secrets_path(NAMESPACE), "imageswap-tls-self-signed-ca")
+            .expect("the self-signed CA");
+        secret.data.unwrap()["ca.crt"].0.clone()
+    };
+    eventually("both replicas serve a pair of the own CA", || {
+        [&new_a, &new_b].iter().all(|s| {
+            matching_pair(&s.tls_dir)
+                .is_some_and(|pair| tls_pair::verify_chain(&pair.cert_pem, &own_ca()).is_ok())
+        })
+    })
+    .await;
+    eventually("the caBundle is the own CA only", || ca_bundle(&fake) == own_ca()).await;
+    let _ = stop_checker.send(());
+    let (checks, failures) = checker.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "a replica served a pair the caBundle did not trust: {failures:?}"
+    );
+    assert!(checks > 100, "the checker ran ({checks} checks)");
+    assert_eq!(
+        fake.list::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(CSR_PATH)
+            .len(),
+        csrs,
+        "the new version asks the cluster's signer for nothing"
+    );
+    new_a.stop().await;
+    new_b.stop().await;
+}
+
+/// An upgrade from the original (a one-shot init container, no sidecar: its
+/// pods never adopt a new pair) whose cluster-signed pair is already due for
+/// renewal: the first new sidecar renews it from its own CA at once, and the
+/// cluster CA stays in the `caBundle` as long as the replaced pair is valid
+/// (the secret remembers it), so the old pods stay trusted however long the
+/// rollout takes, not only for the rotation's grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_with_the_pair_due_keeps_the_old_pods_trusted_until_it_expires() {
+    install_crypto_provider();
+    let fake = Arc::new(FakeApiServer::start(NAMESPACE).await);
+    fake.set_cert_lifetime(Duration::from_secs(14));
+    let dir = tempfile::tempdir().unwrap();
+    // The original's two pods: `init` once each, with the cluster's signer.
+    for pod in ["old-a", "old-b"] {
+        imageswap::init::run_with(fake.client(), &settings(dir.path(), pod))
+            .await
+            .unwrap();
+    }
+    let cluster_ca = fake.ca().pem.clone();
+    let old_pair = stored_pair(&fake).unwrap();
+    let dirs = Arc::new(std::sync::Mutex::new(vec![
+        dir.path().join("old-a/tls"),
+        dir.path().join("old-b/tls"),
+    ]));
+    let (stop_checker, checker) = replicas_trusted(fake.clone(), dirs.clone());
+
+    // A new pod whose sidecar finds the pair due (renewal with 99 % left).
+    let new_a = Sidecar::start(
+        &fake,
+        InitSettings {
+            cert_source: imageswap::init::settings::CertSource::SelfSigned,
+            renew_fraction: 0.99,
+            ..watch_settings(dir.path(), "new-a")
+        },
+    )
+    .await;
+    dirs.lock().unwrap().push(new_a.tls_dir.clone());
+    eventually("the new pod serves a pair of its own CA", || {
+        matching_pair(&new_a.tls_dir)
+            .is_some_and(|pair| tls_pair::verify_chain(&pair.cert_pem, cluster_ca.as_bytes()).is_err())
+    })
+    .await;
+    // Well past the rotation's grace (three 100 ms intervals and 5 s): the
+    // old pods still serve the cluster-signed pair, and are still trusted.
+    let reads = fake.requests_to(MWC_PATH).len();
+    eventually("60 more passes", || {
+        fake.requests_to(MWC_PATH).len() >= reads + 60
+    })
+    .await;
+    assert!(
+        tls_pair::verify_chain(&old_pair.cert_pem, &ca_bundle(&fake)).is_ok(),
+        "the cluster CA is still in the caBundle"
+    );
+    // The rollout ends; once the replaced pair expired, its CA goes.
+    dirs.lock().unwrap().drain(..2);
+    eventually("the caBundle drops the cluster CA", || {
+        tls_pair::verify_chain(&old_pair.cert_pem, &ca_bundle(&fake)).is_err()
+    })
+    .await;
+    assert!(
+        tls_pair::not_after(&old_pair.cert_pem).unwrap()
+            <= time::OffsetDateTime::now_utc().unix_timestamp() + 1,
+        "not before the replaced pair expired"
+    );
+    let _ = stop_checker.send(());
+    let (checks, failures) = checker.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "a pod served a pair the caBundle did not trust: {failures:?}"
+    );
+    assert!(checks > 100, "the checker ran ({checks} checks)");
+    new_a.stop().await;
+}

@@ -40,9 +40,12 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Settings for one pod whose TLS directory is `<root>/<pod>/tls`.
+/// Settings for one pod whose TLS directory is `<root>/<pod>/tls`, with the
+/// cluster's signer (`csr`): most init tests are about the CSR flow; the
+/// self-signed ones set their source.
 pub fn settings(root: &Path, pod: &str) -> InitSettings {
     InitSettings {
+        cert_source: imageswap::init::settings::CertSource::Csr,
         namespace: NAMESPACE.to_owned(),
         pod_name: pod.to_owned(),
         mwc_template: template_path(),

@@ -43,7 +43,23 @@ IMAGESWAP_MWC_TEMPLATE: "/mwc/imageswap-mwc.yaml"
 IMAGESWAP_TLS_DIR: "/tls"
 IMAGESWAP_CSR_SIGNER_NAME: "kubernetes.io/kubelet-serving"
 IMAGESWAP_DISABLE_AUTO_MWC: "FALSE"
-IMAGESWAP_CERT_SOURCE: "csr"
+{{- end }}
+
+{{/*
+The certificate source init runs with, lower case: the setting, else the
+program's default (self-signed; csr with IMAGESWAP_DISABLE_AUTO_MWC). The
+RBAC templates grant what it needs (docs/operations.md, "Rights per
+certificate source").
+*/}}
+{{- define "imageswap.certSource" -}}
+{{- $source := index .Values.config "IMAGESWAP_CERT_SOURCE" -}}
+{{- if $source -}}
+{{ lower $source }}
+{{- else if include "imageswap.autoMwcDisabled" . -}}
+csr
+{{- else -}}
+self-signed
+{{- end -}}
 {{- end }}
 
 {{/* One setting's effective value: imageswap.setting (list $ "IMAGESWAP_LISTEN") */}}
@@ -71,6 +87,11 @@ IMAGESWAP_CERT_SOURCE: "csr"
 {{- end -}}
 {{- if .Values.webhook.createByHelm -}}
 {{- $_ := set $data "IMAGESWAP_DISABLE_AUTO_MWC" "TRUE" -}}
+{{- end -}}
+{{- /* No preStop `sleep` action without the native sidecar (clusters before
+1.30): the server keeps accepting this long after SIGTERM instead. */ -}}
+{{- if and (not .Values.nativeSidecar) .Values.preStopSleepSeconds (not (hasKey $data "IMAGESWAP_SHUTDOWN_DELAY")) -}}
+{{- $_ := set $data "IMAGESWAP_SHUTDOWN_DELAY" (printf "%ds" (int .Values.preStopSleepSeconds)) -}}
 {{- end -}}
 {{- /* Mirror verification and pull secrets (docs/verify.md), from `verify`:
 every setting written out, as the kustomize base does. */ -}}

@@ -34,6 +34,12 @@ render with one line naming the values. Included by the Deployment.
 {{- if not (or $selector.matchLabels $selector.matchExpressions) -}}
 {{- fail "webhook.namespaceSelector must select namespaces (matchLabels or matchExpressions): an empty one sends every namespace's pods, ImageSwap's own included, to ImageSwap" -}}
 {{- end -}}
+{{- if and .Values.autoscaling.enabled (not (kindIs "invalid" .Values.replicas)) -}}
+{{- fail (printf "replicas (%v) is not used while autoscaling.enabled is true (the HPA owns the count): set autoscaling.minReplicas instead, or autoscaling.enabled=false" .Values.replicas) -}}
+{{- end -}}
+{{- if and .Values.maps.existingConfigMap (not (kindIs "invalid" .Values.maps.content)) -}}
+{{- fail (printf "maps.content is not used with maps.existingConfigMap (%s): the pods read that ConfigMap; put the rules there, or leave maps.existingConfigMap empty" .Values.maps.existingConfigMap) -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
 {{- end -}}
