@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use crate::settings::choice;
-use crate::swap::{Engine, EngineMode, Finding, FindingKind};
+use crate::swap::{Engine, EngineMode, Finding, FindingKind, MapsFile, lint};
 
 /// The maps file path the original ImageSwap reads (a ConfigMap mount).
 pub const DEFAULT_MAPS_FILE: &str = "/app/maps/imageswap-maps.conf";
@@ -108,7 +108,10 @@ impl RulesSource {
 
 /// Compiles maps file text: the one place an engine is built from a file.
 pub fn compile_maps(text: &str) -> Loaded {
-    let (engine, findings) = Engine::from_maps_text(text);
+    let file = MapsFile::parse(text);
+    let (engine, mut findings) = Engine::from_maps_file(&file);
+    findings.extend(lint::invalid_results(&file, &engine));
+    findings.sort_by_key(|f| (f.line.is_none(), f.line));
     Loaded { engine, findings }
 }
 
@@ -164,7 +167,7 @@ pub fn log_findings(path: &Path, findings: &[Finding]) {
     for finding in findings {
         match finding.kind {
             FindingKind::DeprecatedSeparator => {}
-            FindingKind::InvalidLine | FindingKind::NoDefault => {
+            FindingKind::InvalidLine | FindingKind::NoDefault | FindingKind::InvalidResult => {
                 tracing::warn!(%path, line = finding.line, "{}", finding.message)
             }
             _ => tracing::debug!(%path, line = finding.line, "{}", finding.message),

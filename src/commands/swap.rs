@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::admission::{PullSecrets, PullSecretsArgs};
 use crate::rules::{RulesArgs, RulesSource, log_findings};
 use crate::settings::choice;
-use crate::swap::reference::invalid_reason;
+use crate::swap::reference::{invalid_reason, invalid_result_reason};
 use crate::swap::{Decision, Engine, EngineMode, Rule};
 use crate::verify::{CheckImages, CheckOutcome, OnError, Verifier, VerifyArgs, VerifyMetrics};
 
@@ -262,7 +262,7 @@ fn reason(image: &str, decision: &Decision<'_>) -> Option<String> {
         (Rule::InvalidResult, Some(result)) => Some(format!(
             "rule {} gives an invalid image \"{result}\": {}",
             decision.key.unwrap_or("-"),
-            invalid_reason(result).unwrap_or_default()
+            invalid_result_reason(result).unwrap_or_default()
         )),
         _ => None,
     }

@@ -282,6 +282,18 @@ mod tests {
             text.contains("imageswap_maps_findings{severity=\"warning\"} 2"),
             "{text}"
         );
+        // A value that gives invalid images is an error the server reports too.
+        std::fs::write(&path, "default::a.example\nquay.io::http://mirror.example\n").expect("write");
+        watched.check().await;
+        let text = metrics.encode();
+        assert!(
+            text.contains("imageswap_maps_findings{severity=\"error\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imageswap_maps_findings{severity=\"warning\"} 0"),
+            "{text}"
+        );
         std::fs::write(&path, "default::a.example\n").expect("write");
         watched.check().await;
         let text = metrics.encode();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::maps::{Finding, FindingKind, KeyKind, MapsFile, Severity};
-use super::reference::{ImageRef, is_valid_reference, last_component};
+use super::reference::{ImageRef, is_valid_result, last_component};
 use super::replace::ReplaceRules;
 
 /// Hash maps keyed by rule keys. foldhash rather than SipHash: keys come from
@@ -277,9 +277,10 @@ impl Engine {
         };
         // §3 step 7: only valid results. A value with a scheme, uppercase
         // or `//`, or a port carried into the path, gives what the kubelet
-        // refuses (`InvalidImageName`): the pod keeps its image instead.
+        // refuses (`InvalidImageName`), a port past 65535 what it cannot
+        // pull: the pod keeps its image instead.
         match decision.result {
-            Some(result) if !is_valid_reference(&result) => Decision {
+            Some(result) if !is_valid_result(&result) => Decision {
                 result: None,
                 rule: Rule::InvalidResult,
                 key: decision.key,

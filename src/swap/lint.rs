@@ -1,8 +1,9 @@
-//! What `imageswap maps check` finds beyond parsing: rules whose own output
-//! is swapped again, and `[REPLACE]` patterns that cannot match as written.
-//! Pure, like the rest of `swap`; not run when the server loads maps (it
-//! decides a few images per rule, which a 10k-rule file would pay on every
-//! reload for findings only a person reads).
+//! What `imageswap maps check` finds beyond parsing: rules whose value gives
+//! invalid images, rules whose own output is swapped again, and `[EXACT]`
+//! keys or `[REPLACE]` patterns that cannot match as written. Pure, like the
+//! rest of `swap`. The server runs only [`invalid_results`] at each load (one
+//! decision per rule: an operator must hear of a rule that swaps nothing it
+//! matches); the rest is for a person before shipping the file.
 //!
 //! ImageSwap sees a pod more than once (reinvocation after another webhook,
 //! the UPDATE of a running pod's images), so a swapped image goes through the
@@ -12,7 +13,7 @@
 
 use super::engine::{Engine, Rule};
 use super::maps::{Finding, FindingKind, KeyKind, MapsFile, RuleLine, Severity};
-use super::reference::is_valid_reference;
+use super::reference::{invalid_result_reason, is_valid_reference};
 
 /// Repository and tag of the images made up to probe a rule.
 const PROBE_REPOSITORY: &str = "imageswap-check/app:1";
@@ -20,12 +21,23 @@ const PROBE_REPOSITORY: &str = "imageswap-check/app:1";
 /// The findings of `maps check` beyond the parser's: not idempotent rules
 /// and patterns that cannot match, sorted by line.
 pub fn lint(file: &MapsFile, engine: &Engine) -> Vec<Finding> {
-    let mut findings = Vec::new();
+    let mut findings = invalid_results(file, engine);
     for rule in effective_rules(file) {
         if rule.kind == KeyKind::Replace
             && let Some(problem) = pattern_problem(&rule.key)
         {
             findings.push(warning(rule.line, FindingKind::UnmatchablePattern, problem));
+        }
+        if rule.kind == KeyKind::Exact && !is_valid_reference(&rule.key) {
+            findings.push(warning(
+                rule.line,
+                FindingKind::UnmatchablePattern,
+                format!(
+                    "[EXACT] key `{}` is not a valid image reference, so this rule never matches \
+                     (an invalid image is left unchanged before any rule)",
+                    rule.key
+                ),
+            ));
         }
         if let Some(message) = swapped_again(rule, engine) {
             findings.push(warning(rule.line, FindingKind::NotIdempotent, message));
@@ -36,16 +48,36 @@ pub fn lint(file: &MapsFile, engine: &Engine) -> Vec<Finding> {
 }
 
 /// The rules that decide: for a key given twice, the later line (it wins).
-fn effective_rules(file: &MapsFile) -> impl Iterator<Item = &RuleLine> {
-    file.rules
+/// One pass from the end, so a 10k-rule file costs the server's reload
+/// (which runs [`invalid_results`]) nothing noticeable.
+fn effective_rules(file: &MapsFile) -> Vec<&RuleLine> {
+    let mut seen = std::collections::HashSet::new();
+    let mut rules: Vec<&RuleLine> = file
+        .rules
         .iter()
-        .enumerate()
-        .filter(move |(index, rule)| {
-            !file.rules[index + 1..]
-                .iter()
-                .any(|later| later.kind == rule.kind && later.key == rule.key)
+        .rev()
+        .filter(|rule| seen.insert((rule.kind, rule.key.as_str())))
+        .collect();
+    rules.reverse();
+    rules
+}
+
+/// The rules whose value gives invalid images (maps.md §3 step 7), as
+/// errors naming their lines: the server reports these at every load too
+/// (`imageswap_maps_findings{severity="error"}`), since such a rule swaps
+/// nothing it matches.
+pub fn invalid_results(file: &MapsFile, engine: &Engine) -> Vec<Finding> {
+    effective_rules(file)
+        .into_iter()
+        .filter_map(|rule| {
+            invalid_result(rule, engine).map(|message| Finding {
+                line: Some(rule.line),
+                severity: Severity::Error,
+                kind: FindingKind::InvalidResult,
+                message,
+            })
         })
-        .map(|(_, rule)| rule)
+        .collect()
 }
 
 fn warning(line: usize, kind: FindingKind, message: String) -> Finding {
@@ -80,6 +112,25 @@ fn decides(kind: KeyKind, rule: Rule) -> bool {
         KeyKind::Default => rule == Rule::Default,
         KeyKind::NoswapWildcards => false,
     }
+}
+
+/// `Some(message)` when the rule gives an invalid image for an image it
+/// decides: its value has a scheme, uppercase in a path, `//`, a trailing
+/// `/`, a bad port… The server keeps such images unswapped (maps.md §3 step
+/// 7), so the rule does nothing but warn: an error, naming the line.
+fn invalid_result(rule: &RuleLine, engine: &Engine) -> Option<String> {
+    let image = probe_image(rule)?;
+    let decision = engine.decide(&image);
+    if decision.rule != Rule::InvalidResult || decision.key != Some(rule.key.as_str()) {
+        return None;
+    }
+    let result = decision.rejected?;
+    Some(format!(
+        "the value `{}` gives invalid images: {image} becomes \"{result}\" ({}); the images this \
+         rule matches are never swapped",
+        rule.value,
+        invalid_result_reason(&result).unwrap_or_default()
+    ))
 }
 
 /// `Some(message)` when the rule's result is swapped again.
@@ -241,6 +292,47 @@ mod tests {
             .into_iter()
             .map(|f| (f.line.unwrap_or_default(), f.kind, f.message))
             .collect()
+    }
+
+    /// issue 21 item 2: a value that makes every result of its rule
+    /// invalid is an error naming the line; an `[EXACT]` key that is no
+    /// valid reference is a warning (it can never match).
+    #[test]
+    fn values_that_give_invalid_images_are_errors_on_their_line() {
+        let text = "default::harbor.example.com\n\
+                    docker.io::http://mirror.example.com\n\
+                    quay.io::mirror.example.com/Team\n\
+                    gcr.io::mirror.example.com/a//b\n\
+                    ghcr.io::mirror.example.com/\n\
+                    reg.example:5000::mirror.example.com:99999\n\
+                    [EXACT]Nginx:1::x\n\
+                    registry.k8s.io::mirror.example.com/k8s\n";
+        let file = MapsFile::parse(text);
+        let (engine, _) = Engine::from_maps_file(&file);
+        let found = lint(&file, &engine);
+        let errors: Vec<usize> = found
+            .iter()
+            .filter(|f| f.kind == FindingKind::InvalidResult && f.severity == Severity::Error)
+            .filter_map(|f| f.line)
+            .collect();
+        assert_eq!(errors, [2, 3, 4, 5, 6], "{found:#?}");
+        assert!(found.iter().any(|f| f.line == Some(7)
+            && f.kind == FindingKind::UnmatchablePattern
+            && f.severity == Severity::Warning));
+        assert!(
+            !found
+                .iter()
+                .any(|f| f.line == Some(8) && f.severity == Severity::Error),
+            "a good rule is no error"
+        );
+        // The server's load reports the same errors.
+        assert_eq!(invalid_results(&file, &engine).len(), 5);
+        // A later line that fixes the key wins: no finding for the bad one.
+        let file = MapsFile::parse(
+            "default::\nquay.io::mirror.example.com/Team\nquay.io::mirror.example.com/team\n",
+        );
+        let (engine, _) = Engine::from_maps_file(&file);
+        assert!(invalid_results(&file, &engine).is_empty());
     }
 
     #[test]

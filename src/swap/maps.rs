@@ -46,7 +46,7 @@ pub enum Severity {
 
 /// What a finding is about, so callers can summarise (the server logs the
 /// deprecated separator once per load, not once per line).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FindingKind {
     InvalidLine,
     DeprecatedSeparator,
@@ -57,8 +57,30 @@ pub enum FindingKind {
     DeadRule,
     /// A rule whose result the maps swap again (`maps check` only).
     NotIdempotent,
-    /// A `[REPLACE]` pattern that cannot match as written (`maps check` only).
+    /// A `[REPLACE]` pattern that cannot match as written, or an
+    /// `[EXACT]` key that is no valid reference (`maps check` only).
     UnmatchablePattern,
+    /// A rule whose value gives an invalid image (maps.md §3 step 7: the
+    /// images it matches are never swapped; the server reports it too).
+    InvalidResult,
+}
+
+impl FindingKind {
+    /// The word `maps check --output json` gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::InvalidLine => "invalid-line",
+            FindingKind::DeprecatedSeparator => "deprecated-separator",
+            FindingKind::DuplicateKey => "duplicate-key",
+            FindingKind::NoDefault => "no-default",
+            FindingKind::EmptyWildcardPattern => "empty-wildcard-pattern",
+            FindingKind::InnerWhitespace => "inner-whitespace",
+            FindingKind::DeadRule => "dead-rule",
+            FindingKind::NotIdempotent => "not-idempotent",
+            FindingKind::UnmatchablePattern => "unmatchable-pattern",
+            FindingKind::InvalidResult => "invalid-result",
+        }
+    }
 }
 
 /// Something about the file worth telling a person.

@@ -244,6 +244,26 @@ pub fn is_valid_reference(s: &str) -> bool {
     ImageRef::parse(s).is_some()
 }
 
+/// Whether `image` may be patched into a pod (maps.md §3 step 7): a valid
+/// reference whose registry port, if it names one, is one a connection can
+/// use (1–65535; the grammar itself takes any digits).
+pub fn is_valid_result(image: &str) -> bool {
+    ImageRef::parse(image).is_some_and(|r| port_in_range(r.reg))
+}
+
+/// Why `image` may not be patched into a pod; `None` when it may.
+pub fn invalid_result_reason(image: &str) -> Option<String> {
+    invalid_reason(image).or_else(|| {
+        let r = ImageRef::parse(image)?;
+        (!port_in_range(r.reg)).then(|| format!("the port of `{}` is not between 1 and 65535", r.reg))
+    })
+}
+
+fn port_in_range(reg: &str) -> bool {
+    let host = strip_port(reg);
+    host.len() == reg.len() || reg[host.len() + 1..].parse::<u16>().is_ok_and(|port| port > 0)
+}
+
 /// Why `image` is not a valid reference, in words a person can act on;
 /// `None` when it is valid. Off the hot path (`imageswap swap` shows it), so
 /// it re-checks the parts one by one rather than sharing the parser's scan.

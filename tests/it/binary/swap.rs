@@ -478,3 +478,59 @@ fn swap_shows_invalid_results_and_placeholders() {
         none_kept[1]
     );
 }
+
+/// issue 21 item 2: `maps check` exits 1 on a value that would give
+/// invalid images (each finding names its line), and `--output json` gives
+/// CI one document with the counts.
+#[test]
+fn maps_check_fails_on_values_that_give_invalid_images() {
+    let (code, text) =
+        check("default::harbor.example.com\nquay.io::http://mirror.example.com\n[EXACT]Nginx:1::x\n");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("maps.conf:2: error: the value `http://mirror.example.com` gives invalid images")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("maps.conf:3: warning: [EXACT] key `Nginx:1`")),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maps.conf");
+    std::fs::write(
+        &path,
+        "default::harbor.example.com\nquay.io::mirror.example.com/Team\n",
+    )
+    .unwrap();
+    let output = imageswap()
+        .args(["maps", "check", "--output", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    assert_eq!(
+        (report["errors"].as_u64(), report["warnings"].as_u64()),
+        (Some(1), Some(0)),
+        "{report}"
+    );
+    assert_eq!(report["findings"][0]["line"], 2);
+    assert_eq!(report["findings"][0]["kind"], "invalid-result");
+    // Warnings only: exit 0, also in JSON.
+    std::fs::write(&path, "default::harbor.example.com\n[EXACT]Nginx:1::x\n").unwrap();
+    let output = imageswap()
+        .args(["maps", "check", "--output", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        (report["errors"].as_u64(), report["warnings"].as_u64()),
+        (Some(0), Some(1)),
+        "{report}"
+    );
+}
