@@ -198,7 +198,7 @@ async fn a_registry_that_is_down_fails_fast_and_opens_the_breaker() {
     );
 }
 
-fn encode(metrics: &imageswap::verify::VerifyMetrics) -> String {
+pub(super) fn encode(metrics: &imageswap::verify::VerifyMetrics) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let mut text = String::new();

@@ -6,6 +6,7 @@
 
 mod churn;
 mod end_to_end;
+mod hostile;
 mod registry;
 mod swap;
 
