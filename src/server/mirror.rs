@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::admission::{Change, Checked, Decided};
 use crate::telemetry::metrics::Fallback;
-use crate::verify::{CheckError, CheckImages, CheckOutcome, OnError};
+use crate::verify::{CheckError, CheckImages, CheckOutcome, MirrorHosts, OnError};
 
 use super::state::AppState;
 
@@ -54,6 +54,7 @@ pub async fn check(
     state: &AppState,
     verifier: &dyn CheckImages,
     decided: &Decided<'_, '_>,
+    mirrors: &MirrorHosts,
     deadline: Option<Instant>,
 ) -> Vec<Checked> {
     let policy = state.verify_policy;
@@ -64,9 +65,12 @@ pub async fn check(
         let targets: Vec<Arc<str>> = decided.changes.iter().map(|c| c.to.clone()).collect();
         // Only a verifier that breaks its promise meets this bound; then no
         // answer is known and every target falls to the policy.
-        tokio::time::timeout(budget + VERIFY_WAIT_GRACE, verifier.check(targets, budget))
-            .await
-            .unwrap_or_default()
+        tokio::time::timeout(
+            budget + VERIFY_WAIT_GRACE,
+            verifier.check(targets, mirrors, budget),
+        )
+        .await
+        .unwrap_or_default()
     };
     let mut outcomes = outcomes.into_iter();
     decided

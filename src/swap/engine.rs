@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::maps::{Finding, FindingKind, KeyKind, MapsFile, Severity};
+use super::mirrors::{MirrorHosts, ValueKind};
 use super::reference::{ImageRef, last_component};
 use super::replace::ReplaceRules;
 
@@ -101,6 +102,8 @@ pub enum EngineMode {
 #[derive(Debug)]
 pub struct Engine {
     rules: Rules,
+    /// The registries the rules' values name (what verification may contact).
+    mirrors: MirrorHosts,
 }
 
 #[derive(Debug)]
@@ -173,6 +176,20 @@ impl Engine {
                 }
             }
         }
+        // From the final values (a repeated key's later value wins).
+        let mirrors = MirrorHosts::from_values(
+            exact
+                .values()
+                .map(|v| (ValueKind::Image, v.as_str()))
+                .chain(replace.iter().map(|(_, v)| (ValueKind::Replace, v.as_str())))
+                .chain(
+                    registry
+                        .values()
+                        .chain(path.values())
+                        .chain(default.as_ref())
+                        .map(|v| (ValueKind::Prefix, v.as_str())),
+                ),
+        );
         let (replace, bad) = ReplaceRules::compile(replace);
         for pattern in bad {
             findings.push(Finding {
@@ -200,6 +217,7 @@ impl Engine {
         (
             Engine {
                 rules: Rules::Maps(Box::new(rules)),
+                mirrors,
             },
             findings,
         )
@@ -207,11 +225,17 @@ impl Engine {
 
     /// LEGACY mode (deprecated): only the prefix; an unset prefix swaps nothing.
     pub fn legacy(prefix: Option<&str>) -> Engine {
+        let prefix = prefix.unwrap_or_default().to_owned();
         Engine {
-            rules: Rules::Legacy {
-                prefix: prefix.unwrap_or_default().to_owned(),
-            },
+            mirrors: MirrorHosts::from_values([(ValueKind::Prefix, prefix.as_str())]),
+            rules: Rules::Legacy { prefix },
         }
+    }
+
+    /// The registries this engine's results can name: mirror verification
+    /// contacts only these (verify.md).
+    pub fn mirror_hosts(&self) -> &MirrorHosts {
+        &self.mirrors
     }
 
     pub fn mode(&self) -> EngineMode {

@@ -225,6 +225,12 @@ impl RegistryClient {
         })
     }
 
+    /// The port a registry without one is reached on: 80 for hosts
+    /// listed as plain HTTP, 443 for the rest.
+    pub fn default_port(&self, host: &str) -> u16 {
+        if self.scheme(host) == "http" { 80 } else { 443 }
+    }
+
     fn scheme(&self, host: &str) -> &'static str {
         if self.plain_http.iter().any(|h| h == host) {
             "http"

@@ -36,8 +36,9 @@ use tracing::field::Empty;
 use super::client::{Failure, FailureKind, Found, RegistryClient, host_name};
 use super::credentials::CredentialsHandle;
 use super::metrics::{CacheResult, VerifyMetrics};
-use super::target::Target;
-use super::{CheckError, CheckFuture, CheckImages, CheckOutcome};
+use super::target::{Target, canonical_host};
+use super::{CheckError, CheckFuture, CheckImages, CheckOutcome, MirrorHosts};
+use crate::swap::mirrors::split_port;
 
 /// The target of trace spans: `telemetry::spans::SPAN_TARGET`, written out
 /// because `telemetry` uses this module (its metrics) and the module graph
@@ -282,7 +283,7 @@ impl Verifier {
 }
 
 impl CheckImages for Verifier {
-    fn check(&self, targets: Vec<Arc<str>>, budget: Duration) -> CheckFuture {
+    fn check(&self, targets: Vec<Arc<str>>, mirrors: &MirrorHosts, budget: Duration) -> CheckFuture {
         let inner = &self.inner;
         // No clamp to `verify_timeout` needed: every check in flight ends
         // by its own timeout, so no waiter outlives it.
@@ -300,11 +301,11 @@ impl CheckImages for Verifier {
                 Lookup::Stale => {
                     counts[CacheResult::Stale as usize] += 1;
                     outcomes.push(CheckOutcome::Present);
-                    Inner::refresh(&self.inner, target);
+                    Inner::refresh(&self.inner, target, mirrors);
                 }
                 Lookup::Miss => {
                     counts[CacheResult::Miss as usize] += 1;
-                    match Inner::start(&self.inner, target) {
+                    match Inner::start(&self.inner, target, mirrors) {
                         Started::Done(outcome) => outcomes.push(outcome),
                         Started::Wait(pending) => {
                             outcomes.push(CheckOutcome::Error(CheckError::Timeout(budget)));
@@ -407,13 +408,29 @@ impl Inner {
             .clone()
     }
 
+    /// Whether `target`'s registry is one the maps name: its host, and
+    /// its port or the scheme's default when either side writes none.
+    fn named(&self, target: &Target, mirrors: &MirrorHosts) -> bool {
+        let (name, port) = split_port(&target.host);
+        let default = self.client.default_port(&target.host);
+        let port = port.unwrap_or(default);
+        mirrors
+            .iter()
+            .any(|m| canonical_host(&m.name).eq_ignore_ascii_case(name) && m.port.unwrap_or(default) == port)
+    }
+
     /// Joins the check of `target` in flight, or starts one.
-    fn start(this: &Arc<Inner>, target: Arc<str>) -> Started {
+    fn start(this: &Arc<Inner>, target: Arc<str>, mirrors: &MirrorHosts) -> Started {
         let Some(parsed) = Target::parse(&target) else {
             return Started::Done(CheckOutcome::Error(CheckError::Failed(
                 "not a valid image reference".to_owned(),
             )));
         };
+        // Before anything that could connect (a check in flight of the
+        // same target was started under maps that named it).
+        if !this.named(&parsed, mirrors) {
+            return Started::Done(CheckOutcome::Error(CheckError::NotInMaps));
+        }
         let registry = this.registry(&parsed.host);
         match this.inflight.entry(target.clone()) {
             Entry::Occupied(pending) => Started::Wait(pending.get().clone()),
@@ -446,10 +463,13 @@ impl Inner {
 
     /// Starts a background check of a stale present tag, unless one runs
     /// or its registry's breaker is open (the stale answer serves on).
-    fn refresh(this: &Arc<Inner>, target: Arc<str>) {
+    fn refresh(this: &Arc<Inner>, target: Arc<str>, mirrors: &MirrorHosts) {
         let Some(parsed) = Target::parse(&target) else {
             return;
         };
+        if !this.named(&parsed, mirrors) {
+            return;
+        }
         let registry = this.registry(&parsed.host);
         if let Entry::Vacant(slot) = this.inflight.entry(target.clone()) {
             if !matches!(this.lookup(&target, Instant::now()), Lookup::Stale) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use imageswap::verify::{CheckError, CheckImages, CheckOutcome, Tuning};
 
-use super::{SLOW, Setup, args, check, check_within, ready_now, verifier};
+use super::{SLOW, Setup, args, check, check_within, mirrors_of, ready_now, verifier};
 use crate::support::registry::{FORWARD, Front, HANG};
 
 fn long_breaker() -> Tuning {
@@ -32,7 +32,10 @@ async fn concurrent_checks_of_one_target_make_one_registry_request() {
         .map(|_| {
             let (v, image) = (v.clone(), image.clone());
             // The same target twice in one admission too.
-            tokio::spawn(async move { v.check(vec![image.clone(), image], SLOW).await })
+            tokio::spawn(async move {
+                let mirrors = mirrors_of(&[&image]);
+                v.check(vec![image.clone(), image], &mirrors, SLOW).await
+            })
         })
         .collect();
     for task in tasks {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use imageswap::verify::{CheckError, CheckImages, CheckOutcome, Tuning};
 
 use super::churn::encode;
-use super::{args, check, ready_now, verifier};
+use super::{args, check, mirrors_of, ready_now, verifier};
 use crate::support::registry::{Front, HANG, Reply, Scripted};
 use crate::support::server::{self, Protocol, TestServer};
 use crate::support::{applied, container_images, eventually, pod_review, warnings};
@@ -56,7 +56,11 @@ async fn a_burst_behind_the_cap_is_verified_and_never_opens_the_breaker() {
         .map(|pair| {
             let v = v.clone();
             let targets: Vec<Arc<str>> = pair.iter().map(|i| Arc::from(i.as_str())).collect();
-            tokio::spawn(async move { v.check(targets, budget).await })
+            tokio::spawn(async move {
+                let images: Vec<&str> = targets.iter().map(|t| &**t).collect();
+                let mirrors = mirrors_of(&images);
+                v.check(targets.clone(), &mirrors, budget).await
+            })
         })
         .collect();
     for task in tasks {
