@@ -145,6 +145,40 @@ mod tests {
         );
     }
 
+    /// A maps file's mirrors: a registry key without a port names the
+    /// value's host only (the image's port is not the value's), and an
+    /// IPv6 mirror in brackets works end to end.
+    #[test]
+    fn an_engine_lists_what_its_values_name() {
+        let (engine, findings) = crate::swap::Engine::from_maps_text(
+            "default::\nsrc.example::127.0.0.1\nv6.example::[::1]:5000/m\n[EXACT]a:1::ghcr.io/a:1\n",
+        );
+        assert!(findings.is_empty(), "{findings:?}");
+        assert_eq!(
+            engine.decide("v6.example/app:1").result.as_deref(),
+            Some("[::1]:5000/m/app:1")
+        );
+        assert_eq!(
+            engine.decide("src.example:22/x:1").result.as_deref(),
+            Some("127.0.0.1:22/x:1"),
+            "the image's port is kept (maps.md §3)…"
+        );
+        let named: Vec<(String, Option<u16>)> = engine
+            .mirror_hosts()
+            .iter()
+            .map(|h| (h.name.clone(), h.port))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("127.0.0.1".to_owned(), None),
+                ("[::1]".to_owned(), Some(5000)),
+                ("ghcr.io".to_owned(), None)
+            ],
+            "…but not named: verification does not contact it"
+        );
+    }
+
     #[test]
     fn ports_split_off_ipv6_hosts_keep_their_colons() {
         assert_eq!(split_port("[::1]:5000"), ("[::1]", Some(5000)));
