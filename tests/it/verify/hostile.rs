@@ -339,3 +339,59 @@ async fn a_port_chosen_by_the_pod_is_never_contacted() {
         "a named registry is asked"
     );
 }
+
+/// The breaker's changes are told once each in the log: opening with the
+/// reason (a WARN), closing after a good probe (an INFO). The runtime is
+/// this thread's, so the capture sees the check tasks' lines.
+#[test]
+fn the_breaker_opening_and_closing_are_logged_once_each() {
+    let logs = crate::support::logs::LogCapture::on_this_thread();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let status = failing.clone();
+    let registry = Scripted::start(move |_| {
+        Reply::status(if status.load(std::sync::atomic::Ordering::SeqCst) {
+            503
+        } else {
+            200
+        })
+    });
+    let host = registry.host();
+    let (_dir, config) = no_credentials();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Open for no time: the check after the fifth error is the probe.
+        let (v, _) = verifier(
+            &args(&config, None, &[&host]),
+            Tuning {
+                breaker_open: Duration::ZERO,
+                ..Tuning::default()
+            },
+        );
+        for tag in 0..5 {
+            check(&v, &format!("{host}/down/app:{tag}")).await;
+        }
+        failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            check(&v, &format!("{host}/down/app:9")).await,
+            CheckOutcome::Present
+        );
+    });
+    let text = logs.text();
+    let opened: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Opened the breaker of a registry"))
+        .collect();
+    assert_eq!(opened.len(), 1, "{text}");
+    assert!(
+        opened[0].contains("WARN") && opened[0].contains(&format!("{host} answered 503")),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("Closed the breaker of a registry").count(),
+        1,
+        "{text}"
+    );
+}
