@@ -159,6 +159,21 @@ async fn per_repository_refusals_do_not_open_the_breaker() {
     assert_eq!(registry.count("HEAD "), before);
 }
 
+/// A registry that has every image for the token `t`, and challenges any
+/// request without it to fetch one from `realm`.
+fn bearer_registry(realm: String) -> Scripted {
+    Scripted::start(move |seen| {
+        if seen.authorization.as_deref() == Some("Bearer t") {
+            Reply::status(200)
+        } else {
+            Reply::status(401).header(
+                "www-authenticate",
+                &format!(r#"Bearer realm="{realm}",service="s""#),
+            )
+        }
+    })
+}
+
 /// A token whose `expires_in` is past what an `Instant` can hold is used
 /// (for a bounded time), not a panic.
 #[tokio::test(flavor = "multi_thread")]
@@ -172,16 +187,7 @@ async fn a_token_that_never_expires_is_no_panic() {
         Reply::status(200).body(&format!(r#"{{"token":"t","expires_in":{lifetime}}}"#))
     });
     let realm = format!("http://{}/token", token_service.host());
-    let registry = Scripted::start(move |seen| {
-        if seen.authorization.as_deref() == Some("Bearer t") {
-            Reply::status(200)
-        } else {
-            Reply::status(401).header(
-                "www-authenticate",
-                &format!(r#"Bearer realm="{realm}",service="s""#),
-            )
-        }
-    });
+    let registry = bearer_registry(realm);
     let host = registry.host();
     let (_dir, config) = no_credentials();
     let (v, metrics) = verifier(
@@ -211,16 +217,7 @@ async fn a_token_that_never_expires_is_no_panic() {
 async fn credentials_never_go_to_a_cleartext_realm() {
     let token_service = Scripted::start(|_| Reply::status(200).body(r#"{"token":"t"}"#));
     let realm = format!("http://{}/token", token_service.host());
-    let registry = Scripted::start(move |seen| {
-        if seen.authorization.as_deref() == Some("Bearer t") {
-            Reply::status(200)
-        } else {
-            Reply::status(401).header(
-                "www-authenticate",
-                &format!(r#"Bearer realm="{realm}",service="s""#),
-            )
-        }
-    });
+    let registry = bearer_registry(realm);
     let host = registry.host();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
