@@ -53,6 +53,12 @@ const swapped = new Counter('images_swapped');
 const kept = new Counter('images_kept');
 const waitTimeout = new Trend('wait_timeout_ms', true);
 const waitCircuit = new Trend('wait_circuit_ms', true);
+// dead-mirror: "circuit open" answers of the first CIRCUIT_EARLY_SECONDS:
+// admissions whose check was queued behind the cap when the breaker opened
+// (they waited until it did, less than the timeout), apart from the ones
+// answered at once by the open breaker.
+const waitCircuitEarly = new Trend('wait_circuit_early_ms', true);
+const CIRCUIT_EARLY_SECONDS = 2;
 const waitOther = new Trend('wait_other_ms', true);
 // churn: admissions of the first COLD_SECONDS (most images new) and after.
 const windowCold = new Trend('window_cold_ms', true);
@@ -236,7 +242,8 @@ function verify(res, uid, n, image) {
     (t < COLD_SECONDS ? windowCold : windowWarm).add(res.timings.duration);
   } else {
     const ms = res.timings.duration;
-    if (warning.endsWith('circuit open')) waitCircuit.add(ms);
+    const t = (Date.now() - exec.scenario.startTime) / 1000;
+    if (warning.endsWith('circuit open')) (t < CIRCUIT_EARLY_SECONDS ? waitCircuitEarly : waitCircuit).add(ms);
     else if (warning.includes('timeout')) waitTimeout.add(ms);
     else waitOther.add(ms);
   }

@@ -537,7 +537,13 @@ impl Inner {
         // A check that asked nobody (the breaker opened while it queued,
         // it queued past its time) is no evidence: counting it would open
         // the breaker of a registry that answered everything it was asked.
-        let change = lock(&registry.breaker).observe(asked.evidence, now, &this.tuning);
+        // An asked check was recorded in `ask`, before its permit went
+        // back; the others are recorded here (no evidence: only a probe
+        // that never asked is let go).
+        let change = match asked.recorded {
+            Some(change) => change,
+            None => lock(&registry.breaker).observe(asked.evidence, now, &this.tuning),
+        };
         if asked.evidence != Evidence::None {
             this.metrics
                 .circuit_open(&registry.label, lock(&registry.breaker).open_until.is_some());
@@ -624,12 +630,18 @@ impl Inner {
                 None,
             ),
         };
+        // Recorded while the permit is still held: a check queued behind
+        // this one then sees the breaker this answer opened, and does not
+        // connect to the registry that just failed (the dead-mirror load
+        // test saw 4 such connections after the first 32 timeouts).
+        let recorded = lock(&registry.breaker).observe(evidence, Instant::now(), &this.tuning);
         Asked {
             outcome,
             evidence,
             refused_for,
             asked: true,
             credentials: credentials_id,
+            recorded: Some(recorded),
         }
     }
 }
@@ -644,6 +656,8 @@ struct Asked {
     asked: bool,
     /// The credentials it was asked with ([`Inner::credentials_id`]).
     credentials: usize,
+    /// The breaker change its evidence made, when `ask` recorded it.
+    recorded: Option<Option<Change>>,
 }
 
 impl Asked {
@@ -654,6 +668,7 @@ impl Asked {
             refused_for: None,
             asked: false,
             credentials: 0,
+            recorded: None,
         }
     }
 
@@ -678,6 +693,7 @@ impl Asked {
             refused_for: None,
             asked: true,
             credentials: 0,
+            recorded: None,
         }
     }
 }
