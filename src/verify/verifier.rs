@@ -527,7 +527,7 @@ impl Inner {
         let asked = std::future::poll_fn(|cx| {
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| asked.as_mut().poll(cx))) {
                 Ok(poll) => poll,
-                Err(panic) => std::task::Poll::Ready(Asked::panicked(&target.host, panic.as_ref())),
+                Err(_) => std::task::Poll::Ready(Asked::panicked()),
             }
         })
         .await;
@@ -672,19 +672,10 @@ impl Asked {
         }
     }
 
-    /// A check that panicked: counted as an error, logged as one line,
-    /// no evidence about the registry (the bug is ours).
-    fn panicked(host: &str, panic: &(dyn std::any::Any + Send)) -> Asked {
-        let message = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-            (Some(text), _) => text,
-            (None, Some(text)) => text.as_str(),
-            (None, None) => "(no message)",
-        };
-        tracing::error!(
-            registry = host_name(host),
-            panic = message,
-            "A registry check panicked: answered as an error."
-        );
+    /// A check that panicked: counted as an error, no evidence about the
+    /// registry (the bug is ours). The panic hook (`telemetry::logging`)
+    /// has logged it as one line, with where it happened.
+    fn panicked() -> Asked {
         Asked {
             outcome: CheckOutcome::Error(CheckError::Failed(
                 "the check failed (see the server log)".to_owned(),
