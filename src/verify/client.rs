@@ -620,6 +620,81 @@ mod tests {
     use super::*;
 
     #[test]
+    fn untrusted_durations_are_capped_never_overflow() {
+        assert_eq!(token_lifetime(None), Duration::from_secs(55));
+        assert_eq!(token_lifetime(Some(0)), Duration::from_secs(55));
+        assert_eq!(token_lifetime(Some(3)), Duration::ZERO, "shorter than the margin");
+        for huge in [u64::MAX, i64::MAX as u64, 1 << 40] {
+            assert_eq!(
+                token_lifetime(Some(huge)),
+                TOKEN_LIFETIME_MAX - TOKEN_EXPIRY_MARGIN
+            );
+        }
+        let headers = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::RETRY_AFTER, v.parse().expect("header"));
+            h
+        };
+        assert_eq!(retry_after(&headers("7")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&headers("18446744073709551615")),
+            Some(RETRY_AFTER_MAX)
+        );
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None,
+            "a date: the default"
+        );
+        assert_eq!(retry_after(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_realm_gets_credentials_over_tls_on_the_registry_s_own_domain_or_listed() {
+        let client = RegistryClient::new(None, &["plain.example:5000".to_owned()], Duration::from_secs(1))
+            .expect("client");
+        let may = |registry: &str, realm: &str| client.may_send_credentials(registry, realm);
+        assert!(may(
+            "harbor.example.com",
+            "https://harbor.example.com/service/token"
+        ));
+        assert!(
+            may("harbor.example.com:8443", "https://harbor.example.com/token"),
+            "any port of its host"
+        );
+        assert!(
+            may("registry-1.docker.io", "https://auth.docker.io/token"),
+            "the same parent domain"
+        );
+        assert!(
+            !may("harbor.example.com", "http://harbor.example.com/token"),
+            "cleartext"
+        );
+        assert!(
+            !may("harbor.example.com", "https://evil.example.net/token"),
+            "another domain"
+        );
+        assert!(
+            !may("a.com", "https://b.com/token"),
+            "a top-level domain is no shared parent"
+        );
+        assert!(
+            !may("10.0.0.1", "https://10.0.0.2/token"),
+            "addresses share nothing"
+        );
+        assert!(
+            may("harbor.example.com", "http://plain.example:5000/token"),
+            "listed as plain HTTP"
+        );
+        assert!(
+            !may("harbor.example.com", "http://plain.example:5001/token"),
+            "another port is not listed"
+        );
+        assert!(!may("harbor.example.com", "not a url"));
+        assert_eq!(host_name("[::1]:5000"), "[::1]");
+        assert_eq!(host_name("a.example:443"), "a.example");
+    }
+
+    #[test]
     fn challenges_are_parsed_with_quoted_commas() {
         assert_eq!(
             Challenge::parse(
