@@ -39,8 +39,9 @@ async fn a_burst_behind_the_cap_is_verified_and_never_opens_the_breaker() {
     let host = registry.host();
     let (_dir, config) = no_credentials();
     let mut a = args(&config, None, &[&host]);
-    // Four requests' worth of queue at the cap; the burst is ten times that.
-    a.verify_timeout = Duration::from_millis(400);
+    // Ten round trips' worth of queue at the cap; the burst is four times
+    // that (a request itself takes 100 ms, far below the timeout).
+    a.verify_timeout = Duration::from_secs(1);
     let (v, metrics) = verifier(
         &a,
         Tuning {
@@ -49,7 +50,7 @@ async fn a_burst_behind_the_cap_is_verified_and_never_opens_the_breaker() {
         },
     );
     let v = Arc::new(v);
-    let images: Vec<String> = (0..40).map(|i| format!("{host}/burst/app:{i}")).collect();
+    let images: Vec<String> = (0..80).map(|i| format!("{host}/burst/app:{i}")).collect();
     let budget = Duration::from_millis(50);
     let tasks: Vec<_> = images
         .chunks(2)
@@ -81,10 +82,10 @@ async fn a_burst_behind_the_cap_is_verified_and_never_opens_the_breaker() {
     let all: Vec<&str> = images.iter().map(String::as_str).collect();
     assert_eq!(
         ready_now(&*v, &all),
-        Some(vec![CheckOutcome::Present; 40]),
+        Some(vec![CheckOutcome::Present; 80]),
         "every image verified and cached"
     );
-    assert_eq!(registry.count("HEAD /v2/burst/app/manifests/"), 40);
+    assert_eq!(registry.count("HEAD /v2/burst/app/manifests/"), 80);
     let text = encode(&metrics);
     assert!(
         text.contains("imageswap_verify_circuit_open{registry=\"127.0.0.1\"} 0"),
