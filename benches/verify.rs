@@ -141,8 +141,11 @@ fn admit_verified(c: &mut Criterion) {
     let (verifier, credentials) =
         imageswap::reload::registry_verification(&args, metrics.verify.clone()).expect("verifier");
     credentials.load_once().expect("no credentials file: anonymous");
+    // The registries the maps name (as the server passes them).
+    let engine = Engine::from_maps_text(&maps).0;
+    let mirrors = engine.mirror_hosts();
     let checks: Vec<Arc<str>> = targets.iter().map(|t| Arc::from(t.as_str())).collect();
-    let warm = runtime.block_on(verifier.check(checks, Duration::from_secs(10)));
+    let warm = runtime.block_on(verifier.check(checks, mirrors, Duration::from_secs(10)));
     assert!(
         warm.iter()
             .all(|o| *o == imageswap::verify::CheckOutcome::Present),
@@ -155,7 +158,7 @@ fn admit_verified(c: &mut Criterion) {
         bench.iter_batched(
             || checks.clone(),
             |checks| {
-                let mut future = verifier.check(checks, Duration::from_secs(1));
+                let mut future = verifier.check(checks, mirrors, Duration::from_secs(1));
                 let mut cx = Context::from_waker(Waker::noop());
                 black_box(future.as_mut().poll(&mut cx).is_ready())
             },

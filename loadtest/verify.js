@@ -2,10 +2,12 @@
 // IMAGESWAP_VERIFY=on): posts one-container Pod AdmissionReviews over HTTPS
 // and checks every answer against what the mirror holds.
 //
-// Run it through `loadtest/verify.sh churn|dead-mirror`, which starts the
-// registry, the mirror in front of it and the server, and sets:
+// Run it through `loadtest/verify.sh churn|dead-mirror|burst`, which starts
+// the registry, the mirror in front of it and the server, and sets:
 //   TARGET        https://127.0.0.1:PORT/ (loopback only)
-//   SCENARIO      churn | dead-mirror
+//   SCENARIO      churn | dead-mirror | burst
+//   BURST         burst: admissions sent at once, one per VU, each a Pod of
+//                 two new images (tags 2v and 2v+1 of VU v; 1000: 2,000 images)
 //   RATE          admissions per second (constant arrival rate)
 //   DURATION      k6 duration
 //   MIRROR        host:port the maps file swaps src.example.com to
@@ -18,6 +20,10 @@
 // Each answer must be a 200 echoing the uid, allowed, and:
 //   churn: a present image replaced by MIRROR/churn/app:tNNNN and no warning;
 //          a missing one unpatched with the `kept …: … is not in the mirror` warning.
+//   burst: each image swapped to the mirror, verified (no warning) or not
+//          verified within the budget (`… not verified: timeout after 1s`,
+//          counted in burst_unverified); never `circuit open` (the mirror is
+//          healthy: a queued check is no evidence against it).
 //   dead-mirror: swapped (ON_ERROR=swap, warning `… not verified: <reason>`) or
 //          kept (ON_ERROR=keep, warning `kept …: <reason>`); the reason is a
 //          timeout while the breaker is closed, `circuit open` once it opens.
@@ -47,6 +53,12 @@ const swapped = new Counter('images_swapped');
 const kept = new Counter('images_kept');
 const waitTimeout = new Trend('wait_timeout_ms', true);
 const waitCircuit = new Trend('wait_circuit_ms', true);
+// dead-mirror: "circuit open" answers of the first CIRCUIT_EARLY_SECONDS:
+// admissions whose check was queued behind the cap when the breaker opened
+// (they waited until it did, less than the timeout), apart from the ones
+// answered at once by the open breaker.
+const waitCircuitEarly = new Trend('wait_circuit_early_ms', true);
+const CIRCUIT_EARLY_SECONDS = 2;
 const waitOther = new Trend('wait_other_ms', true);
 // churn: admissions of the first COLD_SECONDS (most images new) and after.
 const windowCold = new Trend('window_cold_ms', true);
@@ -55,10 +67,16 @@ const COLD_SECONDS = 10;
 
 const HEADERS = { 'Content-Type': 'application/json', Accept: 'application/json' };
 const rate = num('RATE', SCENARIO === 'churn' ? 500 : 200);
+const BURST = num('BURST', 1000);
+const burstVerified = new Counter('burst_verified');
+const burstUnverified = new Counter('burst_unverified');
+const burstCircuit = new Counter('burst_circuit_open');
 
 export const options = {
   summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(50)', 'p(90)', 'p(99)', 'count'],
-  scenarios: {
+  scenarios: SCENARIO === 'burst' ? {
+    burst: { executor: 'per-vu-iterations', vus: BURST, iterations: 1, maxDuration: '60s' },
+  } : {
     [SCENARIO]: {
       executor: 'constant-arrival-rate',
       rate,
@@ -122,6 +140,10 @@ function tag(n) {
 }
 
 export default function () {
+  if (SCENARIO === 'burst') {
+    burst();
+    return;
+  }
   sent += 1;
   // Uniformly random over the set: every tag is first seen somewhere in the
   // run (not all in the first seconds), as new images arrive in a cluster.
@@ -131,6 +153,42 @@ export default function () {
   const body = TEMPLATE.replace('@@UID@@', uid).replace('@@IMAGE@@', image);
   const res = http.post(TARGET, body, { headers: HEADERS, timeout: '10s' });
   verify(res, uid, n, image);
+}
+
+// One Pod of two images nobody asked for before (tags 2v and 2v+1).
+function burst() {
+  const v = exec.vu.idInTest - 1;
+  const tags = [tag(2 * v), tag(2 * v + 1)];
+  const review = JSON.parse(TEMPLATE.replace('@@UID@@', `${RUN}-burst-${v}`).replace('@@IMAGE@@', `${SOURCE}:${tags[0]}`));
+  const second = Object.assign({}, review.request.object.spec.containers[0], { name: 'side', image: `${SOURCE}:${tags[1]}` });
+  review.request.object.spec.containers.push(second);
+  const res = http.post(TARGET, JSON.stringify(review), { headers: HEADERS, timeout: '10s' });
+  let answer = null;
+  try {
+    answer = res.status === 200 ? JSON.parse(res.body).response : null;
+  } catch (_) {
+    answer = null;
+  }
+  let ops = [];
+  try {
+    ops = JSON.parse(encoding.b64decode(answer.patch, 'std', 's'));
+  } catch (_) {
+    ops = [];
+  }
+  const warnings = (answer && answer.warnings) || [];
+  const ok = check(res, {
+    'status is 200': (r) => r.status === 200,
+    allowed: () => !!answer && answer.allowed === true,
+    'both images swapped to the mirror': () => tags.every((t, i) =>
+      ops.some((op) => op.path === `/spec/containers/${i}/image` && op.value === `${MIRROR}/churn/app:${t}`)),
+    'warnings only for unverified images, never circuit open': () =>
+      warnings.every((w) => w.includes(' not verified: timeout')),
+  });
+  if (!ok) requestErrors.add(1);
+  if (warnings.some((w) => w.endsWith('circuit open'))) burstCircuit.add(1);
+  const unverified = warnings.filter((w) => w.includes(' not verified: ')).length;
+  burstUnverified.add(unverified);
+  burstVerified.add(2 - unverified);
 }
 
 function patchValue(answer) {
@@ -184,7 +242,8 @@ function verify(res, uid, n, image) {
     (t < COLD_SECONDS ? windowCold : windowWarm).add(res.timings.duration);
   } else {
     const ms = res.timings.duration;
-    if (warning.endsWith('circuit open')) waitCircuit.add(ms);
+    const t = (Date.now() - exec.scenario.startTime) / 1000;
+    if (warning.endsWith('circuit open')) (t < CIRCUIT_EARLY_SECONDS ? waitCircuitEarly : waitCircuit).add(ms);
     else if (warning.includes('timeout')) waitTimeout.add(ms);
     else waitOther.add(ms);
   }

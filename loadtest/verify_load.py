@@ -1,6 +1,6 @@
 """Measures mirror verification under load (issue 11, "Measure"):
 
-    loadtest/verify.sh churn|dead-mirror
+    loadtest/verify.sh churn|dead-mirror|burst
 
 verify.sh only runs this file. It reuses loadtest/run.py's steps (tools,
 release build, CA and serving certificate, starting and stopping the
@@ -29,10 +29,29 @@ dead-mirror
     for DURATION (30s), once per ON_ERROR policy (swap,keep). Targets: p99 of
     the admissions that waited for a timeout (before the breaker opened, and
     the one probe per breaker period) ≤ the verify timeout (+ TIMEOUT_SLACK_MS,
-    5, for the answer's own path); p99 of those answered "circuit open" ≤ 5 ms.
+    5, for the answer's own path); p99 of those answered "circuit open" after
+    the first 2 s ≤ 5 ms. Reported apart (circuit_early): the admissions of
+    the first 2 s answered "circuit open", whose checks were queued behind
+    the cap when the breaker opened (they waited until it did, never the
+    whole timeout, and connected to nothing). mirror_connections_by_second
+    shows what reached the mirror: the checks in flight, then one probe per
+    breaker period.
     VERIFY_TIMEOUT (1s, the default) sets IMAGESWAP_VERIFY_TIMEOUT.
 
-Both write results/verify-churn.json or verify-dead-mirror.json (RESULTS_DIR;
+burst (issue 20)
+    The churn registry with 2 x BURST (1000) tags, all present, behind
+    DelayProxy adding BURST_DELAY_MS (100) to every request; the server with
+    the defaults (verify timeout 1 s, cap 32 per registry host). k6 sends
+    BURST admissions at once (one per VU), each a Pod of two images nobody
+    asked for before: 2,000 new images from 1,000 concurrent admissions.
+    /metrics is read every 250 ms meanwhile. Targets: every image verified
+    (imageswap_verify_checks_total present) within 10 s of the start, at
+    the cap's rate; the breaker never open; registry requests <= images +
+    token fetches; no admission answered "circuit open"; zero failed
+    admissions (each answer swaps both images, verified or not verified
+    within its budget).
+
+All write results/verify-churn.json, verify-dead-mirror.json or verify-burst.json (RESULTS_DIR;
 verify-churn-missing-ttl-X.json and verify-dead-mirror-X.json when
 VERIFY_MISSING_TTL or VERIFY_TIMEOUT is not the default) and end with one
 RESULT line on stdout; exit 1 when a target or a check
@@ -53,6 +72,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,7 +81,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as lt  # noqa: E402  (read-only use of run.py's helpers)
 from verify_mirror import DeadMirror, DelayProxy  # noqa: E402
 
-SCENARIOS = ("churn", "dead-mirror")
+SCENARIOS = ("churn", "dead-mirror", "burst")
 USAGE = "usage: loadtest/verify.sh " + "|".join(SCENARIOS)
 REGISTRY_BIN = "docker-registry"
 REPOSITORY = "churn/app"
@@ -369,7 +389,7 @@ def dead_mirror(run, machine):
                         "p50_ms": round_ms(metric(summary, f"wait_{name}_ms", "p(50)")),
                         "p99_ms": round_ms(metric(summary, f"wait_{name}_ms", "p(99)")),
                         "max_ms": round_ms(metric(summary, f"wait_{name}_ms", "max"))}
-                 for name in ("timeout", "circuit", "other")}
+                 for name in ("timeout", "circuit", "circuit_early", "other")}
         first, opened = waits["timeout"]["p99_ms"], waits["circuit"]["p99_ms"]
         targets = {
             "timeout_p99_le_verify_timeout": first is not None and first <= timeout_ms + slack_ms,
@@ -396,8 +416,102 @@ def dead_mirror(run, machine):
     write_result(run, "verify-dead-mirror" + ("" if timeout == "1s" else f"-{timeout}"), record)
     parts = [f"{p}: timeout_p99_ms={f['waits']['timeout']['p99_ms']} (n={f['waits']['timeout']['count']}) "
              f"open_p99_ms={f['waits']['circuit']['p99_ms']} (n={f['waits']['circuit']['count']}) "
+             f"queued_then_open_max_ms={f['waits']['circuit_early']['max_ms']} (n={f['waits']['circuit_early']['count']}) "
+             f"mirror_connections={f['mirror_connections']} "
              f"failed={f['k6']['failed_admissions']}" for p, f in phases.items()]
     return ok, f"RESULT scenario=verify-dead-mirror timeout={timeout} " + " ; ".join(parts)
+
+
+def burst(run, machine):
+    admissions = int(setting("BURST", "1000"))
+    images = 2 * admissions
+    delay_ms = float(setting("BURST_DELAY_MS", "100"))
+    registry, registry_port = start_registry(run)
+    # Every tag present: a modulus no tag reaches.
+    pushed = push(registry_port, images, images + 1)
+    lt.say(f"pushed 1 image as {len(pushed)} tags")
+    proxy = DelayProxy(("127.0.0.1", registry_port), delay_ms / 1000)
+    proxy.start()
+    server = start_server(run, proxy.host, [])
+    samples = []
+    stop = threading.Event()
+
+    def present_and_open(metrics):
+        present = sum(v for k, v in metrics.items()
+                      if k.startswith("imageswap_verify_checks_total{") and 'outcome="present"' in k)
+        opened = max([v for k, v in metrics.items() if k.startswith("imageswap_verify_circuit_open{")] or [0])
+        return present, opened
+
+    def poll(started):
+        # Until every image is verified, or 30 s.
+        while not stop.is_set() and time.monotonic() - started < 30:
+            try:
+                present, opened = present_and_open(scrape(run, server, "burst-poll"))
+                samples.append((round(time.monotonic() - started, 3), present, opened))
+                if present >= images:
+                    return
+            except (OSError, lt.LoadTestError):
+                pass
+            time.sleep(0.25)
+
+    started = time.monotonic()
+    poller = threading.Thread(target=poll, args=(started,), daemon=True)
+    poller.start()
+    status, summary = run_k6(run, server, "burst", {"SCENARIO": "burst", "MIRROR": proxy.host,
+                                                     "BURST": str(admissions)})
+    k6_seconds = time.monotonic() - started
+    poller.join(35)
+    stop.set()
+    loadavg_after = lt.loadavg()
+    server_metrics = scrape(run, server, "burst")
+    counts = proxy.counts()
+    proxy.stop()
+    server.stop()
+    lt.trim_log(run.work / "imageswap.log")
+    log = (run.work / "imageswap.log").read_text(errors="replace") if (run.work / "imageswap.log").exists() else ""
+    total = sum(counts.values())
+    manifests = [path for (method, path) in counts if "/manifests/" in path]
+    tokens = sum(n for (method, path), n in counts.items() if "/token" in path)
+    within_10s = max([p for (t, p, _) in samples if t <= 10] or [0])
+    all_verified_at = next((t for (t, p, _) in samples if p >= images), None)
+    breaker_ever_open = any(o for (_, _, o) in samples) or "Opened the breaker" in log
+    k6 = k6_figures(summary)
+    k6["burst_verified_in_budget"] = int(metric(summary, "burst_verified", "count") or 0)
+    k6["burst_unverified_timeout"] = int(metric(summary, "burst_unverified", "count") or 0)
+    k6["burst_circuit_open"] = int(metric(summary, "burst_circuit_open", "count") or 0)
+    targets = {
+        "all_verified_within_10s": within_10s >= images,
+        "breaker_never_open": not breaker_ever_open,
+        "registry_requests_le_images_plus_tokens": total <= images + tokens,
+        "no_circuit_open_answer": k6["burst_circuit_open"] == 0,
+        "zero_failed_admissions": k6["failed_admissions"] == 0 and k6["http_failed"] == 0,
+        "k6_status_0": status == 0,
+    }
+    record = {
+        "scenario": "verify-burst",
+        "settings": {"admissions": admissions, "images": images, "delay_ms": delay_ms,
+                     "verify": "on; timeout 1s, cap 32 per registry host (defaults)",
+                     "pinned": setting("PIN", "0") == "1"},
+        "verified": {"within_10s": within_10s, "all_verified_after_s": all_verified_at,
+                     "k6_seconds": round(k6_seconds, 3), "samples": samples},
+        "breaker_ever_open": breaker_ever_open,
+        "registry": {"requests": total, "distinct_images_asked": len(set(manifests)), "token_fetches": tokens,
+                     "proxy_connections": proxy.connections, "proxy_max_in_flight": proxy.max_in_flight,
+                     "proxy_errors": proxy.errors},
+        "k6": k6,
+        "server_metrics": server_metrics,
+        "targets": targets,
+        "ok": all(targets.values()),
+        "machine": dict(machine, loadavg_after=loadavg_after),
+    }
+    write_result(run, "verify-burst", record)
+    line = (f"RESULT scenario=verify-burst images={images} verified_within_10s={within_10s} "
+            f"all_verified_after_s={all_verified_at} breaker_ever_open={breaker_ever_open} "
+            f"registry_requests={total} max_in_flight={proxy.max_in_flight} "
+            f"answered_verified={k6['burst_verified_in_budget']} unverified={k6['burst_unverified_timeout']} "
+            f"circuit_open={k6['burst_circuit_open']} failed={k6['failed_admissions']} "
+            f"p99_ms={k6['p99_ms']} load={' '.join(loadavg_after)}")
+    return record["ok"], line
 
 
 def parse_ms(text):
@@ -419,13 +533,14 @@ def main(argv):
     pin(os.getpid(), {1})
     try:
         lt.check_tools("verify")
-        if shutil.which(REGISTRY_BIN) is None and argv[1] == "churn":
+        if shutil.which(REGISTRY_BIN) is None and argv[1] in ("churn", "burst"):
             raise lt.LoadTestError(f"{REGISTRY_BIN} not found on PATH; install with {lt.INSTALL_SCRIPT} docker-registry")
         lt.build("verify")
         lt.wait_quiet()
         lt.say(f"load average: {' '.join(lt.loadavg())} on {os.cpu_count()} cores")
         machine = lt.machine_info()
-        ok, line = churn(run, machine) if argv[1] == "churn" else dead_mirror(run, machine)
+        scenario = {"churn": churn, "dead-mirror": dead_mirror, "burst": burst}[argv[1]]
+        ok, line = scenario(run, machine)
     except lt.LoadTestError as error:
         print(f"loadtest: {error}", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ use crate::rules::{RulesArgs, RulesSource, log_findings};
 use crate::settings::choice;
 use crate::swap::reference::{invalid_reason, invalid_result_reason};
 use crate::swap::{Decision, Engine, EngineMode, Rule};
-use crate::verify::{CheckImages, CheckOutcome, OnError, Verifier, VerifyArgs, VerifyMetrics};
+use crate::verify::{CheckImages, CheckOutcome, MirrorHosts, OnError, Verifier, VerifyArgs, VerifyMetrics};
 
 /// How `imageswap swap` prints its decisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -93,7 +93,7 @@ impl Checker {
 
     /// One outcome per decision: `None` for images that are not swapped
     /// (never checked).
-    fn check(&self, decisions: &[Decision<'_>]) -> Vec<Option<CheckOutcome>> {
+    fn check(&self, decisions: &[Decision<'_>], mirrors: &MirrorHosts) -> Vec<Option<CheckOutcome>> {
         let targets: Vec<Arc<str>> = decisions
             .iter()
             .filter(|d| d.changed())
@@ -103,7 +103,7 @@ impl Checker {
             Vec::new()
         } else {
             self.runtime
-                .block_on(async { self.verifier.check(targets, self.budget).await })
+                .block_on(async { self.verifier.check(targets, mirrors, self.budget).await })
         }
         .into_iter();
         decisions
@@ -276,7 +276,7 @@ fn write_block(
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     let decisions: Vec<Decision<'_>> = images.iter().map(|i| engine.decide(i)).collect();
-    let checks = checker.map(|c| c.check(&decisions));
+    let checks = checker.map(|c| c.check(&decisions, engine.mirror_hosts()));
     let check_of = |i: usize| checks.as_ref().and_then(|c| c[i].as_ref());
     // What the pod would run (with `--verify on` only).
     let final_of = |i: usize, image: &str, d: &Decision<'_>| {

@@ -105,6 +105,10 @@ impl WatchedFile for RegistryCredentials {
                     "Registry credentials reloaded."
                 };
                 tracing::info!(%path, registries = credentials.len(), "{message}");
+                for d in credentials.duplicates() {
+                    tracing::warn!(%path, registry = d.host.as_str(), used = d.used.as_str(), ignored = d.ignored.join(", ").as_str(),
+                        "Registry credentials written under several keys; using one (verify.md, duplicate keys).");
+                }
             }
         }
         self.handle.store(Arc::new(value.unwrap_or_default()));

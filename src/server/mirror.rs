@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::admission::{Change, Checked, Decided};
 use crate::telemetry::metrics::Fallback;
-use crate::verify::{CheckError, CheckImages, CheckOutcome, OnError};
+use crate::verify::{CheckError, CheckImages, CheckOutcome, MirrorHosts, OnError};
 
 use super::state::AppState;
 
@@ -24,6 +24,14 @@ use super::state::AppState;
 /// where the stack's timeout would answer 503 instead. The same 50 ms as
 /// the deadline's smallest margin (`server::deadline`).
 pub const VERIFY_ANSWER_MARGIN: Duration = Duration::from_millis(50);
+
+/// How much longer than the budget this side's own bound of the wait
+/// lasts. The verifier answers at the budget with every answer it has; if
+/// this bound fired first (the same instant, or a task that ran out of
+/// its cooperative budget walking ~130 pending checks), it dropped them
+/// all, and a cached image was reported as timed out. Taken from the
+/// answer margin, so a verifier that never answers still leaves 25 ms.
+pub const VERIFY_WAIT_GRACE: Duration = Duration::from_millis(25);
 
 /// How long this admission may wait for its checks: the verify timeout,
 /// or less when the deadline leaves less (minus [`VERIFY_ANSWER_MARGIN`]).
@@ -46,6 +54,7 @@ pub async fn check(
     state: &AppState,
     verifier: &dyn CheckImages,
     decided: &Decided<'_, '_>,
+    mirrors: &MirrorHosts,
     deadline: Option<Instant>,
 ) -> Vec<Checked> {
     let policy = state.verify_policy;
@@ -54,9 +63,14 @@ pub async fn check(
         Vec::new()
     } else {
         let targets: Vec<Arc<str>> = decided.changes.iter().map(|c| c.to.clone()).collect();
-        tokio::time::timeout(budget, verifier.check(targets, budget))
-            .await
-            .unwrap_or_default()
+        // Only a verifier that breaks its promise meets this bound; then no
+        // answer is known and every target falls to the policy.
+        tokio::time::timeout(
+            budget + VERIFY_WAIT_GRACE,
+            verifier.check(targets, mirrors, budget),
+        )
+        .await
+        .unwrap_or_default()
     };
     let mut outcomes = outcomes.into_iter();
     decided

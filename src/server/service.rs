@@ -181,7 +181,9 @@ async fn handle_verified(state: &AppState, request: Request<ReadBody>) -> HttpRe
     if !checked {
         return answer(state, decision, &[]);
     }
-    let checks = mirror::check(state, verifier, decided, held.deadline).await;
+    // The registries of the rules that decided: only those are contacted.
+    let mirrors = held.rules.engine().mirror_hosts();
+    let checks = mirror::check(state, verifier, decided, mirrors, held.deadline).await;
     answer(state, decision, &checks)
 }
 

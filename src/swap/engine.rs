@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::maps::{Finding, FindingKind, KeyKind, MapsFile, Severity};
+use super::mirrors::{MirrorHosts, ValueKind};
 use super::reference::{ImageRef, is_valid_result, last_component};
 use super::replace::ReplaceRules;
 
@@ -127,6 +128,8 @@ pub struct Engine {
     /// 1 for a LEGACY prefix): 0 means the file swaps nothing by accident,
     /// as opposed to `default::`, one rule that swaps nothing on purpose.
     rule_count: usize,
+    /// The registries the rules' values name (what verification may contact).
+    mirrors: MirrorHosts,
 }
 
 #[derive(Debug)]
@@ -199,6 +202,20 @@ impl Engine {
                 }
             }
         }
+        // From the final values (a repeated key's later value wins).
+        let mirrors = MirrorHosts::from_values(
+            exact
+                .values()
+                .map(|v| (ValueKind::Image, v.as_str()))
+                .chain(replace.iter().map(|(_, v)| (ValueKind::Replace, v.as_str())))
+                .chain(
+                    registry
+                        .values()
+                        .chain(path.values())
+                        .chain(default.as_ref())
+                        .map(|v| (ValueKind::Prefix, v.as_str())),
+                ),
+        );
         let (replace, bad) = ReplaceRules::compile(replace);
         for pattern in bad {
             findings.push(Finding {
@@ -228,6 +245,7 @@ impl Engine {
                 rules: Rules::Maps(Box::new(rules)),
                 keep: Vec::new(),
                 rule_count: file.rules.len(),
+                mirrors,
             },
             findings,
         )
@@ -239,6 +257,7 @@ impl Engine {
         Engine {
             rule_count: usize::from(!prefix.is_empty()),
             keep: Vec::new(),
+            mirrors: MirrorHosts::from_values([(ValueKind::Prefix, prefix.as_str())]),
             rules: Rules::Legacy { prefix },
         }
     }
@@ -254,6 +273,12 @@ impl Engine {
     /// How many rules the maps file holds (see the field).
     pub fn rule_count(&self) -> usize {
         self.rule_count
+    }
+
+    /// The registries this engine's results can name: mirror verification
+    /// contacts only these (verify.md).
+    pub fn mirror_hosts(&self) -> &MirrorHosts {
+        &self.mirrors
     }
 
     pub fn mode(&self) -> EngineMode {

@@ -276,10 +276,10 @@ enum Separator<'a> {
 
 /// Steps 5 to 7 of maps.md §1: `::` first, the deprecated `:` second.
 fn split_rule(line: &str) -> Result<Separator<'_>, &'static str> {
-    if line.contains("::") {
-        let mut parts = line.split("::");
-        return match (parts.next(), parts.next(), parts.next()) {
-            (Some(key), Some(value), None) => Ok(Separator::Double(key, value)),
+    let separators = double_colons(line);
+    if let Some(&first) = separators.first() {
+        return match separators.len() {
+            1 => Ok(Separator::Double(&line[..first], &line[first + 2..])),
             _ => Err("more than one `::` separator"),
         };
     }
@@ -289,6 +289,34 @@ fn split_rule(line: &str) -> Result<Separator<'_>, &'static str> {
         (_, None, _) => Err("no `::` separator between key and value"),
         _ => Err("more than one `:`; a port in the key or value requires the `::` separator"),
     }
+}
+
+/// Where `::` separators start: left to right, not overlapping, and not
+/// inside an IPv6 host in brackets (`[fd00::1]:5000`: a `[`, hex digits,
+/// `:` and `.`, a `]`). Any other `[` (`[EXACT]`, a glob class, an
+/// unclosed `[abc`) is an ordinary character.
+fn double_colons(line: &str) -> Vec<usize> {
+    let b = line.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'['
+            && let Some(len) = b[i + 1..].iter().position(|&c| c == b']')
+            && b[i + 1..i + 1 + len]
+                .iter()
+                .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+        {
+            i += len + 2;
+            continue;
+        }
+        if b[i] == b':' && b.get(i + 1) == Some(&b':') {
+            found.push(i);
+            i += 2;
+            continue;
+        }
+        i += 1;
+    }
+    found
 }
 
 fn classify(key: &str) -> (KeyKind, &str) {
@@ -393,6 +421,27 @@ mod tests {
                 && messages[2].contains("a port in the key or value requires the `::` separator")
         );
         assert!(file.has_errors());
+    }
+
+    /// maps.md §1 step 5: a `::` inside brackets (an IPv6 host) is no
+    /// separator, on either side.
+    #[test]
+    fn ipv6_hosts_in_brackets_are_keys_and_values() {
+        let file = MapsFile::parse(
+            "default::\n\
+             src.example::[::1]:5000/mirror\n\
+             [fd00::1]:5000::mirror.example.com\n\
+             [EXACT][::1]:5000/a:1::[fd00::2]/b:2\n",
+        );
+        assert_eq!(
+            file.rules[1..],
+            [
+                rule(2, KeyKind::Registry, "src.example", "[::1]:5000/mirror"),
+                rule(3, KeyKind::Registry, "[fd00::1]:5000", "mirror.example.com"),
+                rule(4, KeyKind::Exact, "[::1]:5000/a:1", "[fd00::2]/b:2"),
+            ]
+        );
+        assert!(file.findings.is_empty(), "{:?}", file.findings);
     }
 
     #[test]

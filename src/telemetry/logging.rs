@@ -122,6 +122,7 @@ impl Logs {
     pub fn init(self, traces: Option<&Traces>) {
         let ansi = std::io::stderr().is_terminal();
         let _ = dispatch(self.filter, self.format, traces, std::io::stderr, ansi).try_init();
+        log_panics();
     }
 
     /// Installs the global subscriber for the server: lines go through a
@@ -147,8 +148,36 @@ impl Logs {
             ));
         let dropped = writer.error_counter();
         let _ = dispatch(filter, self.format, traces, writer, ansi).try_init();
+        log_panics();
         (guard, dropped)
     }
+}
+
+/// Makes a panic one log line in the log's format (JSON under
+/// `--log-format json`) instead of the standard hook's plain-text lines on
+/// stderr, which broke the JSON log when a registry check panicked. The
+/// code that catches a panic (the admission stack, the registry checks)
+/// still answers for it; this only says where it happened.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+            (Some(text), _) => *text,
+            (None, Some(text)) => text.as_str(),
+            (None, None) => "(no message)",
+        };
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            panic = message,
+            location = location.as_str(),
+            thread = thread.name().unwrap_or("unnamed"),
+            "A thread panicked."
+        );
+    }));
 }
 
 /// Lines the server's log queue holds before it drops (about 10 s of

@@ -49,6 +49,13 @@ const USER_AGENT: &str = concat!("imageswap/", env!("CARGO_PKG_VERSION"));
 
 /// A token without `expires_in` lives 60 s (the distribution token spec).
 const TOKEN_DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
+/// The longest a token is reused, whatever `expires_in` says: the number
+/// comes from the network, and an `Instant` cannot hold 2^63 s (the sum
+/// panicked). Renewing hourly costs one request per repository an hour.
+const TOKEN_LIFETIME_MAX: Duration = Duration::from_secs(3600);
+/// The longest `Retry-After` honoured (a 429 keeps its target from being
+/// asked again for this long at most).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 /// A token is renewed this long before it expires, so it does not run out
 /// between our check and the registry's.
 const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(5);
@@ -63,6 +70,65 @@ const TOKENS_MAX: usize = 10_000;
 pub enum Found {
     Present,
     Missing,
+}
+
+/// What a failed check says about the registry: the breaker only counts
+/// what shows the registry unwell, never an answer about one repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No answer: connection refused or reset, TLS failure, no response.
+    Unreachable,
+    /// A 5xx (of the registry or its token endpoint).
+    ServerError,
+    /// A 4xx other than 404 and the first 401 (403, 429, a 401 after
+    /// authenticating: token registries answer that for a repository that
+    /// does not exist): the registry is well; this repository is refused.
+    Refused,
+    /// Anything else (a bad token response, a challenge we cannot answer):
+    /// no evidence either way.
+    Other,
+}
+
+/// A check that found neither present nor missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub error: CheckError,
+    pub kind: FailureKind,
+    /// A 429's `Retry-After` (delta seconds), capped at [`RETRY_AFTER_MAX`].
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(error: CheckError, kind: FailureKind) -> Failure {
+        Failure {
+            error,
+            kind,
+            retry_after: None,
+        }
+    }
+
+    fn other(reason: String) -> Failure {
+        Failure::new(CheckError::Failed(reason), FailureKind::Other)
+    }
+
+    /// The failure a status answers for: 5xx is the registry's, 4xx the
+    /// repository's.
+    fn status(host: &str, status: StatusCode) -> Failure {
+        let kind = if status.is_server_error() {
+            FailureKind::ServerError
+        } else if status.is_client_error() {
+            FailureKind::Refused
+        } else {
+            FailureKind::Other
+        };
+        Failure::new(
+            CheckError::Status {
+                registry: host.to_owned(),
+                status: status.as_u16(),
+            },
+            kind,
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +158,9 @@ pub struct RegistryClient {
     plain_http: Vec<String>,
     /// Bearer tokens by (host, repository), reused until they expire.
     tokens: DashMap<(String, String), Token>,
-    /// Hosts that asked for Basic: later requests send it at once.
-    basic_hosts: DashMap<String, ()>,
+    /// Hosts that answered with a `Bearer` challenge: Basic credentials
+    /// go to their token realm, not with every request to them.
+    bearer_hosts: DashMap<String, ()>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -154,8 +221,14 @@ impl RegistryClient {
                 .filter(|h| !h.is_empty())
                 .collect(),
             tokens: DashMap::new(),
-            basic_hosts: DashMap::new(),
+            bearer_hosts: DashMap::new(),
         })
+    }
+
+    /// The port a registry without one is reached on: 80 for hosts
+    /// listed as plain HTTP, 443 for the rest.
+    pub fn default_port(&self, host: &str) -> u16 {
+        if self.scheme(host) == "http" { 80 } else { 443 }
     }
 
     fn scheme(&self, host: &str) -> &'static str {
@@ -168,7 +241,7 @@ impl RegistryClient {
 
     /// Asks the registry for the target's manifest. No timeout of its own:
     /// the caller bounds the whole check (token fetch included).
-    pub async fn check(&self, target: &Target, credential: Option<&Credential>) -> Result<Found, CheckError> {
+    pub async fn check(&self, target: &Target, credential: Option<&Credential>) -> Result<Found, Failure> {
         let url = format!(
             "{}://{}/v2/{}/manifests/{}",
             self.scheme(&target.host),
@@ -200,6 +273,12 @@ impl RegistryClient {
                         .and_then(Challenge::parse);
                     match challenge {
                         Some(Challenge::Bearer { realm, service }) => {
+                            self.bearer_hosts.insert(target.host.clone(), ());
+                            // The realm comes from the registry's answer:
+                            // it gets the credentials only where verify.md
+                            // says they may go.
+                            let credential =
+                                credential.filter(|_| self.may_send_credentials(&target.host, &realm));
                             let token = self
                                 .fetch_token(&realm, service.as_deref(), &target.repository, credential)
                                 .await?;
@@ -211,25 +290,58 @@ impl RegistryClient {
                         }
                         Some(Challenge::Basic) => match credential {
                             Some(Credential::Basic { username, password }) => {
-                                self.basic_hosts.insert(target.host.clone(), ());
                                 authorization = Some(basic(username, password));
                             }
-                            _ => return Err(status_error(&target.host, status)),
+                            _ => return Err(Failure::status(&target.host, status)),
                         },
-                        None => return Err(status_error(&target.host, status)),
+                        None => return Err(Failure::status(&target.host, status)),
                     }
                 }
-                _ => return Err(status_error(&target.host, status)),
+                StatusCode::TOO_MANY_REQUESTS => {
+                    let mut failure = Failure::status(&target.host, status);
+                    failure.retry_after = retry_after(response.headers());
+                    return Err(failure);
+                }
+                _ => return Err(Failure::status(&target.host, status)),
             }
         }
-        Err(CheckError::Failed(format!(
+        Err(Failure::other(format!(
             "{} kept asking to authenticate",
             target.host
         )))
     }
 
+    /// Whether a token realm named by `registry`'s challenge may receive
+    /// its credentials (verify.md "Credentials"): over TLS or to a host
+    /// listed as plain HTTP, and only on the registry's own host, a host
+    /// of the same parent domain (`registry-1.docker.io` and
+    /// `auth.docker.io`), or a listed host. Docker sends them to any realm;
+    /// a registry answer is not enough for us to hand credentials over.
+    fn may_send_credentials(&self, registry: &str, realm: &str) -> bool {
+        let Ok(uri) = realm.parse::<http::Uri>() else {
+            return false;
+        };
+        let Some(authority) = uri.authority() else {
+            return false;
+        };
+        let listed = self.plain_http.iter().any(|h| h == authority.as_str());
+        let secure = uri.scheme_str() == Some("https") || (uri.scheme_str() == Some("http") && listed);
+        if !secure {
+            return false;
+        }
+        let registry_name = host_name(registry);
+        let realm_name = authority.host();
+        listed
+            || realm_name.eq_ignore_ascii_case(registry_name)
+            || same_parent_domain(registry_name, realm_name)
+    }
+
     /// The `Authorization` to send before any challenge: a cached token, or
-    /// Basic for a host that asked for it before.
+    /// the host's Basic credentials unless it is known to want tokens. Sent
+    /// at once, not after an anonymous request and its 401: the file names
+    /// them for exactly this host, and the request goes over TLS or to a
+    /// host listed as plain HTTP (each new connection used to cost one
+    /// 401 round trip first).
     fn known_authorization(&self, key: &(String, String), credential: Option<&Credential>) -> Option<String> {
         if let Some(token) = self.tokens.get(key)
             && token.expires > Instant::now()
@@ -237,7 +349,7 @@ impl RegistryClient {
             return Some(format!("Bearer {}", token.value));
         }
         if let Some(Credential::Basic { username, password }) = credential
-            && self.basic_hosts.contains_key(&key.0)
+            && !self.bearer_hosts.contains_key(&key.0)
         {
             return Some(basic(username, password));
         }
@@ -250,7 +362,7 @@ impl RegistryClient {
         url: &str,
         authorization: Option<&str>,
         form: Option<String>,
-    ) -> Result<http::Response<hyper::body::Incoming>, CheckError> {
+    ) -> Result<http::Response<hyper::body::Incoming>, Failure> {
         let mut request = Request::builder()
             .method(method)
             .uri(url)
@@ -268,11 +380,11 @@ impl RegistryClient {
         };
         let request = request
             .body(body)
-            .map_err(|e| CheckError::Failed(format!("bad request URL {url}: {e}")))?;
+            .map_err(|e| Failure::other(format!("bad request URL {url}: {e}")))?;
         self.http
             .request(request)
             .await
-            .map_err(|e| CheckError::Failed(describe(&e)))
+            .map_err(|e| Failure::new(CheckError::Failed(describe(&e)), FailureKind::Unreachable))
     }
 
     /// Fetches a pull token for `repository` from the challenge's realm.
@@ -282,7 +394,7 @@ impl RegistryClient {
         service: Option<&str>,
         repository: &str,
         credential: Option<&Credential>,
-    ) -> Result<Token, CheckError> {
+    ) -> Result<Token, Failure> {
         let scope = format!("repository:{repository}:pull");
         let mut query = format!("scope={}", encode(&scope));
         if let Some(service) = service {
@@ -314,30 +426,33 @@ impl RegistryClient {
                 .ok()
                 .and_then(|u| u.authority().map(|a| a.to_string()))
                 .unwrap_or_else(|| realm.to_owned());
-            return Err(CheckError::Failed(format!(
-                "token endpoint {host} answered {}",
-                status.as_u16()
-            )));
+            let kind = if status.is_server_error() {
+                FailureKind::ServerError
+            } else {
+                // Refused a token for this repository (or these credentials).
+                FailureKind::Refused
+            };
+            return Err(Failure::new(
+                CheckError::Failed(format!("token endpoint {host} answered {}", status.as_u16())),
+                kind,
+            ));
         }
         let body = Limited::new(response.into_body(), TOKEN_RESPONSE_MAX_BYTES)
             .collect()
             .await
-            .map_err(|e| CheckError::Failed(format!("cannot read the token response: {e}")))?
+            .map_err(|e| Failure::other(format!("cannot read the token response: {e}")))?
             .to_bytes();
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| CheckError::Failed(format!("bad token response: {e}")))?;
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| Failure::other(format!("bad token response: {e}")))?;
         let value = parsed
             .token
             .or(parsed.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| CheckError::Failed("the token response holds no token".to_owned()))?;
-        let lifetime = parsed
-            .expires_in
-            .filter(|s| *s > 0)
-            .map_or(TOKEN_DEFAULT_LIFETIME, Duration::from_secs);
+            .ok_or_else(|| Failure::other("the token response holds no token".to_owned()))?;
+        let now = Instant::now();
         Ok(Token {
             value: value.into(),
-            expires: Instant::now() + lifetime.saturating_sub(TOKEN_EXPIRY_MARGIN),
+            expires: now.checked_add(token_lifetime(parsed.expires_in)).unwrap_or(now),
         })
     }
 }
@@ -357,11 +472,54 @@ fn basic(username: &str, password: &str) -> String {
     )
 }
 
-fn status_error(host: &str, status: StatusCode) -> CheckError {
-    CheckError::Status {
-        registry: host.to_owned(),
-        status: status.as_u16(),
+/// How long a token is reused: `expires_in` (60 s when absent or 0),
+/// capped at [`TOKEN_LIFETIME_MAX`], minus the renewal margin. Saturating
+/// throughout: the number is the token service's, not ours.
+fn token_lifetime(expires_in: Option<u64>) -> Duration {
+    expires_in
+        .filter(|s| *s > 0)
+        .map_or(TOKEN_DEFAULT_LIFETIME, |s| {
+            Duration::from_secs(s.min(TOKEN_LIFETIME_MAX.as_secs()))
+        })
+        .saturating_sub(TOKEN_EXPIRY_MARGIN)
+}
+
+/// A `Retry-After` in delta seconds, capped at [`RETRY_AFTER_MAX`]; an
+/// HTTP date or garbage counts as absent (the default refusal time holds).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(RETRY_AFTER_MAX))
+}
+
+/// `host[:port]` (or `[v6]:port`) without its port.
+pub fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
     }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Whether two DNS names share a parent domain of at least two labels
+/// (`registry-1.docker.io` and `auth.docker.io`: `docker.io`). Never for
+/// IP addresses, and never for a bare top-level domain (`a.com`, `b.com`).
+fn same_parent_domain(a: &str, b: &str) -> bool {
+    let parent = |name: &str| -> Option<String> {
+        if name.parse::<std::net::IpAddr>().is_ok() || name.starts_with('[') {
+            return None;
+        }
+        let (_, parent) = name.split_once('.')?;
+        parent.contains('.').then(|| parent.to_ascii_lowercase())
+    };
+    matches!((parent(a), parent(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn encode(value: &str) -> String {
@@ -460,6 +618,81 @@ fn auth_params(text: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untrusted_durations_are_capped_never_overflow() {
+        assert_eq!(token_lifetime(None), Duration::from_secs(55));
+        assert_eq!(token_lifetime(Some(0)), Duration::from_secs(55));
+        assert_eq!(token_lifetime(Some(3)), Duration::ZERO, "shorter than the margin");
+        for huge in [u64::MAX, i64::MAX as u64, 1 << 40] {
+            assert_eq!(
+                token_lifetime(Some(huge)),
+                TOKEN_LIFETIME_MAX - TOKEN_EXPIRY_MARGIN
+            );
+        }
+        let headers = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::RETRY_AFTER, v.parse().expect("header"));
+            h
+        };
+        assert_eq!(retry_after(&headers("7")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&headers("18446744073709551615")),
+            Some(RETRY_AFTER_MAX)
+        );
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None,
+            "a date: the default"
+        );
+        assert_eq!(retry_after(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_realm_gets_credentials_over_tls_on_the_registry_s_own_domain_or_listed() {
+        let client = RegistryClient::new(None, &["plain.example:5000".to_owned()], Duration::from_secs(1))
+            .expect("client");
+        let may = |registry: &str, realm: &str| client.may_send_credentials(registry, realm);
+        assert!(may(
+            "harbor.example.com",
+            "https://harbor.example.com/service/token"
+        ));
+        assert!(
+            may("harbor.example.com:8443", "https://harbor.example.com/token"),
+            "any port of its host"
+        );
+        assert!(
+            may("registry-1.docker.io", "https://auth.docker.io/token"),
+            "the same parent domain"
+        );
+        assert!(
+            !may("harbor.example.com", "http://harbor.example.com/token"),
+            "cleartext"
+        );
+        assert!(
+            !may("harbor.example.com", "https://evil.example.net/token"),
+            "another domain"
+        );
+        assert!(
+            !may("a.com", "https://b.com/token"),
+            "a top-level domain is no shared parent"
+        );
+        assert!(
+            !may("10.0.0.1", "https://10.0.0.2/token"),
+            "addresses share nothing"
+        );
+        assert!(
+            may("harbor.example.com", "http://plain.example:5000/token"),
+            "listed as plain HTTP"
+        );
+        assert!(
+            !may("harbor.example.com", "http://plain.example:5001/token"),
+            "another port is not listed"
+        );
+        assert!(!may("harbor.example.com", "not a url"));
+        assert_eq!(host_name("[::1]:5000"), "[::1]");
+        assert_eq!(host_name("a.example:443"), "a.example");
+    }
 
     #[test]
     fn challenges_are_parsed_with_quoted_commas() {

@@ -39,6 +39,19 @@ impl fmt::Debug for Credential {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Credentials {
     by_host: HashMap<String, Credential>,
+    /// Hosts written more than once in `auths`, for the loader's warning.
+    duplicates: Vec<Duplicate>,
+}
+
+/// Several `auths` keys naming one registry (`host:port`,
+/// `https://host:port/v1/`, `http://host:port`): which one is used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    pub host: String,
+    /// The key whose credentials are used.
+    pub used: String,
+    /// The other keys, ignored.
+    pub ignored: Vec<String>,
 }
 
 /// The published credentials: swapped whole on each good reload.
@@ -73,11 +86,22 @@ struct AuthEntry {
 
 impl Credentials {
     /// Parses a config.json; an entry with nothing usable in it is skipped
-    /// (Docker writes `{}` entries for credential helpers).
+    /// (Docker writes `{}` entries for credential helpers). Several keys
+    /// for one registry: the one Docker looks up first wins (the key
+    /// written exactly as the registry, `host[:port]`); among the others,
+    /// where Docker takes whichever its map yields first, an `https://`
+    /// key before an `http://` one, then the first in byte order. The
+    /// order of the file never matters (a JSON object has none), so every
+    /// load and every replica picks the same.
     pub fn parse(content: &[u8]) -> Result<Credentials, CredentialsError> {
         let config: ConfigJson = serde_json::from_slice(content)?;
-        let mut by_host = HashMap::with_capacity(config.auths.len());
-        for (key, entry) in config.auths {
+        let mut entries: Vec<(String, AuthEntry)> = config.auths.into_iter().collect();
+        // Best first: the winner is the first entry of its host kept.
+        entries.sort_by(|(a, _), (b, _)| precedence(a).cmp(&precedence(b)).then_with(|| a.cmp(b)));
+        let mut by_host = HashMap::with_capacity(entries.len());
+        let mut used: HashMap<String, String> = HashMap::new();
+        let mut duplicates: Vec<Duplicate> = Vec::new();
+        for (key, entry) in entries {
             let host = host_of(&key);
             let credential = if let Some(token) = entry.identitytoken.filter(|t| !t.is_empty()) {
                 Credential::IdentityToken(token)
@@ -99,9 +123,26 @@ impl Credentials {
             } else {
                 continue;
             };
+            if let Some(winner) = used.get(&host) {
+                match duplicates.iter_mut().find(|d| d.host == host) {
+                    Some(d) => d.ignored.push(key),
+                    None => duplicates.push(Duplicate {
+                        host: host.clone(),
+                        used: winner.clone(),
+                        ignored: vec![key],
+                    }),
+                }
+                continue;
+            }
+            used.insert(host.clone(), key);
             by_host.insert(host, credential);
         }
-        Ok(Credentials { by_host })
+        Ok(Credentials { by_host, duplicates })
+    }
+
+    /// Registries written under more than one key, and the key used.
+    pub fn duplicates(&self) -> &[Duplicate] {
+        &self.duplicates
     }
 
     pub fn get(&self, host: &str) -> Option<&Credential> {
@@ -114,6 +155,18 @@ impl Credentials {
 
     pub fn is_empty(&self) -> bool {
         self.by_host.is_empty()
+    }
+}
+
+/// The rank of a key among those of one registry (lower wins): the bare
+/// host Docker looks up first, then `https://`, then `http://`.
+fn precedence(key: &str) -> u8 {
+    if key.starts_with("https://") {
+        1
+    } else if key.starts_with("http://") {
+        2
+    } else {
+        0
     }
 }
 
@@ -161,6 +214,53 @@ mod tests {
         );
         assert_eq!(c.len(), 3, "the empty helper entry is skipped");
         assert!(!format!("{c:?}").contains("secret"), "no secret in Debug");
+    }
+
+    fn basic(username: &str) -> Credential {
+        Credential::Basic {
+            username: username.into(),
+            password: "p".into(),
+        }
+    }
+
+    /// Three spellings of one registry: the same winner on every load
+    /// (serde's map order varies from run to run), Docker's rule.
+    #[test]
+    fn duplicate_keys_for_one_host_resolve_the_same_way_every_load() {
+        let config = br#"{"auths": {
+            "http://r.example:5000": {"username": "http", "password": "p"},
+            "https://r.example:5000/v1/": {"username": "https", "password": "p"},
+            "r.example:5000": {"username": "bare", "password": "p"},
+            "https://s.example/v2/": {"username": "s-https", "password": "p"},
+            "http://s.example": {"username": "s-http", "password": "p"}
+        }}"#;
+        for _ in 0..32 {
+            let c = Credentials::parse(config).expect("valid");
+            assert_eq!(
+                c.get("r.example:5000"),
+                Some(&basic("bare")),
+                "the key written as the host"
+            );
+            assert_eq!(c.get("s.example"), Some(&basic("s-https")), "https before http");
+            assert_eq!(
+                c.duplicates(),
+                [
+                    Duplicate {
+                        host: "r.example:5000".into(),
+                        used: "r.example:5000".into(),
+                        ignored: vec![
+                            "https://r.example:5000/v1/".into(),
+                            "http://r.example:5000".into()
+                        ],
+                    },
+                    Duplicate {
+                        host: "s.example".into(),
+                        used: "https://s.example/v2/".into(),
+                        ignored: vec!["http://s.example".into()],
+                    },
+                ]
+            );
+        }
     }
 
     #[test]

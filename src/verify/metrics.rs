@@ -2,8 +2,8 @@
 //! struct the server registers into its Prometheus registry with
 //! [`VerifyMetrics::register`]. Cheap to clone (every series is shared).
 //!
-//! `registry` labels are target registry hosts, which come from the maps
-//! file; the verifier still caps them ([`super::verifier`]: 64 hosts, then
+//! `registry` labels are target registry hosts without their port, which
+//! come from the maps file; the verifier still caps them ([`super::verifier`]: 64 hosts, then
 //! `other`). The request histogram is prometheus-client's (a mutex per
 //! observation): it only sees registry requests, never the warm path.
 
@@ -121,7 +121,7 @@ impl VerifyMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "imageswap_verify_checks",
-            "Mirror checks answered, by target registry and outcome (present, missing, error)",
+            "Registry checks made (a circuit-open or not-in-the-maps answer asks nobody and is not one), by target registry host and outcome (present, missing, error)",
             self.checks.clone(),
         );
         registry.register_with_unit(

@@ -64,6 +64,9 @@ pub enum CheckError {
     CircuitOpen,
     /// Connection, TLS, token or protocol error; the text says which.
     Failed(String),
+    /// The target's registry (host and port) is not one the maps file
+    /// names: it was not contacted (verify.md "Only the maps' registries").
+    NotInMaps,
 }
 
 impl fmt::Display for CheckError {
@@ -73,6 +76,7 @@ impl fmt::Display for CheckError {
             CheckError::Status { registry, status } => write!(f, "{registry} answered {status}"),
             CheckError::CircuitOpen => f.write_str("circuit open"),
             CheckError::Failed(reason) => f.write_str(reason),
+            CheckError::NotInMaps => f.write_str("registry not in the maps file"),
         }
     }
 }
@@ -87,6 +91,8 @@ pub enum OnError {
     Keep,
 }
 
+pub use crate::swap::MirrorHosts;
+
 pub type CheckFuture = Pin<Box<dyn Future<Output = Vec<CheckOutcome>> + Send + 'static>>;
 
 /// Checks swapped images against their registries.
@@ -94,8 +100,11 @@ pub trait CheckImages: Send + Sync + fmt::Debug + 'static {
     /// One outcome per target, in order, within `budget`: a target whose
     /// check is still running when the budget runs out is answered
     /// `Error(Timeout(budget))` and its check goes on in the background to
-    /// fill the cache. Targets are final image references (after the swap).
-    fn check(&self, targets: Vec<Arc<str>>, budget: Duration) -> CheckFuture;
+    /// fill the cache; answers known by then are kept. Targets are final
+    /// image references (after the swap); only registries in `mirrors`
+    /// (the loaded maps' [`crate::swap::Engine::mirror_hosts`]) are
+    /// contacted, any other target is answered `Error(NotInMaps)`.
+    fn check(&self, targets: Vec<Arc<str>>, mirrors: &MirrorHosts, budget: Duration) -> CheckFuture;
 }
 
 /// Why verification cannot start (a bad `--registry-ca`).

@@ -12,8 +12,14 @@
 //! - the **budget**: an admission waits at most its budget, then answers
 //!   `Error(Timeout)` while the check runs on (bounded by `verify_timeout`)
 //!   to fill the cache;
-//! - per registry, a **breaker** (5 consecutive errors → not asked for 10 s,
-//!   then one probe) and a **concurrency cap** (32 requests in flight).
+//! - per registry host, a **breaker** (5 consecutive failures that show
+//!   the registry unwell → not asked for 10 s, then one probe) and a
+//!   **concurrency cap** (32 requests in flight). A check queued behind the
+//!   cap keeps its place: its own timeout starts when it gets a permit, and
+//!   waiting in the queue is no evidence against the registry;
+//! - **refusals** (403, 429, a 401 after authenticating) are answers about
+//!   one repository: cached for that target briefly (a 429 for its
+//!   `Retry-After`), never counted against the registry.
 //!
 //! The warm path (every target cached fresh) is a cache read per target and
 //! a ready future: nothing spawned, nothing awaited.
@@ -27,11 +33,12 @@ use tokio::sync::{Semaphore, watch};
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use super::client::{Found, RegistryClient};
+use super::client::{Failure, FailureKind, Found, RegistryClient, host_name};
 use super::credentials::CredentialsHandle;
 use super::metrics::{CacheResult, VerifyMetrics};
-use super::target::Target;
-use super::{CheckError, CheckFuture, CheckImages, CheckOutcome};
+use super::target::{Target, canonical_host};
+use super::{CheckError, CheckFuture, CheckImages, CheckOutcome, MirrorHosts};
+use crate::swap::mirrors::split_port;
 
 /// The target of trace spans: `telemetry::spans::SPAN_TARGET`, written out
 /// because `telemetry` uses this module (its metrics) and the module graph
@@ -43,6 +50,18 @@ pub const REGISTRY_REQUEST_SPAN: &str = "imageswap.registry_request";
 
 /// Registries labelled by host in the metrics; later ones are `other`.
 const REGISTRY_LABELS_MAX: usize = 64;
+
+/// How long a refusal (403, 401 after authenticating, 429 without
+/// `Retry-After`) is believed for its target: long enough that a pod
+/// retried in a loop does not ask each time, short enough that a fixed
+/// permission shows soon.
+const REFUSAL_TTL: Duration = Duration::from_secs(10);
+
+/// The longest a check waits in the queue of its registry's cap. Longer
+/// than any admission waits (the answer fills the cache for the next
+/// one), bounded so a registry that slows to a crawl without failing
+/// cannot pile up checks for ever; a check dropped here asked nobody.
+const QUEUE_WAIT_MAX: Duration = Duration::from_secs(60);
 const REGISTRY_LABEL_OTHER: &str = "other";
 
 /// The knobs of verify.md that are not settings (their defaults are the
@@ -71,11 +90,43 @@ impl Default for Tuning {
 }
 
 /// A cached answer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Known {
-    found: Found,
+    answer: Answer,
     at: Instant,
     is_digest: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Answer {
+    Found(Found),
+    /// A refusal about this target, believed for `for_` while the
+    /// credentials it was given under are the published ones (a 401 or
+    /// 403 may be theirs: a new file is asked at once).
+    Refused {
+        error: CheckError,
+        for_: Duration,
+        credentials: usize,
+    },
+}
+
+/// What one check showed of its registry's health (the breaker's input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Evidence {
+    /// It answered (present, missing, a refusal about one repository).
+    Well,
+    /// A timeout of the request itself, no connection, TLS, 5xx.
+    Unwell,
+    /// Nothing: the check never reached it (queued past its time, the
+    /// breaker opened meanwhile) or the answer says nothing of its health.
+    None,
+}
+
+/// What a breaker's state changed to, for the one log line per change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    Opened,
+    Closed,
 }
 
 /// What the cache says of a target now.
@@ -129,17 +180,36 @@ impl Breaker {
     }
 
     /// Records an answer; returns whether the breaker is open after it.
+    #[cfg(test)]
     fn record(&mut self, ok: bool, now: Instant, tuning: &Tuning) -> bool {
-        if ok {
-            *self = Breaker::default();
-            return false;
+        let evidence = if ok { Evidence::Well } else { Evidence::Unwell };
+        self.observe(evidence, now, tuning);
+        self.open_until.is_some()
+    }
+
+    /// Records what a check showed; returns the change it made, if any.
+    /// No evidence changes nothing, except that a probe without any lets
+    /// the next check probe (else the breaker would stay half-open).
+    fn observe(&mut self, evidence: Evidence, now: Instant, tuning: &Tuning) -> Option<Change> {
+        let was_open = self.open_until.is_some();
+        match evidence {
+            Evidence::Well => {
+                *self = Breaker::default();
+                return was_open.then_some(Change::Closed);
+            }
+            Evidence::None => {
+                self.probing = false;
+                return None;
+            }
+            Evidence::Unwell => {}
         }
         self.consecutive_errors = self.consecutive_errors.saturating_add(1);
         if self.probing || self.consecutive_errors >= tuning.breaker_threshold {
-            self.open_until = Some(now + tuning.breaker_open);
+            self.open_until = now.checked_add(tuning.breaker_open).or(Some(now));
             self.probing = false;
+            return (!was_open).then_some(Change::Opened);
         }
-        self.open_until.is_some()
+        None
     }
 }
 
@@ -213,7 +283,7 @@ impl Verifier {
 }
 
 impl CheckImages for Verifier {
-    fn check(&self, targets: Vec<Arc<str>>, budget: Duration) -> CheckFuture {
+    fn check(&self, targets: Vec<Arc<str>>, mirrors: &MirrorHosts, budget: Duration) -> CheckFuture {
         let inner = &self.inner;
         // No clamp to `verify_timeout` needed: every check in flight ends
         // by its own timeout, so no waiter outlives it.
@@ -231,11 +301,11 @@ impl CheckImages for Verifier {
                 Lookup::Stale => {
                     counts[CacheResult::Stale as usize] += 1;
                     outcomes.push(CheckOutcome::Present);
-                    Inner::refresh(&self.inner, target);
+                    Inner::refresh(&self.inner, target, mirrors);
                 }
                 Lookup::Miss => {
                     counts[CacheResult::Miss as usize] += 1;
-                    match Inner::start(&self.inner, target) {
+                    match Inner::start(&self.inner, target, mirrors) {
                         Started::Done(outcome) => outcomes.push(outcome),
                         Started::Wait(pending) => {
                             outcomes.push(CheckOutcome::Error(CheckError::Timeout(budget)));
@@ -254,22 +324,26 @@ impl CheckImages for Verifier {
         if waits.is_empty() {
             return Box::pin(std::future::ready(outcomes));
         }
+        // Fixed now, before the caller starts its own bound of the wait,
+        // so this one ends first.
+        let deadline = tokio::time::Instant::now() + budget;
         Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + budget;
-            for (i, mut pending) in waits {
-                match tokio::time::timeout_at(deadline, pending.wait_for(Option::is_some)).await {
-                    Ok(Ok(answer)) => {
-                        if let Some(outcome) = answer.as_ref() {
-                            outcomes[i] = outcome.clone();
-                        }
-                    }
-                    // The check's task ended without answering (it panicked).
-                    Ok(Err(_)) => {
-                        outcomes[i] =
-                            CheckOutcome::Error(CheckError::Failed("the check was abandoned".to_owned()));
-                    }
-                    // Over budget: the placeholder timeout stands.
-                    Err(_) => {}
+            let all = async {
+                for (_, pending) in &mut waits {
+                    let _ = pending.wait_for(Option::is_some).await;
+                }
+            };
+            let _ = tokio::time::timeout_at(deadline, all).await;
+            // Every answer known now is read from its channel (no await,
+            // no timer): at the deadline only the checks still running
+            // keep the placeholder timeout; the answers already in stay.
+            for (i, pending) in &waits {
+                if let Some(outcome) = pending.borrow().as_ref() {
+                    outcomes[*i] = outcome.clone();
+                } else if pending.has_changed().is_err() {
+                    // The check's task ended without answering.
+                    outcomes[*i] =
+                        CheckOutcome::Error(CheckError::Failed("the check was abandoned".to_owned()));
                 }
             }
             outcomes
@@ -288,15 +362,32 @@ impl Inner {
             return Lookup::Miss;
         };
         let age = now.saturating_duration_since(known.at);
-        match known.found {
-            Found::Present if known.is_digest || age < self.ttl => Lookup::Fresh(CheckOutcome::Present),
-            Found::Present => Lookup::Stale,
-            Found::Missing if age < self.missing_ttl => Lookup::Fresh(CheckOutcome::Missing),
-            Found::Missing => Lookup::Miss,
+        match known.answer {
+            Answer::Found(Found::Present) if known.is_digest || age < self.ttl => {
+                Lookup::Fresh(CheckOutcome::Present)
+            }
+            Answer::Found(Found::Present) => Lookup::Stale,
+            Answer::Found(Found::Missing) if age < self.missing_ttl => Lookup::Fresh(CheckOutcome::Missing),
+            Answer::Refused {
+                error,
+                for_,
+                credentials,
+            } if age < for_ && credentials == self.credentials_id() => {
+                Lookup::Fresh(CheckOutcome::Error(error))
+            }
+            Answer::Found(Found::Missing) | Answer::Refused { .. } => Lookup::Miss,
         }
     }
 
+    /// Names the published credentials (their address while published).
+    fn credentials_id(&self) -> usize {
+        Arc::as_ptr(&*self.credentials.load()) as usize
+    }
+
+    /// The state of the registry on `host` (`host[:port]`): one per host
+    /// name, whatever the port, so the cap and the labels bound a host.
     fn registry(&self, host: &str) -> Arc<Registry> {
+        let host = host_name(host);
         if let Some(registry) = self.registries.get(host) {
             return registry.clone();
         }
@@ -317,13 +408,29 @@ impl Inner {
             .clone()
     }
 
+    /// Whether `target`'s registry is one the maps name: its host, and
+    /// its port or the scheme's default when either side writes none.
+    fn named(&self, target: &Target, mirrors: &MirrorHosts) -> bool {
+        let (name, port) = split_port(&target.host);
+        let default = self.client.default_port(&target.host);
+        let port = port.unwrap_or(default);
+        mirrors
+            .iter()
+            .any(|m| canonical_host(&m.name).eq_ignore_ascii_case(name) && m.port.unwrap_or(default) == port)
+    }
+
     /// Joins the check of `target` in flight, or starts one.
-    fn start(this: &Arc<Inner>, target: Arc<str>) -> Started {
+    fn start(this: &Arc<Inner>, target: Arc<str>, mirrors: &MirrorHosts) -> Started {
         let Some(parsed) = Target::parse(&target) else {
             return Started::Done(CheckOutcome::Error(CheckError::Failed(
                 "not a valid image reference".to_owned(),
             )));
         };
+        // Before anything that could connect (a check in flight of the
+        // same target was started under maps that named it).
+        if !this.named(&parsed, mirrors) {
+            return Started::Done(CheckOutcome::Error(CheckError::NotInMaps));
+        }
         let registry = this.registry(&parsed.host);
         match this.inflight.entry(target.clone()) {
             Entry::Occupied(pending) => Started::Wait(pending.get().clone()),
@@ -340,8 +447,9 @@ impl Inner {
                         "no runtime to check on".to_owned(),
                     )));
                 };
+                // Not counted as a check: the registry was not asked (the
+                // fallback and the circuit gauge show it).
                 if !lock(&registry.breaker).admit(Instant::now()) {
-                    this.metrics.check(&registry.label, "error");
                     return Started::Done(CheckOutcome::Error(CheckError::CircuitOpen));
                 }
                 let (answer, pending) = watch::channel(None);
@@ -355,10 +463,13 @@ impl Inner {
 
     /// Starts a background check of a stale present tag, unless one runs
     /// or its registry's breaker is open (the stale answer serves on).
-    fn refresh(this: &Arc<Inner>, target: Arc<str>) {
+    fn refresh(this: &Arc<Inner>, target: Arc<str>, mirrors: &MirrorHosts) {
         let Some(parsed) = Target::parse(&target) else {
             return;
         };
+        if !this.named(&parsed, mirrors) {
+            return;
+        }
         let registry = this.registry(&parsed.host);
         if let Entry::Vacant(slot) = this.inflight.entry(target.clone()) {
             if !matches!(this.lookup(&target, Instant::now()), Lookup::Stale) {
@@ -377,9 +488,11 @@ impl Inner {
         }
     }
 
-    /// One check: the registry request within `verify_timeout` (waiting
-    /// for a permit included), then the breaker, the metrics, the cache and
-    /// the waiters, in that order (the cache before leaving `inflight`).
+    /// One check: a permit of the registry's cap (queued at most
+    /// [`QUEUE_WAIT_MAX`]), the registry request within `verify_timeout`,
+    /// then the breaker, the metrics, the cache and the waiters, in that
+    /// order (the cache before leaving `inflight`). A panic inside is an
+    /// error answer and one log line, never a check left without answer.
     async fn run(
         this: Arc<Inner>,
         key: Arc<str>,
@@ -406,54 +519,66 @@ impl Inner {
             imageswap.repository = %target.repository,
             imageswap.verify.outcome = Empty,
         );
-        let deadline = tokio::time::Instant::now() + this.timeout;
-        let outcome = async {
-            let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, registry.permits.acquire()).await else {
-                return CheckOutcome::Error(CheckError::Timeout(this.timeout));
-            };
-            if lock(&registry.breaker).opened_since(Instant::now()) {
-                return CheckOutcome::Error(CheckError::CircuitOpen);
+        let asked = Inner::ask(&this, &target, &registry).instrument(span.clone());
+        let mut asked = std::pin::pin!(asked);
+        // Unwind safety: after a panic the request future is only dropped;
+        // the state it touches (the token map, the breaker's mutex, whose
+        // poisoning `lock` ignores) stays consistent.
+        let asked = std::future::poll_fn(|cx| {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| asked.as_mut().poll(cx))) {
+                Ok(poll) => poll,
+                Err(_) => std::task::Poll::Ready(Asked::panicked()),
             }
-            let credentials = this.credentials.load_full();
-            let started = Instant::now();
-            let found = tokio::time::timeout_at(
-                deadline,
-                this.client.check(&target, credentials.get(&target.host)),
-            )
-            .await;
-            this.metrics.request_duration(&registry.label, started.elapsed());
-            match found {
-                Ok(Ok(Found::Present)) => CheckOutcome::Present,
-                Ok(Ok(Found::Missing)) => CheckOutcome::Missing,
-                Ok(Err(error)) => CheckOutcome::Error(error),
-                Err(_) => CheckOutcome::Error(CheckError::Timeout(this.timeout)),
-            }
-        }
-        .instrument(span.clone())
+        })
         .await;
+        let outcome = asked.outcome;
         span.record("imageswap.verify.outcome", outcome.as_str());
         let now = Instant::now();
-        // A check stopped by the breaker asked nobody: it is no new
-        // evidence, and counting it would keep the breaker open longer.
-        if outcome != CheckOutcome::Error(CheckError::CircuitOpen) {
-            let answered = !matches!(outcome, CheckOutcome::Error(_));
-            let open = lock(&registry.breaker).record(answered, now, &this.tuning);
-            this.metrics.circuit_open(&registry.label, open);
+        // A check that asked nobody (the breaker opened while it queued,
+        // it queued past its time) is no evidence: counting it would open
+        // the breaker of a registry that answered everything it was asked.
+        // An asked check was recorded in `ask`, before its permit went
+        // back; the others are recorded here (no evidence: only a probe
+        // that never asked is let go).
+        let change = match asked.recorded {
+            Some(change) => change,
+            None => lock(&registry.breaker).observe(asked.evidence, now, &this.tuning),
+        };
+        if asked.evidence != Evidence::None {
+            this.metrics
+                .circuit_open(&registry.label, lock(&registry.breaker).open_until.is_some());
         }
-        this.metrics.check(&registry.label, outcome.as_str());
-        let found = match &outcome {
-            CheckOutcome::Present => Some(Found::Present),
-            CheckOutcome::Missing => Some(Found::Missing),
+        match change {
+            Some(Change::Opened) => {
+                tracing::warn!(registry = host_name(&target.host), breaker_open = %humantime::format_duration(this.tuning.breaker_open),
+                reason = %outcome_reason(&outcome), "Opened the breaker of a registry: its checks answer circuit open until one probe succeeds.")
+            }
+            Some(Change::Closed) => tracing::info!(
+                registry = host_name(&target.host),
+                "Closed the breaker of a registry: a probe was answered."
+            ),
+            None => {}
+        }
+        if asked.asked {
+            this.metrics.check(&registry.label, outcome.as_str());
+        }
+        let cached = match &outcome {
+            CheckOutcome::Present => Some(Answer::Found(Found::Present)),
+            CheckOutcome::Missing => Some(Answer::Found(Found::Missing)),
             CheckOutcome::Error(error) => {
                 tracing::debug!(host = %target.host, repository = %target.repository, error = %error, "Registry check failed.");
-                None
+                asked.refused_for.map(|for_| Answer::Refused {
+                    error: error.clone(),
+                    for_,
+                    credentials: asked.credentials,
+                })
             }
         };
-        if let Some(found) = found {
+        if let Some(answer) = cached {
             this.cache.insert(
                 key.clone(),
                 Known {
-                    found,
+                    answer,
                     at: now,
                     is_digest: target.is_digest,
                 },
@@ -463,6 +588,111 @@ impl Inner {
             .remove_if(&key, |_, pending| pending.same_channel(&leave.own));
         // Nobody waiting (a background refresh) is fine.
         let _ = answer.send(Some(outcome));
+    }
+
+    /// The permit, then the request (see [`Inner::run`]).
+    async fn ask(this: &Inner, target: &Target, registry: &Registry) -> Asked {
+        let Ok(Ok(_permit)) = tokio::time::timeout(QUEUE_WAIT_MAX, registry.permits.acquire()).await else {
+            return Asked::unasked(CheckError::Timeout(QUEUE_WAIT_MAX));
+        };
+        if lock(&registry.breaker).opened_since(Instant::now()) {
+            return Asked::unasked(CheckError::CircuitOpen);
+        }
+        let credentials = this.credentials.load_full();
+        let credentials_id = Arc::as_ptr(&credentials) as usize;
+        let started = Instant::now();
+        // The timeout starts with the request: time in the queue is the
+        // cap's, not the registry's.
+        let found = tokio::time::timeout(
+            this.timeout,
+            this.client.check(target, credentials.get(&target.host)),
+        )
+        .await;
+        this.metrics.request_duration(&registry.label, started.elapsed());
+        let (outcome, evidence, refused_for) = match found {
+            Ok(Ok(Found::Present)) => (CheckOutcome::Present, Evidence::Well, None),
+            Ok(Ok(Found::Missing)) => (CheckOutcome::Missing, Evidence::Well, None),
+            Ok(Err(Failure {
+                error,
+                kind,
+                retry_after,
+            })) => {
+                let (evidence, refused_for) = match kind {
+                    FailureKind::Unreachable | FailureKind::ServerError => (Evidence::Unwell, None),
+                    FailureKind::Refused => (Evidence::Well, Some(retry_after.unwrap_or(REFUSAL_TTL))),
+                    FailureKind::Other => (Evidence::None, None),
+                };
+                (CheckOutcome::Error(error), evidence, refused_for)
+            }
+            Err(_) => (
+                CheckOutcome::Error(CheckError::Timeout(this.timeout)),
+                Evidence::Unwell,
+                None,
+            ),
+        };
+        // Recorded while the permit is still held: a check queued behind
+        // this one then sees the breaker this answer opened, and does not
+        // connect to the registry that just failed (the dead-mirror load
+        // test saw 4 such connections after the first 32 timeouts).
+        let recorded = lock(&registry.breaker).observe(evidence, Instant::now(), &this.tuning);
+        Asked {
+            outcome,
+            evidence,
+            refused_for,
+            asked: true,
+            credentials: credentials_id,
+            recorded: Some(recorded),
+        }
+    }
+}
+
+/// What [`Inner::ask`] found.
+struct Asked {
+    outcome: CheckOutcome,
+    evidence: Evidence,
+    /// A refusal about this target, cached this long.
+    refused_for: Option<Duration>,
+    /// Whether the registry was asked (the checks counter counts only those).
+    asked: bool,
+    /// The credentials it was asked with ([`Inner::credentials_id`]).
+    credentials: usize,
+    /// The breaker change its evidence made, when `ask` recorded it.
+    recorded: Option<Option<Change>>,
+}
+
+impl Asked {
+    fn unasked(error: CheckError) -> Asked {
+        Asked {
+            outcome: CheckOutcome::Error(error),
+            evidence: Evidence::None,
+            refused_for: None,
+            asked: false,
+            credentials: 0,
+            recorded: None,
+        }
+    }
+
+    /// A check that panicked: counted as an error, no evidence about the
+    /// registry (the bug is ours). The panic hook (`telemetry::logging`)
+    /// has logged it as one line, with where it happened.
+    fn panicked() -> Asked {
+        Asked {
+            outcome: CheckOutcome::Error(CheckError::Failed(
+                "the check failed (see the server log)".to_owned(),
+            )),
+            evidence: Evidence::None,
+            refused_for: None,
+            asked: true,
+            credentials: 0,
+            recorded: None,
+        }
+    }
+}
+
+fn outcome_reason(outcome: &CheckOutcome) -> String {
+    match outcome {
+        CheckOutcome::Error(error) => error.to_string(),
+        other => other.as_str().to_owned(),
     }
 }
 

@@ -43,6 +43,7 @@ pub fn record_one_check(metrics: &Metrics) {
         .verify
         .request_duration(registry, std::time::Duration::from_millis(3));
     metrics.verify.circuit_open(registry, false);
+    metrics.verify.credentials_reload(true);
 }
 
 /// A panel's place on the grid: x, y, width, height.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::StatusCode;
 use imageswap::admission::PullSecrets;
 use imageswap::settings::SettingValue;
-use imageswap::verify::{CheckError, CheckFuture, CheckImages, CheckOutcome, OnError};
+use imageswap::verify::{CheckError, CheckFuture, CheckImages, CheckOutcome, MirrorHosts, OnError};
 use serde_json::{Value, json};
 
 use crate::support::server::{Protocol, Setup, TestServer};
@@ -31,7 +31,7 @@ impl Scripted {
 }
 
 impl CheckImages for Scripted {
-    fn check(&self, targets: Vec<Arc<str>>, budget: Duration) -> CheckFuture {
+    fn check(&self, targets: Vec<Arc<str>>, _mirrors: &MirrorHosts, budget: Duration) -> CheckFuture {
         let outcomes = targets
             .iter()
             .map(|target| {
@@ -61,7 +61,7 @@ impl CheckImages for Scripted {
 struct Silent;
 
 impl CheckImages for Silent {
-    fn check(&self, _targets: Vec<Arc<str>>, _budget: Duration) -> CheckFuture {
+    fn check(&self, _targets: Vec<Arc<str>>, _mirrors: &MirrorHosts, _budget: Duration) -> CheckFuture {
         Box::pin(std::future::pending())
     }
 }

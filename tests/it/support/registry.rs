@@ -740,3 +740,146 @@ fn jwt(signer: &ring::signature::EcdsaKeyPair, x5c: &str, scope: &str) -> String
         .unwrap();
     format!("{signing_input}.{}", b64(signature.as_ref()))
 }
+
+/// One request a [`Scripted`] registry received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query as sent.
+    pub path: String,
+    /// The `Authorization` header, when there was one.
+    pub authorization: Option<String>,
+}
+
+/// What a [`Scripted`] registry answers to one request.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Held this long before answering (a slow but healthy registry).
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: &str) -> Reply {
+        self.body = body.to_owned();
+        self
+    }
+
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Script = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+/// A registry (or token service) that answers what a test's script says,
+/// for the behaviours the real registry cannot be made to show: a status
+/// per repository (403, 429 with `Retry-After`, 401 after a token), a slow
+/// but healthy answer, a hostile token response, a realm elsewhere. It
+/// records every request and counts accepted connections (a connection
+/// that sends nothing is counted too). Plain HTTP/1.1 with keep-alive, a
+/// thread per connection, on 127.0.0.1.
+pub struct Scripted {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    pub fn start(script: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let script: Arc<Script> = Arc::new(script);
+        let (s, c) = (seen.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (seen, script) = (s.clone(), script.clone());
+                std::thread::spawn(move || serve_scripted(stream, &*script, &seen));
+            }
+        });
+        Scripted {
+            addr,
+            seen,
+            connections,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Every request so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Requests so far whose `METHOD path` starts with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| format!("{} {}", s.method, s.path).starts_with(prefix))
+            .count()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+fn serve_scripted(stream: TcpStream, script: &Script, seen: &Mutex<Vec<Seen>>) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    while let Some((first, headers, _)) = read_request(&mut reader) {
+        let mut parts = first.split(' ');
+        let request = Seen {
+            method: parts.next().unwrap_or("").to_owned(),
+            path: parts.next().unwrap_or("").to_owned(),
+            authorization: headers.iter().find_map(|h| {
+                let (k, v) = h.split_once(':')?;
+                k.eq_ignore_ascii_case("authorization")
+                    .then(|| v.trim().to_owned())
+            }),
+        };
+        seen.lock().unwrap().push(request.clone());
+        let reply = script(&request);
+        if !reply.delay.is_zero() {
+            std::thread::sleep(reply.delay);
+        }
+        let mut head = format!("HTTP/1.1 {} Scripted\r\n", reply.status);
+        for (k, v) in &reply.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", reply.body.len()));
+        let body = if request.method == "HEAD" {
+            ""
+        } else {
+            reply.body.as_str()
+        };
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(body.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

@@ -69,6 +69,12 @@ impl Mirror {
         maps.into_bytes()
     }
 
+    /// The `registry` label of its metrics: the host, without the port
+    /// (labels are per host, so ports cannot multiply them).
+    fn label(&self) -> &str {
+        imageswap::verify::client::host_name(&self.host)
+    }
+
     /// The credentials volume (`.dockerconfigjson` as the kubelet mounts
     /// a Secret) with `password` for this mirror.
     fn write_credentials(&self, version: &str, password: &str) -> PathBuf {
@@ -205,7 +211,7 @@ fn the_binary_patches_what_the_mirror_has_and_warns_of_what_it_lacks() {
     for (outcome, n) in [("present", 1.0), ("missing", 1.0), ("error", 0.0)] {
         let name = format!(
             "imageswap_verify_checks_total{{registry=\"{}\",outcome=\"{outcome}\"}}",
-            m.host
+            m.label()
         );
         assert_eq!(sample(&metrics, &name).unwrap_or(0.0), n, "{name} in:\n{metrics}");
     }
@@ -217,7 +223,7 @@ fn the_binary_patches_what_the_mirror_has_and_warns_of_what_it_lacks() {
     assert!(
         metrics.contains(&format!(
             "imageswap_verify_check_duration_seconds_count{{registry=\"{}\"}} 2",
-            m.host
+            m.label()
         )),
         "{metrics}"
     );
@@ -267,7 +273,7 @@ async fn templates_get_the_pull_secret_and_a_pod_update_does_not() {
             &text,
             &format!(
                 "imageswap_verify_checks_total{{registry=\"{}\",outcome=\"{outcome}\"}}",
-                m.host
+                m.label()
             ),
         )
     };
@@ -394,7 +400,7 @@ async fn shadow_checks_against_the_mirror_and_patches_nothing() {
     for outcome in ["present", "missing"] {
         let name = format!(
             "imageswap_verify_checks_total{{registry=\"{}\",outcome=\"{outcome}\"}}",
-            m.host
+            m.label()
         );
         assert_eq!(
             sample(&text, &name),

@@ -6,6 +6,7 @@
 
 mod churn;
 mod end_to_end;
+mod hostile;
 mod registry;
 mod swap;
 
@@ -13,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use imageswap::swap::mirrors::ValueKind;
 use imageswap::verify::{
-    CheckImages, CheckOutcome, OnError, Tuning, Verifier, VerifyArgs, VerifyMetrics, VerifyMode,
+    CheckImages, CheckOutcome, MirrorHosts, OnError, Tuning, Verifier, VerifyArgs, VerifyMetrics, VerifyMode,
 };
 
 use crate::support::ca::TestCa;
@@ -47,13 +49,21 @@ pub fn verifier(args: &VerifyArgs, tuning: Tuning) -> (Verifier, VerifyMetrics) 
     (verifier, metrics)
 }
 
+/// Registries named as maps would name the registries of `images` (an
+/// `[EXACT]` rule to each): the verifier contacts no other.
+pub fn mirrors_of(images: &[&str]) -> MirrorHosts {
+    MirrorHosts::from_values(images.iter().map(|i| (ValueKind::Image, *i)))
+}
+
 /// One target's outcome.
 pub async fn check(verifier: &impl CheckImages, image: &str) -> CheckOutcome {
     check_within(verifier, image, SLOW).await
 }
 
 pub async fn check_within(verifier: &impl CheckImages, image: &str, budget: Duration) -> CheckOutcome {
-    let mut outcomes = verifier.check(vec![Arc::from(image)], budget).await;
+    let mut outcomes = verifier
+        .check(vec![Arc::from(image)], &mirrors_of(&[image]), budget)
+        .await;
     assert_eq!(outcomes.len(), 1);
     outcomes.remove(0)
 }
@@ -61,7 +71,11 @@ pub async fn check_within(verifier: &impl CheckImages, image: &str, budget: Dura
 /// The outcomes if the check answers on its first poll (without waiting
 /// on anything), else `None`.
 pub fn ready_now(verifier: &impl CheckImages, images: &[&str]) -> Option<Vec<CheckOutcome>> {
-    let mut future = verifier.check(images.iter().map(|i| Arc::from(*i)).collect(), SLOW);
+    let mut future = verifier.check(
+        images.iter().map(|i| Arc::from(*i)).collect(),
+        &mirrors_of(images),
+        SLOW,
+    );
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(outcomes) => Some(outcomes),
