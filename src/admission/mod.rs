@@ -43,10 +43,23 @@ const IMAGES_PER_DEADLINE_CHECK: usize = 8;
 pub struct ImageDecision {
     pub result: Option<Arc<str>>,
     pub rule: Rule,
-    /// Why the image stays although a rule matched it, in the words its
-    /// warning gives (maps.md §3 step 7: `rule KEY gives an invalid image
-    /// "RESULT"`); `None` for every other decision.
-    pub kept: Option<Arc<str>>,
+    /// Why the image stays although a rule matched it (maps.md §3 step 7:
+    /// the rule gives an invalid image); `None` for every other decision.
+    pub kept: Option<Arc<InvalidResult>>,
+}
+
+/// A rule whose result is no valid image (maps.md §3 step 7): its key and
+/// what it gave, kept apart so a warning can shorten the image, not the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidResult {
+    pub key: Box<str>,
+    pub result: Box<str>,
+}
+
+impl std::fmt::Display for InvalidResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rule {} gives an invalid image \"{}\"", self.key, self.result)
+    }
 }
 
 /// Decides what an image becomes; the server's implementation is the cache
@@ -141,6 +154,8 @@ pub struct Admission<'i> {
     pub images: usize,
     /// Images kept although a rule matched them (see [`Decided::kept`]).
     pub kept: Vec<Kept<'i>>,
+    /// Why images stayed although a rule matched them, all reasons.
+    pub kept_because: KeptBecause,
     /// `imagePullSecrets` entries the patch adds.
     pub pull_secrets_added: usize,
     /// The `AdmissionReview` response, JSON.
@@ -183,14 +198,22 @@ pub fn decide<'i, 'c>(
         let review = decode::decode(tape.as_value())?;
         let mut secrets = pull_secrets::Found::default();
         let mut kept = Vec::new();
-        let (verdict, changes, images) =
-            decide_object(&review, options, pull_secrets, &mut secrets, &mut kept, decider);
+        let mut kept_because = KeptBecause::default();
+        let (verdict, changes, images) = decide_object(
+            &review,
+            options,
+            pull_secrets,
+            &mut secrets,
+            (&mut kept, &mut kept_because),
+            decider,
+        );
         Ok(Decided {
             request: review.info,
             verdict,
             changes,
             images,
             kept,
+            kept_because,
             pull_secrets,
             secrets,
         })
@@ -209,8 +232,53 @@ pub struct Decided<'i, 'c> {
     /// Images kept although a rule matched them, with why (an invalid
     /// result): each gets a warning and a WARN line.
     pub kept: Vec<Kept<'i>>,
+    /// Why images stayed although a rule matched them (phase 1's reasons;
+    /// [`Decided::answer`] adds the verification's).
+    pub kept_because: KeptBecause,
     pull_secrets: &'c PullSecrets,
     secrets: pull_secrets::Found<'i, 'c>,
+}
+
+/// Why a review's images stayed as written although a rule matched them,
+/// for the review's log line: `no rule` and `kept: the mirror lacks it`
+/// must not read alike (issue 21).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeptBecause(u8);
+
+impl KeptBecause {
+    /// The mirror lacks the target (verification).
+    pub const MISSING: KeptBecause = KeptBecause(1);
+    /// The check could not answer and the on-error policy keeps.
+    pub const UNVERIFIED: KeptBecause = KeptBecause(2);
+    /// The rule gives an invalid image (maps.md §3 step 7).
+    pub const INVALID_RESULT: KeptBecause = KeptBecause(4);
+    /// A placeholder of the keep list.
+    pub const PLACEHOLDER: KeptBecause = KeptBecause(8);
+    const WORDS: [(KeptBecause, &'static str); 4] = [
+        (KeptBecause::MISSING, "missing"),
+        (KeptBecause::UNVERIFIED, "unverified"),
+        (KeptBecause::INVALID_RESULT, "invalid-result"),
+        (KeptBecause::PLACEHOLDER, "placeholder"),
+    ];
+
+    pub fn add(&mut self, reason: KeptBecause) {
+        self.0 |= reason.0;
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The reasons as words joined by `,` (`missing,placeholder`), in a
+    /// fixed order; empty when none.
+    pub fn words(self) -> String {
+        Self::WORDS
+            .iter()
+            .filter(|(flag, _)| self.0 & flag.0 != 0)
+            .map(|(_, word)| *word)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// An image left as it is although a rule matched it.
@@ -219,8 +287,8 @@ pub struct Kept<'i> {
     pub field: ContainerField,
     pub index: usize,
     pub image: &'i str,
-    /// The decision's words (`rule KEY gives an invalid image "RESULT"`).
-    pub reason: Arc<str>,
+    /// Why (`rule KEY gives an invalid image "RESULT"` when written).
+    pub reason: Arc<InvalidResult>,
 }
 
 impl<'i> Decided<'i, '_> {
@@ -236,6 +304,7 @@ impl<'i> Decided<'i, '_> {
             mut changes,
             images,
             kept,
+            mut kept_because,
             pull_secrets,
             mut secrets,
         } = self;
@@ -256,6 +325,11 @@ impl<'i> Decided<'i, '_> {
                 let checked = checks.get(index).unwrap_or(&Checked::Present);
                 index += 1;
                 warnings.checked(change, checked);
+                match checked {
+                    Checked::Missing => kept_because.add(KeptBecause::MISSING),
+                    Checked::Unverified { keep: true, .. } => kept_because.add(KeptBecause::UNVERIFIED),
+                    _ => {}
+                }
                 if checked.keeps() {
                     // The original stays: it is the final image.
                     secrets.need(pull_secrets, change.from);
@@ -306,6 +380,7 @@ impl<'i> Decided<'i, '_> {
             changes,
             images,
             kept,
+            kept_because,
             pull_secrets_added,
             body,
         }
@@ -317,7 +392,7 @@ fn decide_object<'i, 'c>(
     options: &Options<'_>,
     pull_secrets: &'c PullSecrets,
     secrets: &mut pull_secrets::Found<'i, 'c>,
-    kept: &mut Vec<Kept<'i>>,
+    (kept, kept_because): (&mut Vec<Kept<'i>>, &mut KeptBecause),
     decider: &impl Decide,
 ) -> (Verdict, Vec<Change<'i>>, usize) {
     // The kubelet's `pods/status`, `scale`, `exec`…: never a patch. Only
@@ -388,6 +463,11 @@ fn decide_object<'i, 'c>(
             }),
             // Left as it is: the image is final already.
             None => {
+                match decision.rule {
+                    Rule::InvalidResult => kept_because.add(KeptBecause::INVALID_RESULT),
+                    Rule::KeptPlaceholder => kept_because.add(KeptBecause::PLACEHOLDER),
+                    _ => {}
+                }
                 if let Some(reason) = decision.kept {
                     kept.push(Kept {
                         field: found.field,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwapOption, Guard};
 
-use crate::admission::{Decide, ImageDecision};
+use crate::admission::{Decide, ImageDecision, InvalidResult};
 use crate::settings::setting;
 use crate::swap::Engine;
 
@@ -126,8 +126,10 @@ impl RulesState {
     fn decide_uncached(&self, image: &str) -> ImageDecision {
         let decision = self.engine.decide(image);
         let kept = decision.rejected.map(|result| {
-            let key = decision.key.unwrap_or(decision.rule.as_str());
-            Arc::from(format!("rule {key} gives an invalid image \"{result}\""))
+            Arc::new(InvalidResult {
+                key: decision.key.unwrap_or(decision.rule.as_str()).into(),
+                result: result.into(),
+            })
         });
         ImageDecision {
             result: decision.result.map(Arc::from),

@@ -357,10 +357,18 @@ fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
             name = info.name.unwrap_or_default(),
             container = container.as_str(),
             image = kept.image,
-            reason = &*kept.reason,
+            reason = %kept.reason,
             "Image kept: its rule gives an invalid image."
         );
     }
+    // Why images stayed although a rule matched them (`missing`,
+    // `unverified`, `invalid-result`, `placeholder`): "unchanged" alone
+    // reads like "no rule". Empty, and not allocated, when none.
+    let kept_words = if admission.kept_because.is_empty() {
+        String::new()
+    } else {
+        admission.kept_because.words()
+    };
     tracing::info!(
         message = "Admission reviewed.",
         uid = info.uid,
@@ -371,7 +379,8 @@ fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
         dry_run = info.dry_run,
         changed,
         outcome = outcome.as_str(),
-        verdict
+        verdict,
+        kept = kept_words.as_str()
     );
     // The original's line per swap; IMAGESWAP_LOG_SWAPS=false drops it on
     // very busy clusters (the review line still counts them). Shadow mode

@@ -72,11 +72,30 @@ pub enum CheckError {
 impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CheckError::Timeout(after) => write!(f, "timeout after {}", humantime::format_duration(*after)),
+            CheckError::Timeout(after) => write!(f, "timeout after {}", ShortDuration(*after)),
             CheckError::Status { registry, status } => write!(f, "{registry} answered {status}"),
             CheckError::CircuitOpen => f.write_str("circuit open"),
             CheckError::Failed(reason) => f.write_str(reason),
             CheckError::NotInMaps => f.write_str("registry not in the maps file"),
+        }
+    }
+}
+
+/// A duration as people write it in a warning: `845ms`, `1s`, `2.5s` — not
+/// humantime's every unit (`845ms 428us 766ns`, what a remaining budget
+/// gives). Milliseconds are the precision a person acts on.
+pub struct ShortDuration(pub std::time::Duration);
+
+impl fmt::Display for ShortDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        match (millis / 1000, millis % 1000) {
+            (0, ms) => write!(f, "{ms}ms"),
+            (s, 0) => write!(f, "{s}s"),
+            (s, ms) => {
+                let fraction = format!("{ms:03}");
+                write!(f, "{s}.{}s", fraction.trim_end_matches('0'))
+            }
         }
     }
 }
@@ -156,4 +175,29 @@ pub fn build_with(
         Verifier::new(client, handle.clone(), metrics, lifetimes, tuning),
         handle,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// issue 21 item 7: a timeout after what was left of a budget read
+    /// `timeout after 845ms 428us 766ns`.
+    #[test]
+    fn durations_are_written_as_people_write_them() {
+        for (duration, text) in [
+            (Duration::from_nanos(845_428_766), "845ms"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_millis(2_500), "2.5s"),
+            (Duration::from_millis(1_025), "1.025s"),
+            (Duration::from_micros(300), "0ms"),
+        ] {
+            assert_eq!(
+                CheckError::Timeout(duration).to_string(),
+                format!("timeout after {text}")
+            );
+        }
+    }
 }

@@ -373,3 +373,36 @@ fn an_invalid_result_is_kept_with_a_warn_line_a_warning_and_a_count() {
     server.signal("TERM");
     assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
 }
+
+/// issue 21 item 7: a review whose images stayed for a reason says which
+/// on its log line (`kept`), so it does not read like one no rule matched.
+#[test]
+fn the_review_line_says_why_images_were_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maps = dir.path().join("imageswap-maps.conf");
+    std::fs::write(
+        &maps,
+        "default::harbor.example.com\nquay.io::mirror.example.com/Team\n",
+    )
+    .expect("write");
+    let maps_arg = maps.display().to_string();
+    let mut server = Running::start(&["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps_arg]);
+    let addr = server.listen_addr();
+    let answer = http_post(addr, "/", "", &pod_review("kept", &["quay.io/org/app:1", "auto"]));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let reviewed = server.wait_for("Admission reviewed.");
+    assert_eq!(reviewed["verdict"], "unchanged", "{reviewed}");
+    assert_eq!(reviewed["kept"], "invalid-result,placeholder", "{reviewed}");
+    let answer = http_post(addr, "/", "", &pod_review("plain", &["harbor.example.com/x:1"]));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+    server.wait_for("Requests in flight finished.");
+    let seen = server.seen.borrow();
+    let plain = seen
+        .iter()
+        .filter(|l| l["message"] == "Admission reviewed.")
+        .nth(1)
+        .expect("the second review's line");
+    assert_eq!(plain["kept"], "", "no reason: {plain}");
+}
