@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::support::server::{H2, Protocol, RawTls, Setup, TestServer};
-use crate::support::{eventually, pod_review};
+use crate::support::{eventually, pod_review, review_of_size};
 
 /// The HTTP/2 connection preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -167,15 +167,6 @@ async fn slow_bodies_do_not_shed_other_requests() {
         let answer = answer.await.expect("task").expect("answer");
         assert_eq!(answer.status, StatusCode::OK);
     }
-}
-
-/// A pod review padded to `size` bytes with an annotation.
-fn review_of_size(uid: &str, size: usize) -> Vec<u8> {
-    let mut review: serde_json::Value = serde_json::from_slice(&pod_review(uid, &["nginx"])).expect("json");
-    let base = serde_json::to_vec(&review).expect("json").len();
-    let pad = size.saturating_sub(base + r#","annotations":{"pad":""}"#.len());
-    review["request"]["object"]["metadata"]["annotations"] = serde_json::json!({ "pad": "x".repeat(pad) });
-    serde_json::to_vec(&review).expect("json")
 }
 
 const MIB: usize = 1024 * 1024;
