@@ -24,7 +24,7 @@ use tower::{Service, ServiceExt};
 
 use super::mirror;
 use super::stack::ReadBody;
-use super::state::{AppState, LARGE_REVIEW_BYTES};
+use super::state::AppState;
 use crate::admission::{self, Admission, Decide, ImageDecision, Options, PullSecrets, Verdict};
 use crate::cache::RulesState;
 use crate::swap::Rule;
@@ -99,20 +99,19 @@ impl Service<Request<ReadBody>> for AdmissionService {
 }
 
 /// What a request holds while it is answered: the rules it decides with,
-/// its deadline, its body (and the body's share of the memory budget) and,
-/// for a large review, its parse place.
-struct Held<'s> {
+/// its deadline, its body (and the body's share of the memory budget and,
+/// for a large review, the memory of its parse).
+struct Held {
     rules: Arc<RulesState>,
     deadline: Option<Instant>,
     body: ReadBody,
-    _large: Option<tokio::sync::SemaphorePermit<'s>>,
 }
 
 /// Why a request is refused before its review is read: the answer's status,
 /// outcome and message.
 type Refusal = (StatusCode, Outcome, &'static str);
 
-fn hold(state: &AppState, request: Request<ReadBody>) -> Result<Held<'_>, Refusal> {
+fn hold(state: &AppState, request: Request<ReadBody>) -> Result<Held, Refusal> {
     // Loaded once: without rules there is nothing to decide; with them,
     // every image of this review is decided by the same engine and cache,
     // even if a reload publishes new ones meanwhile (in-flight requests
@@ -126,25 +125,10 @@ fn hold(state: &AppState, request: Request<ReadBody>) -> Result<Held<'_>, Refusa
     };
     let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
     let body = request.into_body();
-    let large = if body.bytes.len() > LARGE_REVIEW_BYTES {
-        match state.large_parses.try_acquire() {
-            Ok(place) => Some(place),
-            Err(_) => {
-                return Err((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Outcome::shed,
-                    "overloaded: too many large reviews in progress",
-                ));
-            }
-        }
-    } else {
-        None
-    };
     Ok(Held {
         rules,
         deadline,
         body,
-        _large: large,
     })
 }
 

@@ -45,6 +45,7 @@ use super::service::{
     AdmissionService, AdmissionStack, BoxFuture, Deadline, HttpResponse, content_length, error_response,
 };
 use super::state::AppState;
+use crate::admission::{SMALL_REVIEW_MAX_BYTES, parse_memory_bound, parse_memory_worst};
 use crate::config::Limits;
 use crate::telemetry::metrics::{Metrics, Outcome};
 use crate::telemetry::spans;
@@ -73,12 +74,7 @@ where
 {
     let metrics = state.metrics.clone();
     let request_timeout = limits.request_timeout;
-    let body = BodyLimits {
-        max_body_bytes: limits.max_body_bytes,
-        budget: Arc::new(Semaphore::new(
-            limits.memory_budget_bytes.min(Semaphore::MAX_PERMITS),
-        )),
-    };
+    let body = BodyLimits::new(&limits);
     let stack = ServiceBuilder::new()
         // 1. Tracing: the span (the trace span when traces are on; fields
         //    recorded once the body is parsed), the arrival time and the
@@ -104,9 +100,12 @@ where
         // 4. The body, read whole before anything below: 413 from
         //    `Content-Length` (the body drained, never stored) or past the
         //    limit, and a fast 503 past the memory budget (bytes of bodies
-        //    held at once, across requests). Above the concurrency limit,
-        //    so a request takes a permit only once its body is in: slow
-        //    bodies cannot hold the permits other requests need.
+        //    held at once, across requests; small and large bodies each in
+        //    their own share); then, for a large body, the wait for the
+        //    memory its parse needs. Above the concurrency limit, so a
+        //    request takes a permit only once its body is in and its parse
+        //    memory granted: slow bodies and big reviews cannot hold the
+        //    permits other requests need.
         .layer(layer_fn(move |inner| ReadBodyService {
             inner,
             limits: body.clone(),
@@ -338,26 +337,57 @@ async fn discard<B: Body>(body: B, max: usize) {
     }
 }
 
-/// A request body read whole, with its share of the memory budget (given
-/// back when the request is done with it).
+/// A request body read whole, with its share of the memory budget and,
+/// for a large body, the memory of its parse (both given back when the
+/// request is done with them).
 #[derive(Debug)]
 pub struct ReadBody {
     pub bytes: Vec<u8>,
-    _charge: Option<OwnedSemaphorePermit>,
+    _charge: Option<Charge>,
+    _parse: Option<OwnedSemaphorePermit>,
 }
 
 impl ReadBody {
     pub fn new(bytes: Vec<u8>) -> ReadBody {
-        ReadBody { bytes, _charge: None }
+        ReadBody {
+            bytes,
+            _charge: None,
+            _parse: None,
+        }
     }
 }
 
-/// The body limit and the memory budget of all bodies held at once: a
-/// byte-weighted semaphore, charged with the buffer's capacity as it grows.
+/// The part of the budget a body holds, and from which share.
+#[derive(Debug)]
+struct Charge {
+    large: bool,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The share of the body budget for bodies over [`SMALL_REVIEW_MAX_BYTES`]:
+/// a third (at least one body of the largest size), the rest for smaller
+/// ones. With the default 48 MiB, 16 MiB (five 3 MiB bodies) for big
+/// reviews and 32 MiB (7,000 reviews of 4.5 KB at once) that stay for
+/// the reviews real pods make however many big ones are in flight. Big
+/// bodies also wait for their parse's memory, which is held on top.
+const LARGE_SHARE_DIVISOR: usize = 3;
+
+/// The body limit, the memory budget of all bodies held at once, and the
+/// memory of large reviews' parses: byte-weighted semaphores. Bodies are
+/// charged with the buffer's capacity as it grows, to the small share
+/// while they are at most [`SMALL_REVIEW_MAX_BYTES`], else to the large
+/// one, so big bodies never take the room of small ones. A large review's
+/// parse (tape and buffers, up to ~36 bytes per byte of the body for one
+/// dense with JSON nodes) waits for its bound in the parse budget, sized
+/// for one review of the largest size however dense; small reviews parse
+/// in each worker thread's kept scratch memory (`admission::scratch`).
 #[derive(Clone, Debug)]
 struct BodyLimits {
     max_body_bytes: usize,
-    budget: Arc<Semaphore>,
+    small: Arc<Semaphore>,
+    large: Arc<Semaphore>,
+    parse: Arc<Semaphore>,
+    parse_bytes: usize,
 }
 
 /// Why a body was not read.
@@ -368,6 +398,47 @@ enum Refused {
 }
 
 impl BodyLimits {
+    fn new(limits: &Limits) -> BodyLimits {
+        let budget = limits.memory_budget_bytes;
+        // At least one body of the largest size (the configuration asks
+        // the whole budget to hold one); the small share is then what is
+        // left, or a third when the budget holds no more than that body.
+        let large = (budget / LARGE_SHARE_DIVISOR).max(limits.max_body_bytes);
+        let small = budget.saturating_sub(large).max(budget / LARGE_SHARE_DIVISOR);
+        let parse_bytes = parse_memory_worst(limits.max_body_bytes)
+            .min(u32::MAX as usize)
+            .min(Semaphore::MAX_PERMITS);
+        let semaphore = |bytes: usize| Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS)));
+        BodyLimits {
+            max_body_bytes: limits.max_body_bytes,
+            small: semaphore(small),
+            large: semaphore(large),
+            parse: semaphore(parse_bytes),
+            parse_bytes,
+        }
+    }
+
+    /// The share a body of `bytes` is charged to.
+    fn share(&self, bytes: usize) -> (bool, &Arc<Semaphore>) {
+        if bytes > SMALL_REVIEW_MAX_BYTES {
+            (true, &self.large)
+        } else {
+            (false, &self.small)
+        }
+    }
+
+    /// Waits for the memory the parse of a large body needs (the request's
+    /// deadline, above, bounds the wait); a small body needs none.
+    async fn parse_memory(&self, body: &[u8]) -> Option<OwnedSemaphorePermit> {
+        if body.len() <= SMALL_REVIEW_MAX_BYTES {
+            return None;
+        }
+        let bound = parse_memory_bound(body).min(self.parse_bytes);
+        // `parse_bytes` fits a u32 and the semaphore is never closed.
+        let bound = u32::try_from(bound).unwrap_or(u32::MAX);
+        self.parse.clone().acquire_many_owned(bound).await.ok()
+    }
+
     /// Reads `body` into memory; on a refusal, drains what is left of it
     /// (bounded) so that the client reads the answer on either protocol.
     async fn read<B>(&self, body: B, announced: Option<u64>) -> Result<ReadBody, Refused>
@@ -402,10 +473,10 @@ impl BodyLimits {
             None => None,
         };
         // Refused at once when the announced body cannot fit now.
-        if announced.is_some_and(|n| n > self.budget.available_permits()) {
+        if announced.is_some_and(|n| n > self.share(n).1.available_permits()) {
             return Err(Refused::OverBudget);
         }
-        let mut charge: Option<OwnedSemaphorePermit> = None;
+        let mut charge: Option<Charge> = None;
         let mut bytes = Vec::new();
         self.grow(
             &mut bytes,
@@ -433,29 +504,30 @@ impl BodyLimits {
         Ok(ReadBody {
             bytes,
             _charge: charge,
+            _parse: None,
         })
     }
 
-    /// Grows `bytes` to hold `capacity`, charging the budget first.
-    fn grow(
-        &self,
-        bytes: &mut Vec<u8>,
-        charge: &mut Option<OwnedSemaphorePermit>,
-        capacity: usize,
-    ) -> Result<(), Refused> {
-        let held = charge.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+    /// Grows `bytes` to hold `capacity`, charging the budget first: the
+    /// share of its size (a body growing past the small share's size moves
+    /// to the large one, whole, and gives the small one back).
+    fn grow(&self, bytes: &mut Vec<u8>, charge: &mut Option<Charge>, capacity: usize) -> Result<(), Refused> {
+        let (large, share) = self.share(capacity);
+        let held = charge
+            .as_ref()
+            .filter(|held| held.large == large)
+            .map_or(0, |held| held.permit.num_permits());
         let Some(more) = capacity.checked_sub(held).filter(|&n| n > 0) else {
             return Ok(());
         };
         let more = u32::try_from(more).map_err(|_| Refused::OverBudget)?;
-        let permit = self
-            .budget
+        let permit = share
             .clone()
             .try_acquire_many_owned(more)
             .map_err(|_| Refused::OverBudget)?;
         match charge {
-            Some(held) => held.merge(permit),
-            None => *charge = Some(permit),
+            Some(held) if held.large == large => held.permit.merge(permit),
+            _ => *charge = Some(Charge { large, permit }),
         }
         bytes.reserve_exact(capacity - bytes.len());
         Ok(())
@@ -494,7 +566,10 @@ where
             let announced = content_length(&request);
             let (parts, body) = request.into_parts();
             match limits.read(body, announced).await {
-                Ok(read) => inner.oneshot(Request::from_parts(parts, read)).await,
+                Ok(mut read) => {
+                    read._parse = limits.parse_memory(&read.bytes).await;
+                    inner.oneshot(Request::from_parts(parts, read)).await
+                }
                 Err(Refused::TooLarge) => Ok(error_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     Some(Outcome::too_large),

@@ -84,7 +84,11 @@ struct Counts {
 }
 
 impl Counts {
-    fn record(&mut self, answer: Result<crate::support::server::Answer, impl std::fmt::Display>, took: Duration) {
+    fn record(
+        &mut self,
+        answer: Result<crate::support::server::Answer, impl std::fmt::Display>,
+        took: Duration,
+    ) {
         self.took.push(took);
         match answer {
             Ok(answer) if answer.status == StatusCode::OK => self.ok += 1,
@@ -141,7 +145,16 @@ async fn dense_load(workers: &str) -> (u64, Counts, Counts) {
     let path = |p: &Path| p.display().to_string();
     let maps = path(&fixtures_maps());
     let (cert, key) = (path(&cert), path(&key));
-    let args = ["--listen", "127.0.0.1:0", "--maps", &maps, "--tls-cert", &cert, "--tls-key", &key];
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--maps",
+        &maps,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
     let server = Running::start_program(&program, &args, &[("TOKIO_WORKER_THREADS", workers)]);
     let url = format!("https://127.0.0.1:{}/", server.listen_addr().port());
     let pid = server.child.id();
