@@ -192,11 +192,11 @@ mod tests {
         }
         // `[1,1,…]`: a structural a byte, and the bound is that (plus one).
         assert_eq!(structurals_bound(dense.as_bytes()), found(&dense) + 1);
-        // About 36 bytes of parse state per byte of `[1,1,…]`, 2 for a string.
+        // About 36 bytes of parse state per byte of `[1,1,…]`, 2.5 for a string.
         let worst = parse_memory_worst(3 << 20);
         assert!((100 << 20..120 << 20).contains(&worst), "{worst}");
         let long_string = format!(r#"{{"k":"{}"}}"#, "s".repeat(3 << 20));
-        assert!(parse_memory_bound(long_string.as_bytes()) < 7 << 20);
+        assert!(parse_memory_bound(long_string.as_bytes()) < 8 << 20);
     }
 
     #[test]
