@@ -25,7 +25,9 @@ use tower::{Service, ServiceExt};
 use super::mirror;
 use super::stack::ReadBody;
 use super::state::AppState;
-use crate::admission::{self, Admission, Decide, ImageDecision, Options, PullSecrets, Verdict};
+use crate::admission::{
+    self, Admission, Decide, ImageDecision, Options, PullSecrets, SMALL_REVIEW_MAX_BYTES, Verdict,
+};
 use crate::cache::RulesState;
 use crate::swap::Rule;
 use crate::telemetry::metrics::Outcome;
@@ -90,11 +92,38 @@ impl Service<Request<ReadBody>> for AdmissionService {
     fn call(&mut self, request: Request<ReadBody>) -> Self::Future {
         let state = self.state.clone();
         if state.verifier.is_none() {
+            if request.body().bytes.len() > SMALL_REVIEW_MAX_BYTES {
+                return Box::pin(handle_off_the_workers(state, request));
+            }
             // Without verification the answer is built synchronously in the
             // one poll of this future, as before verification existed.
             return Box::pin(async move { Ok(handle(&state, request)) });
         }
         Box::pin(async move { Ok(handle_verified(&state, request).await) })
+    }
+}
+
+/// [`handle`] for a review over [`SMALL_REVIEW_MAX_BYTES`], on tokio's
+/// blocking threads: the parse of 3 MiB dense with JSON nodes takes tens
+/// of milliseconds, during which a worker thread (the only one, with the
+/// manifests' CPU limit of 1) would answer nothing else; there, the
+/// reviews real pods make get their share of the CPU meanwhile. Past the
+/// deadline the stack answers 503 and the parse, still holding its body
+/// and its parse memory (moved here), finishes alone.
+async fn handle_off_the_workers(
+    state: Arc<AppState>,
+    request: Request<ReadBody>,
+) -> Result<HttpResponse, Infallible> {
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| handle(&state, request))).await {
+        Ok(answer) => Ok(answer),
+        // Raised again here, for the stack's catch-panic layer to answer.
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_cancelled) => Ok(refused((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::not_ready,
+            "shutting down",
+        ))),
     }
 }
 

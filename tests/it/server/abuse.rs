@@ -289,7 +289,9 @@ async fn big_bodies_holding_their_budget_never_shed_a_pod_review() {
     // The big bodies' share is used up once one more is refused…
     let client = server.client(Protocol::Http2);
     let full = eventually(Duration::from_secs(10), async || {
-        let extra = client.post(&server.url("/"), review_of_size("extra", 2 * MIB)).await;
+        let extra = client
+            .post(&server.url("/"), review_of_size("extra", 2 * MIB))
+            .await;
         extra.status == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
@@ -311,7 +313,9 @@ async fn big_bodies_holding_their_budget_never_shed_a_pod_review() {
     }
     // The held bodies end, each answered (200, or the 503 of a full share).
     for (sender, answer) in held {
-        let _ = sender.send(Bytes::copy_from_slice(&body[body.len() - 1024..])).await;
+        let _ = sender
+            .send(Bytes::copy_from_slice(&body[body.len() - 1024..]))
+            .await;
         drop(sender);
         let status = answer.await.expect("task").expect("answer").status;
         assert!(
