@@ -4,81 +4,21 @@
 //! They are only borrowed for the synchronous parse-decide-answer step, so
 //! a task moving between threads never holds them across an `.await`.
 //!
-//! Also what a parse costs in memory at most ([`parse_memory_bound`]), so
-//! the server can charge it before parsing a large review: for a review
-//! dense with JSON nodes it is many times the review's size.
+//! Large reviews share one scratch instead: the server parses them one at
+//! a time, and their parse state can be many times their size (about
+//! 36 bytes a byte for a review dense with JSON nodes: a 24-byte tape node
+//! and a 4-byte index entry per structural, reserved up front).
 
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 use simd_json::{Buffers, Tape};
 
 /// Reviews up to this size (real Pod reviews are a few KiB) parse in the
-/// thread's kept scratch memory; longer ones parse into fresh memory that
-/// is then dropped, so one huge request does not pin megabytes on every
-/// worker thread (the server charges their parse to its parse budget).
+/// thread's kept scratch memory; longer ones in [`LARGE_SCRATCH`], so one
+/// huge request does not pin megabytes on every worker thread.
 pub const SMALL_REVIEW_MAX_BYTES: usize = 64 * 1024;
 const KEEP_SCRATCH_MAX_INPUT_BYTES: usize = SMALL_REVIEW_MAX_BYTES;
-
-/// Bytes that can precede a structural of simd-json's stage 1: its
-/// structural characters, the quote (a string's first structural; a
-/// scalar right after a closing quote is one too) and whitespace (a
-/// scalar after it starts a structural, even in invalid JSON).
-const STRUCTURAL_NEIGHBOURS: [bool; 256] = {
-    let mut table = [false; 256];
-    let bytes = b"{}[]:,\" \t\n\r";
-    let mut i = 0;
-    while i < bytes.len() {
-        table[bytes[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
-
-/// At most how many structurals stage 1 finds in `input` (the tape has
-/// one node per structural at most and is reserved for all of them, even
-/// when stage 2 then finds the JSON invalid). Each structural is one of
-/// [`STRUCTURAL_NEIGHBOURS`] or comes right after one (or starts the
-/// input), hence at most twice their count, plus one. One pass over the
-/// bytes, for large reviews only.
-pub fn structurals_bound(input: &[u8]) -> usize {
-    let neighbours: usize = input
-        .iter()
-        .map(|&b| usize::from(STRUCTURAL_NEIGHBOURS[usize::from(b)]))
-        .sum();
-    neighbours
-        .saturating_mul(2)
-        .saturating_add(1)
-        .min(input.len() + 1)
-}
-
-/// Most bytes parsing `len` bytes with `structurals` structurals allocates
-/// (simd-json 0.19's `fill_tape` into fresh buffers): the padded input
-/// copy and the string buffer (`len` each, with padding), the structural
-/// index (`u32`s, grown by doubling from `len / 8`, so up to twice the
-/// count), the tape (a 24-byte node per structural, reserved up front) and
-/// the stage-2 stack (one entry per structural, up to the depth limit).
-fn parse_memory(len: usize, structurals: usize) -> usize {
-    const NODE_BYTES: usize = std::mem::size_of::<simd_json::Node<'static>>();
-    const PADDING_BYTES: usize = 256;
-    let index = (len / 8).max(structurals.saturating_mul(2)).saturating_mul(4);
-    let stack = structurals.min(simd_json::DEFAULT_MAX_DEPTH).saturating_mul(32);
-    len.saturating_mul(2)
-        .saturating_add(PADDING_BYTES)
-        .saturating_add(index)
-        .saturating_add(structurals.saturating_mul(NODE_BYTES))
-        .saturating_add(stack)
-}
-
-/// Most bytes parsing `input` allocates (see [`parse_memory`]).
-pub fn parse_memory_bound(input: &[u8]) -> usize {
-    parse_memory(input.len(), structurals_bound(input))
-}
-
-/// Most bytes parsing any input of `len` bytes allocates: the parse
-/// budget that lets the largest review through, however dense.
-pub fn parse_memory_worst(len: usize) -> usize {
-    parse_memory(len, len.saturating_add(1))
-}
 
 /// Typical review size; the buffers grow beyond it when needed.
 const INITIAL_INPUT_BYTES: usize = 8 * 1024;
@@ -103,30 +43,72 @@ thread_local! {
     static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
 }
 
-/// Parses `input` into a tape and hands it to `f`; the tape's memory goes
-/// back to the thread's scratch afterwards.
-pub(super) fn with_tape<'i, R>(input: &'i mut [u8], f: impl FnOnce(simd_json::Result<&Tape<'i>>) -> R) -> R {
-    let keep = input.len() <= KEEP_SCRATCH_MAX_INPUT_BYTES;
-    // Taken out of the cell while in use: a nested call (there is none
-    // today) would find `None` and allocate, never a borrowed cell.
-    let taken = if keep {
+/// The scratch of reviews over [`SMALL_REVIEW_MAX_BYTES`], shared: the
+/// server parses them one at a time (`server::stack`), so big reviews in a
+/// row reuse one tape and one set of buffers instead of each allocating
+/// and freeing up to ~100 MiB. Freed, such memory stays committed a while
+/// (mimalloc's purge delay) and the next parse's comes on top: the memory
+/// test measured ~45 MiB more at peak. `None` while in use, and once
+/// [`release_large_scratch`] dropped it.
+static LARGE_SCRATCH: Mutex<Option<Scratch>> = Mutex::new(None);
+
+/// Frees the large reviews' scratch: the server calls it when no big
+/// review is left waiting, so the memory is held only while they come.
+pub fn release_large_scratch() {
+    let released = LARGE_SCRATCH.lock().map(|mut slot| slot.take());
+    drop(released);
+}
+
+/// Takes a kept scratch for `input_len` bytes: the thread's, or the shared
+/// one of large reviews (`None` when in use: a parse outside the server's
+/// one-at-a-time, such as a test's, then allocates its own).
+fn take(input_len: usize) -> Option<Scratch> {
+    if input_len <= KEEP_SCRATCH_MAX_INPUT_BYTES {
         SCRATCH.with(|cell| cell.try_borrow_mut().ok().and_then(|mut slot| slot.take()))
     } else {
-        None
-    };
-    let mut scratch = taken.unwrap_or_default();
-    let mut tape: Tape<'i> = std::mem::replace(&mut scratch.tape, Tape(Vec::new())).reset();
-    let parsed = simd_json::fill_tape(input, &mut scratch.buffers, &mut tape);
-    let result = f(parsed.map(|()| &tape));
-    if keep {
-        scratch.tape = tape.reset();
+        LARGE_SCRATCH.try_lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// Gives a scratch back to where [`take`] found it (a second one, made
+/// while the slot's was in use, is dropped).
+fn give_back(input_len: usize, scratch: Scratch) {
+    if input_len <= KEEP_SCRATCH_MAX_INPUT_BYTES {
         SCRATCH.with(|cell| {
             if let Ok(mut slot) = cell.try_borrow_mut() {
                 *slot = Some(scratch);
             }
         });
+    } else if let Ok(mut slot) = LARGE_SCRATCH.lock()
+        && slot.is_none()
+    {
+        *slot = Some(scratch);
     }
+}
+
+/// Parses `input` into a tape and hands it to `f`; the tape's memory goes
+/// back to the thread's scratch afterwards.
+pub(super) fn with_tape<'i, R>(input: &'i mut [u8], f: impl FnOnce(simd_json::Result<&Tape<'i>>) -> R) -> R {
+    let len = input.len();
+    // Taken out of its slot while in use: a nested call (there is none
+    // today) would find `None` and allocate, never a borrowed cell.
+    let mut scratch = take(len).unwrap_or_default();
+    let mut tape: Tape<'i> = std::mem::replace(&mut scratch.tape, Tape(Vec::new())).reset();
+    let parsed = simd_json::fill_tape(input, &mut scratch.buffers, &mut tape);
+    let result = f(parsed.map(|()| &tape));
+    scratch.tape = tape.reset();
+    give_back(len, scratch);
     result
+}
+
+/// Bytes the large reviews' scratch holds (its tape; 0 when released).
+#[cfg(test)]
+fn large_scratch_tape_bytes() -> usize {
+    LARGE_SCRATCH.lock().map_or(0, |slot| {
+        slot.as_ref().map_or(0, |s| {
+            s.tape.0.capacity() * std::mem::size_of::<simd_json::Node<'static>>()
+        })
+    })
 }
 
 #[cfg(test)]
@@ -165,38 +147,26 @@ mod tests {
         assert_eq!(first_key_value(r#"{"k":"after big"}"#), Ok("after big".into()));
     }
 
-    /// The bound is never below what stage 1 finds, on dense, sparse,
-    /// nested and invalid inputs (a tape is reserved even for those).
+    /// Big reviews in a row reuse one scratch, which is freed on request.
     #[test]
-    fn the_structurals_bound_holds_and_is_tight_for_dense_input() {
-        let dense = format!("[1{}]", ",1".repeat(10_000));
-        let inputs = [
-            dense.clone(),
-            format!(r#"{{"k":"{}","a":[true,null,"x"]}}"#, "s".repeat(5_000)),
-            format!("{}{}", "[".repeat(500), "]".repeat(500)),
-            "1 2 3 4 5 6 7 8 9 ".repeat(1_000),
-            r#""a""b"1"c" x y"#.repeat(1_000),
-            "\"\\\"\"{}:,".repeat(1_000),
-            String::new(),
-        ];
-        let found = |input: &str| {
-            let mut bytes = input.as_bytes().to_vec();
-            let mut buffers = Buffers::new(bytes.len());
-            let mut tape = Tape(Vec::new());
-            let _ = simd_json::fill_tape(&mut bytes, &mut buffers, &mut tape);
-            buffers.structural_indexes().len()
-        };
-        for input in inputs {
-            let (found, bound) = (found(&input), structurals_bound(input.as_bytes()));
-            assert!(found <= bound, "{found} > {bound} for {:.40}", input);
-        }
-        // `[1,1,…]`: a structural a byte, and the bound is that (plus one).
-        assert_eq!(structurals_bound(dense.as_bytes()), found(&dense) + 1);
-        // About 36 bytes of parse state per byte of `[1,1,…]`, 2.5 for a string.
-        let worst = parse_memory_worst(3 << 20);
-        assert!((100 << 20..120 << 20).contains(&worst), "{worst}");
-        let long_string = format!(r#"{{"k":"{}"}}"#, "s".repeat(3 << 20));
-        assert!(parse_memory_bound(long_string.as_bytes()) < 8 << 20);
+    fn large_reviews_share_a_scratch_until_it_is_released() {
+        let dense = format!(
+            r#"{{"k":"dense","x":[1{}]}}"#,
+            ",1".repeat(SMALL_REVIEW_MAX_BYTES)
+        );
+        assert_eq!(first_key_value(&dense), Ok("dense".into()));
+        let kept = large_scratch_tape_bytes();
+        // A tape node per structural: two a value of `[1,1,…]`.
+        assert!(kept >= 2 * SMALL_REVIEW_MAX_BYTES * 24, "{kept}");
+        let sparse = format!(
+            r#"{{"k":"sparse","pad":"{}"}}"#,
+            "x".repeat(2 * SMALL_REVIEW_MAX_BYTES)
+        );
+        assert_eq!(first_key_value(&sparse), Ok("sparse".into()));
+        assert_eq!(large_scratch_tape_bytes(), kept, "the same memory, reused");
+        release_large_scratch();
+        assert_eq!(large_scratch_tape_bytes(), 0);
+        assert_eq!(first_key_value(&sparse), Ok("sparse".into()));
     }
 
     #[test]

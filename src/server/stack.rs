@@ -45,7 +45,7 @@ use super::service::{
     AdmissionService, AdmissionStack, BoxFuture, Deadline, HttpResponse, content_length, error_response,
 };
 use super::state::AppState;
-use crate::admission::{SMALL_REVIEW_MAX_BYTES, parse_memory_bound, parse_memory_worst};
+use crate::admission::{SMALL_REVIEW_MAX_BYTES, release_large_scratch};
 use crate::config::Limits;
 use crate::telemetry::metrics::{Metrics, Outcome};
 use crate::telemetry::spans;
@@ -344,7 +344,7 @@ async fn discard<B: Body>(body: B, max: usize) {
 pub struct ReadBody {
     pub bytes: Vec<u8>,
     _charge: Option<Charge>,
-    _parse: Option<OwnedSemaphorePermit>,
+    _parse: Option<ParseTurn>,
 }
 
 impl ReadBody {
@@ -353,6 +353,28 @@ impl ReadBody {
             bytes,
             _charge: None,
             _parse: None,
+        }
+    }
+}
+
+/// A large review's turn to parse (one at a time, in the shared scratch of
+/// `admission::scratch`). The last of a run of big reviews frees that
+/// scratch: when its turn ends with nobody waiting for the next one.
+#[derive(Debug)]
+struct ParseTurn(Option<OwnedSemaphorePermit>);
+
+impl Drop for ParseTurn {
+    fn drop(&mut self) {
+        let Some(turn) = self.0.take() else {
+            return;
+        };
+        let turns = turn.semaphore().clone();
+        drop(turn);
+        // A waiter is handed the turn at once (the semaphore is fair), so
+        // a free turn means none waits. One arriving meanwhile finds the
+        // scratch gone and parses in memory of its own.
+        if turns.available_permits() == 1 {
+            release_large_scratch();
         }
     }
 }
@@ -369,25 +391,25 @@ struct Charge {
 /// ones. With the default 48 MiB, 16 MiB (five 3 MiB bodies) for big
 /// reviews and 32 MiB (7,000 reviews of 4.5 KB at once) that stay for
 /// the reviews real pods make however many big ones are in flight. Big
-/// bodies also wait for their parse's memory, which is held on top.
+/// reviews then parse one at a time, their parse state on top.
 const LARGE_SHARE_DIVISOR: usize = 3;
 
 /// The body limit, the memory budget of all bodies held at once, and the
-/// memory of large reviews' parses: byte-weighted semaphores. Bodies are
-/// charged with the buffer's capacity as it grows, to the small share
+/// turns of large reviews' parses. Bodies are charged to a byte-weighted
+/// semaphore with the buffer's capacity as it grows: to the small share
 /// while they are at most [`SMALL_REVIEW_MAX_BYTES`], else to the large
-/// one, so big bodies never take the room of small ones. A large review's
-/// parse (tape and buffers, up to ~36 bytes per byte of the body for one
-/// dense with JSON nodes) waits for its bound in the parse budget, sized
-/// for one review of the largest size however dense; small reviews parse
-/// in each worker thread's kept scratch memory (`admission::scratch`).
+/// one, so big bodies never take the room of small ones. A large review
+/// then waits its turn to parse: one at a time, because its parse state
+/// can be ~36 bytes a byte of body (a 3 MiB review of `[1,1,…]` needs
+/// ~90 MiB), and two of those at once (with two worker threads) took the
+/// server past its container's limit. Small reviews parse in each thread's
+/// kept scratch (at most 2.3 MiB a thread).
 #[derive(Clone, Debug)]
 struct BodyLimits {
     max_body_bytes: usize,
     small: Arc<Semaphore>,
     large: Arc<Semaphore>,
     parse: Arc<Semaphore>,
-    parse_bytes: usize,
 }
 
 /// Why a body was not read.
@@ -405,16 +427,12 @@ impl BodyLimits {
         // left, or a third when the budget holds no more than that body.
         let large = (budget / LARGE_SHARE_DIVISOR).max(limits.max_body_bytes);
         let small = budget.saturating_sub(large).max(budget / LARGE_SHARE_DIVISOR);
-        let parse_bytes = parse_memory_worst(limits.max_body_bytes)
-            .min(u32::MAX as usize)
-            .min(Semaphore::MAX_PERMITS);
         let semaphore = |bytes: usize| Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS)));
         BodyLimits {
             max_body_bytes: limits.max_body_bytes,
             small: semaphore(small),
             large: semaphore(large),
-            parse: semaphore(parse_bytes),
-            parse_bytes,
+            parse: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -427,16 +445,14 @@ impl BodyLimits {
         }
     }
 
-    /// Waits for the memory the parse of a large body needs (the request's
-    /// deadline, above, bounds the wait); a small body needs none.
-    async fn parse_memory(&self, body: &[u8]) -> Option<OwnedSemaphorePermit> {
+    /// Waits for a large body's turn to parse (the request's deadline,
+    /// above, bounds the wait); a small body needs none.
+    async fn parse_turn(&self, body: &[u8]) -> Option<ParseTurn> {
         if body.len() <= SMALL_REVIEW_MAX_BYTES {
             return None;
         }
-        let bound = parse_memory_bound(body).min(self.parse_bytes);
-        // `parse_bytes` fits a u32 and the semaphore is never closed.
-        let bound = u32::try_from(bound).unwrap_or(u32::MAX);
-        self.parse.clone().acquire_many_owned(bound).await.ok()
+        // Never closed: always a permit.
+        Some(ParseTurn(self.parse.clone().acquire_owned().await.ok()))
     }
 
     /// Reads `body` into memory; on a refusal, drains what is left of it
@@ -567,7 +583,7 @@ where
             let (parts, body) = request.into_parts();
             match limits.read(body, announced).await {
                 Ok(mut read) => {
-                    read._parse = limits.parse_memory(&read.bytes).await;
+                    read._parse = limits.parse_turn(&read.bytes).await;
                     inner.oneshot(Request::from_parts(parts, read)).await
                 }
                 Err(Refused::TooLarge) => Ok(error_response(
