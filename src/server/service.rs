@@ -109,7 +109,7 @@ impl Service<Request<ReadBody>> for AdmissionService {
 /// manifests' CPU limit of 1) would answer nothing else; there, the
 /// reviews real pods make get their share of the CPU meanwhile. Past the
 /// deadline the stack answers 503 and the parse, still holding its body
-/// and its parse memory (moved here), finishes alone.
+/// and its turn to parse (moved here), finishes alone.
 async fn handle_off_the_workers(
     state: Arc<AppState>,
     request: Request<ReadBody>,
@@ -129,7 +129,7 @@ async fn handle_off_the_workers(
 
 /// What a request holds while it is answered: the rules it decides with,
 /// its deadline, its body (and the body's share of the memory budget and,
-/// for a large review, the memory of its parse).
+/// for a large review, its turn to parse).
 struct Held {
     rules: Arc<RulesState>,
     deadline: Option<Instant>,

@@ -101,11 +101,11 @@ where
         //    `Content-Length` (the body drained, never stored) or past the
         //    limit, and a fast 503 past the memory budget (bytes of bodies
         //    held at once, across requests; small and large bodies each in
-        //    their own share); then, for a large body, the wait for the
-        //    memory its parse needs. Above the concurrency limit, so a
-        //    request takes a permit only once its body is in and its parse
-        //    memory granted: slow bodies and big reviews cannot hold the
-        //    permits other requests need.
+        //    their own share); then, for a large body, the wait for its
+        //    turn to parse (one at a time). Above the concurrency limit, so
+        //    a request takes a permit only once its body is in and its turn
+        //    come: slow bodies and big reviews cannot hold the permits
+        //    other requests need.
         .layer(layer_fn(move |inner| ReadBodyService {
             inner,
             limits: body.clone(),
@@ -338,8 +338,8 @@ async fn discard<B: Body>(body: B, max: usize) {
 }
 
 /// A request body read whole, with its share of the memory budget and,
-/// for a large body, the memory of its parse (both given back when the
-/// request is done with them).
+/// for a large body, its turn to parse (both given back when the request
+/// is done with them).
 #[derive(Debug)]
 pub struct ReadBody {
     pub bytes: Vec<u8>,
