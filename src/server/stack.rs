@@ -684,6 +684,56 @@ mod tests {
         assert!(state.metrics.encode().contains("imageswap_shed_requests_total 1"));
     }
 
+    /// A body in frames, with no length announced (HTTP/2 may send none).
+    struct Frames(std::collections::VecDeque<Bytes>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|data| Ok(hyper::body::Frame::data(data))))
+        }
+    }
+
+    fn frames(bytes: usize) -> Frames {
+        Frames((0..bytes / 4096).map(|_| Bytes::from(vec![b' '; 4096])).collect())
+    }
+
+    #[tokio::test]
+    async fn a_body_growing_past_64_kib_moves_to_the_large_share_whole() {
+        const MIB: usize = 1 << 20;
+        let limits = BodyLimits::new(&Limits {
+            max_body_bytes: MIB,
+            request_timeout: Duration::from_secs(2),
+            max_concurrency: 8,
+            memory_budget_bytes: 3 * MIB,
+            tls_handshake_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(10),
+        });
+        let (small, large) = (2 * MIB, MIB);
+        let shares =
+            |limits: &BodyLimits| (limits.small.available_permits(), limits.large.available_permits());
+        assert_eq!(shares(&limits), (small, large));
+
+        let Ok(pod) = limits.read(frames(8 * 1024), None).await else {
+            panic!("a small body refused");
+        };
+        assert_eq!(shares(&limits), (small - pod.bytes.capacity(), large));
+        drop(pod);
+
+        let Ok(big) = limits.read(frames(100 * 1024), None).await else {
+            panic!("a big body refused");
+        };
+        assert!(big.bytes.capacity() > SMALL_REVIEW_MAX_BYTES);
+        assert_eq!(shares(&limits), (small, large - big.bytes.capacity()));
+        drop(big);
+        assert_eq!(shares(&limits), (small, large));
+    }
+
     #[tokio::test]
     async fn a_panic_in_call_or_in_a_poll_is_answered_with_a_500() {
         let in_call = CatchPanic {
