@@ -49,11 +49,12 @@ thread_local! {
 /// and freeing up to ~100 MiB. Freed, such memory stays committed a while
 /// (mimalloc's purge delay) and the next parse's comes on top: the memory
 /// test measured ~45 MiB more at peak. `None` while in use, and once
-/// [`release_large_scratch`] dropped it.
+/// [`release_large_scratch`] dropped it (the server does, a while after
+/// the last big review).
 static LARGE_SCRATCH: Mutex<Option<Scratch>> = Mutex::new(None);
 
-/// Frees the large reviews' scratch: the server calls it when no big
-/// review is left waiting, so the memory is held only while they come.
+/// Frees the large reviews' scratch: the server calls it once no big
+/// review has come for a while, so the memory is held only while they come.
 pub fn release_large_scratch() {
     let released = LARGE_SCRATCH.lock().map(|mut slot| slot.take());
     drop(released);
