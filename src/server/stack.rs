@@ -364,6 +364,23 @@ impl ReadBody {
 /// that left peaks of 150 to 180 MiB instead of about 125.
 const LARGE_SCRATCH_KEEP: Duration = Duration::from_secs(1);
 
+/// Longer than mimalloc's purge delay (10 ms): what it holds freed past
+/// that is given back to the system at its next free of a segment.
+const ALLOCATOR_PURGE_AFTER: Duration = Duration::from_millis(100);
+/// Address space reserved and freed at once, never touched: more than a
+/// big review's parse state, so mimalloc cannot place it in the memory
+/// that state freed (it would keep that memory, not give it back).
+const NUDGE_BYTES: usize = 512 * 1024 * 1024;
+
+/// Makes mimalloc give the memory of the freed scratch back to the system.
+/// It does so only on its next free of a segment (or a collection, an
+/// `unsafe` call): otherwise the ~100 MiB of a big review's tape stayed
+/// resident until the next big review. Freeing an untouched reservation is
+/// such a free, and costs no resident memory.
+fn nudge_the_allocator() {
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(NUDGE_BYTES)));
+}
+
 /// A large review's turn to parse (one at a time, in the shared scratch of
 /// `admission::scratch`). Once a turn ends, the scratch is freed after
 /// [`LARGE_SCRATCH_KEEP`] unless another big review parses or waits then.
@@ -388,7 +405,11 @@ impl Drop for ParseTurn {
             // fair), so a free turn means none waits.
             if let Ok(_turn) = turns.try_acquire() {
                 release_large_scratch();
+            } else {
+                return;
             }
+            tokio::time::sleep(ALLOCATOR_PURGE_AFTER).await;
+            nudge_the_allocator();
         });
     }
 }
