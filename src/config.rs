@@ -43,9 +43,10 @@ pub mod defaults {
     /// below, not by this.)
     pub const MAX_CONCURRENCY: &str = "1024";
     /// 48 MiB of request bodies in flight at once (the stack's memory
-    /// budget): with the parse state of one review per worker thread on
-    /// top, the worst case stays under the 256 MiB memory limit the
-    /// manifests give the container (docs/operations.md has the figure).
+    /// budget; a third of it for bodies over 64 KiB, the rest for smaller
+    /// ones): with the parse state of one big review at a time on top, the
+    /// worst case stays under the 256 MiB memory limit the manifests give
+    /// the container (docs/operations.md has the figure).
     pub const MEMORY_BUDGET_BYTES: &str = "50331648";
     pub const SHUTDOWN_GRACE: &str = "20s";
     pub const SHUTDOWN_DELAY: &str = "0s";
@@ -101,8 +102,9 @@ pub struct ServerArgs {
         value_parser = setting::<usize>())]
     pub max_concurrency: usize,
 
-    /// Bytes of request bodies held in memory at once, across all requests;
-    /// a body that would exceed it gets a fast 503.
+    /// Bytes of request bodies held in memory at once, across all requests
+    /// (a third for bodies over 64 KiB, the rest for smaller ones); a body
+    /// that would exceed its share gets a fast 503.
     #[arg(long, env = "IMAGESWAP_MEMORY_BUDGET_BYTES", default_value = defaults::MEMORY_BUDGET_BYTES,
         value_parser = setting::<u64>())]
     pub memory_budget_bytes: u64,

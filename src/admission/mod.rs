@@ -29,6 +29,7 @@ use crate::swap::Rule;
 pub use decode::{ApiVersion, BadReview, RequestInfo};
 pub use podspec::{ContainerField, KINDS_WITH_POD_SPEC};
 pub use pull_secrets::{PullSecrets, PullSecretsArgs};
+pub use scratch::{SMALL_REVIEW_MAX_BYTES, release_large_scratch};
 pub use warnings::Checked;
 use warnings::Warnings;
 

@@ -47,6 +47,11 @@ pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// streams are bounded by the stack's timeout, the wait for a connection's
 /// first request by [`Limits::first_request_timeout`]).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest read buffer of an HTTP/1.1 connection. hyper's default (about
+/// 400 KiB) is reached by every connection posting a big body, and held
+/// while it stays open: 32 such connections held 12 MiB beside the bodies
+/// themselves. A TLS record is 16 KiB, so 64 KiB still reads several at once.
+const HTTP1_MAX_BUF_BYTES: usize = 64 * 1024;
 /// HTTP/2 keep-alive pings find dead API-server connections.
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -384,7 +389,8 @@ impl Protocols {
         sniff
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(HTTP1_MAX_BUF_BYTES);
         sniff
             .http2()
             .timer(TokioTimer::new())

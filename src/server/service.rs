@@ -24,8 +24,10 @@ use tower::{Service, ServiceExt};
 
 use super::mirror;
 use super::stack::ReadBody;
-use super::state::{AppState, LARGE_REVIEW_BYTES};
-use crate::admission::{self, Admission, Decide, ImageDecision, Options, PullSecrets, Verdict};
+use super::state::AppState;
+use crate::admission::{
+    self, Admission, Decide, ImageDecision, Options, PullSecrets, SMALL_REVIEW_MAX_BYTES, Verdict,
+};
 use crate::cache::RulesState;
 use crate::swap::Rule;
 use crate::telemetry::metrics::Outcome;
@@ -90,6 +92,9 @@ impl Service<Request<ReadBody>> for AdmissionService {
     fn call(&mut self, request: Request<ReadBody>) -> Self::Future {
         let state = self.state.clone();
         if state.verifier.is_none() {
+            if request.body().bytes.len() > SMALL_REVIEW_MAX_BYTES {
+                return Box::pin(handle_off_the_workers(state, request));
+            }
             // Without verification the answer is built synchronously in the
             // one poll of this future, as before verification existed.
             return Box::pin(async move { Ok(handle(&state, request)) });
@@ -98,21 +103,44 @@ impl Service<Request<ReadBody>> for AdmissionService {
     }
 }
 
+/// [`handle`] for a review over [`SMALL_REVIEW_MAX_BYTES`], on tokio's
+/// blocking threads: the parse of 3 MiB dense with JSON nodes takes tens
+/// of milliseconds, during which a worker thread (the only one, with the
+/// manifests' CPU limit of 1) would answer nothing else; there, the
+/// reviews real pods make get their share of the CPU meanwhile. Past the
+/// deadline the stack answers 503 and the parse, still holding its body
+/// and its turn to parse (moved here), finishes alone.
+async fn handle_off_the_workers(
+    state: Arc<AppState>,
+    request: Request<ReadBody>,
+) -> Result<HttpResponse, Infallible> {
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| handle(&state, request))).await {
+        Ok(answer) => Ok(answer),
+        // Raised again here, for the stack's catch-panic layer to answer.
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_cancelled) => Ok(refused((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::not_ready,
+            "shutting down",
+        ))),
+    }
+}
+
 /// What a request holds while it is answered: the rules it decides with,
-/// its deadline, its body (and the body's share of the memory budget) and,
-/// for a large review, its parse place.
-struct Held<'s> {
+/// its deadline, its body (and the body's share of the memory budget and,
+/// for a large review, its turn to parse).
+struct Held {
     rules: Arc<RulesState>,
     deadline: Option<Instant>,
     body: ReadBody,
-    _large: Option<tokio::sync::SemaphorePermit<'s>>,
 }
 
 /// Why a request is refused before its review is read: the answer's status,
 /// outcome and message.
 type Refusal = (StatusCode, Outcome, &'static str);
 
-fn hold(state: &AppState, request: Request<ReadBody>) -> Result<Held<'_>, Refusal> {
+fn hold(state: &AppState, request: Request<ReadBody>) -> Result<Held, Refusal> {
     // Loaded once: without rules there is nothing to decide; with them,
     // every image of this review is decided by the same engine and cache,
     // even if a reload publishes new ones meanwhile (in-flight requests
@@ -126,25 +154,10 @@ fn hold(state: &AppState, request: Request<ReadBody>) -> Result<Held<'_>, Refusa
     };
     let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
     let body = request.into_body();
-    let large = if body.bytes.len() > LARGE_REVIEW_BYTES {
-        match state.large_parses.try_acquire() {
-            Ok(place) => Some(place),
-            Err(_) => {
-                return Err((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Outcome::shed,
-                    "overloaded: too many large reviews in progress",
-                ));
-            }
-        }
-    } else {
-        None
-    };
     Ok(Held {
         rules,
         deadline,
         body,
-        _large: large,
     })
 }
 

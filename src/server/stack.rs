@@ -45,6 +45,7 @@ use super::service::{
     AdmissionService, AdmissionStack, BoxFuture, Deadline, HttpResponse, content_length, error_response,
 };
 use super::state::AppState;
+use crate::admission::{SMALL_REVIEW_MAX_BYTES, release_large_scratch};
 use crate::config::Limits;
 use crate::telemetry::metrics::{Metrics, Outcome};
 use crate::telemetry::spans;
@@ -73,12 +74,7 @@ where
 {
     let metrics = state.metrics.clone();
     let request_timeout = limits.request_timeout;
-    let body = BodyLimits {
-        max_body_bytes: limits.max_body_bytes,
-        budget: Arc::new(Semaphore::new(
-            limits.memory_budget_bytes.min(Semaphore::MAX_PERMITS),
-        )),
-    };
+    let body = BodyLimits::new(&limits);
     let stack = ServiceBuilder::new()
         // 1. Tracing: the span (the trace span when traces are on; fields
         //    recorded once the body is parsed), the arrival time and the
@@ -104,9 +100,12 @@ where
         // 4. The body, read whole before anything below: 413 from
         //    `Content-Length` (the body drained, never stored) or past the
         //    limit, and a fast 503 past the memory budget (bytes of bodies
-        //    held at once, across requests). Above the concurrency limit,
-        //    so a request takes a permit only once its body is in: slow
-        //    bodies cannot hold the permits other requests need.
+        //    held at once, across requests; small and large bodies each in
+        //    their own share); then, for a large body, the wait for its
+        //    turn to parse (one at a time). Above the concurrency limit, so
+        //    a request takes a permit only once its body is in and its turn
+        //    come: slow bodies and big reviews cannot hold the permits
+        //    other requests need.
         .layer(layer_fn(move |inner| ReadBodyService {
             inner,
             limits: body.clone(),
@@ -338,26 +337,114 @@ async fn discard<B: Body>(body: B, max: usize) {
     }
 }
 
-/// A request body read whole, with its share of the memory budget (given
-/// back when the request is done with it).
+/// A request body read whole, with its share of the memory budget and,
+/// for a large body, its turn to parse (both given back when the request
+/// is done with them).
 #[derive(Debug)]
 pub struct ReadBody {
     pub bytes: Vec<u8>,
-    _charge: Option<OwnedSemaphorePermit>,
+    _charge: Option<Charge>,
+    _parse: Option<ParseTurn>,
 }
 
 impl ReadBody {
     pub fn new(bytes: Vec<u8>) -> ReadBody {
-        ReadBody { bytes, _charge: None }
+        ReadBody {
+            bytes,
+            _charge: None,
+            _parse: None,
+        }
     }
 }
 
-/// The body limit and the memory budget of all bodies held at once: a
-/// byte-weighted semaphore, charged with the buffer's capacity as it grows.
+/// How long the shared scratch of big reviews outlives the last of them.
+/// Freed between two big reviews of a run, it was allocated again at once
+/// while the freed memory still counted (mimalloc purges it later): with
+/// one worker thread, whose big bodies arrive more slowly than they parse,
+/// that left peaks of 150 to 180 MiB instead of about 125.
+const LARGE_SCRATCH_KEEP: Duration = Duration::from_secs(1);
+
+/// Longer than mimalloc's purge delay (10 ms): what it holds freed past
+/// that is given back to the system at its next free of a segment.
+const ALLOCATOR_PURGE_AFTER: Duration = Duration::from_millis(100);
+/// Address space reserved and freed at once, never touched: more than a
+/// big review's parse state, so mimalloc cannot place it in the memory
+/// that state freed (it would keep that memory, not give it back).
+const NUDGE_BYTES: usize = 512 * 1024 * 1024;
+
+/// Makes mimalloc give the memory of the freed scratch back to the system.
+/// It does so only on its next free of a segment (or a collection, an
+/// `unsafe` call): otherwise the ~100 MiB of a big review's tape stayed
+/// resident until the next big review. Freeing an untouched reservation is
+/// such a free, and costs no resident memory.
+fn nudge_the_allocator() {
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(NUDGE_BYTES)));
+}
+
+/// A large review's turn to parse (one at a time, in the shared scratch of
+/// `admission::scratch`). Once a turn ends, the scratch is freed after
+/// [`LARGE_SCRATCH_KEEP`] unless another big review parses or waits then.
+#[derive(Debug)]
+struct ParseTurn(Option<OwnedSemaphorePermit>);
+
+impl Drop for ParseTurn {
+    fn drop(&mut self) {
+        let Some(turn) = self.0.take() else {
+            return;
+        };
+        let turns = turn.semaphore().clone();
+        drop(turn);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            release_large_scratch();
+            return;
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep(LARGE_SCRATCH_KEEP).await;
+            // Freed holding the turn, so no parse uses it meanwhile; a
+            // waiter would have been handed the turn (the semaphore is
+            // fair), so a free turn means none waits.
+            if let Ok(_turn) = turns.try_acquire() {
+                release_large_scratch();
+            } else {
+                return;
+            }
+            tokio::time::sleep(ALLOCATOR_PURGE_AFTER).await;
+            nudge_the_allocator();
+        });
+    }
+}
+
+/// The part of the budget a body holds, and from which share.
+#[derive(Debug)]
+struct Charge {
+    large: bool,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The share of the body budget for bodies over [`SMALL_REVIEW_MAX_BYTES`]:
+/// a third (at least one body of the largest size), the rest for smaller
+/// ones. With the default 48 MiB, 16 MiB (five 3 MiB bodies) for big
+/// reviews and 32 MiB (7,000 reviews of 4.5 KB at once) that stay for
+/// the reviews real pods make however many big ones are in flight. Big
+/// reviews then parse one at a time, their parse state on top.
+const LARGE_SHARE_DIVISOR: usize = 3;
+
+/// The body limit, the memory budget of all bodies held at once, and the
+/// turns of large reviews' parses. Bodies are charged to a byte-weighted
+/// semaphore with the buffer's capacity as it grows: to the small share
+/// while they are at most [`SMALL_REVIEW_MAX_BYTES`], else to the large
+/// one, so big bodies never take the room of small ones. A large review
+/// then waits its turn to parse: one at a time, because its parse state
+/// can be ~36 bytes a byte of body (a 3 MiB review of `[1,1,…]` needs
+/// ~90 MiB), and two of those at once (with two worker threads) took the
+/// server past its container's limit. Small reviews parse in each thread's
+/// kept scratch (at most 2.3 MiB a thread).
 #[derive(Clone, Debug)]
 struct BodyLimits {
     max_body_bytes: usize,
-    budget: Arc<Semaphore>,
+    small: Arc<Semaphore>,
+    large: Arc<Semaphore>,
+    parse: Arc<Semaphore>,
 }
 
 /// Why a body was not read.
@@ -368,6 +455,41 @@ enum Refused {
 }
 
 impl BodyLimits {
+    fn new(limits: &Limits) -> BodyLimits {
+        let budget = limits.memory_budget_bytes;
+        // At least one body of the largest size (the configuration asks
+        // the whole budget to hold one); the small share is then what is
+        // left, or a third when the budget holds no more than that body.
+        let large = (budget / LARGE_SHARE_DIVISOR).max(limits.max_body_bytes);
+        let small = budget.saturating_sub(large).max(budget / LARGE_SHARE_DIVISOR);
+        let semaphore = |bytes: usize| Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS)));
+        BodyLimits {
+            max_body_bytes: limits.max_body_bytes,
+            small: semaphore(small),
+            large: semaphore(large),
+            parse: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// The share a body of `bytes` is charged to.
+    fn share(&self, bytes: usize) -> (bool, &Arc<Semaphore>) {
+        if bytes > SMALL_REVIEW_MAX_BYTES {
+            (true, &self.large)
+        } else {
+            (false, &self.small)
+        }
+    }
+
+    /// Waits for a large body's turn to parse (the request's deadline,
+    /// above, bounds the wait); a small body needs none.
+    async fn parse_turn(&self, body: &[u8]) -> Option<ParseTurn> {
+        if body.len() <= SMALL_REVIEW_MAX_BYTES {
+            return None;
+        }
+        // Never closed: always a permit.
+        Some(ParseTurn(self.parse.clone().acquire_owned().await.ok()))
+    }
+
     /// Reads `body` into memory; on a refusal, drains what is left of it
     /// (bounded) so that the client reads the answer on either protocol.
     async fn read<B>(&self, body: B, announced: Option<u64>) -> Result<ReadBody, Refused>
@@ -402,10 +524,10 @@ impl BodyLimits {
             None => None,
         };
         // Refused at once when the announced body cannot fit now.
-        if announced.is_some_and(|n| n > self.budget.available_permits()) {
+        if announced.is_some_and(|n| n > self.share(n).1.available_permits()) {
             return Err(Refused::OverBudget);
         }
-        let mut charge: Option<OwnedSemaphorePermit> = None;
+        let mut charge: Option<Charge> = None;
         let mut bytes = Vec::new();
         self.grow(
             &mut bytes,
@@ -433,29 +555,30 @@ impl BodyLimits {
         Ok(ReadBody {
             bytes,
             _charge: charge,
+            _parse: None,
         })
     }
 
-    /// Grows `bytes` to hold `capacity`, charging the budget first.
-    fn grow(
-        &self,
-        bytes: &mut Vec<u8>,
-        charge: &mut Option<OwnedSemaphorePermit>,
-        capacity: usize,
-    ) -> Result<(), Refused> {
-        let held = charge.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+    /// Grows `bytes` to hold `capacity`, charging the budget first: the
+    /// share of its size (a body growing past the small share's size moves
+    /// to the large one, whole, and gives the small one back).
+    fn grow(&self, bytes: &mut Vec<u8>, charge: &mut Option<Charge>, capacity: usize) -> Result<(), Refused> {
+        let (large, share) = self.share(capacity);
+        let held = charge
+            .as_ref()
+            .filter(|held| held.large == large)
+            .map_or(0, |held| held.permit.num_permits());
         let Some(more) = capacity.checked_sub(held).filter(|&n| n > 0) else {
             return Ok(());
         };
         let more = u32::try_from(more).map_err(|_| Refused::OverBudget)?;
-        let permit = self
-            .budget
+        let permit = share
             .clone()
             .try_acquire_many_owned(more)
             .map_err(|_| Refused::OverBudget)?;
         match charge {
-            Some(held) => held.merge(permit),
-            None => *charge = Some(permit),
+            Some(held) if held.large == large => held.permit.merge(permit),
+            _ => *charge = Some(Charge { large, permit }),
         }
         bytes.reserve_exact(capacity - bytes.len());
         Ok(())
@@ -494,7 +617,10 @@ where
             let announced = content_length(&request);
             let (parts, body) = request.into_parts();
             match limits.read(body, announced).await {
-                Ok(read) => inner.oneshot(Request::from_parts(parts, read)).await,
+                Ok(mut read) => {
+                    read._parse = limits.parse_turn(&read.bytes).await;
+                    inner.oneshot(Request::from_parts(parts, read)).await
+                }
                 Err(Refused::TooLarge) => Ok(error_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     Some(Outcome::too_large),
@@ -591,6 +717,56 @@ mod tests {
         let Ok(after) = stack.clone().oneshot(post()).await;
         assert_eq!(after.status(), StatusCode::OK);
         assert!(state.metrics.encode().contains("imageswap_shed_requests_total 1"));
+    }
+
+    /// A body in frames, with no length announced (HTTP/2 may send none).
+    struct Frames(std::collections::VecDeque<Bytes>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|data| Ok(hyper::body::Frame::data(data))))
+        }
+    }
+
+    fn frames(bytes: usize) -> Frames {
+        Frames((0..bytes / 4096).map(|_| Bytes::from(vec![b' '; 4096])).collect())
+    }
+
+    #[tokio::test]
+    async fn a_body_growing_past_64_kib_moves_to_the_large_share_whole() {
+        const MIB: usize = 1 << 20;
+        let limits = BodyLimits::new(&Limits {
+            max_body_bytes: MIB,
+            request_timeout: Duration::from_secs(2),
+            max_concurrency: 8,
+            memory_budget_bytes: 3 * MIB,
+            tls_handshake_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(10),
+        });
+        let (small, large) = (2 * MIB, MIB);
+        let shares =
+            |limits: &BodyLimits| (limits.small.available_permits(), limits.large.available_permits());
+        assert_eq!(shares(&limits), (small, large));
+
+        let Ok(pod) = limits.read(frames(8 * 1024), None).await else {
+            panic!("a small body refused");
+        };
+        assert_eq!(shares(&limits), (small - pod.bytes.capacity(), large));
+        drop(pod);
+
+        let Ok(big) = limits.read(frames(100 * 1024), None).await else {
+            panic!("a big body refused");
+        };
+        assert!(big.bytes.capacity() > SMALL_REVIEW_MAX_BYTES);
+        assert_eq!(shares(&limits), (small, large - big.bytes.capacity()));
+        drop(big);
+        assert_eq!(shares(&limits), (small, large));
     }
 
     #[tokio::test]

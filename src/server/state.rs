@@ -36,8 +36,6 @@ pub struct AppState {
     shutting_down: AtomicBool,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
-    /// Places for parsing a large review (see [`LARGE_PARSES_AT_ONCE`]).
-    pub large_parses: tokio::sync::Semaphore,
     /// Checks swapped images in their mirror before they are patched;
     /// `None` with `IMAGESWAP_VERIFY=off` (the request path then stays
     /// synchronous, as without verification).
@@ -66,15 +64,6 @@ impl Default for VerifyPolicy {
     }
 }
 
-/// Reviews larger than [`LARGE_REVIEW_BYTES`] parsed at once, whatever the
-/// number of worker threads: the parse state of a review dense with JSON
-/// nodes is many times its size (about 50 MiB for 3 MiB of `[0,0,…]`), so
-/// this, with the memory budget of bodies, keeps the worst case under the
-/// container's 256 MiB limit on a node with many cores and no CPU limit.
-pub const LARGE_PARSES_AT_ONCE: usize = 2;
-/// What counts as a large review; real ones are a few KiB.
-pub const LARGE_REVIEW_BYTES: usize = 256 * 1024;
-
 impl AppState {
     pub fn new(
         settings: Settings,
@@ -88,7 +77,6 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             metrics,
             settings,
-            large_parses: tokio::sync::Semaphore::new(LARGE_PARSES_AT_ONCE),
             verifier: None,
             verify_policy: VerifyPolicy::default(),
             pull_secrets: PullSecrets::default(),

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::support::server::{H2, Protocol, RawTls, Setup, TestServer};
-use crate::support::{eventually, pod_review};
+use crate::support::{eventually, pod_review, review_of_size};
 
 /// The HTTP/2 connection preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -169,23 +169,15 @@ async fn slow_bodies_do_not_shed_other_requests() {
     }
 }
 
-/// A pod review padded to `size` bytes with an annotation.
-fn review_of_size(uid: &str, size: usize) -> Vec<u8> {
-    let mut review: serde_json::Value = serde_json::from_slice(&pod_review(uid, &["nginx"])).expect("json");
-    let base = serde_json::to_vec(&review).expect("json").len();
-    let pad = size.saturating_sub(base + r#","annotations":{"pad":""}"#.len());
-    review["request"]["object"]["metadata"]["annotations"] = serde_json::json!({ "pad": "x".repeat(pad) });
-    serde_json::to_vec(&review).expect("json")
-}
-
 const MIB: usize = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_past_the_memory_budget_get_a_fast_503() {
-    // Room for three bodies of 2 MiB and half of a fourth.
+    // Room for three bodies of 2 MiB in the share of bodies over 64 KiB (a
+    // third of the budget).
     let server = TestServer::start_with(Setup {
         limits: imageswap::config::Limits {
-            memory_budget_bytes: 7 * MIB,
+            memory_budget_bytes: 18 * MIB,
             ..Setup::default().limits
         },
         ..Setup::default()
@@ -268,6 +260,69 @@ async fn bodies_past_the_memory_budget_get_a_fast_503() {
         .count();
     assert_eq!(ok + shed, statuses.len(), "{statuses:?}");
     assert!(ok >= 1, "{statuses:?}");
+}
+
+/// Issue 19: big bodies holding all the memory they may must not shed the
+/// reviews real pods make (a few KiB): those have their own share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_bodies_holding_their_budget_never_shed_a_pod_review() {
+    const HELD: usize = 4;
+    // Four bodies of 2 MiB would fill the whole budget.
+    let server = TestServer::start_with(Setup {
+        limits: imageswap::config::Limits {
+            memory_budget_bytes: HELD * 2 * MIB,
+            ..Setup::default().limits
+        },
+        ..Setup::default()
+    })
+    .await;
+    let body = review_of_size("held", 2 * MIB);
+    let h2 = H2::connect(&server).await;
+    let mut held = Vec::new();
+    for _ in 0..HELD {
+        let (sender, answer) = h2.start_post(&server.url("/"), body.len());
+        for chunk in body[..body.len() - 1024].chunks(64 * 1024) {
+            sender.send(Bytes::copy_from_slice(chunk)).await.expect("body");
+        }
+        held.push((sender, answer));
+    }
+    // The big bodies' share is used up once one more is refused…
+    let client = server.client(Protocol::Http2);
+    let full = eventually(Duration::from_secs(10), async || {
+        let extra = client
+            .post(&server.url("/"), review_of_size("extra", 2 * MIB))
+            .await;
+        extra.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(full, "the big bodies' share never filled up");
+    // … and Pod reviews of 4.5 KB, many at once, are all answered.
+    let url = server.url("/");
+    let pods: Vec<_> = (0..32)
+        .map(|i| {
+            let (client, url) = (server.client(Protocol::Http2), url.clone());
+            tokio::spawn(async move {
+                let answer = client.post(&url, review_of_size(&format!("pod-{i}"), 4608)).await;
+                (answer.status, String::from_utf8_lossy(&answer.body).into_owned())
+            })
+        })
+        .collect();
+    for pod in pods {
+        let (status, body) = pod.await.expect("task");
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // The held bodies end, each answered (200, or the 503 of a full share).
+    for (sender, answer) in held {
+        let _ = sender
+            .send(Bytes::copy_from_slice(&body[body.len() - 1024..]))
+            .await;
+        drop(sender);
+        let status = answer.await.expect("task").expect("answer").status;
+        assert!(
+            [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE].contains(&status),
+            "{status}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

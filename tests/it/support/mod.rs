@@ -157,6 +157,15 @@ pub fn pod_review(uid: &str, images: &[&str]) -> Vec<u8> {
     .expect("json")
 }
 
+/// A pod review padded to `size` bytes with an annotation.
+pub fn review_of_size(uid: &str, size: usize) -> Vec<u8> {
+    let mut review: serde_json::Value = serde_json::from_slice(&pod_review(uid, &["nginx"])).expect("json");
+    let base = serde_json::to_vec(&review).expect("json").len();
+    let pad = size.saturating_sub(base + r#","annotations":{"pad":""}"#.len());
+    review["request"]["object"]["metadata"]["annotations"] = serde_json::json!({ "pad": "x".repeat(pad) });
+    serde_json::to_vec(&review).expect("json")
+}
+
 /// How often [`eventually`] and its blocking twin look again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 

@@ -27,6 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Any error of a request, as the client reports it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 use super::ca::{Leaf, TestCa};
 use super::fixtures_maps;
 
@@ -327,17 +330,22 @@ impl TestClient {
     }
 
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Answer {
-        let response = self.client.request(request).await.expect("request sent");
+        self.try_send(request).await.expect("request sent")
+    }
+
+    /// [`TestClient::send`], its failure returned (load tests count them).
+    pub async fn try_send(&self, request: Request<Full<Bytes>>) -> Result<Answer, BoxError> {
+        let response = self.client.request(request).await?;
         let status = response.status();
         let version = response.version();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await.expect("body").to_bytes();
-        Answer {
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer {
             status,
             version,
             headers,
             body,
-        }
+        })
     }
 
     pub async fn get(&self, url: &str) -> Answer {
