@@ -9,7 +9,6 @@
 #![no_main]
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -78,13 +77,7 @@ fuzz_target!(|data: &[u8]| {
         static ENGINE: Engine = Engine::from_maps_text(MAPS).0;
     }
     ENGINE.with(|engine| {
-        let decide = |image: &str| {
-            let d = engine.decide(image);
-            ImageDecision {
-                result: d.result.map(Arc::from),
-                rule: d.rule,
-            }
-        };
+        let decide = |image: &str| ImageDecision::from(engine.decide(image));
         // What serde_json reads: like Go's encoding/json (and so the API
         // server, which applies the patch), the last of a repeated key wins.
         let strict = serde_json::from_slice::<Value>(data).ok();

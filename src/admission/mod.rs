@@ -49,6 +49,24 @@ pub struct ImageDecision {
     pub kept: Option<Arc<InvalidResult>>,
 }
 
+impl From<crate::swap::Decision<'_>> for ImageDecision {
+    /// The engine's decision as the request path keeps it (the result
+    /// shared, an invalid result's key and image kept for its warning).
+    fn from(decision: crate::swap::Decision<'_>) -> ImageDecision {
+        let kept = decision.rejected.map(|result| {
+            Arc::new(InvalidResult {
+                key: decision.key.unwrap_or(decision.rule.as_str()).into(),
+                result: result.into(),
+            })
+        });
+        ImageDecision {
+            result: decision.result.map(Arc::from),
+            rule: decision.rule,
+            kept,
+        }
+    }
+}
+
 /// A rule whose result is no valid image (maps.md §3 step 7): its key and
 /// what it gave, kept apart so a warning can shorten the image, not the key.
 #[derive(Clone, Debug, PartialEq, Eq)]

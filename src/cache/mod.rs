@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwapOption, Guard};
 
-use crate::admission::{Decide, ImageDecision, InvalidResult};
+use crate::admission::{Decide, ImageDecision};
 use crate::settings::setting;
 use crate::swap::Engine;
 
@@ -124,18 +124,7 @@ impl RulesState {
     }
 
     fn decide_uncached(&self, image: &str) -> ImageDecision {
-        let decision = self.engine.decide(image);
-        let kept = decision.rejected.map(|result| {
-            Arc::new(InvalidResult {
-                key: decision.key.unwrap_or(decision.rule.as_str()).into(),
-                result: result.into(),
-            })
-        });
-        ImageDecision {
-            result: decision.result.map(Arc::from),
-            rule: decision.rule,
-            kept,
-        }
+        ImageDecision::from(self.engine.decide(image))
     }
 }
 
