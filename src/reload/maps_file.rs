@@ -266,44 +266,25 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let file = MapsFile::new(path.clone(), 10, Arc::new(PublishedRules::new()), metrics.clone());
         let mut watched = Watched::new(file);
-        // An invalid line (an error), an empty key and a repeated key (warnings).
-        std::fs::write(
-            &path,
-            "default::a.example\nbad line\n::x\nquay.io::q\nquay.io::r\n",
-        )
-        .expect("write");
-        watched.check().await;
-        let text = metrics.encode();
-        assert!(
-            text.contains("imageswap_maps_findings{severity=\"error\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("imageswap_maps_findings{severity=\"warning\"} 2"),
-            "{text}"
-        );
-        // A value that gives invalid images is an error the server reports too.
-        std::fs::write(&path, "default::a.example\nquay.io::http://mirror.example\n").expect("write");
-        watched.check().await;
-        let text = metrics.encode();
-        assert!(
-            text.contains("imageswap_maps_findings{severity=\"error\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("imageswap_maps_findings{severity=\"warning\"} 0"),
-            "{text}"
-        );
-        std::fs::write(&path, "default::a.example\n").expect("write");
-        watched.check().await;
-        let text = metrics.encode();
-        assert!(
-            text.contains("imageswap_maps_findings{severity=\"error\"} 0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("imageswap_maps_findings{severity=\"warning\"} 0"),
-            "{text}"
-        );
+        let cases = [
+            // An invalid line (an error), an empty key and a repeated key (warnings).
+            (
+                "default::a.example\nbad line\n::x\nquay.io::q\nquay.io::r\n",
+                1,
+                2,
+            ),
+            // A value that gives invalid images is an error the server reports too.
+            ("default::a.example\nquay.io::http://mirror.example\n", 1, 0),
+            ("default::a.example\n", 0, 0),
+        ];
+        for (maps, errors, warnings) in cases {
+            std::fs::write(&path, maps).expect("write");
+            watched.check().await;
+            let text = metrics.encode();
+            for (severity, count) in [("error", errors), ("warning", warnings)] {
+                let series = format!("imageswap_maps_findings{{severity=\"{severity}\"}} {count}");
+                assert!(text.contains(&series), "{maps:?}: {series} in {text}");
+            }
+        }
     }
 }

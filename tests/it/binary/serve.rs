@@ -280,15 +280,31 @@ fn each_swap_is_an_info_line_and_the_review_line_says_the_metric_outcome() {
     );
 }
 
+/// A server on a maps file of its own (the directory lives as long as the
+/// returned guard).
+fn serve_maps(maps: &str) -> (tempfile::TempDir, std::path::PathBuf, Running) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("imageswap-maps.conf");
+    std::fs::write(&path, maps).expect("write");
+    let arg = path.display().to_string();
+    let server = Running::start(&["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &arg]);
+    (dir, path, server)
+}
+
+/// The JSON body of an HTTP/1.1 answer.
+fn answer_json(answer: &str) -> serde_json::Value {
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    serde_json::from_str(body).expect("a JSON answer")
+}
+
 /// issue 21: truncating the maps file of a running server is refused with
 /// one ERROR line that says why and what to write instead.
 #[test]
 fn an_emptied_maps_file_is_one_error_line_and_no_reload() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let maps = dir.path().join("imageswap-maps.conf");
-    std::fs::write(&maps, "default::a.example\n").expect("write");
-    let maps_arg = maps.display().to_string();
-    let mut server = Running::start(&["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps_arg]);
+    let (_dir, maps, mut server) = serve_maps("default::a.example\n");
     let addr = server.listen_addr();
     server.wait_for("Maps loaded.");
     std::fs::write(&maps, "").expect("truncate");
@@ -305,11 +321,7 @@ fn an_emptied_maps_file_is_one_error_line_and_no_reload() {
         "{metrics}"
     );
     let answer = http_post(addr, "/", "", &pod_review("after", &["nginx:1.25"]));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .unwrap_or_default();
-    let patch = crate::support::decoded_patch(&serde_json::from_str(body).expect("a JSON answer"));
+    let patch = crate::support::decoded_patch(&answer_json(&answer));
     assert_eq!(
         patch[0]["value"], "a.example/nginx:1.25",
         "still swaps with the last good maps"
@@ -332,27 +344,10 @@ fn an_emptied_maps_file_is_one_error_line_and_no_reload() {
 /// the answer and a count.
 #[test]
 fn an_invalid_result_is_kept_with_a_warn_line_a_warning_and_a_count() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let maps = dir.path().join("imageswap-maps.conf");
-    std::fs::write(
-        &maps,
-        "default::harbor.example.com\nquay.io::mirror.example.com/Team\n",
-    )
-    .expect("write");
-    let maps_arg = maps.display().to_string();
-    let mut server = Running::start(&["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps_arg]);
+    let (_dir, _, mut server) = serve_maps("default::harbor.example.com\nquay.io::mirror.example.com/Team\n");
     let addr = server.listen_addr();
-    let answer = http_post(
-        addr,
-        "/",
-        "",
-        &pod_review("bad-rule", &["quay.io/org/app:1", "nginx:1.27"]),
-    );
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .unwrap_or_default();
-    let answer: serde_json::Value = serde_json::from_str(body).expect("a JSON answer");
+    let review = pod_review("bad-rule", &["quay.io/org/app:1", "nginx:1.27"]);
+    let answer = answer_json(&http_post(addr, "/", "", &review));
     let patch = crate::support::decoded_patch(&answer);
     assert_eq!(
         patch,
@@ -378,15 +373,7 @@ fn an_invalid_result_is_kept_with_a_warn_line_a_warning_and_a_count() {
 /// on its log line (`kept`), so it does not read like one no rule matched.
 #[test]
 fn the_review_line_says_why_images_were_kept() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let maps = dir.path().join("imageswap-maps.conf");
-    std::fs::write(
-        &maps,
-        "default::harbor.example.com\nquay.io::mirror.example.com/Team\n",
-    )
-    .expect("write");
-    let maps_arg = maps.display().to_string();
-    let mut server = Running::start(&["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps_arg]);
+    let (_dir, _, mut server) = serve_maps("default::harbor.example.com\nquay.io::mirror.example.com/Team\n");
     let addr = server.listen_addr();
     let answer = http_post(addr, "/", "", &pod_review("kept", &["quay.io/org/app:1", "auto"]));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
