@@ -1,0 +1,408 @@
+//! Generated `matchConditions` (issue 22): CEL expressions, computed from the
+//! maps, the keep list, the pull-secret mapping and the disable label, that
+//! let the API server skip calling the webhook when its answer is certainly
+//! "no patch". The cheapest admission is the one never sent.
+//!
+//! Each condition is true when the webhook must be called; the API server
+//! skips the call when any is false. So every expression is the negation of
+//! one *proof* that the server's answer has no patch, and soundness is the
+//! only requirement: a condition may fail to skip, never skip a review the
+//! server would patch. With `failurePolicy: Fail` an expression that errors
+//! rejects the pod, so every optional field is guarded with `has()` and
+//! every branch that reads a field sits behind a `?:` that proved it there.
+//! Only standard CEL (macros `all`, `exists`, `map`, `has`; `startsWith`,
+//! `in`, `==`): any conforming implementation evaluates them as the API
+//! server does, and the cost is linear in the number of containers.
+//!
+//! The proofs:
+//! - `imageswap-not-disabled`: the object carries the opt-out label with
+//!   the value `disabled` (the server answers `Disabled`).
+//! - `imageswap-update-changes-images`: a Pod UPDATE whose containers,
+//!   list by list, have the same names and images in the same order as in
+//!   `oldObject` (the server decides nothing there, admission.md; a Pod
+//!   UPDATE never gets pull secrets, its list is immutable).
+//! - `imageswap-images-may-change`: a Pod whose every image is in the keep
+//!   list or starts with a *stable prefix* `HOST/…` — one for which
+//!   [`stable`] proves, rule step by rule step (maps.md §3), that every
+//!   image under it is left unchanged by an empty or identity rule — and
+//!   whose registry's pull secret, if one is configured, is already listed.
+//!   An image left unchanged only by §3 step 7 (`invalid-result`) is never
+//!   proved stable: its review carries a warning the operator should see,
+//!   and a neutral rule gives no result to reject.
+
+use serde::Serialize;
+
+use crate::admission::PullSecrets;
+use crate::rules::{LoadError, Mode, RulesArgs, read_maps_text};
+use crate::swap::maps::{KeyKind, MapsFile};
+use crate::swap::reference::{DOCKER_HUB, ImageRef};
+
+/// Stable prefixes per expression: the expression grows by one
+/// `startsWith` per prefix per container list, and a few hundred characters
+/// per family is the issue's budget.
+const MAX_PREFIXES: usize = 12;
+/// Registries with a pull secret whose prefixes still count: one more pass
+/// over the containers each.
+const MAX_SECRETS: usize = 3;
+/// Keep-list images written into the expression.
+const MAX_KEEP: usize = 8;
+/// The pod spec's container lists, as the server walks them.
+const LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+
+/// One entry of a webhook's `matchConditions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MatchCondition {
+    pub name: String,
+    pub expression: String,
+}
+
+/// What the conditions are computed from.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// The maps; `None` in LEGACY mode (no image is proved stable then).
+    pub maps: Option<&'a MapsFile>,
+    /// `IMAGESWAP_KEEP_IMAGES`.
+    pub keep: &'a [String],
+    /// `IMAGESWAP_IMAGE_PULL_SECRETS`.
+    pub pull_secrets: &'a PullSecrets,
+    /// `IMAGESWAP_DISABLE_LABEL`.
+    pub disable_label: &'a str,
+}
+
+/// The conditions, in a fixed order (equal inputs give equal output, so a
+/// sidecar comparing them writes only on a real change).
+pub fn generate(inputs: &Inputs<'_>) -> Vec<MatchCondition> {
+    let mut conditions = vec![
+        MatchCondition {
+            name: "imageswap-not-disabled".to_owned(),
+            expression: format!(
+                "!(object != null && has(object.metadata) && has(object.metadata.labels) && {label} in object.metadata.labels && object.metadata.labels[{label}] == 'disabled')",
+                label = literal(inputs.disable_label)
+            ),
+        },
+        MatchCondition {
+            name: "imageswap-update-changes-images".to_owned(),
+            expression: update_expression(),
+        },
+    ];
+    if let Some(expression) = images_expression(inputs) {
+        conditions.push(MatchCondition {
+            name: "imageswap-images-may-change".to_owned(),
+            expression,
+        });
+    }
+    conditions
+}
+
+/// The conditions for the rules these settings name (the maps file is
+/// read in MAPS mode; LEGACY mode proves no image stable).
+pub fn from_settings(
+    rules: &RulesArgs,
+    pull_secrets: &PullSecrets,
+    disable_label: &str,
+) -> Result<Vec<MatchCondition>, LoadError> {
+    let maps = match rules.mode {
+        Mode::Maps => Some(MapsFile::parse(&read_maps_text(&rules.maps_file)?)),
+        Mode::Legacy => None,
+    };
+    let keep = rules.keep_images();
+    Ok(generate(&Inputs {
+        maps: maps.as_ref(),
+        keep: &keep,
+        pull_secrets,
+        disable_label,
+    }))
+}
+
+/// The template's conditions plus the generated ones whose names it does
+/// not use (the operator's own win on a name clash), template first.
+pub fn merge(template: &[MatchCondition], generated: &[MatchCondition]) -> Vec<MatchCondition> {
+    let mut merged = template.to_vec();
+    merged.extend(
+        generated
+            .iter()
+            .filter(|g| !template.iter().any(|t| t.name == g.name))
+            .cloned(),
+    );
+    merged
+}
+
+const IS_POD: &str = "request.kind.kind == 'Pod' && object != null && has(object.spec)";
+
+fn update_expression() -> String {
+    let same = LISTS
+        .iter()
+        .map(|list| {
+            let new = format!("object.spec.{list}");
+            let old = format!("oldObject.spec.{list}");
+            format!(
+                "(has({new}) ? (has({old}) && {new}.all(c, has(c.name) && has(c.image)) && {old}.all(c, has(c.name) && has(c.image)) ? {new}.map(c, c.name + '=' + c.image) == {old}.map(c, c.name + '=' + c.image) : false) : true)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" && ");
+    format!(
+        "!(request.operation == 'UPDATE' && {IS_POD} && oldObject != null && has(oldObject.spec) && {same})"
+    )
+}
+
+/// A stable prefix and the pull secret its images need listed, if any.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Stable {
+    secret: Option<String>,
+    prefix: String,
+}
+
+fn images_expression(inputs: &Inputs<'_>) -> Option<String> {
+    let maps = inputs.maps?;
+    let mut stable: Vec<Stable> = candidates(maps)
+        .into_iter()
+        .filter_map(|host| {
+            let prefix = format!("{host}/");
+            stable(maps, &prefix).then(|| Stable {
+                secret: inputs
+                    .pull_secrets
+                    .secret_for(&format!("{prefix}imageswap-probe"))
+                    .map(str::to_owned),
+                prefix,
+            })
+        })
+        .collect();
+    stable.sort();
+    stable.dedup();
+    let secrets: Vec<String> = {
+        let mut s: Vec<String> = stable.iter().filter_map(|s| s.secret.clone()).collect();
+        s.dedup();
+        s.truncate(MAX_SECRETS);
+        s
+    };
+    stable.retain(|s| s.secret.as_ref().is_none_or(|secret| secrets.contains(secret)));
+    stable.truncate(MAX_PREFIXES);
+    // Keep-list images need no rule, only no secret to add.
+    let keep: Vec<&str> = inputs
+        .keep
+        .iter()
+        .filter(|image| inputs.pull_secrets.secret_for(image).is_none())
+        .map(String::as_str)
+        .take(MAX_KEEP)
+        .collect();
+    if stable.is_empty() && keep.is_empty() {
+        return None;
+    }
+    // Every image covered by the prefixes of no secret or of a listed one:
+    // covered by all of them, and for each secret not listed, covered
+    // without that secret's prefixes.
+    let all = images_all(&stable, &keep, None);
+    let mut proof = vec![all];
+    for secret in &secrets {
+        let listed = format!(
+            "has(object.spec.imagePullSecrets) && object.spec.imagePullSecrets.exists(s, has(s.name) && s.name == {})",
+            literal(secret)
+        );
+        proof.push(format!("(({listed}) || {})", images_all(&stable, &keep, Some(secret))));
+    }
+    Some(format!("!({IS_POD} && {})", proof.join(" && ")))
+}
+
+/// Every image of the pod in the keep list or under one of the prefixes
+/// (those of `without`'s secret left out).
+fn images_all(stable: &[Stable], keep: &[&str], without: Option<&str>) -> String {
+    let mut tests: Vec<String> = Vec::new();
+    if !keep.is_empty() {
+        let list = keep.iter().map(|k| literal(k)).collect::<Vec<_>>().join(", ");
+        tests.push(format!("c.image in [{list}]"));
+    }
+    for s in stable {
+        if without.is_some() && s.secret.as_deref() == without {
+            continue;
+        }
+        tests.push(format!("c.image.startsWith({})", literal(&s.prefix)));
+    }
+    let test = if tests.is_empty() {
+        "false".to_owned()
+    } else {
+        tests.join(" || ")
+    };
+    LISTS
+        .iter()
+        .map(|list| format!("(!has(object.spec.{list}) || object.spec.{list}.all(c, !has(c.image) || {test}))"))
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
+
+/// Hosts worth proving stable: the hosts the rules name on either side
+/// (keys, the first component of path keys and of every value — the
+/// mirrors), host-like wildcards. Docker Hub is left out: its library
+/// images are read as `docker.io/library/…` (§2), which a prefix of the
+/// image does not see.
+fn candidates(maps: &MapsFile) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    let mut push = |text: &str| {
+        let host = text.split('/').next().unwrap_or_default();
+        let host = host.strip_suffix('-').unwrap_or(host);
+        if is_explicit_host(host) && host != DOCKER_HUB && !hosts.iter().any(|h| h == host) {
+            hosts.push(host.to_owned());
+        }
+    };
+    for rule in &maps.rules {
+        match rule.kind {
+            KeyKind::Registry => {
+                push(&rule.key);
+                push(&rule.value);
+            }
+            KeyKind::Default | KeyKind::Exact | KeyKind::Replace => push(&rule.value),
+            KeyKind::NoswapWildcards => rule.value.split(',').for_each(&mut push),
+        }
+    }
+    hosts
+}
+
+/// A registry as an image names it explicitly (maps.md §2): a valid host
+/// with a `.`, a `:` or uppercase, or `localhost`.
+fn is_explicit_host(host: &str) -> bool {
+    let probe = format!("{host}/imageswap-probe");
+    ImageRef::parse(&probe).is_some_and(|r| r.explicit && r.reg == host)
+}
+
+/// The effective value of each rule (the later line wins), by kind and key.
+fn rules_of(maps: &MapsFile, kind: KeyKind) -> Vec<(&str, &str)> {
+    let mut rules: Vec<(&str, &str)> = Vec::new();
+    for rule in maps.rules.iter().filter(|r| r.kind == kind) {
+        match rules.iter_mut().find(|(k, _)| *k == rule.key) {
+            Some(existing) => existing.1 = &rule.value,
+            None => rules.push((&rule.key, &rule.value)),
+        }
+    }
+    rules
+}
+
+/// Whether every valid image starting with `prefix` (`HOST/`, `HOST` an
+/// explicit registry other than Docker Hub) is left unchanged, following
+/// maps.md §3 step by step. Any doubt answers `false`.
+fn stable(maps: &MapsFile, prefix: &str) -> bool {
+    let host = &prefix[..prefix.len() - 1];
+    let host_noport = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    // §3.1: an exact key under the prefix that changes its image.
+    let exact_changes = rules_of(maps, KeyKind::Exact)
+        .into_iter()
+        .any(|(key, value)| key.starts_with(prefix) && !value.is_empty() && value != key);
+    if exact_changes {
+        return false;
+    }
+    // §3.2: a glob whose literal start is compatible with the prefix may
+    // match an image under it.
+    let replace_may_match = rules_of(maps, KeyKind::Replace).into_iter().any(|(glob, _)| {
+        let literal = glob.split(['*', '?', '[']).next().unwrap_or_default();
+        literal.starts_with(prefix) || prefix.starts_with(literal)
+    });
+    if replace_may_match {
+        return false;
+    }
+    // §3.3: no default, no swap.
+    let defaults = rules_of(maps, KeyKind::Default);
+    let Some(&(_, default)) = defaults.last() else {
+        return true;
+    };
+    // §3.4 path keys: `full` is the image itself (explicit, not Docker
+    // Hub). Keys longer than the prefix may match some images: each must
+    // leave them alone. The longest key covering the whole prefix decides
+    // the rest.
+    let registry_rules = rules_of(maps, KeyKind::Registry);
+    let neutral = |key: &str, value: &str| value.is_empty() || (value == key && !value.ends_with('-'));
+    let paths = registry_rules.iter().filter(|(key, _)| key.contains('/'));
+    let mut covering: Option<(&str, &str)> = None;
+    for &(key, value) in paths {
+        let key_slash = format!("{key}/");
+        if key_slash.starts_with(prefix) && key_slash.len() > prefix.len() {
+            if !neutral(key, value) {
+                return false;
+            }
+        } else if prefix.starts_with(&key_slash) && covering.is_none_or(|(k, _)| k.len() < key.len()) {
+            covering = Some((key, value));
+        }
+    }
+    if let Some((key, value)) = covering {
+        return neutral(key, value);
+    }
+    // Path keys that match only some images under the prefix are neutral;
+    // the others reach the registry key.
+    let registry = |key: &str| {
+        registry_rules
+            .iter()
+            .find(|(k, _)| !k.contains('/') && *k == key)
+            .map(|&(_, v)| v)
+    };
+    if let Some((key, value)) = registry(host)
+        .map(|v| (host, v))
+        .or_else(|| registry(host_noport).map(|v| (host_noport, v)))
+    {
+        return neutral(key, value);
+    }
+    // §3.5: a wildcard inside the prefix is in every image under it.
+    let wildcards = rules_of(maps, KeyKind::NoswapWildcards);
+    if let Some(&(_, patterns)) = wildcards.last()
+        && patterns.split(',').any(|p| !p.is_empty() && prefix.contains(p))
+    {
+        return true;
+    }
+    // §3.6: the default gives `V/rest`, the image itself only when V is
+    // the host.
+    default.is_empty() || default == host
+}
+
+/// A CEL string literal (single quotes; backslash and quote escaped).
+fn literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefixes(text: &str) -> Vec<String> {
+        let maps = MapsFile::parse(text);
+        candidates(&maps)
+            .into_iter()
+            .filter(|h| stable(&maps, &format!("{h}/")))
+            .collect()
+    }
+
+    #[test]
+    fn an_opted_out_mirror_is_stable_and_a_swapped_registry_is_not() {
+        let found = prefixes("default::harbor.example.com\nharbor.example.com::\nquay.io::harbor.example.com/quay\n");
+        assert_eq!(found, ["harbor.example.com"]);
+    }
+
+    #[test]
+    fn a_glob_or_exact_key_under_the_mirror_spoils_it() {
+        assert!(prefixes("default::h.example.com\nh.example.com::\n[REPLACE]h.example.com/x*::m.io\n").is_empty());
+        assert!(prefixes("default::h.example.com\nh.example.com::\n[REPLACE]*::m.io\n").is_empty());
+        assert!(prefixes("default::h.example.com\nh.example.com::\n[EXACT]h.example.com/a:1::m.io/a:1\n").is_empty());
+    }
+
+    #[test]
+    fn a_default_onto_its_own_host_is_a_fixed_point() {
+        assert_eq!(prefixes("default::h.example.com\n"), ["h.example.com"]);
+        assert!(prefixes("default::h.example.com/mirror\n").is_empty());
+    }
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal(r"a'b\c"), r"'a\'b\\c'");
+    }
+}
