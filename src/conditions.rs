@@ -30,9 +30,13 @@
 //!   proved stable: its review carries a warning the operator should see,
 //!   and a neutral rule gives no result to reject.
 
+use std::path::Path;
+
+use clap::Args;
 use serde::Serialize;
 
-use crate::admission::PullSecrets;
+use crate::admission::{PullSecrets, PullSecretsArgs};
+use crate::config::defaults::DISABLE_LABEL;
 use crate::rules::{LoadError, Mode, RulesArgs, read_maps_text};
 use crate::swap::maps::{KeyKind, MapsFile};
 use crate::swap::reference::{DOCKER_HUB, ImageRef};
@@ -94,24 +98,57 @@ pub fn generate(inputs: &Inputs<'_>) -> Vec<MatchCondition> {
     conditions
 }
 
-/// The conditions for the rules these settings name (the maps file is
-/// read in MAPS mode; LEGACY mode proves no image stable).
-pub fn from_settings(
-    rules: &RulesArgs,
-    pull_secrets: &PullSecrets,
-    disable_label: &str,
-) -> Result<Vec<MatchCondition>, LoadError> {
-    let maps = match rules.mode {
-        Mode::Maps => Some(MapsFile::parse(&read_maps_text(&rules.maps_file)?)),
-        Mode::Legacy => None,
-    };
-    let keep = rules.keep_images();
-    Ok(generate(&Inputs {
-        maps: maps.as_ref(),
-        keep: &keep,
-        pull_secrets,
-        disable_label,
-    }))
+/// The server's settings the conditions follow (the same variables, read
+/// by `maps match-conditions` and by `init` from the shared ConfigMap).
+#[derive(Clone, Debug, Args)]
+pub struct ConditionsArgs {
+    #[command(flatten)]
+    pub rules: RulesArgs,
+
+    #[command(flatten)]
+    pub pull_secrets: PullSecretsArgs,
+
+    /// The opt-out label (as the server's IMAGESWAP_DISABLE_LABEL).
+    #[arg(long, env = "IMAGESWAP_DISABLE_LABEL", default_value = DISABLE_LABEL)]
+    pub disable_label: String,
+}
+
+impl ConditionsArgs {
+    /// The conditions for these settings (the maps file is read in MAPS
+    /// mode; LEGACY mode proves no image stable).
+    pub fn generate(&self) -> Result<Vec<MatchCondition>, LoadError> {
+        let maps = match self.rules.mode {
+            Mode::Maps => Some(MapsFile::parse(&read_maps_text(&self.rules.maps_file)?)),
+            Mode::Legacy => None,
+        };
+        Ok(self.generate_from(maps.as_ref()))
+    }
+
+    /// As [`generate`](Self::generate); a maps file that cannot be read
+    /// gives the conditions that need no maps (the label, the UPDATE), with
+    /// a warning: `init` must not fail over what only saves calls, and
+    /// proving less is always sound.
+    pub fn generate_or_fewer(&self) -> Vec<MatchCondition> {
+        self.generate().unwrap_or_else(|err| {
+            tracing::warn!("No matchConditions from the maps: {err}; the webhook gets the others.");
+            self.generate_from(None)
+        })
+    }
+
+    /// The maps file whose changes change the conditions (MAPS mode).
+    pub fn maps_file(&self) -> Option<&Path> {
+        (self.rules.mode == Mode::Maps).then_some(self.rules.maps_file.as_path())
+    }
+
+    fn generate_from(&self, maps: Option<&MapsFile>) -> Vec<MatchCondition> {
+        let keep = self.rules.keep_images();
+        generate(&Inputs {
+            maps,
+            keep: &keep,
+            pull_secrets: &self.pull_secrets.pull_secrets(),
+            disable_label: &self.disable_label,
+        })
+    }
 }
 
 /// The template's conditions plus the generated ones whose names it does

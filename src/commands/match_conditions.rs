@@ -9,10 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use crate::admission::PullSecretsArgs;
-use crate::conditions::{self, MatchCondition};
-use crate::config::defaults::DISABLE_LABEL;
-use crate::rules::RulesArgs;
+use crate::conditions::{ConditionsArgs, MatchCondition};
 use crate::settings::choice;
 
 /// How the list is printed.
@@ -29,14 +26,7 @@ pub enum Output {
 #[derive(Clone, Debug, Args)]
 pub struct MatchConditionsArgs {
     #[command(flatten)]
-    pub rules: RulesArgs,
-
-    #[command(flatten)]
-    pub pull_secrets: PullSecretsArgs,
-
-    /// The opt-out label (as the server's IMAGESWAP_DISABLE_LABEL).
-    #[arg(long, env = "IMAGESWAP_DISABLE_LABEL", default_value = DISABLE_LABEL)]
-    pub disable_label: String,
+    pub conditions: ConditionsArgs,
 
     /// json or yaml.
     #[arg(long, default_value = "yaml", value_parser = choice::<Output>())]
@@ -44,8 +34,7 @@ pub struct MatchConditionsArgs {
 }
 
 pub fn run(args: &MatchConditionsArgs) -> ExitCode {
-    let generated = match conditions::from_settings(&args.rules, &args.pull_secrets.pull_secrets(), &args.disable_label)
-    {
+    let generated = match args.conditions.generate() {
         Ok(generated) => generated,
         Err(e) => return super::usage_error(e),
     };
