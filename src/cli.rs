@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
-use crate::commands::{self, maps_check::MapsCheckArgs, match_conditions::MatchConditionsArgs, swap::SwapArgs};
+use crate::commands::{
+    self, maps_check::MapsCheckArgs, match_conditions::MatchConditionsArgs, swap::SwapArgs,
+};
 use crate::config::ServeArgs;
 use crate::init::InitArgs;
 use crate::telemetry::logging::{LogArgs, Logs};

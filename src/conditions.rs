@@ -236,7 +236,10 @@ fn images_expression(inputs: &Inputs<'_>) -> Option<String> {
             "has(object.spec.imagePullSecrets) && object.spec.imagePullSecrets.exists(s, has(s.name) && s.name == {})",
             literal(secret)
         );
-        proof.push(format!("(({listed}) || {})", images_all(&stable, &keep, Some(secret))));
+        proof.push(format!(
+            "(({listed}) || {})",
+            images_all(&stable, &keep, Some(secret))
+        ));
     }
     Some(format!("!({IS_POD} && {})", proof.join(" && ")))
 }
@@ -262,7 +265,9 @@ fn images_all(stable: &[Stable], keep: &[&str], without: Option<&str>) -> String
     };
     LISTS
         .iter()
-        .map(|list| format!("(!has(object.spec.{list}) || object.spec.{list}.all(c, !has(c.image) || {test}))"))
+        .map(|list| {
+            format!("(!has(object.spec.{list}) || object.spec.{list}.all(c, !has(c.image) || {test}))")
+        })
         .collect::<Vec<_>>()
         .join(" && ")
 }
@@ -421,15 +426,21 @@ mod tests {
 
     #[test]
     fn an_opted_out_mirror_is_stable_and_a_swapped_registry_is_not() {
-        let found = prefixes("default::harbor.example.com\nharbor.example.com::\nquay.io::harbor.example.com/quay\n");
+        let found =
+            prefixes("default::harbor.example.com\nharbor.example.com::\nquay.io::harbor.example.com/quay\n");
         assert_eq!(found, ["harbor.example.com"]);
     }
 
     #[test]
     fn a_glob_or_exact_key_under_the_mirror_spoils_it() {
-        assert!(prefixes("default::h.example.com\nh.example.com::\n[REPLACE]h.example.com/x*::m.io\n").is_empty());
+        assert!(
+            prefixes("default::h.example.com\nh.example.com::\n[REPLACE]h.example.com/x*::m.io\n").is_empty()
+        );
         assert!(prefixes("default::h.example.com\nh.example.com::\n[REPLACE]*::m.io\n").is_empty());
-        assert!(prefixes("default::h.example.com\nh.example.com::\n[EXACT]h.example.com/a:1::m.io/a:1\n").is_empty());
+        assert!(
+            prefixes("default::h.example.com\nh.example.com::\n[EXACT]h.example.com/a:1::m.io/a:1\n")
+                .is_empty()
+        );
     }
 
     #[test]

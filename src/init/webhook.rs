@@ -30,8 +30,8 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use super::api_error::ApiError;
-use crate::conditions;
 use super::settings::InitSettings;
+use crate::conditions;
 
 /// Create/update conflicts with other replicas settle in a round or two.
 const MAX_ROUNDS: usize = 5;

@@ -491,17 +491,34 @@ fn match_conditions_print_the_generated_list_as_json_and_yaml() {
         .env("IMAGESWAP_DISABLE_LABEL", "example.com/swap")
         .output()
         .unwrap();
-    assert_eq!(json.status.code(), Some(0), "{}", String::from_utf8_lossy(&json.stderr));
+    assert_eq!(
+        json.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
     let list: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
     let names: Vec<&str> = list.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["imageswap-not-disabled", "imageswap-update-changes-images", "imageswap-images-may-change"]
+        [
+            "imageswap-not-disabled",
+            "imageswap-update-changes-images",
+            "imageswap-images-may-change"
+        ]
     );
     assert!(list.iter().all(|c| c.as_object().unwrap().len() == 2), "{list:?}");
-    assert!(list[0]["expression"].as_str().unwrap().contains("'example.com/swap'"));
+    assert!(
+        list[0]["expression"]
+            .as_str()
+            .unwrap()
+            .contains("'example.com/swap'")
+    );
     let images = list[2]["expression"].as_str().unwrap();
-    assert!(images.contains("c.image.startsWith('mirror.example/')"), "{images}");
+    assert!(
+        images.contains("c.image.startsWith('mirror.example/')"),
+        "{images}"
+    );
     assert!(images.contains("s.name == 'mirror-pull'"), "{images}");
 
     // YAML: the same list under `matchConditions:`, as a webhook takes it.
@@ -526,5 +543,8 @@ fn match_conditions_of_an_unreadable_maps_file_are_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("imageswap: cannot read maps file /nonexistent/maps.conf"), "{stderr}");
+    assert!(
+        stderr.starts_with("imageswap: cannot read maps file /nonexistent/maps.conf"),
+        "{stderr}"
+    );
 }

@@ -60,7 +60,10 @@ fn conditions(fake: &FakeApiServer) -> Vec<(String, String)> {
 }
 
 fn mwc_writes(fake: &FakeApiServer) -> usize {
-    fake.requests_to(MWC_PATH).into_iter().filter(|r| r.is_write()).count()
+    fake.requests_to(MWC_PATH)
+        .into_iter()
+        .filter(|r| r.is_write())
+        .count()
 }
 
 #[tokio::test]
@@ -89,7 +92,10 @@ async fn generated_conditions_are_written_merged_and_rewritten_once_per_maps_cha
     // The operator's condition of the same name is theirs, untouched.
     assert_eq!(written[1].1, "true");
     let images = &written[3].1;
-    assert!(images.contains("c.image.startsWith('mirror.example/')"), "{images}");
+    assert!(
+        images.contains("c.image.startsWith('mirror.example/')"),
+        "{images}"
+    );
     assert!(images.contains("c.image in ['auto']"), "{images}");
     assert!(!images.contains("quay.io"), "{images}");
 
@@ -110,7 +116,11 @@ async fn generated_conditions_are_written_merged_and_rewritten_once_per_maps_cha
     let rewritten = conditions(&fake);
     assert_eq!(rewritten.len(), 4);
     assert_eq!(rewritten[1].1, "true");
-    assert!(rewritten[3].1.contains("c.image.startsWith('quay.io/')"), "{}", rewritten[3].1);
+    assert!(
+        rewritten[3].1.contains("c.image.startsWith('quay.io/')"),
+        "{}",
+        rewritten[3].1
+    );
     assert_eq!(watcher.pass().await.unwrap().mwc, MwcOutcome::Unchanged);
     assert_eq!(mwc_writes(&fake), 1, "{:?}", fake.requests());
 }

@@ -68,10 +68,17 @@ fn rule() -> impl Strategy<Value = String> {
         (host(), "[a-z]{1,3}", value()).prop_map(|(h, p, v)| format!("{h}/{p}::{v}")),
         (host(), value()).prop_map(|(h, v)| format!("{h}/{h}::{v}")),
         value().prop_map(|v| format!("default::{v}")),
-        prop::collection::vec(prop_oneof![host(), Just("twr.io".to_owned()), Just("example".to_owned())], 0..3)
-            .prop_map(|w| format!("noswap_wildcards::{}", w.join(","))),
+        prop::collection::vec(
+            prop_oneof![host(), Just("twr.io".to_owned()), Just("example".to_owned())],
+            0..3
+        )
+        .prop_map(|w| format!("noswap_wildcards::{}", w.join(","))),
         (image(), value()).prop_map(|(i, v)| format!("[EXACT]{i}::{v}")),
-        (host(), prop::sample::select(vec!["*", "a*", "?/*", "[ab]*", "x/*"]), value())
+        (
+            host(),
+            prop::sample::select(vec!["*", "a*", "?/*", "[ab]*", "x/*"]),
+            value()
+        )
             .prop_map(|(h, g, v)| format!("[REPLACE]{h}/{g}::{v}")),
         Just("[REPLACE]*::mirror.example/all".to_owned()),
     ]
@@ -227,7 +234,9 @@ fn server_patches_or_warns(maps: &Engine, secrets: &PullSecrets, body: &Value) -
         ImageDecision {
             result: d.result.map(Arc::from),
             rule: d.rule,
-            kept: d.rejected.map(|r| Arc::from(format!("rule gives an invalid image {r:?}"))),
+            kept: d
+                .rejected
+                .map(|r| Arc::from(format!("rule gives an invalid image {r:?}"))),
         }
     };
     let options = Options {
@@ -240,7 +249,10 @@ fn server_patches_or_warns(maps: &Engine, secrets: &PullSecrets, body: &Value) -
         .answer(&[]);
     let answer: Value = serde_json::from_slice(&admission.body).unwrap();
     let response = &answer["response"];
-    (response.get("patch").is_some(), response.get("warnings").is_some())
+    (
+        response.get("patch").is_some(),
+        response.get("warnings").is_some(),
+    )
 }
 
 #[test]
@@ -327,5 +339,58 @@ fn a_review_cel_skips_is_never_one_the_server_patches() {
     assert!(reviews >= 5000, "{reviews} reviews");
     // The generated maps often swap every image; the skipped share is of the
     // reviews that need nothing, and it must be a real share.
-    assert!(skipped * 2 >= no_patch, "CEL skips only {skipped} of {no_patch} no-patch reviews");
+    assert!(
+        skipped * 2 >= no_patch,
+        "CEL skips only {skipped} of {no_patch} no-patch reviews"
+    );
+}
+
+/// Pods with hundreds of containers: every condition evaluates without an
+/// error (no recursion, no unguarded field), skips the pod whose images are
+/// all on the mirror and its label-only UPDATE, and sends the one whose last
+/// image needs a swap.
+#[test]
+fn pods_with_hundreds_of_containers_evaluate_and_skip() {
+    let maps = MapsFile::parse("default::mirror.example\nmirror.example::\nquay.io::\n");
+    let generated = conditions::generate(&Inputs {
+        maps: Some(&maps),
+        keep: &["auto".to_owned()],
+        pull_secrets: &PullSecrets::parse_setting("mirror.example=mirror-pull").unwrap(),
+        disable_label: LABEL,
+    });
+    let containers = |last: &str| -> Value {
+        let mut list: Vec<Value> = (0..400)
+            .map(|i| json!({"name": format!("c{i}"), "image": format!("mirror.example/app{i}:1")}))
+            .collect();
+        list.push(json!({"name": "last", "image": last}));
+        Value::Array(list)
+    };
+    let pod = |last: &str| {
+        json!({"kind": "Pod", "metadata": {"name": "big"}, "spec": {
+            "containers": containers(last), "initContainers": containers("auto"),
+            "imagePullSecrets": [{"name": "mirror-pull"}]}})
+    };
+    let skips = |object: &Value, old: Option<&Value>| -> bool {
+        let request =
+            json!({"kind": {"kind": "Pod"}, "operation": if old.is_some() { "UPDATE" } else { "CREATE" }});
+        let mut context = cel::Context::default();
+        context.add_variable_from_value("object", cel::to_value(object).unwrap());
+        context.add_variable_from_value("oldObject", cel::to_value(old).unwrap());
+        context.add_variable_from_value("request", cel::to_value(&request).unwrap());
+        generated.iter().any(
+            |c| match cel::Program::compile(&c.expression).unwrap().execute(&context) {
+                Ok(cel::Value::Bool(send)) => !send,
+                other => panic!("{} gave {other:?}", c.name),
+            },
+        )
+    };
+    assert!(skips(&pod("quay.io/org/tool:1"), None));
+    assert!(!skips(&pod("ghcr.io/org/tool:1"), None));
+    let mut relabelled = pod("ghcr.io/org/tool:1");
+    relabelled["metadata"]["labels"] = json!({"team": "a"});
+    assert!(skips(&relabelled, Some(&pod("ghcr.io/org/tool:1"))));
+    assert!(!skips(
+        &pod("ghcr.io/org/tool:2"),
+        Some(&pod("ghcr.io/org/tool:1"))
+    ));
 }
