@@ -50,6 +50,9 @@ const MAX_PREFIXES: usize = 12;
 const MAX_SECRETS: usize = 3;
 /// Keep-list images written into the expression.
 const MAX_KEEP: usize = 8;
+/// Hosts tried (each proof reads every rule once): a 10,000-rule file
+/// costs `init` a bounded time.
+const MAX_CANDIDATES: usize = 64;
 /// The pod spec's container lists, as the server walks them.
 const LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
@@ -166,20 +169,40 @@ pub fn merge(template: &[MatchCondition], generated: &[MatchCondition]) -> Vec<M
 
 const IS_POD: &str = "request.kind.kind == 'Pod' && object != null && has(object.spec)";
 
-fn update_expression() -> String {
-    let same = LISTS
+/// Every container of `object`'s pod spec, the three lists in one (CEL
+/// list concatenation: one pass per condition, whatever the lists).
+fn all_containers(object: &str) -> String {
+    LISTS
+        .iter()
+        .map(|list| format!("(has({object}.spec.{list}) ? {object}.spec.{list} : [])"))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// Each container as one string `LIST NAME =IMAGE` (`!` for no image, which
+/// the server skips as well); names are DNS labels, so the parts cannot run
+/// into each other. Lists of equal strings in equal order mean the same
+/// container names with the same images in the same lists.
+fn containers_as_text(object: &str) -> String {
+    LISTS
         .iter()
         .map(|list| {
-            let new = format!("object.spec.{list}");
-            let old = format!("oldObject.spec.{list}");
             format!(
-                "(has({new}) ? (has({old}) && {new}.all(c, has(c.name) && has(c.image)) && {old}.all(c, has(c.name) && has(c.image)) ? {new}.map(c, c.name + '=' + c.image) == {old}.map(c, c.name + '=' + c.image) : false) : true)"
+                "(has({object}.spec.{list}) ? {object}.spec.{list}.map(c, '{list} ' + (has(c.name) ? c.name : '') + (has(c.image) ? ' =' + c.image : ' !')) : [])"
             )
         })
         .collect::<Vec<_>>()
-        .join(" && ");
+        .join(" + ")
+}
+
+fn update_expression() -> String {
+    // A container without a name matches nothing on the server: only pods
+    // whose new containers all have one are proved.
     format!(
-        "!(request.operation == 'UPDATE' && {IS_POD} && oldObject != null && has(oldObject.spec) && {same})"
+        "!(request.operation == 'UPDATE' && {IS_POD} && oldObject != null && has(oldObject.spec) && ({new}).all(c, has(c.name)) && {new_text} == {old_text})",
+        new = all_containers("object"),
+        new_text = containers_as_text("object"),
+        old_text = containers_as_text("oldObject"),
     )
 }
 
@@ -192,29 +215,26 @@ struct Stable {
 
 fn images_expression(inputs: &Inputs<'_>) -> Option<String> {
     let maps = inputs.maps?;
-    let mut stable: Vec<Stable> = candidates(maps)
-        .into_iter()
-        .filter_map(|host| {
-            let prefix = format!("{host}/");
-            stable(maps, &prefix).then(|| Stable {
-                secret: inputs
-                    .pull_secrets
-                    .secret_for(&format!("{prefix}imageswap-probe"))
-                    .map(str::to_owned),
-                prefix,
-            })
-        })
-        .collect();
+    let rules = Effective::of(maps);
+    let mut stable: Vec<Stable> = Vec::new();
+    for host in candidates(maps).into_iter().take(MAX_CANDIDATES) {
+        let prefix = format!("{host}/");
+        if rules.stable(&prefix) {
+            let secret = inputs
+                .pull_secrets
+                .secret_for(&format!("{prefix}imageswap-probe"))
+                .map(str::to_owned);
+            stable.push(Stable { secret, prefix });
+        }
+        if stable.len() == MAX_PREFIXES {
+            break;
+        }
+    }
     stable.sort();
-    stable.dedup();
-    let secrets: Vec<String> = {
-        let mut s: Vec<String> = stable.iter().filter_map(|s| s.secret.clone()).collect();
-        s.dedup();
-        s.truncate(MAX_SECRETS);
-        s
-    };
+    let mut secrets: Vec<String> = stable.iter().filter_map(|s| s.secret.clone()).collect();
+    secrets.dedup();
+    secrets.truncate(MAX_SECRETS);
     stable.retain(|s| s.secret.as_ref().is_none_or(|secret| secrets.contains(secret)));
-    stable.truncate(MAX_PREFIXES);
     // Keep-list images need no rule, only no secret to add.
     let keep: Vec<&str> = inputs
         .keep
@@ -229,15 +249,14 @@ fn images_expression(inputs: &Inputs<'_>) -> Option<String> {
     // Every image covered by the prefixes of no secret or of a listed one:
     // covered by all of them, and for each secret not listed, covered
     // without that secret's prefixes.
-    let all = images_all(&stable, &keep, None);
-    let mut proof = vec![all];
+    let mut proof = vec![images_all(&stable, &keep, None)];
     for secret in &secrets {
         let listed = format!(
             "has(object.spec.imagePullSecrets) && object.spec.imagePullSecrets.exists(s, has(s.name) && s.name == {})",
             literal(secret)
         );
         proof.push(format!(
-            "(({listed}) || {})",
+            "({listed} || {})",
             images_all(&stable, &keep, Some(secret))
         ));
     }
@@ -247,36 +266,33 @@ fn images_expression(inputs: &Inputs<'_>) -> Option<String> {
 /// Every image of the pod in the keep list or under one of the prefixes
 /// (those of `without`'s secret left out).
 fn images_all(stable: &[Stable], keep: &[&str], without: Option<&str>) -> String {
+    let quoted = |items: &mut dyn Iterator<Item = &str>| items.map(literal).collect::<Vec<_>>().join(", ");
+    let prefixes = quoted(
+        &mut stable
+            .iter()
+            .filter(|s| without.is_none() || s.secret.as_deref() != without)
+            .map(|s| s.prefix.as_str()),
+    );
     let mut tests: Vec<String> = Vec::new();
     if !keep.is_empty() {
-        let list = keep.iter().map(|k| literal(k)).collect::<Vec<_>>().join(", ");
-        tests.push(format!("c.image in [{list}]"));
+        tests.push(format!("c.image in [{}]", quoted(&mut keep.iter().copied())));
     }
-    for s in stable {
-        if without.is_some() && s.secret.as_deref() == without {
-            continue;
-        }
-        tests.push(format!("c.image.startsWith({})", literal(&s.prefix)));
+    if !prefixes.is_empty() {
+        tests.push(format!("[{prefixes}].exists(p, c.image.startsWith(p))"));
     }
     let test = if tests.is_empty() {
         "false".to_owned()
     } else {
         tests.join(" || ")
     };
-    LISTS
-        .iter()
-        .map(|list| {
-            format!("(!has(object.spec.{list}) || object.spec.{list}.all(c, !has(c.image) || {test}))")
-        })
-        .collect::<Vec<_>>()
-        .join(" && ")
+    format!("({}).all(c, !has(c.image) || {test})", all_containers("object"))
 }
 
-/// Hosts worth proving stable: the hosts the rules name on either side
-/// (keys, the first component of path keys and of every value — the
-/// mirrors), host-like wildcards. Docker Hub is left out: its library
-/// images are read as `docker.io/library/…` (§2), which a prefix of the
-/// image does not see.
+/// Hosts worth proving stable, most useful first: the hosts of the rules'
+/// values (the mirrors; `default`'s first), then of keys that opt out,
+/// host-like wildcards, then every other key's. Docker Hub is left out: its
+/// library images are read as `docker.io/library/…` (§2), which a prefix of
+/// the image does not see.
 fn candidates(maps: &MapsFile) -> Vec<String> {
     let mut hosts: Vec<String> = Vec::new();
     let mut push = |text: &str| {
@@ -286,15 +302,24 @@ fn candidates(maps: &MapsFile) -> Vec<String> {
             hosts.push(host.to_owned());
         }
     };
-    for rule in &maps.rules {
-        match rule.kind {
-            KeyKind::Registry => {
-                push(&rule.key);
-                push(&rule.value);
-            }
-            KeyKind::Default | KeyKind::Exact | KeyKind::Replace => push(&rule.value),
-            KeyKind::NoswapWildcards => rule.value.split(',').for_each(&mut push),
-        }
+    let rules = &maps.rules;
+    for rule in rules.iter().filter(|r| r.kind == KeyKind::Default) {
+        push(&rule.value);
+    }
+    for rule in rules.iter().filter(|r| r.kind != KeyKind::NoswapWildcards) {
+        push(&rule.value);
+    }
+    for rule in rules
+        .iter()
+        .filter(|r| r.kind == KeyKind::Registry && r.value.is_empty())
+    {
+        push(&rule.key);
+    }
+    for rule in rules.iter().filter(|r| r.kind == KeyKind::NoswapWildcards) {
+        rule.value.split(',').for_each(&mut push);
+    }
+    for rule in rules.iter().filter(|r| r.kind == KeyKind::Registry) {
+        push(&rule.key);
     }
     hosts
 }
@@ -306,93 +331,115 @@ fn is_explicit_host(host: &str) -> bool {
     ImageRef::parse(&probe).is_some_and(|r| r.explicit && r.reg == host)
 }
 
-/// The effective value of each rule (the later line wins), by kind and key.
-fn rules_of(maps: &MapsFile, kind: KeyKind) -> Vec<(&str, &str)> {
-    let mut rules: Vec<(&str, &str)> = Vec::new();
-    for rule in maps.rules.iter().filter(|r| r.kind == kind) {
-        match rules.iter_mut().find(|(k, _)| *k == rule.key) {
-            Some(existing) => existing.1 = &rule.value,
-            None => rules.push((&rule.key, &rule.value)),
-        }
-    }
-    rules
+/// The rules that decide (for a key given twice, the later line), read once
+/// for all the candidates.
+struct Effective<'m> {
+    /// `[EXACT]` keys that change their image.
+    exact_changing: Vec<&'m str>,
+    /// The literal start of each `[REPLACE]` glob (up to its first `*`, `?`
+    /// or `[`).
+    replace_literals: Vec<&'m str>,
+    /// Registry keys without `/`, and path keys, with their values.
+    registry: Vec<(&'m str, &'m str)>,
+    paths: Vec<(&'m str, &'m str)>,
+    wildcards: Vec<&'m str>,
+    /// `None`: no `default` key (§3.3).
+    default: Option<&'m str>,
 }
 
-/// Whether every valid image starting with `prefix` (`HOST/`, `HOST` an
-/// explicit registry other than Docker Hub) is left unchanged, following
-/// maps.md §3 step by step. Any doubt answers `false`.
-fn stable(maps: &MapsFile, prefix: &str) -> bool {
-    let host = &prefix[..prefix.len() - 1];
-    let host_noport = match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    };
-    // §3.1: an exact key under the prefix that changes its image.
-    let exact_changes = rules_of(maps, KeyKind::Exact)
-        .into_iter()
-        .any(|(key, value)| key.starts_with(prefix) && !value.is_empty() && value != key);
-    if exact_changes {
-        return false;
-    }
-    // §3.2: a glob whose literal start is compatible with the prefix may
-    // match an image under it.
-    let replace_may_match = rules_of(maps, KeyKind::Replace).into_iter().any(|(glob, _)| {
-        let literal = glob.split(['*', '?', '[']).next().unwrap_or_default();
-        literal.starts_with(prefix) || prefix.starts_with(literal)
-    });
-    if replace_may_match {
-        return false;
-    }
-    // §3.3: no default, no swap.
-    let defaults = rules_of(maps, KeyKind::Default);
-    let Some(&(_, default)) = defaults.last() else {
-        return true;
-    };
-    // §3.4 path keys: `full` is the image itself (explicit, not Docker
-    // Hub). Keys longer than the prefix may match some images: each must
-    // leave them alone. The longest key covering the whole prefix decides
-    // the rest.
-    let registry_rules = rules_of(maps, KeyKind::Registry);
-    let neutral = |key: &str, value: &str| value.is_empty() || (value == key && !value.ends_with('-'));
-    let paths = registry_rules.iter().filter(|(key, _)| key.contains('/'));
-    let mut covering: Option<(&str, &str)> = None;
-    for &(key, value) in paths {
-        let key_slash = format!("{key}/");
-        if key_slash.starts_with(prefix) && key_slash.len() > prefix.len() {
-            if !neutral(key, value) {
-                return false;
+impl<'m> Effective<'m> {
+    fn of(maps: &'m MapsFile) -> Effective<'m> {
+        let mut latest: Vec<(KeyKind, &'m str, &'m str)> = Vec::new();
+        let mut index: std::collections::HashMap<(KeyKind, &str), usize> = std::collections::HashMap::new();
+        for rule in &maps.rules {
+            match index.get(&(rule.kind, rule.key.as_str())) {
+                Some(&i) => latest[i].2 = &rule.value,
+                None => {
+                    index.insert((rule.kind, &rule.key), latest.len());
+                    latest.push((rule.kind, &rule.key, &rule.value));
+                }
             }
-        } else if prefix.starts_with(&key_slash) && covering.is_none_or(|(k, _)| k.len() < key.len()) {
-            covering = Some((key, value));
+        }
+        let of_kind = |kind: KeyKind| latest.iter().filter(move |(k, _, _)| *k == kind);
+        Effective {
+            exact_changing: of_kind(KeyKind::Exact)
+                .filter(|(_, key, value)| !value.is_empty() && value != key)
+                .map(|(_, key, _)| *key)
+                .collect(),
+            replace_literals: of_kind(KeyKind::Replace)
+                .map(|(_, glob, _)| glob.split(['*', '?', '[']).next().unwrap_or_default())
+                .collect(),
+            registry: of_kind(KeyKind::Registry)
+                .filter(|(_, key, _)| !key.contains('/'))
+                .map(|(_, key, value)| (*key, *value))
+                .collect(),
+            paths: of_kind(KeyKind::Registry)
+                .filter(|(_, key, _)| key.contains('/'))
+                .map(|(_, key, value)| (*key, *value))
+                .collect(),
+            wildcards: of_kind(KeyKind::NoswapWildcards)
+                .last()
+                .map(|(_, _, value)| value.split(',').filter(|p| !p.is_empty()).collect())
+                .unwrap_or_default(),
+            default: of_kind(KeyKind::Default).last().map(|(_, _, value)| *value),
         }
     }
-    if let Some((key, value)) = covering {
-        return neutral(key, value);
-    }
-    // Path keys that match only some images under the prefix are neutral;
-    // the others reach the registry key.
-    let registry = |key: &str| {
-        registry_rules
+
+    /// Whether every valid image starting with `prefix` (`HOST/`, `HOST` an
+    /// explicit registry other than Docker Hub) is left unchanged,
+    /// following maps.md §3 step by step. Any doubt answers `false`.
+    fn stable(&self, prefix: &str) -> bool {
+        let host = &prefix[..prefix.len() - 1];
+        let host_noport = match host.rsplit_once(':') {
+            Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        // §3.1: an exact key under the prefix that changes its image.
+        if self.exact_changing.iter().any(|key| key.starts_with(prefix)) {
+            return false;
+        }
+        // §3.2: a glob whose literal start is compatible with the prefix
+        // may match an image under it.
+        if self
+            .replace_literals
             .iter()
-            .find(|(k, _)| !k.contains('/') && *k == key)
-            .map(|&(_, v)| v)
-    };
-    if let Some((key, value)) = registry(host)
-        .map(|v| (host, v))
-        .or_else(|| registry(host_noport).map(|v| (host_noport, v)))
-    {
-        return neutral(key, value);
+            .any(|literal| literal.starts_with(prefix) || prefix.starts_with(literal))
+        {
+            return false;
+        }
+        // §3.3: no default, no swap.
+        let Some(default) = self.default else {
+            return true;
+        };
+        // A rule leaves its images alone when its value is empty or, for
+        // `V + image[len(K):]`, is its key.
+        let neutral = |key: &str, value: &str| value.is_empty() || (value == key && !value.ends_with('-'));
+        // §3.4 path keys: `full` is the image itself (explicit, not Docker
+        // Hub), and a key matches under the prefix only when it starts with
+        // it (a key has a `/`, the prefix only its last). Each must leave
+        // its images alone; the images none matches go on.
+        if self
+            .paths
+            .iter()
+            .any(|(key, value)| key.starts_with(prefix) && !neutral(key, value))
+        {
+            return false;
+        }
+        let registry = |key: &str| self.registry.iter().find(|(k, _)| *k == key).map(|&(_, v)| v);
+        if let Some((key, value)) = registry(host)
+            .map(|v| (host, v))
+            .or_else(|| registry(host_noport).map(|v| (host_noport, v)))
+        {
+            return neutral(key, value);
+        }
+        // §3.5: a wildcard inside the prefix is in every image under it.
+        if self.wildcards.iter().any(|w| prefix.contains(w)) {
+            return true;
+        }
+        // §3.6: the default gives `V/rest`, the image itself only when V
+        // is the host.
+        default.is_empty() || default == host
     }
-    // §3.5: a wildcard inside the prefix is in every image under it.
-    let wildcards = rules_of(maps, KeyKind::NoswapWildcards);
-    if let Some(&(_, patterns)) = wildcards.last()
-        && patterns.split(',').any(|p| !p.is_empty() && prefix.contains(p))
-    {
-        return true;
-    }
-    // §3.6: the default gives `V/rest`, the image itself only when V is
-    // the host.
-    default.is_empty() || default == host
 }
 
 /// A CEL string literal (single quotes; backslash and quote escaped).
@@ -418,9 +465,10 @@ mod tests {
 
     fn prefixes(text: &str) -> Vec<String> {
         let maps = MapsFile::parse(text);
+        let rules = Effective::of(&maps);
         candidates(&maps)
             .into_iter()
-            .filter(|h| stable(&maps, &format!("{h}/")))
+            .filter(|h| rules.stable(&format!("{h}/")))
             .collect()
     }
 

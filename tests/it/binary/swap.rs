@@ -516,7 +516,7 @@ fn match_conditions_print_the_generated_list_as_json_and_yaml() {
     );
     let images = list[2]["expression"].as_str().unwrap();
     assert!(
-        images.contains("c.image.startsWith('mirror.example/')"),
+        images.contains("['mirror.example/'].exists(p, c.image.startsWith(p))"),
         "{images}"
     );
     assert!(images.contains("s.name == 'mirror-pull'"), "{images}");
