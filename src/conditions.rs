@@ -11,7 +11,7 @@
 //! rejects the pod, so every optional field is guarded with `has()` and
 //! every branch that reads a field sits behind a `?:` that proved it there.
 //! Only standard CEL (macros `all`, `exists`, `map`, `has`; `startsWith`,
-//! `in`, `==`): any conforming implementation evaluates them as the API
+//! `matches` with a constant RE2 pattern, `in`, `==`): any conforming implementation evaluates them as the API
 //! server does, and the cost is linear in the number of containers.
 //!
 //! The proofs:
@@ -211,6 +211,10 @@ fn update_expression() -> String {
 struct Stable {
     secret: Option<String>,
     prefix: String,
+    /// `HOST:PORT/` for every port (`prefix` is then `HOST:`): tested with
+    /// a regular expression, because `HOST:` alone also starts Docker Hub
+    /// images such as `registry.local:1` (the name `registry.local`, tag 1).
+    any_port: bool,
 }
 
 fn images_expression(inputs: &Inputs<'_>) -> Option<String> {
@@ -224,12 +228,30 @@ fn images_expression(inputs: &Inputs<'_>) -> Option<String> {
                 .pull_secrets
                 .secret_for(&format!("{prefix}imageswap-probe"))
                 .map(str::to_owned);
-            stable.push(Stable { secret, prefix });
+            stable.push(Stable {
+                secret,
+                prefix,
+                any_port: false,
+            });
         }
-        if stable.len() == MAX_PREFIXES {
+        // The same registry on any port, when no secret is configured for
+        // one of its ports (which secret is needed would depend on it).
+        let secret_on_a_port = inputs
+            .pull_secrets
+            .entries()
+            .any(|(registry, _)| registry.starts_with(&format!("{host}:")));
+        if !host.contains(':') && !secret_on_a_port && rules.stable_on_any_port(&host) {
+            stable.push(Stable {
+                secret: None,
+                prefix: format!("{host}:"),
+                any_port: true,
+            });
+        }
+        if stable.len() >= MAX_PREFIXES {
             break;
         }
     }
+    stable.truncate(MAX_PREFIXES);
     stable.sort();
     let mut secrets: Vec<String> = stable.iter().filter_map(|s| s.secret.clone()).collect();
     secrets.dedup();
@@ -267,18 +289,28 @@ fn images_expression(inputs: &Inputs<'_>) -> Option<String> {
 /// (those of `without`'s secret left out).
 fn images_all(stable: &[Stable], keep: &[&str], without: Option<&str>) -> String {
     let quoted = |items: &mut dyn Iterator<Item = &str>| items.map(literal).collect::<Vec<_>>().join(", ");
-    let prefixes = quoted(
-        &mut stable
+    let used = || {
+        stable
             .iter()
-            .filter(|s| without.is_none() || s.secret.as_deref() != without)
-            .map(|s| s.prefix.as_str()),
-    );
+            .filter(move |s| without.is_none() || s.secret.as_deref() != without)
+    };
+    let prefixes = quoted(&mut used().filter(|s| !s.any_port).map(|s| s.prefix.as_str()));
+    let ports: Vec<String> = used()
+        .filter(|s| s.any_port)
+        .map(|s| format!("^{}[0-9]+/", regex_escape(&s.prefix)))
+        .collect();
+
     let mut tests: Vec<String> = Vec::new();
     if !keep.is_empty() {
         tests.push(format!("c.image in [{}]", quoted(&mut keep.iter().copied())));
     }
     if !prefixes.is_empty() {
         tests.push(format!("[{prefixes}].exists(p, c.image.startsWith(p))"));
+    }
+    // One call per expression, its pattern a literal: the API server
+    // compiles a constant pattern once, not per container.
+    for pattern in &ports {
+        tests.push(format!("c.image.matches({})", literal(pattern)));
     }
     let test = if tests.is_empty() {
         "false".to_owned()
@@ -440,6 +472,58 @@ impl<'m> Effective<'m> {
         // is the host.
         default.is_empty() || default == host
     }
+
+    /// Whether every valid image `HOST:PORT/…`, for any port, is left
+    /// unchanged (`host` without a port). The same steps as
+    /// [`stable`](Self::stable), for a registry key that may be `HOST:PORT`
+    /// or `HOST` and a default that can never give the image back.
+    fn stable_on_any_port(&self, host: &str) -> bool {
+        let prefix = format!("{host}:");
+        let prefix = prefix.as_str();
+        if self.exact_changing.iter().any(|key| key.starts_with(prefix))
+            || self
+                .replace_literals
+                .iter()
+                .any(|literal| literal.starts_with(prefix) || prefix.starts_with(literal))
+        {
+            return false;
+        }
+        let Some(default) = self.default else {
+            return true;
+        };
+        let neutral = |key: &str, value: &str| value.is_empty() || (value == key && !value.ends_with('-'));
+        // Path keys and `HOST:PORT` keys: each, where it matches, must leave
+        // the image alone.
+        if self
+            .paths
+            .iter()
+            .chain(&self.registry)
+            .any(|(key, value)| key.starts_with(prefix) && !neutral(key, value))
+        {
+            return false;
+        }
+        // `HOST`, for the ports without their own key.
+        if let Some(&(key, value)) = self.registry.iter().find(|(k, _)| *k == host) {
+            return neutral(key, value);
+        }
+        if self.wildcards.iter().any(|w| prefix.contains(w)) {
+            return true;
+        }
+        default.is_empty()
+    }
+}
+
+/// `text` matched literally in an RE2 expression (hosts: only `.` and `-`
+/// are special there, and `-` only in a class).
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if !c.is_ascii_alphanumeric() && !matches!(c, '-' | ':' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A CEL string literal (single quotes; backslash and quote escaped).
