@@ -410,10 +410,10 @@ impl<'m> Effective<'m> {
                 .map(|(_, key, value)| (*key, *value))
                 .collect(),
             wildcards: of_kind(KeyKind::NoswapWildcards)
-                .last()
+                .next_back()
                 .map(|(_, _, value)| value.split(',').filter(|p| !p.is_empty()).collect())
                 .unwrap_or_default(),
-            default: of_kind(KeyKind::Default).last().map(|(_, _, value)| *value),
+            default: of_kind(KeyKind::Default).next_back().map(|(_, _, value)| *value),
         }
     }
 
