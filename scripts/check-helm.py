@@ -58,6 +58,11 @@ CA_BUNDLE = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJ0ZXN0Ci0tLS0tRU5EIENFUlR
 
 # Value sets rendered beside the defaults: (name, values, namespace, options).
 # `maps` names the ConfigMap the maps file must come from when it is the user's.
+# webhook.matchConditions of the operator's own (a CloudNativePG exclusion).
+OWN_CONDITIONS = [
+    {"name": "exclude-cnpg", "expression": "!has(object.metadata.labels) || !('cnpg.io/cluster' in object.metadata.labels)"},
+]
+
 VALUE_SETS = [
     ("production", {
         "autoscaling": {"minReplicas": 3, "maxReplicas": 10},
@@ -124,6 +129,14 @@ VALUE_SETS = [
                 {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}]},
         },
     }, NAMESPACE, {}),
+    # The operator's own matchConditions, in the template init merges the
+    # generated ones into, and in the chart's own object.
+    ("own-match-conditions", {
+        "webhook": {"matchConditions": OWN_CONDITIONS},
+    }, NAMESPACE, {}),
+    ("own-match-conditions-by-helm", {
+        "webhook": {"createByHelm": True, "caBundle": CA_BUNDLE, "matchConditions": OWN_CONDITIONS},
+    }, NAMESPACE, {}),
     # Clusters before 1.29: one-shot init container plus a plain watch container.
     ("plain-sidecar", {"nativeSidecar": False}, NAMESPACE, {}),
     # The cluster's signer (the original's way): the CSR rights are added,
@@ -185,6 +198,9 @@ REFUSED = [
     ("grace not above shutdown + preStop", {"terminationGracePeriodSeconds": 25}, "terminationGracePeriodSeconds"),
     ("certificate outside the TLS dir", {"config": {"IMAGESWAP_TLS_CERT": "/etc/cert.pem"}}, "IMAGESWAP_TLS_DIR"),
     ("createByHelm without caBundle", {"webhook": {"createByHelm": True}}, "caBundle"),
+    ("match condition without expression", {"webhook": {"matchConditions": [{"name": "x"}]}}, "matchConditions"),
+    ("match condition name", {"webhook": {"matchConditions": [{"name": "not a name", "expression": "true"}]}},
+     "matchConditions"),
     ("PDB bound", {"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
     ("HPA min above max", {"autoscaling": {"minReplicas": 8}}, "autoscaling.minReplicas"),
     ("zero replicas", {"replicas": 0}, "replicas"),
@@ -354,6 +370,13 @@ def check_webhook(name, objects, values, namespace, problems):
     cleanup = values.get("cleanup", {}).get("enabled", True) and not by_helm
     mwcs = [o for o in objects if o["kind"] == "MutatingWebhookConfiguration" and not is_hook(o)]
     hooks = [o for o in objects if is_hook(o)]
+    # webhook.matchConditions: in the template (init adds the generated ones
+    # to it), exactly as given; none by default.
+    own = values.get("webhook", {}).get("matchConditions") or None
+    template_cm = next(o for o in objects if key(o) == ("ConfigMap", vm.TEMPLATE_CONFIGMAP))
+    for hook in yaml.safe_load(template_cm["data"][vm.TEMPLATE_KEY])["webhooks"]:
+        if hook.get("matchConditions") != own:
+            problems.add(where, f"the template's matchConditions must be webhook.matchConditions: {hook.get('matchConditions')}")
     if not by_helm:
         if mwcs:
             problems.add(where, "`helm install` would create a MutatingWebhookConfiguration; the init container makes it")

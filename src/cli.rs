@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
-use crate::commands::{self, maps_check::MapsCheckArgs, swap::SwapArgs};
+use crate::commands::{
+    self, maps_check::MapsCheckArgs, match_conditions::MatchConditionsArgs, swap::SwapArgs,
+};
 use crate::config::ServeArgs;
 use crate::init::InitArgs;
 use crate::telemetry::logging::{LogArgs, Logs};
@@ -47,6 +49,9 @@ pub enum Command {
 pub enum MapsCommand {
     /// Lint a maps file: one line per finding; exit 1 on an invalid line or no `default`.
     Check(MapsCheckArgs),
+    /// Print the webhook's matchConditions generated from the maps (CEL that lets the API
+    /// server skip pods that certainly need no change), for an MWC you manage yourself.
+    MatchConditions(Box<MatchConditionsArgs>),
 }
 
 impl Cli {
@@ -76,6 +81,10 @@ impl Cli {
             Command::Maps(MapsCommand::Check(args)) => {
                 logs.init(None);
                 commands::maps_check::run(&args)
+            }
+            Command::Maps(MapsCommand::MatchConditions(args)) => {
+                logs.init(None);
+                commands::match_conditions::run(&args)
             }
             Command::Init(args) => {
                 logs.init(None);

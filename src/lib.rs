@@ -14,6 +14,7 @@ pub mod admission;
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod conditions;
 pub mod config;
 pub mod init;
 pub mod reload;

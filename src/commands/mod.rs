@@ -5,6 +5,7 @@
 
 pub mod init;
 pub mod maps_check;
+pub mod match_conditions;
 pub mod serve;
 pub mod swap;
 

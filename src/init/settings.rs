@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use thiserror::Error;
 
+use crate::conditions::ConditionsArgs;
 use crate::settings::{SettingName, setting};
 
 pub const DEFAULT_NAMESPACE: &str = "imageswap-system";
@@ -177,6 +178,11 @@ pub struct InitArgs {
     )]
     pub self_signed_cert_lifetime: Duration,
 
+    /// The server's rules, keep list, pull secrets and disable label: the
+    /// webhook's generated matchConditions follow them.
+    #[command(flatten)]
+    pub conditions: ConditionsArgs,
+
     /// `--watch`: serve `/metrics`, `/healthz` and `/readyz` (200 once the first
     /// pass wrote the pair: the sidecar's startup probe) over plain HTTP here.
     #[arg(long, env = "IMAGESWAP_WATCH_LISTEN", value_parser = setting::<SocketAddr>())]
@@ -301,6 +307,9 @@ pub struct InitSettings {
     pub cert_source: CertSource,
     pub self_signed_ca_lifetime: Duration,
     pub self_signed_cert_lifetime: Duration,
+    /// Where the generated matchConditions come from; `None` writes the
+    /// template's alone.
+    pub conditions: Option<ConditionsArgs>,
 }
 
 impl Default for InitSettings {
@@ -325,6 +334,7 @@ impl Default for InitSettings {
             cert_source: DEFAULT_CERT_SOURCE,
             self_signed_ca_lifetime: Duration::from_secs(3650 * 86_400),
             self_signed_cert_lifetime: Duration::from_secs(365 * 86_400),
+            conditions: None,
         }
     }
 }
@@ -361,6 +371,7 @@ impl InitSettings {
                 .unwrap_or_else(|| CertSource::unset(args.disable_auto_mwc)),
             self_signed_ca_lifetime: args.self_signed_ca_lifetime,
             self_signed_cert_lifetime: args.self_signed_cert_lifetime,
+            conditions: Some(args.conditions.clone()),
         };
         settings.validate()?;
         Ok(settings)

@@ -143,7 +143,7 @@ impl Watcher {
                 () = tokio::time::sleep(wait) => {}
                 () = changed.notified() => {
                     tokio::time::sleep(DEBOUNCE).await;
-                    info!(template = %self.settings.mwc_template.display(), "The webhook configuration template changed.");
+                    info!(template = %self.settings.mwc_template.display(), "The webhook configuration template or the maps changed.");
                 }
             }
             tokio::select! {
@@ -450,11 +450,33 @@ impl Watcher {
             }
         };
         match watcher.watch(&directory, notify::RecursiveMode::NonRecursive) {
-            Ok(()) => Some(watcher),
+            Ok(()) => {
+                self.watch_maps(&mut watcher, &directory);
+                Some(watcher)
+            }
             Err(err) => {
                 debug!(directory = %directory.display(), error = %err, "Cannot watch the template's directory; relying on the interval.");
                 None
             }
+        }
+    }
+
+    /// The maps file's directory too: the generated matchConditions follow
+    /// the maps, so a maps change is a pass at once (one write, by the same
+    /// comparison as a template change), not at the next interval.
+    fn watch_maps(&self, watcher: &mut notify::RecommendedWatcher, template_dir: &std::path::Path) {
+        use notify::Watcher as _;
+        let Some(maps) = self.settings.conditions.as_ref().and_then(|c| c.maps_file()) else {
+            return;
+        };
+        let directory = match maps.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        if directory != template_dir
+            && let Err(err) = watcher.watch(&directory, notify::RecursiveMode::NonRecursive)
+        {
+            debug!(directory = %directory.display(), error = %err, "Cannot watch the maps file's directory; relying on the interval.");
         }
     }
 }

@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{MatchCondition, MutatingWebhookConfiguration};
 use kube::api::{Api, PostParams};
 use serde_json::Value;
 use thiserror::Error;
@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::api_error::ApiError;
 use super::settings::InitSettings;
+use crate::conditions;
 
 /// Create/update conflicts with other replicas settle in a round or two.
 const MAX_ROUNDS: usize = 5;
@@ -125,8 +126,18 @@ pub struct Template {
 }
 
 impl Template {
-    /// Reads and checks the template file named in the settings.
+    /// Reads and checks the template file named in the settings, with the
+    /// generated matchConditions (when the settings name their source)
+    /// merged into the named webhook.
     pub fn load(settings: &InitSettings) -> Result<Self, WebhookError> {
+        let template = Self::load_template(settings)?;
+        Ok(match &settings.conditions {
+            Some(source) => template.with_conditions(&source.generate_or_fewer()),
+            None => template,
+        })
+    }
+
+    fn load_template(settings: &InitSettings) -> Result<Self, WebhookError> {
         let text =
             std::fs::read_to_string(&settings.mwc_template).map_err(|source| WebhookError::ReadTemplate {
                 path: settings.mwc_template.clone(),
@@ -209,6 +220,40 @@ impl Template {
         metadata.managed_fields = None;
         metadata.self_link = None;
         Ok(Self { mwc, webhook_index })
+    }
+
+    /// The template with `generated` added to the named webhook's
+    /// `matchConditions`: the template's own first, and theirs win on a name
+    /// clash (an operator's condition is never overwritten). Equal inputs
+    /// give an equal list, so a sidecar in sync writes nothing.
+    pub fn with_conditions(mut self, generated: &[conditions::MatchCondition]) -> Self {
+        if let Some(hook) = self
+            .mwc
+            .webhooks
+            .as_mut()
+            .and_then(|hooks| hooks.get_mut(self.webhook_index))
+        {
+            let own: Vec<conditions::MatchCondition> = hook
+                .match_conditions
+                .iter()
+                .flatten()
+                .map(|c| conditions::MatchCondition {
+                    name: c.name.clone(),
+                    expression: c.expression.clone(),
+                })
+                .collect();
+            let merged = conditions::merge(&own, generated);
+            hook.match_conditions = (!merged.is_empty()).then(|| {
+                merged
+                    .into_iter()
+                    .map(|c| MatchCondition {
+                        name: c.name,
+                        expression: c.expression,
+                    })
+                    .collect()
+            });
+        }
+        self
     }
 
     /// The desired object: the template with the CA bundle (PEM) set.

@@ -534,3 +534,73 @@ fn maps_check_fails_on_values_that_give_invalid_images() {
         "{report}"
     );
 }
+
+#[test]
+fn match_conditions_print_the_generated_list_as_json_and_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maps.conf");
+    std::fs::write(&path, "default::mirror.example\nmirror.example::\n").unwrap();
+    let json = imageswap()
+        .args(["maps", "match-conditions", "--output", "json", "--maps"])
+        .arg(&path)
+        .env("IMAGESWAP_IMAGE_PULL_SECRETS", "mirror.example=mirror-pull")
+        .env("IMAGESWAP_DISABLE_LABEL", "example.com/swap")
+        .output()
+        .unwrap();
+    assert_eq!(
+        json.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let names: Vec<&str> = list.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "imageswap-not-disabled",
+            "imageswap-update-changes-images",
+            "imageswap-images-may-change"
+        ]
+    );
+    assert!(list.iter().all(|c| c.as_object().unwrap().len() == 2), "{list:?}");
+    assert!(
+        list[0]["expression"]
+            .as_str()
+            .unwrap()
+            .contains("'example.com/swap'")
+    );
+    let images = list[2]["expression"].as_str().unwrap();
+    assert!(
+        images.contains("['mirror.example/'].exists(p, c.image.startsWith(p))"),
+        "{images}"
+    );
+    assert!(images.contains("s.name == 'mirror-pull'"), "{images}");
+
+    // YAML: the same list under `matchConditions:`, as a webhook takes it.
+    let yaml = imageswap()
+        .args(["maps", "match-conditions", "--maps"])
+        .arg(&path)
+        .env("IMAGESWAP_IMAGE_PULL_SECRETS", "mirror.example=mirror-pull")
+        .env("IMAGESWAP_DISABLE_LABEL", "example.com/swap")
+        .output()
+        .unwrap();
+    assert_eq!(yaml.status.code(), Some(0));
+    let parsed: serde_json::Value = serde_saphyr::from_str(&stdout(&yaml)).unwrap();
+    assert_eq!(parsed["matchConditions"], serde_json::Value::Array(list));
+}
+
+#[test]
+fn match_conditions_of_an_unreadable_maps_file_are_a_usage_error() {
+    let output = imageswap()
+        .args(["maps", "match-conditions", "--maps", "/nonexistent/maps.conf"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("imageswap: cannot read maps file /nonexistent/maps.conf"),
+        "{stderr}"
+    );
+}

@@ -3,6 +3,7 @@
 
 mod byoc;
 mod cli;
+mod match_conditions;
 mod mwc;
 mod self_signed;
 mod tls;

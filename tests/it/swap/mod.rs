@@ -2,5 +2,6 @@
 //! properties over generated images and maps files.
 
 mod distribution;
+mod match_conditions;
 mod properties;
 mod spec;

@@ -197,6 +197,10 @@ webhooks:
     admissionReviewVersions: ["v1"]
     reinvocationPolicy: {{ $v.reinvocationPolicy }}
     timeoutSeconds: {{ $v.timeoutSeconds }}
+    {{- with $v.matchConditions }}
+    matchConditions:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
 {{- end }}
 
 {{/*
@@ -270,6 +274,10 @@ container with restartPolicy Always.
       mountPath: {{ include "imageswap.setting" (list $root "IMAGESWAP_TLS_DIR") }}
     - name: imageswap-mwc
       mountPath: {{ dir (include "imageswap.setting" (list $root "IMAGESWAP_MWC_TEMPLATE")) }}
+      readOnly: true
+    # The maps: the webhook's generated matchConditions follow them.
+    - name: imageswap-maps
+      mountPath: {{ dir (include "imageswap.setting" (list $root "IMAGESWAP_MAPS_FILE")) }}
       readOnly: true
     - name: imageswap-init-token
       mountPath: /var/run/secrets/kubernetes.io/serviceaccount
