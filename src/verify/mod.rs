@@ -151,6 +151,7 @@ pub fn build_with(
         timeout: args.verify_timeout,
         ttl: args.verify_ttl,
         missing_ttl: args.verify_missing_ttl,
+        stale_if_error: args.verify_stale_if_error,
     };
     Ok((
         Verifier::new(client, handle.clone(), metrics, lifetimes, tuning),

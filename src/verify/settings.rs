@@ -53,6 +53,11 @@ pub struct VerifyArgs {
     #[arg(long, env = "IMAGESWAP_VERIFY_MISSING_TTL", default_value = "30s", value_parser = setting::<Duration>())]
     pub verify_missing_ttl: Duration,
 
+    /// How long past its TTL an answer (present or missing) still serves when a check cannot answer
+    /// (registry down, 5xx, timeout, circuit open), and a present tag while its refresh runs; 0 turns both off.
+    #[arg(long, env = "IMAGESWAP_VERIFY_STALE_IF_ERROR", default_value = "1h", value_parser = setting::<Duration>())]
+    pub verify_stale_if_error: Duration,
+
     /// Registry credentials, Docker config.json format; a missing file means anonymous. Reloaded on change.
     #[arg(long, env = "IMAGESWAP_REGISTRY_CONFIG", default_value = DEFAULT_REGISTRY_CONFIG)]
     pub registry_config: PathBuf,

@@ -2,9 +2,16 @@
 //!
 //! - a **cache** of target → present / missing: a present tag is believed
 //!   for `verify_ttl` and then answered present at once while one
-//!   background check refreshes it (stale-while-revalidate); a present
-//!   digest stays (within capacity); missing is believed for
-//!   `verify_missing_ttl`; errors are never cached;
+//!   background check refreshes it (stale-while-revalidate) for at most
+//!   `verify_stale_if_error` past its TTL; a present digest stays (within
+//!   capacity); missing is believed for `verify_missing_ttl`; errors are
+//!   never cached;
+//! - **stale-if-error**: a check that cannot answer (down, 5xx, timeout,
+//!   circuit open, a refusal) is answered with what the registry said
+//!   last, present or missing, if that ran out less than
+//!   `verify_stale_if_error` ago; only an image never seen (or seen too
+//!   long ago) falls to the on-error policy. A mirror that said "missing"
+//!   and then went down is not trusted to have the image meanwhile;
 //! - **coalescing**: the first admission that needs an unchecked target
 //!   starts its check and publishes the answer on a `watch` channel; every
 //!   concurrent admission of that target waits on the same channel, so N of
@@ -95,6 +102,9 @@ struct Known {
     answer: Answer,
     at: Instant,
     is_digest: bool,
+    /// The registry's last present/missing answer and when: the answer
+    /// itself, or the one a refusal replaced (stale-if-error serves it).
+    last_found: Option<(Found, Instant)>,
 }
 
 #[derive(Clone, Debug)]
@@ -132,9 +142,16 @@ enum Change {
 /// What the cache says of a target now.
 enum Lookup {
     Fresh(CheckOutcome),
-    /// Present tag past its TTL.
+    /// Present tag past its TTL, within the stale bound.
     Stale,
     Miss,
+}
+
+/// Whether an error means the check could not answer, so an expired
+/// answer may stand in for it: every error but a registry the maps do not
+/// name (never asked, and never cached) and an image that is no reference.
+fn cannot_answer(outcome: &CheckOutcome) -> bool {
+    matches!(outcome, CheckOutcome::Error(error) if *error != CheckError::NotInMaps)
 }
 
 /// A check in flight: `None` until it answers.
@@ -227,6 +244,7 @@ struct Inner {
     timeout: Duration,
     ttl: Duration,
     missing_ttl: Duration,
+    stale_if_error: Duration,
     cache: moka::sync::Cache<Arc<str>, Known>,
     inflight: DashMap<Arc<str>, Pending>,
     registries: DashMap<String, Arc<Registry>>,
@@ -248,6 +266,9 @@ pub struct Lifetimes {
     pub timeout: Duration,
     pub ttl: Duration,
     pub missing_ttl: Duration,
+    /// How long past its TTL an answer still serves (stale-if-error, and
+    /// a present tag while its refresh runs).
+    pub stale_if_error: Duration,
 }
 
 impl Verifier {
@@ -268,6 +289,7 @@ impl Verifier {
                 timeout: lifetimes.timeout,
                 ttl: lifetimes.ttl,
                 missing_ttl: lifetimes.missing_ttl,
+                stale_if_error: lifetimes.stale_if_error,
                 inflight: DashMap::new(),
                 registries: DashMap::new(),
             }),
@@ -290,13 +312,13 @@ impl CheckImages for Verifier {
         let now = Instant::now();
         let mut outcomes = Vec::with_capacity(targets.len());
         // Allocated only when some target has to wait.
-        let mut waits: Vec<(usize, Pending)> = Vec::new();
-        let mut counts = [0u64; 3];
+        let mut waits: Vec<(usize, Pending, Arc<str>)> = Vec::new();
+        let mut counts = [0u64; 4];
         for (i, target) in targets.into_iter().enumerate() {
             match inner.lookup(&target, now) {
                 Lookup::Fresh(outcome) => {
                     counts[CacheResult::Hit as usize] += 1;
-                    outcomes.push(outcome);
+                    outcomes.push(inner.or_stale(outcome, &target, now, &mut counts));
                 }
                 Lookup::Stale => {
                     counts[CacheResult::Stale as usize] += 1;
@@ -305,31 +327,29 @@ impl CheckImages for Verifier {
                 }
                 Lookup::Miss => {
                     counts[CacheResult::Miss as usize] += 1;
-                    match Inner::start(&self.inner, target, mirrors) {
-                        Started::Done(outcome) => outcomes.push(outcome),
+                    match Inner::start(&self.inner, target.clone(), mirrors) {
+                        Started::Done(outcome) => {
+                            outcomes.push(inner.or_stale(outcome, &target, now, &mut counts));
+                        }
                         Started::Wait(pending) => {
                             outcomes.push(CheckOutcome::Error(CheckError::Timeout(budget)));
-                            waits.push((i, pending));
+                            waits.push((i, pending, target));
                         }
                     }
                 }
             }
         }
-        for (result, n) in [CacheResult::Hit, CacheResult::Miss, CacheResult::Stale]
-            .into_iter()
-            .zip(counts)
-        {
-            inner.metrics.cache(result, n);
-        }
+        inner.count(counts);
         if waits.is_empty() {
             return Box::pin(std::future::ready(outcomes));
         }
         // Fixed now, before the caller starts its own bound of the wait,
         // so this one ends first.
         let deadline = tokio::time::Instant::now() + budget;
+        let inner = self.inner.clone();
         Box::pin(async move {
             let all = async {
-                for (_, pending) in &mut waits {
+                for (_, pending, _) in &mut waits {
                     let _ = pending.wait_for(Option::is_some).await;
                 }
             };
@@ -337,15 +357,21 @@ impl CheckImages for Verifier {
             // Every answer known now is read from its channel (no await,
             // no timer): at the deadline only the checks still running
             // keep the placeholder timeout; the answers already in stay.
-            for (i, pending) in &waits {
-                if let Some(outcome) = pending.borrow().as_ref() {
-                    outcomes[*i] = outcome.clone();
+            let mut counts = [0u64; 4];
+            let now = Instant::now();
+            for (i, pending, target) in &waits {
+                let outcome = if let Some(outcome) = pending.borrow().as_ref() {
+                    outcome.clone()
                 } else if pending.has_changed().is_err() {
                     // The check's task ended without answering.
-                    outcomes[*i] =
-                        CheckOutcome::Error(CheckError::Failed("the check was abandoned".to_owned()));
-                }
+                    CheckOutcome::Error(CheckError::Failed("the check was abandoned".to_owned()))
+                } else {
+                    // Still running: the budget's placeholder.
+                    outcomes[*i].clone()
+                };
+                outcomes[*i] = inner.or_stale(outcome, target, now, &mut counts);
             }
+            inner.count(counts);
             outcomes
         })
     }
@@ -366,7 +392,9 @@ impl Inner {
             Answer::Found(Found::Present) if known.is_digest || age < self.ttl => {
                 Lookup::Fresh(CheckOutcome::Present)
             }
-            Answer::Found(Found::Present) => Lookup::Stale,
+            Answer::Found(Found::Present) if age < self.ttl.saturating_add(self.stale_if_error) => {
+                Lookup::Stale
+            }
             Answer::Found(Found::Missing) if age < self.missing_ttl => Lookup::Fresh(CheckOutcome::Missing),
             Answer::Refused {
                 error,
@@ -375,7 +403,58 @@ impl Inner {
             } if age < for_ && credentials == self.credentials_id() => {
                 Lookup::Fresh(CheckOutcome::Error(error))
             }
-            Answer::Found(Found::Missing) | Answer::Refused { .. } => Lookup::Miss,
+            Answer::Found(_) | Answer::Refused { .. } => Lookup::Miss,
+        }
+    }
+
+    /// `outcome`, or, when it is a check that could not answer, what the
+    /// registry said last if that ran out less than `stale_if_error` ago
+    /// (counted in `counts` as [`CacheResult::StaleIfError`]).
+    fn or_stale(
+        &self,
+        outcome: CheckOutcome,
+        target: &str,
+        now: Instant,
+        counts: &mut [u64; 4],
+    ) -> CheckOutcome {
+        if !cannot_answer(&outcome) {
+            return outcome;
+        }
+        let Some(stale) = self.stale(target, now) else {
+            return outcome;
+        };
+        counts[CacheResult::StaleIfError as usize] += 1;
+        tracing::debug!(target = target, error = %outcome_reason(&outcome), answer = stale.as_str(),
+            "Answered a check that could not answer with the registry's last answer.");
+        stale
+    }
+
+    /// The registry's last present/missing answer about `target`, while
+    /// it is less than `stale_if_error` past its TTL.
+    fn stale(&self, target: &str, now: Instant) -> Option<CheckOutcome> {
+        let known = self.cache.get(target)?;
+        let (found, at) = known.last_found?;
+        let (outcome, lifetime) = match found {
+            Found::Present if known.is_digest => return Some(CheckOutcome::Present),
+            Found::Present => (CheckOutcome::Present, self.ttl),
+            Found::Missing => (CheckOutcome::Missing, self.missing_ttl),
+        };
+        let age = now.saturating_duration_since(at);
+        (age < lifetime.saturating_add(self.stale_if_error)).then_some(outcome)
+    }
+
+    /// Adds one batch's lookups to the cache counter.
+    fn count(&self, counts: [u64; 4]) {
+        for (result, n) in [
+            CacheResult::Hit,
+            CacheResult::Miss,
+            CacheResult::Stale,
+            CacheResult::StaleIfError,
+        ]
+        .into_iter()
+        .zip(counts)
+        {
+            self.metrics.cache(result, n);
         }
     }
 
@@ -565,6 +644,7 @@ impl Inner {
         let cached = match &outcome {
             CheckOutcome::Present => Some(Answer::Found(Found::Present)),
             CheckOutcome::Missing => Some(Answer::Found(Found::Missing)),
+            // A refusal keeps the answer it replaces for stale-if-error.
             CheckOutcome::Error(error) => {
                 tracing::debug!(host = %target.host, repository = %target.repository, error = %error, "Registry check failed.");
                 asked.refused_for.map(|for_| Answer::Refused {
@@ -575,12 +655,17 @@ impl Inner {
             }
         };
         if let Some(answer) = cached {
+            let last_found = match answer {
+                Answer::Found(found) => Some((found, now)),
+                Answer::Refused { .. } => this.cache.get(&key).and_then(|known| known.last_found),
+            };
             this.cache.insert(
                 key.clone(),
                 Known {
                     answer,
                     at: now,
                     is_digest: target.is_digest,
+                    last_found,
                 },
             );
         }
@@ -728,6 +813,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             ttl: Duration::from_secs(1),
             missing_ttl: Duration::from_secs(1),
+            stale_if_error: Duration::from_secs(1),
         };
         let v = Verifier::new(
             client,
