@@ -94,19 +94,40 @@ async fn past_the_stale_bound_a_check_that_cannot_answer_falls_to_the_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_hanging_or_failing_registry_is_answered_from_what_it_said_last() {
+async fn a_hanging_failing_or_refusing_registry_is_answered_from_what_it_said_last() {
     let s = Setup::new();
     let front = Front::start(Some(s.open.addr), FORWARD);
     let host = front.host();
     let (v, _) = expiring(&s, &host, HOUR);
-    let missing = format!("{host}/stale/gone:1");
-    assert_eq!(check(&v, &missing).await, CheckOutcome::Missing);
+    let [refused, failing, hanging] =
+        ["refused", "failing", "hanging"].map(|n| format!("{host}/stale/{n}:1"));
+    for image in [&refused, &failing, &hanging] {
+        assert_eq!(check(&v, image).await, CheckOutcome::Missing);
+    }
+    assert_eq!(front.requests(), 3);
+
+    // A refusal (429) is cached for its target and keeps the answer it
+    // replaced: the check that got it and the next one (served the cached
+    // refusal without asking) both answer missing.
+    front.set(429);
+    assert_eq!(check(&v, &refused).await, CheckOutcome::Missing, "a 429");
+    assert_eq!(check(&v, &refused).await, CheckOutcome::Missing, "a cached 429");
+    assert_eq!(front.requests(), 4, "the cached refusal asked nobody");
 
     front.set(503);
-    assert_eq!(check(&v, &missing).await, CheckOutcome::Missing, "a 5xx");
+    assert_eq!(check(&v, &failing).await, CheckOutcome::Missing, "a 5xx");
+    let never_seen = check(&v, &format!("{host}/stale/other:1")).await;
+    assert!(
+        matches!(
+            never_seen,
+            CheckOutcome::Error(CheckError::Status { status: 503, .. })
+        ),
+        "never seen: the policy decides: {never_seen:?}"
+    );
+
     front.set(HANG);
     assert_eq!(
-        check_within(&v, &missing, Duration::from_millis(100)).await,
+        check_within(&v, &hanging, Duration::from_millis(100)).await,
         CheckOutcome::Missing,
         "the budget runs out while the check hangs"
     );
