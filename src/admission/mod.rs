@@ -13,6 +13,7 @@
 mod decode;
 pub mod json;
 mod patch;
+mod platforms;
 mod podspec;
 pub mod pull_secrets;
 mod scratch;
@@ -183,14 +184,21 @@ pub fn decide<'i, 'c>(
         let review = decode::decode(tape.as_value())?;
         let mut secrets = pull_secrets::Found::default();
         let mut kept = Vec::new();
-        let (verdict, changes, images) =
-            decide_object(&review, options, pull_secrets, &mut secrets, &mut kept, decider);
+        let mut platforms = Vec::new();
+        let (verdict, changes, images) = decide_object(
+            &review,
+            options,
+            pull_secrets,
+            (&mut secrets, &mut kept, &mut platforms),
+            decider,
+        );
         Ok(Decided {
             request: review.info,
             verdict,
             changes,
             images,
             kept,
+            platforms,
             pull_secrets,
             secrets,
         })
@@ -209,6 +217,9 @@ pub struct Decided<'i, 'c> {
     /// Images kept although a rule matched them, with why (an invalid
     /// result): each gets a warning and a WARN line.
     pub kept: Vec<Kept<'i>>,
+    /// The platforms the pod may run on, from its spec (empty: it pins
+    /// none); read only when there are changes to verify.
+    pub platforms: Vec<crate::verify::platform::Platform>,
     pull_secrets: &'c PullSecrets,
     secrets: pull_secrets::Found<'i, 'c>,
 }
@@ -238,6 +249,7 @@ impl<'i> Decided<'i, '_> {
             kept,
             pull_secrets,
             mut secrets,
+            ..
         } = self;
         let mut warnings = Warnings::default();
         if matches!(verdict, Verdict::Patched | Verdict::Unchanged) {
@@ -316,8 +328,11 @@ fn decide_object<'i, 'c>(
     review: &decode::Review<'_, 'i>,
     options: &Options<'_>,
     pull_secrets: &'c PullSecrets,
-    secrets: &mut pull_secrets::Found<'i, 'c>,
-    kept: &mut Vec<Kept<'i>>,
+    (secrets, kept, platforms): (
+        &mut pull_secrets::Found<'i, 'c>,
+        &mut Vec<Kept<'i>>,
+        &mut Vec<crate::verify::platform::Platform>,
+    ),
     decider: &impl Decide,
 ) -> (Verdict, Vec<Change<'i>>, usize) {
     // The kubelet's `pods/status`, `scale`, `exec`…: never a patch. Only
@@ -410,6 +425,9 @@ fn decide_object<'i, 'c>(
         Ok(()) if options.shadow => Verdict::Shadowed,
         Ok(()) => Verdict::Patched,
     };
+    if !changes.is_empty() {
+        *platforms = platforms::of_pod(pod.spec);
+    }
     (verdict, changes, decided)
 }
 

@@ -58,7 +58,7 @@ impl FailOn {
         match (self, outcome) {
             (_, CheckOutcome::Present) => false,
             (FailOn::Any, _) => true,
-            (FailOn::Missing, CheckOutcome::Missing) => true,
+            (FailOn::Missing, CheckOutcome::Missing | CheckOutcome::NoPlatform(_)) => true,
             (FailOn::Error, CheckOutcome::Error(_)) => true,
             _ => false,
         }
@@ -165,7 +165,7 @@ impl Checker {
     /// What the pod would run: the swap, unless the check says keep.
     fn final_image<'a>(&self, image: &'a str, result: &'a str, outcome: Option<&CheckOutcome>) -> &'a str {
         match outcome {
-            Some(CheckOutcome::Missing) => image,
+            Some(CheckOutcome::Missing | CheckOutcome::NoPlatform(_)) => image,
             Some(CheckOutcome::Error(_)) if self.on_error == OnError::Keep => image,
             _ => result,
         }
@@ -176,6 +176,7 @@ impl Checker {
 fn verified_text(outcome: &CheckOutcome) -> String {
     match outcome {
         CheckOutcome::Error(e) => format!("error: {e}"),
+        CheckOutcome::NoPlatform(platform) => format!("missing: no {platform}"),
         other => other.as_str().to_owned(),
     }
 }

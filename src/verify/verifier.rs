@@ -43,6 +43,7 @@ use tracing::field::Empty;
 use super::client::{Failure, FailureKind, Found, RegistryClient, host_name};
 use super::credentials::CredentialsHandle;
 use super::metrics::{CacheResult, VerifyMetrics};
+use super::platform::{self, Platform};
 use super::target::{Target, canonical_host};
 use super::{CheckError, CheckFuture, CheckImages, CheckOutcome, MirrorHosts};
 use crate::swap::mirrors::split_port;
@@ -83,6 +84,9 @@ pub struct Tuning {
     pub max_in_flight_per_registry: usize,
     /// Targets the cache holds (least recently used go first).
     pub cache_capacity: u64,
+    /// `IMAGESWAP_VERIFY_PLATFORMS` without empty entries: required of
+    /// every target whose pod pins no platform (empty: any).
+    pub platforms: Vec<Platform>,
 }
 
 impl Default for Tuning {
@@ -92,6 +96,7 @@ impl Default for Tuning {
             breaker_open: Duration::from_secs(10),
             max_in_flight_per_registry: 32,
             cache_capacity: 100_000,
+            platforms: Vec::new(),
         }
     }
 }
@@ -102,14 +107,17 @@ struct Known {
     answer: Answer,
     at: Instant,
     is_digest: bool,
-    /// The registry's last present/missing answer and when: the answer
-    /// itself, or the one a refusal replaced (stale-if-error serves it).
-    last_found: Option<(Found, Instant)>,
+    /// The registry's last answer (present, missing, no platform) and
+    /// when: the answer itself, or the one a refusal replaced
+    /// (stale-if-error serves it).
+    last_found: Option<(CheckOutcome, Instant)>,
 }
 
 #[derive(Clone, Debug)]
 enum Answer {
     Found(Found),
+    /// Present, without this platform; believed as long as missing.
+    NoPlatform(String),
     /// A refusal about this target, believed for `for_` while the
     /// credentials it was given under are the published ones (a 401 or
     /// 403 may be theirs: a new file is asked at once).
@@ -306,7 +314,29 @@ impl Verifier {
 
 impl CheckImages for Verifier {
     fn check(&self, targets: Vec<Arc<str>>, mirrors: &MirrorHosts, budget: Duration) -> CheckFuture {
+        self.check_on(targets, &[], mirrors, budget)
+    }
+
+    fn check_on(
+        &self,
+        targets: Vec<Arc<str>>,
+        platforms: &[Platform],
+        mirrors: &MirrorHosts,
+        budget: Duration,
+    ) -> CheckFuture {
         let inner = &self.inner;
+        let required: Arc<[Platform]> = if platforms.is_empty() {
+            inner.tuning.platforms.as_slice().into()
+        } else {
+            platforms.into()
+        };
+        // A target is cached and coalesced per requirement: what one pod
+        // may run on says nothing of another's.
+        let suffix = (!required.is_empty()).then(|| format!(" {}", platform::list(&required)));
+        let key_of = |image: &Arc<str>| match &suffix {
+            None => image.clone(),
+            Some(suffix) => Arc::from(format!("{image}{suffix}")),
+        };
         // No clamp to `verify_timeout` needed: every check in flight ends
         // by its own timeout, so no waiter outlives it.
         let now = Instant::now();
@@ -314,7 +344,8 @@ impl CheckImages for Verifier {
         // Allocated only when some target has to wait.
         let mut waits: Vec<(usize, Pending, Arc<str>)> = Vec::new();
         let mut counts = [0u64; 4];
-        for (i, target) in targets.into_iter().enumerate() {
+        for (i, image) in targets.into_iter().enumerate() {
+            let target = key_of(&image);
             match inner.lookup(&target, now) {
                 Lookup::Fresh(outcome) => {
                     counts[CacheResult::Hit as usize] += 1;
@@ -323,11 +354,11 @@ impl CheckImages for Verifier {
                 Lookup::Stale => {
                     counts[CacheResult::Stale as usize] += 1;
                     outcomes.push(CheckOutcome::Present);
-                    Inner::refresh(&self.inner, target, mirrors);
+                    Inner::refresh(&self.inner, target, &image, &required, mirrors);
                 }
                 Lookup::Miss => {
                     counts[CacheResult::Miss as usize] += 1;
-                    match Inner::start(&self.inner, target.clone(), mirrors) {
+                    match Inner::start(&self.inner, target.clone(), &image, &required, mirrors) {
                         Started::Done(outcome) => {
                             outcomes.push(inner.or_stale(outcome, &target, now, &mut counts));
                         }
@@ -396,6 +427,9 @@ impl Inner {
                 Lookup::Stale
             }
             Answer::Found(Found::Missing) if age < self.missing_ttl => Lookup::Fresh(CheckOutcome::Missing),
+            Answer::NoPlatform(ref platform) if age < self.missing_ttl => {
+                Lookup::Fresh(CheckOutcome::NoPlatform(platform.clone()))
+            }
             Answer::Refused {
                 error,
                 for_,
@@ -403,7 +437,7 @@ impl Inner {
             } if age < for_ && credentials == self.credentials_id() => {
                 Lookup::Fresh(CheckOutcome::Error(error))
             }
-            Answer::Found(_) | Answer::Refused { .. } => Lookup::Miss,
+            Answer::Found(_) | Answer::NoPlatform(_) | Answer::Refused { .. } => Lookup::Miss,
         }
     }
 
@@ -433,11 +467,11 @@ impl Inner {
     /// it is less than `stale_if_error` past its TTL.
     fn stale(&self, target: &str, now: Instant) -> Option<CheckOutcome> {
         let known = self.cache.get(target)?;
-        let (found, at) = known.last_found?;
-        let (outcome, lifetime) = match found {
-            Found::Present if known.is_digest => return Some(CheckOutcome::Present),
-            Found::Present => (CheckOutcome::Present, self.ttl),
-            Found::Missing => (CheckOutcome::Missing, self.missing_ttl),
+        let (outcome, at) = known.last_found?;
+        let lifetime = match outcome {
+            CheckOutcome::Present if known.is_digest => return Some(CheckOutcome::Present),
+            CheckOutcome::Present => self.ttl,
+            _ => self.missing_ttl,
         };
         let age = now.saturating_duration_since(at);
         (age < lifetime.saturating_add(self.stale_if_error)).then_some(outcome)
@@ -499,8 +533,14 @@ impl Inner {
     }
 
     /// Joins the check of `target` in flight, or starts one.
-    fn start(this: &Arc<Inner>, target: Arc<str>, mirrors: &MirrorHosts) -> Started {
-        let Some(parsed) = Target::parse(&target) else {
+    fn start(
+        this: &Arc<Inner>,
+        target: Arc<str>,
+        image: &str,
+        required: &Arc<[Platform]>,
+        mirrors: &MirrorHosts,
+    ) -> Started {
+        let Some(parsed) = Target::parse(image) else {
             return Started::Done(CheckOutcome::Error(CheckError::Failed(
                 "not a valid image reference".to_owned(),
             )));
@@ -534,7 +574,12 @@ impl Inner {
                 let (answer, pending) = watch::channel(None);
                 slot.insert(pending.clone());
                 let parent = tracing::Span::current();
-                runtime.spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
+                let check = Check {
+                    key: target,
+                    target: parsed,
+                    required: required.clone(),
+                };
+                runtime.spawn(Inner::run(this.clone(), check, registry, answer, parent));
                 Started::Wait(pending)
             }
         }
@@ -542,8 +587,14 @@ impl Inner {
 
     /// Starts a background check of a stale present tag, unless one runs
     /// or its registry's breaker is open (the stale answer serves on).
-    fn refresh(this: &Arc<Inner>, target: Arc<str>, mirrors: &MirrorHosts) {
-        let Some(parsed) = Target::parse(&target) else {
+    fn refresh(
+        this: &Arc<Inner>,
+        target: Arc<str>,
+        image: &str,
+        required: &Arc<[Platform]>,
+        mirrors: &MirrorHosts,
+    ) {
+        let Some(parsed) = Target::parse(image) else {
             return;
         };
         if !this.named(&parsed, mirrors) {
@@ -563,7 +614,12 @@ impl Inner {
             let (answer, pending) = watch::channel(None);
             slot.insert(pending);
             let parent = tracing::Span::current();
-            runtime.spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
+            let check = Check {
+                key: target,
+                target: parsed,
+                required: required.clone(),
+            };
+            runtime.spawn(Inner::run(this.clone(), check, registry, answer, parent));
         }
     }
 
@@ -574,14 +630,18 @@ impl Inner {
     /// error answer and one log line, never a check left without answer.
     async fn run(
         this: Arc<Inner>,
-        key: Arc<str>,
-        target: Target,
+        check: Check,
         registry: Arc<Registry>,
         answer: watch::Sender<Option<CheckOutcome>>,
         // The admission that started the check: the request span is its
         // child even though it runs in a task of its own.
         parent: tracing::Span,
     ) {
+        let Check {
+            key,
+            target,
+            required,
+        } = check;
         // Leaves `inflight` however the task ends, so a panic cannot wedge
         // the target.
         let leave = Leave {
@@ -598,7 +658,7 @@ impl Inner {
             imageswap.repository = %target.repository,
             imageswap.verify.outcome = Empty,
         );
-        let asked = Inner::ask(&this, &target, &registry).instrument(span.clone());
+        let asked = Inner::ask(&this, &target, &required, &registry).instrument(span.clone());
         let mut asked = std::pin::pin!(asked);
         // Unwind safety: after a panic the request future is only dropped;
         // the state it touches (the token map, the breaker's mutex, whose
@@ -644,6 +704,7 @@ impl Inner {
         let cached = match &outcome {
             CheckOutcome::Present => Some(Answer::Found(Found::Present)),
             CheckOutcome::Missing => Some(Answer::Found(Found::Missing)),
+            CheckOutcome::NoPlatform(platform) => Some(Answer::NoPlatform(platform.clone())),
             // A refusal keeps the answer it replaces for stale-if-error.
             CheckOutcome::Error(error) => {
                 tracing::debug!(host = %target.host, repository = %target.repository, error = %error, "Registry check failed.");
@@ -656,8 +717,8 @@ impl Inner {
         };
         if let Some(answer) = cached {
             let last_found = match answer {
-                Answer::Found(found) => Some((found, now)),
                 Answer::Refused { .. } => this.cache.get(&key).and_then(|known| known.last_found),
+                _ => Some((outcome.clone(), now)),
             };
             this.cache.insert(
                 key.clone(),
@@ -676,7 +737,7 @@ impl Inner {
     }
 
     /// The permit, then the request (see [`Inner::run`]).
-    async fn ask(this: &Inner, target: &Target, registry: &Registry) -> Asked {
+    async fn ask(this: &Inner, target: &Target, required: &[Platform], registry: &Registry) -> Asked {
         let Ok(Ok(_permit)) = tokio::time::timeout(QUEUE_WAIT_MAX, registry.permits.acquire()).await else {
             return Asked::unasked(CheckError::Timeout(QUEUE_WAIT_MAX));
         };
@@ -688,15 +749,27 @@ impl Inner {
         let started = Instant::now();
         // The timeout starts with the request: time in the queue is the
         // cap's, not the registry's.
-        let found = tokio::time::timeout(
-            this.timeout,
-            this.client.check(target, credentials.get(&target.host)),
-        )
+        let credential = credentials.get(&target.host);
+        // One timeout for the whole check: the manifest, and its platforms
+        // when some are required (an index or a config, once per digest).
+        let found = tokio::time::timeout(this.timeout, async {
+            let (found, digest) = this.client.check(target, credential).await?;
+            if found == Found::Missing || required.is_empty() {
+                return Ok(found.into());
+            }
+            let available = this
+                .client
+                .platforms(target, digest.as_deref(), credential)
+                .await?;
+            Ok(match Platform::first_missing(required, &available) {
+                Some(platform) => CheckOutcome::NoPlatform(platform.to_string()),
+                None => CheckOutcome::Present,
+            })
+        })
         .await;
         this.metrics.request_duration(&registry.label, started.elapsed());
         let (outcome, evidence, refused_for) = match found {
-            Ok(Ok(Found::Present)) => (CheckOutcome::Present, Evidence::Well, None),
-            Ok(Ok(Found::Missing)) => (CheckOutcome::Missing, Evidence::Well, None),
+            Ok(Ok(outcome)) => (outcome, Evidence::Well, None),
             Ok(Err(Failure {
                 error,
                 kind,
@@ -727,6 +800,23 @@ impl Inner {
             asked: true,
             credentials: credentials_id,
             recorded: Some(recorded),
+        }
+    }
+}
+
+/// One check to run: its cache key (the image, with the platforms it is
+/// required to have), the image split, and those platforms.
+struct Check {
+    key: Arc<str>,
+    target: Target,
+    required: Arc<[Platform]>,
+}
+
+impl From<Found> for CheckOutcome {
+    fn from(found: Found) -> CheckOutcome {
+        match found {
+            Found::Present => CheckOutcome::Present,
+            Found::Missing => CheckOutcome::Missing,
         }
     }
 }
