@@ -143,7 +143,7 @@ mod tests {
             Some(&arm64)
         );
         assert_eq!(
-            Platform::first_missing(&[amd64.clone()], &[arm64_v8, amd64]),
+            Platform::first_missing(std::slice::from_ref(&amd64), &[arm64_v8, amd64.clone()]),
             None
         );
         assert_eq!(arm_v7.to_string(), "linux/arm/v7");

@@ -106,6 +106,7 @@ every setting written out, as the kustomize base does. */ -}}
 {{- if include "imageswap.registryCaConfigMap" $ -}}
 {{- $_ := set $data "IMAGESWAP_REGISTRY_CA" (printf "/etc/imageswap/registry-ca/%s" .registryCa.key) -}}
 {{- end -}}
+{{- with .platforms }}{{ $_ := set $data "IMAGESWAP_VERIFY_PLATFORMS" (join "," .) }}{{ end -}}
 {{- with .plainHttp }}{{ $_ := set $data "IMAGESWAP_REGISTRY_PLAIN_HTTP" (join "," .) }}{{ end -}}
 {{- with .imagePullSecrets -}}
 {{- $pairs := list -}}
