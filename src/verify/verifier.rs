@@ -253,6 +253,9 @@ struct Inner {
     ttl: Duration,
     missing_ttl: Duration,
     stale_if_error: Duration,
+    /// `tuning.platforms`, shared by every check that uses it (no copy
+    /// per admission).
+    platforms: Arc<[Platform]>,
     cache: moka::sync::Cache<Arc<str>, Known>,
     inflight: DashMap<Arc<str>, Pending>,
     registries: DashMap<String, Arc<Registry>>,
@@ -293,6 +296,7 @@ impl Verifier {
                 credentials,
                 metrics,
                 cache: moka::sync::Cache::new(tuning.cache_capacity),
+                platforms: tuning.platforms.as_slice().into(),
                 tuning,
                 timeout: lifetimes.timeout,
                 ttl: lifetimes.ttl,
@@ -326,7 +330,7 @@ impl CheckImages for Verifier {
     ) -> CheckFuture {
         let inner = &self.inner;
         let required: Arc<[Platform]> = if platforms.is_empty() {
-            inner.tuning.platforms.as_slice().into()
+            inner.platforms.clone()
         } else {
             platforms.into()
         };
