@@ -219,7 +219,7 @@ pub struct Decided<'i, 'c> {
     pub kept: Vec<Kept<'i>>,
     /// The platforms the pod may run on, from its spec (empty: it pins
     /// none); read only when there are changes to verify.
-    pub platforms: Vec<crate::verify::platform::Platform>,
+    pub platforms: Vec<crate::swap::platform::Platform>,
     pull_secrets: &'c PullSecrets,
     secrets: pull_secrets::Found<'i, 'c>,
 }
@@ -331,7 +331,7 @@ fn decide_object<'i, 'c>(
     (secrets, kept, platforms): (
         &mut pull_secrets::Found<'i, 'c>,
         &mut Vec<Kept<'i>>,
-        &mut Vec<crate::verify::platform::Platform>,
+        &mut Vec<crate::swap::platform::Platform>,
     ),
     decider: &impl Decide,
 ) -> (Verdict, Vec<Change<'i>>, usize) {

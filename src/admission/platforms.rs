@@ -9,7 +9,7 @@
 use simd_json::tape::Value;
 
 use super::decode::{member, text};
-use crate::verify::platform::Platform;
+use crate::swap::platform::Platform;
 
 const ARCH_LABEL: &str = "kubernetes.io/arch";
 const OS_LABEL: &str = "kubernetes.io/os";
