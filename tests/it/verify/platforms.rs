@@ -108,6 +108,12 @@ async fn a_single_manifest_s_platform_comes_from_its_config() {
         1,
         "the config blob, read once (cached by digest)"
     );
+    // Per new single-platform image: 1 HEAD, 1 GET of its manifest (for
+    // its config's digest), 1 GET of the config; the check for the second
+    // requirement cost its HEAD only (the manifest digest's platforms are
+    // cached). The push itself made no HEAD and no GET.
+    assert_eq!(s.open.requests("\"HEAD /v2/plat/single/manifests/"), 2);
+    assert_eq!(s.open.requests("\"GET /v2/plat/single/manifests/"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
