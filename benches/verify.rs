@@ -134,6 +134,8 @@ fn admit_verified(c: &mut Criterion) {
         // Far longer than the bench: no target goes stale while measured.
         verify_ttl: Duration::from_secs(3600),
         verify_missing_ttl: Duration::from_secs(30),
+        verify_stale_if_error: Duration::from_secs(3600),
+        verify_platforms: Vec::new(),
         registry_config: storage.path().join("no-credentials.json"),
         registry_ca: None,
         registry_plain_http: vec![host.clone()],

@@ -100,6 +100,7 @@ VALUE_SETS = [
     ("verify", {
         "verify": {
             "enabled": True, "onError": "keep", "timeout": "500ms", "ttl": "5m", "missingTtl": "1m",
+            "staleIfError": "2h", "platforms": ["linux/amd64", "linux/arm64"],
             "registryCredentials": {
                 "secretName": "mirror-credentials",
                 "dockerConfigJson": '{"auths": {"harbor.example.com": {"auth": "dXNlcjpwYXNzd29yZA=="}}}',
@@ -212,6 +213,9 @@ REFUSED = [
     ("verify timeout", {"verify": {"timeout": "1 second"}}, "timeout"),
     ("verify TTL", {"verify": {"ttl": "forever"}}, "ttl"),
     ("verify missing TTL", {"verify": {"missingTtl": 30}}, "missingTtl"),
+    ("verify stale-if-error", {"verify": {"staleIfError": "an hour"}}, "staleIfError"),
+    ("verify platforms as one string", {"verify": {"platforms": "linux/amd64,linux/arm64"}}, "platforms"),
+    ("verify platform without os", {"verify": {"platforms": ["arm64"]}}, "platforms"),
     ("verify timeout not below the request's", {"verify": {"enabled": True, "timeout": "2s"}}, "verify.timeout"),
     ("plain-HTTP host with a scheme", {"verify": {"plainHttp": ["http://registry.local"]}}, "plainHttp"),
     ("plain-HTTP hosts as one string", {"verify": {"plainHttp": "a.example.com,b.example.com"}}, "plainHttp"),
@@ -247,7 +251,8 @@ PLAIN_SIDECAR_KUBERNETES = (1, 28)
 NOT_CONFIG = {"IMAGESWAP_POD_NAME", "IMAGESWAP_NAMESPACE_NAME", "IMAGESWAP_INSECURE_HTTP", "IMAGESWAP_DEV"}
 # Set by the chart's `verify` block (mirror verification, issue 11), not by `config`.
 VERIFY_BLOCK = {"IMAGESWAP_VERIFY", "IMAGESWAP_VERIFY_ON_ERROR", "IMAGESWAP_VERIFY_TIMEOUT", "IMAGESWAP_VERIFY_TTL",
-                "IMAGESWAP_VERIFY_MISSING_TTL", "IMAGESWAP_REGISTRY_CONFIG", "IMAGESWAP_REGISTRY_CA",
+                "IMAGESWAP_VERIFY_MISSING_TTL", "IMAGESWAP_VERIFY_STALE_IF_ERROR", "IMAGESWAP_VERIFY_PLATFORMS",
+                "IMAGESWAP_REGISTRY_CONFIG", "IMAGESWAP_REGISTRY_CA",
                 "IMAGESWAP_REGISTRY_PLAIN_HTTP", "IMAGESWAP_IMAGE_PULL_SECRETS"}
 # Written from webhook.timeoutSeconds, so the two cannot disagree.
 FROM_WEBHOOK = {"IMAGESWAP_WEBHOOK_TIMEOUT"}

@@ -13,6 +13,7 @@
 mod decode;
 pub mod json;
 mod patch;
+mod platforms;
 mod podspec;
 pub mod pull_secrets;
 mod scratch;
@@ -218,12 +219,12 @@ pub fn decide<'i, 'c>(
         let mut secrets = pull_secrets::Found::default();
         let mut kept = Vec::new();
         let mut kept_because = KeptBecause::default();
+        let mut platforms = Vec::new();
         let (verdict, changes, images) = decide_object(
             &review,
             options,
             pull_secrets,
-            &mut secrets,
-            (&mut kept, &mut kept_because),
+            (&mut secrets, &mut kept, &mut kept_because, &mut platforms),
             decider,
         );
         Ok(Decided {
@@ -233,6 +234,7 @@ pub fn decide<'i, 'c>(
             images,
             kept,
             kept_because,
+            platforms,
             pull_secrets,
             secrets,
         })
@@ -254,6 +256,9 @@ pub struct Decided<'i, 'c> {
     /// Why images stayed although a rule matched them (phase 1's reasons;
     /// [`Decided::answer`] adds the verification's).
     pub kept_because: KeptBecause,
+    /// The platforms the pod may run on, from its spec (empty: it pins
+    /// none); read only when there are changes to verify.
+    pub platforms: Vec<crate::swap::platform::Platform>,
     pull_secrets: &'c PullSecrets,
     secrets: pull_secrets::Found<'i, 'c>,
 }
@@ -273,8 +278,11 @@ impl KeptBecause {
     pub const INVALID_RESULT: KeptBecause = KeptBecause(4);
     /// A placeholder of the keep list.
     pub const PLACEHOLDER: KeptBecause = KeptBecause(8);
-    const WORDS: [(KeptBecause, &'static str); 4] = [
+    /// The mirror's image lacks a platform the pod may run on.
+    pub const PLATFORM: KeptBecause = KeptBecause(16);
+    const WORDS: [(KeptBecause, &'static str); 5] = [
         (KeptBecause::MISSING, "missing"),
+        (KeptBecause::PLATFORM, "platform"),
         (KeptBecause::UNVERIFIED, "unverified"),
         (KeptBecause::INVALID_RESULT, "invalid-result"),
         (KeptBecause::PLACEHOLDER, "placeholder"),
@@ -326,6 +334,7 @@ impl<'i> Decided<'i, '_> {
             mut kept_because,
             pull_secrets,
             mut secrets,
+            ..
         } = self;
         let mut warnings = Warnings::default();
         if matches!(verdict, Verdict::Patched | Verdict::Unchanged) {
@@ -346,6 +355,7 @@ impl<'i> Decided<'i, '_> {
                 warnings.checked(change, checked);
                 match checked {
                     Checked::Missing => kept_because.add(KeptBecause::MISSING),
+                    Checked::MissingPlatform(_) => kept_because.add(KeptBecause::PLATFORM),
                     Checked::Unverified { keep: true, .. } => kept_because.add(KeptBecause::UNVERIFIED),
                     _ => {}
                 }
@@ -410,8 +420,12 @@ fn decide_object<'i, 'c>(
     review: &decode::Review<'_, 'i>,
     options: &Options<'_>,
     pull_secrets: &'c PullSecrets,
-    secrets: &mut pull_secrets::Found<'i, 'c>,
-    (kept, kept_because): (&mut Vec<Kept<'i>>, &mut KeptBecause),
+    (secrets, kept, kept_because, platforms): (
+        &mut pull_secrets::Found<'i, 'c>,
+        &mut Vec<Kept<'i>>,
+        &mut KeptBecause,
+        &mut Vec<crate::swap::platform::Platform>,
+    ),
     decider: &impl Decide,
 ) -> (Verdict, Vec<Change<'i>>, usize) {
     // The kubelet's `pods/status`, `scale`, `exec`…: never a patch. Only
@@ -509,6 +523,9 @@ fn decide_object<'i, 'c>(
         Ok(()) if options.shadow => Verdict::Shadowed,
         Ok(()) => Verdict::Patched,
     };
+    if !changes.is_empty() {
+        *platforms = platforms::of_pod(pod.spec);
+    }
     (verdict, changes, decided)
 }
 

@@ -28,6 +28,9 @@ pub enum Checked {
     Present,
     /// The target is not in the mirror: keep the original image.
     Missing,
+    /// The target lacks a platform the pod may run on (named, e.g.
+    /// `linux/arm64`): keep the original image.
+    MissingPlatform(String),
     /// The check could not answer (`reason` says why); `keep` is the
     /// on-error policy (`keep`: keep the original, else patch anyway).
     Unverified { reason: String, keep: bool },
@@ -38,7 +41,7 @@ impl Checked {
     pub fn keeps(&self) -> bool {
         match self {
             Checked::Present => false,
-            Checked::Missing => true,
+            Checked::Missing | Checked::MissingPlatform(_) => true,
             Checked::Unverified { keep, .. } => *keep,
         }
     }
@@ -73,6 +76,14 @@ impl Warnings {
                 Piece::Text(": "),
                 Piece::Name(&change.to),
                 Piece::Text(" is not in the mirror"),
+            ]),
+            Checked::MissingPlatform(platform) => self.add(&[
+                Piece::Text("kept "),
+                Piece::Name(change.from),
+                Piece::Text(": "),
+                Piece::Name(&change.to),
+                Piece::Text(" has no "),
+                Piece::Text(platform),
             ]),
             Checked::Unverified { reason, keep: true } => self.add(&[
                 Piece::Text("kept "),

@@ -10,6 +10,10 @@
 //! mirror is switched on. The images of a block are checked together, so
 //! a block costs one round of registry requests, not one per line.
 //!
+//! With `--fail-on missing|error|any` (and `--verify`) the exit code gates
+//! a CI pipeline: 1 when an image of that kind was found, once every line
+//! is written; without it, 0 whatever the checks found (as before).
+//!
 //! With `--image-pull-secrets` each line also names the pull secret the
 //! pod would be given for the image it finally runs (`-` for none).
 
@@ -38,6 +42,32 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Which check answers make `imageswap swap --verify` exit 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// An image the mirror does not have (it would be kept).
+    Missing,
+    /// An image whose check could not answer.
+    Error,
+    /// Either.
+    Any,
+}
+
+impl FailOn {
+    fn matches(self, outcome: &CheckOutcome) -> bool {
+        match (self, outcome) {
+            (_, CheckOutcome::Present) => false,
+            (FailOn::Any, _) => true,
+            (FailOn::Missing, CheckOutcome::Missing | CheckOutcome::NoPlatform(_)) => true,
+            (FailOn::Error, CheckOutcome::Error(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The exit code when `--fail-on` found its kind of image.
+const EXIT_FOUND: u8 = 1;
+
 /// `imageswap swap`: the rules, the output format and the images.
 #[derive(Clone, Debug, Args)]
 pub struct SwapArgs {
@@ -51,6 +81,10 @@ pub struct SwapArgs {
 
     #[command(flatten)]
     pub verify: VerifyArgs,
+
+    /// With --verify: exit 1 when an image is missing from its mirror, its check could not answer, or either.
+    #[arg(long, value_parser = choice::<FailOn>())]
+    pub fail_on: Option<FailOn>,
 
     #[command(flatten)]
     pub pull_secrets: PullSecretsArgs,
@@ -66,10 +100,13 @@ struct Checker {
     runtime: tokio::runtime::Runtime,
     budget: std::time::Duration,
     on_error: OnError,
+    fail_on: Option<FailOn>,
+    /// Whether a check answered what `fail_on` names.
+    failed: std::cell::Cell<bool>,
 }
 
 impl Checker {
-    fn new(args: &VerifyArgs) -> Result<Checker, String> {
+    fn new(args: &VerifyArgs, fail_on: Option<FailOn>) -> Result<Checker, String> {
         let (verifier, credentials) = crate::reload::registry_verification_with(
             args,
             VerifyMetrics::new(),
@@ -88,6 +125,8 @@ impl Checker {
             runtime,
             budget: args.verify_timeout,
             on_error: args.verify_on_error,
+            fail_on,
+            failed: std::cell::Cell::new(false),
         })
     }
 
@@ -99,13 +138,18 @@ impl Checker {
             .filter(|d| d.changed())
             .filter_map(|d| d.result.as_deref().map(Arc::from))
             .collect();
-        let mut outcomes = if targets.is_empty() {
+        let outcomes = if targets.is_empty() {
             Vec::new()
         } else {
             self.runtime
                 .block_on(async { self.verifier.check(targets, mirrors, self.budget).await })
+        };
+        if let Some(fail_on) = self.fail_on
+            && outcomes.iter().any(|o| fail_on.matches(o))
+        {
+            self.failed.set(true);
         }
-        .into_iter();
+        let mut outcomes = outcomes.into_iter();
         decisions
             .iter()
             .map(|d| {
@@ -121,7 +165,7 @@ impl Checker {
     /// What the pod would run: the swap, unless the check says keep.
     fn final_image<'a>(&self, image: &'a str, result: &'a str, outcome: Option<&CheckOutcome>) -> &'a str {
         match outcome {
-            Some(CheckOutcome::Missing) => image,
+            Some(CheckOutcome::Missing | CheckOutcome::NoPlatform(_)) => image,
             Some(CheckOutcome::Error(_)) if self.on_error == OnError::Keep => image,
             _ => result,
         }
@@ -132,6 +176,7 @@ impl Checker {
 fn verified_text(outcome: &CheckOutcome) -> String {
     match outcome {
         CheckOutcome::Error(e) => format!("error: {e}"),
+        CheckOutcome::NoPlatform(platform) => format!("missing: no {platform}"),
         other => other.as_str().to_owned(),
     }
 }
@@ -156,8 +201,13 @@ pub fn run(args: &SwapArgs) -> ExitCode {
     if loaded.engine.mode() == EngineMode::Legacy {
         tracing::warn!("LEGACY mode is deprecated; move to a maps file (IMAGESWAP_MODE=MAPS).");
     }
+    if args.fail_on.is_some() && !args.verify.enabled() {
+        return super::usage_error(
+            "--fail-on needs --verify: without checks no image is missing or in error",
+        );
+    }
     let checker = if args.verify.enabled() {
-        match Checker::new(&args.verify) {
+        match Checker::new(&args.verify, args.fail_on) {
             Ok(checker) => Some(checker),
             Err(e) => return super::usage_error(e),
         }
@@ -180,7 +230,9 @@ pub fn run(args: &SwapArgs) -> ExitCode {
     } else {
         write_block(&loaded.engine, checker, output, &args.images, &mut out)
     };
+    let failed = checker.is_some_and(|c| c.failed.get());
     match result.and_then(|()| out.flush()) {
+        Ok(()) if failed => ExitCode::from(EXIT_FOUND),
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`| head`) is not an error worth a message.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,

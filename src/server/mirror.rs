@@ -67,7 +67,7 @@ pub async fn check(
         // answer is known and every target falls to the policy.
         tokio::time::timeout(
             budget + VERIFY_WAIT_GRACE,
-            verifier.check(targets, mirrors, budget),
+            verifier.check_on(targets, &decided.platforms, mirrors, budget),
         )
         .await
         .unwrap_or_default()
@@ -103,6 +103,12 @@ fn judge(
             tracing::warn!(uid, %container, image = change.from, target = %change.to,
                 reason = "not in the mirror", "Kept the original image: the mirror does not have the swapped one.");
             Checked::Missing
+        }
+        CheckOutcome::NoPlatform(platform) => {
+            state.metrics.verify_fallback(Fallback::platform);
+            tracing::warn!(uid, %container, image = change.from, target = %change.to, platform = platform.as_str(),
+                reason = "platform", "Kept the original image: the mirror's image lacks a platform the pod may run on.");
+            Checked::MissingPlatform(platform)
         }
         CheckOutcome::Error(error) => {
             state.metrics.verify_fallback(Fallback::error);

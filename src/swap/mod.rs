@@ -8,6 +8,7 @@ pub mod engine;
 pub mod lint;
 pub mod maps;
 pub mod mirrors;
+pub mod platform;
 pub mod reference;
 pub mod replace;
 

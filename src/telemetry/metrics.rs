@@ -190,6 +190,8 @@ struct SpanDropLabel {
 pub enum Fallback {
     /// The target is not in the mirror: the original was kept.
     missing,
+    /// The target lacks a platform the pod may run on: the original was kept.
+    platform,
     /// The check could not answer: the on-error policy decided.
     error,
 }
@@ -221,7 +223,7 @@ pub struct Metrics {
     spans_exported: Counter,
     spans_dropped: [Counter; 2],
     log_lines_dropped: Counter,
-    verify_fallbacks: [Counter; 2],
+    verify_fallbacks: [Counter; 3],
     pull_secrets_added: Counter,
     invalid_results: Counter,
     /// The registry side of verification (verify::metrics), shared with the
@@ -400,10 +402,10 @@ impl Metrics {
         let fallbacks_family = Family::<FallbackLabel, Counter>::default();
         registry.register(
             "imageswap_verify_fallbacks",
-            "Swapped images whose mirror check did not say present, by reason (missing: the original was kept; error: the on-error policy decided)",
+            "Swapped images whose mirror check did not say present, by reason (missing: the original was kept; platform: kept, a platform the pod may run on is not in it; error: the on-error policy decided)",
             fallbacks_family.clone(),
         );
-        let verify_fallbacks = [Fallback::missing, Fallback::error]
+        let verify_fallbacks = [Fallback::missing, Fallback::platform, Fallback::error]
             .map(|reason| fallbacks_family.get_or_create(&FallbackLabel { reason }).clone());
         let invalid_results = Counter::default();
         registry.register(

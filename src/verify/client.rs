@@ -35,6 +35,7 @@ use serde::Deserialize;
 
 use super::CheckError;
 use super::credentials::Credential;
+use super::platform::Platform;
 use super::target::Target;
 
 /// Every manifest type a target may be (verify.md): OCI index and manifest,
@@ -61,6 +62,48 @@ pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(5);
 /// The largest token response read (real ones are a few KiB).
 const TOKEN_RESPONSE_MAX_BYTES: usize = 64 * 1024;
+/// The largest manifest or image config read for its platforms (real
+/// indexes are a few KiB; distribution refuses manifests over 4 MiB).
+const DOCUMENT_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Digests whose platforms are kept (least recently used go first).
+const PLATFORMS_CACHED_MAX: u64 = 10_000;
+
+/// What the platforms are read from: an index's `manifests` or a
+/// manifest's `config`.
+#[derive(Deserialize)]
+struct ManifestJson {
+    manifests: Option<Vec<EntryJson>>,
+    config: Option<DescriptorJson>,
+}
+
+#[derive(Deserialize)]
+struct EntryJson {
+    platform: Option<PlatformJson>,
+}
+
+#[derive(Deserialize)]
+struct DescriptorJson {
+    digest: String,
+}
+
+/// An index entry's `platform`, or an image config (the same names).
+#[derive(Deserialize)]
+struct PlatformJson {
+    os: Option<String>,
+    architecture: Option<String>,
+    variant: Option<String>,
+}
+
+impl PlatformJson {
+    fn into_platform(self) -> Platform {
+        Platform {
+            os: self.os,
+            architecture: self.architecture,
+            variant: self.variant,
+        }
+    }
+}
+
 /// Cached tokens kept at most (one per repository checked); past it the
 /// cache starts over rather than grow.
 const TOKENS_MAX: usize = 10_000;
@@ -161,6 +204,8 @@ pub struct RegistryClient {
     /// Hosts that answered with a `Bearer` challenge: Basic credentials
     /// go to their token realm, not with every request to them.
     bearer_hosts: DashMap<String, ()>,
+    /// Platforms by (host, digest) of an index, manifest or config.
+    platforms: moka::sync::Cache<(String, String), Arc<[Platform]>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -222,6 +267,7 @@ impl RegistryClient {
                 .collect(),
             tokens: DashMap::new(),
             bearer_hosts: DashMap::new(),
+            platforms: moka::sync::Cache::new(PLATFORMS_CACHED_MAX),
         })
     }
 
@@ -240,8 +286,14 @@ impl RegistryClient {
     }
 
     /// Asks the registry for the target's manifest. No timeout of its own:
-    /// the caller bounds the whole check (token fetch included).
-    pub async fn check(&self, target: &Target, credential: Option<&Credential>) -> Result<Found, Failure> {
+    /// the caller bounds the whole check (token fetch included). A present
+    /// manifest comes with its digest when the registry names it
+    /// (`Docker-Content-Digest`), for [`RegistryClient::platforms`].
+    pub async fn check(
+        &self,
+        target: &Target,
+        credential: Option<&Credential>,
+    ) -> Result<(Found, Option<String>), Failure> {
         let url = format!(
             "{}://{}/v2/{}/manifests/{}",
             self.scheme(&target.host),
@@ -261,8 +313,16 @@ impl RegistryClient {
                 .await?;
             let status = response.status();
             match status {
-                StatusCode::OK => return Ok(Found::Present),
-                StatusCode::NOT_FOUND => return Ok(Found::Missing),
+                StatusCode::OK => {
+                    let digest = response
+                        .headers()
+                        .get("docker-content-digest")
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|d| d.starts_with("sha256:") && d.len() == 71)
+                        .map(str::to_owned);
+                    return Ok((Found::Present, digest));
+                }
+                StatusCode::NOT_FOUND => return Ok((Found::Missing, None)),
                 StatusCode::METHOD_NOT_ALLOWED if method == Method::HEAD => method = Method::GET,
                 StatusCode::UNAUTHORIZED if !answered_challenge => {
                     answered_challenge = true;
@@ -309,6 +369,100 @@ impl RegistryClient {
             "{} kept asking to authenticate",
             target.host
         )))
+    }
+
+    /// The platforms of a present target (issue 21 item 5): the
+    /// `platform` entries of its index or manifest list, or the one of its
+    /// single manifest's config blob. Read by digest and cached by it (a
+    /// digest's content never changes), so an index seen once is not
+    /// fetched again: the target's `digest` from its check, else its own
+    /// reference. Uses the authorization the check left (its token or
+    /// Basic credentials); a blob's redirect to storage is followed once,
+    /// without it.
+    pub async fn platforms(
+        &self,
+        target: &Target,
+        digest: Option<&str>,
+        credential: Option<&Credential>,
+    ) -> Result<Arc<[Platform]>, Failure> {
+        let reference = digest.unwrap_or(&target.reference);
+        let cached = |digest: &str| self.platforms.get(&(target.host.clone(), digest.to_owned()));
+        if let Some(found) = digest.and_then(cached) {
+            return Ok(found);
+        }
+        let body = self.get(target, "manifests", reference, credential).await?;
+        let manifest: ManifestJson = serde_json::from_slice(&body)
+            .map_err(|e| Failure::other(format!("bad manifest of {}: {e}", target.repository)))?;
+        let platforms: Arc<[Platform]> = if let Some(entries) = manifest.manifests {
+            entries
+                .into_iter()
+                .filter_map(|e| e.platform.map(PlatformJson::into_platform))
+                .collect()
+        } else if let Some(config) = manifest.config {
+            if let Some(found) = cached(&config.digest) {
+                found
+            } else {
+                let blob = self.get(target, "blobs", &config.digest, credential).await?;
+                let platform: PlatformJson = serde_json::from_slice(&blob)
+                    .map_err(|e| Failure::other(format!("bad image config of {}: {e}", target.repository)))?;
+                let found: Arc<[Platform]> = Arc::from([platform.into_platform()]);
+                self.platforms
+                    .insert((target.host.clone(), config.digest), found.clone());
+                found
+            }
+        } else {
+            return Err(Failure::other(format!(
+                "the manifest of {} names neither platforms nor a config",
+                target.repository
+            )));
+        };
+        if let Some(digest) = digest {
+            self.platforms
+                .insert((target.host.clone(), digest.to_owned()), platforms.clone());
+        }
+        Ok(platforms)
+    }
+
+    /// `GET /v2/<repository>/<kind>/<reference>`'s body (at most
+    /// [`DOCUMENT_MAX_BYTES`]), following one redirect.
+    async fn get(
+        &self,
+        target: &Target,
+        kind: &str,
+        reference: &str,
+        credential: Option<&Credential>,
+    ) -> Result<Bytes, Failure> {
+        let url = format!(
+            "{}://{}/v2/{}/{kind}/{reference}",
+            self.scheme(&target.host),
+            target.host,
+            target.repository
+        );
+        let key = (target.host.clone(), target.repository.clone());
+        let authorization = self.known_authorization(&key, credential);
+        let mut response = self
+            .send(Method::GET, &url, authorization.as_deref(), None)
+            .await?;
+        if response.status().is_redirection()
+            && let Some(location) = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        {
+            // Storage behind a redirect is signed by its URL: our
+            // credentials are the registry's, not its.
+            response = self.send(Method::GET, &location, None, None).await?;
+        }
+        let status = response.status();
+        if status != StatusCode::OK {
+            return Err(Failure::status(&target.host, status));
+        }
+        Ok(Limited::new(response.into_body(), DOCUMENT_MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|e| Failure::other(format!("cannot read {url}: {e}")))?
+            .to_bytes())
     }
 
     /// Whether a token realm named by `registry`'s challenge may receive

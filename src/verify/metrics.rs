@@ -60,6 +60,9 @@ pub enum CacheResult {
     Miss,
     /// A present tag past its TTL: answered present, refreshed in the background.
     Stale,
+    /// A check that could not answer, answered with what the registry said
+    /// last (an expired present or missing within `IMAGESWAP_VERIFY_STALE_IF_ERROR`).
+    StaleIfError,
 }
 
 impl CacheResult {
@@ -68,6 +71,7 @@ impl CacheResult {
             CacheResult::Hit => "hit",
             CacheResult::Miss => "miss",
             CacheResult::Stale => "stale",
+            CacheResult::StaleIfError => "stale_if_error",
         }
     }
 }
@@ -78,7 +82,7 @@ pub struct VerifyMetrics {
     durations: Family<RegistryLabel, Histogram, fn() -> Histogram>,
     cache_family: Family<ResultLabel, Counter>,
     /// The series of `cache_family`, resolved once.
-    cache: [Counter; 3],
+    cache: [Counter; 4],
     circuit_open: Family<RegistryLabel, Gauge>,
     credentials_reloads: Family<ReloadLabel, Counter>,
 }
@@ -100,7 +104,13 @@ fn request_histogram() -> Histogram {
 impl VerifyMetrics {
     pub fn new() -> VerifyMetrics {
         let cache_family = Family::<ResultLabel, Counter>::default();
-        let cache = [CacheResult::Hit, CacheResult::Miss, CacheResult::Stale].map(|result| {
+        let cache = [
+            CacheResult::Hit,
+            CacheResult::Miss,
+            CacheResult::Stale,
+            CacheResult::StaleIfError,
+        ]
+        .map(|result| {
             cache_family
                 .get_or_create(&ResultLabel {
                     result: result.as_str(),
@@ -132,7 +142,7 @@ impl VerifyMetrics {
         );
         registry.register(
             "imageswap_verify_cache",
-            "Mirror check cache lookups, by result (hit, miss, stale: answered present while refreshed)",
+            "Mirror check cache lookups, by result (hit, miss, stale: answered present while refreshed, stale_if_error: a check that could not answer answered with an expired answer)",
             self.cache_family.clone(),
         );
         registry.register(

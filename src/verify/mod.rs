@@ -12,6 +12,7 @@
 pub mod client;
 pub mod credentials;
 pub mod metrics;
+pub mod platform;
 pub mod settings;
 pub mod target;
 pub mod verifier;
@@ -35,6 +36,10 @@ pub enum CheckOutcome {
     Present,
     /// The registry answered 404: keep the original image (always).
     Missing,
+    /// The manifest is there but lacks a platform the pod may run on
+    /// (`linux/arm64`, as [`platform::Platform`] writes it): keep the
+    /// original image (always), as for a missing one.
+    NoPlatform(String),
     /// The check could not answer: `IMAGESWAP_VERIFY_ON_ERROR` decides.
     Error(CheckError),
 }
@@ -44,7 +49,7 @@ impl CheckOutcome {
     pub fn as_str(&self) -> &'static str {
         match self {
             CheckOutcome::Present => "present",
-            CheckOutcome::Missing => "missing",
+            CheckOutcome::Missing | CheckOutcome::NoPlatform(_) => "missing",
             CheckOutcome::Error(_) => "error",
         }
     }
@@ -124,6 +129,21 @@ pub trait CheckImages: Send + Sync + fmt::Debug + 'static {
     /// (the loaded maps' [`crate::swap::Engine::mirror_hosts`]) are
     /// contacted, any other target is answered `Error(NotInMaps)`.
     fn check(&self, targets: Vec<Arc<str>>, mirrors: &MirrorHosts, budget: Duration) -> CheckFuture;
+
+    /// [`CheckImages::check`] for a pod that runs only on `platforms`
+    /// (from its spec; empty: the pod pins none, and the checker's own
+    /// setting, `IMAGESWAP_VERIFY_PLATFORMS`, applies). A checker that
+    /// knows no platforms checks existence only.
+    fn check_on(
+        &self,
+        targets: Vec<Arc<str>>,
+        platforms: &[platform::Platform],
+        mirrors: &MirrorHosts,
+        budget: Duration,
+    ) -> CheckFuture {
+        let _ = platforms;
+        self.check(targets, mirrors, budget)
+    }
 }
 
 /// Why verification cannot start (a bad `--registry-ca`).
@@ -170,6 +190,11 @@ pub fn build_with(
         timeout: args.verify_timeout,
         ttl: args.verify_ttl,
         missing_ttl: args.verify_missing_ttl,
+        stale_if_error: args.verify_stale_if_error,
+    };
+    let tuning = Tuning {
+        platforms: platform::required(&args.verify_platforms),
+        ..tuning
     };
     Ok((
         Verifier::new(client, handle.clone(), metrics, lifetimes, tuning),

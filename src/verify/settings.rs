@@ -9,6 +9,7 @@ use clap::Args;
 use clap::builder::TypedValueParser;
 
 use super::OnError;
+use super::platform::Platform;
 use crate::settings::{SettingValue, choice, setting};
 use crate::swap::reference::check_registry_host;
 
@@ -52,6 +53,16 @@ pub struct VerifyArgs {
     /// How long "missing" is believed.
     #[arg(long, env = "IMAGESWAP_VERIFY_MISSING_TTL", default_value = "30s", value_parser = setting::<Duration>())]
     pub verify_missing_ttl: Duration,
+
+    /// How long past its TTL an answer (present or missing) still serves when a check cannot answer
+    /// (registry down, 5xx, timeout, circuit open), and a present tag while its refresh runs; 0 turns both off.
+    #[arg(long, env = "IMAGESWAP_VERIFY_STALE_IF_ERROR", default_value = "1h", value_parser = setting::<Duration>())]
+    pub verify_stale_if_error: Duration,
+
+    /// Platforms every swapped image must have when the pod spec pins none (nodeSelector or required
+    /// node affinity on kubernetes.io/arch, kubernetes.io/os), e.g. linux/amd64,linux/arm64; empty: any.
+    #[arg(long, env = "IMAGESWAP_VERIFY_PLATFORMS", value_delimiter = ',', value_parser = setting::<Platform>())]
+    pub verify_platforms: Vec<Platform>,
 
     /// Registry credentials, Docker config.json format; a missing file means anonymous. Reloaded on change.
     #[arg(long, env = "IMAGESWAP_REGISTRY_CONFIG", default_value = DEFAULT_REGISTRY_CONFIG)]

@@ -2,9 +2,16 @@
 //!
 //! - a **cache** of target → present / missing: a present tag is believed
 //!   for `verify_ttl` and then answered present at once while one
-//!   background check refreshes it (stale-while-revalidate); a present
-//!   digest stays (within capacity); missing is believed for
-//!   `verify_missing_ttl`; errors are never cached;
+//!   background check refreshes it (stale-while-revalidate) for at most
+//!   `verify_stale_if_error` past its TTL; a present digest stays (within
+//!   capacity); missing is believed for `verify_missing_ttl`; errors are
+//!   never cached;
+//! - **stale-if-error**: a check that cannot answer (down, 5xx, timeout,
+//!   circuit open, a refusal) is answered with what the registry said
+//!   last, present or missing, if that ran out less than
+//!   `verify_stale_if_error` ago; only an image never seen (or seen too
+//!   long ago) falls to the on-error policy. A mirror that said "missing"
+//!   and then went down is not trusted to have the image meanwhile;
 //! - **coalescing**: the first admission that needs an unchecked target
 //!   starts its check and publishes the answer on a `watch` channel; every
 //!   concurrent admission of that target waits on the same channel, so N of
@@ -36,6 +43,7 @@ use tracing::field::Empty;
 use super::client::{Failure, FailureKind, Found, RegistryClient, host_name};
 use super::credentials::CredentialsHandle;
 use super::metrics::{CacheResult, VerifyMetrics};
+use super::platform::{self, Platform};
 use super::target::{Target, canonical_host};
 use super::{CheckError, CheckFuture, CheckImages, CheckOutcome, MirrorHosts};
 use crate::swap::mirrors::split_port;
@@ -76,6 +84,9 @@ pub struct Tuning {
     pub max_in_flight_per_registry: usize,
     /// Targets the cache holds (least recently used go first).
     pub cache_capacity: u64,
+    /// `IMAGESWAP_VERIFY_PLATFORMS` without empty entries: required of
+    /// every target whose pod pins no platform (empty: any).
+    pub platforms: Vec<Platform>,
 }
 
 impl Default for Tuning {
@@ -85,6 +96,7 @@ impl Default for Tuning {
             breaker_open: Duration::from_secs(10),
             max_in_flight_per_registry: 32,
             cache_capacity: 100_000,
+            platforms: Vec::new(),
         }
     }
 }
@@ -95,11 +107,17 @@ struct Known {
     answer: Answer,
     at: Instant,
     is_digest: bool,
+    /// The registry's last answer (present, missing, no platform) and
+    /// when: the answer itself, or the one a refusal replaced
+    /// (stale-if-error serves it).
+    last_found: Option<(CheckOutcome, Instant)>,
 }
 
 #[derive(Clone, Debug)]
 enum Answer {
     Found(Found),
+    /// Present, without this platform; believed as long as missing.
+    NoPlatform(String),
     /// A refusal about this target, believed for `for_` while the
     /// credentials it was given under are the published ones (a 401 or
     /// 403 may be theirs: a new file is asked at once).
@@ -132,9 +150,16 @@ enum Change {
 /// What the cache says of a target now.
 enum Lookup {
     Fresh(CheckOutcome),
-    /// Present tag past its TTL.
+    /// Present tag past its TTL, within the stale bound.
     Stale,
     Miss,
+}
+
+/// Whether an error means the check could not answer, so an expired
+/// answer may stand in for it: every error but a registry the maps do not
+/// name (never asked, and never cached) and an image that is no reference.
+fn cannot_answer(outcome: &CheckOutcome) -> bool {
+    matches!(outcome, CheckOutcome::Error(error) if *error != CheckError::NotInMaps)
 }
 
 /// A check in flight: `None` until it answers.
@@ -227,6 +252,10 @@ struct Inner {
     timeout: Duration,
     ttl: Duration,
     missing_ttl: Duration,
+    stale_if_error: Duration,
+    /// `tuning.platforms`, shared by every check that uses it (no copy
+    /// per admission).
+    platforms: Arc<[Platform]>,
     cache: moka::sync::Cache<Arc<str>, Known>,
     inflight: DashMap<Arc<str>, Pending>,
     registries: DashMap<String, Arc<Registry>>,
@@ -248,6 +277,9 @@ pub struct Lifetimes {
     pub timeout: Duration,
     pub ttl: Duration,
     pub missing_ttl: Duration,
+    /// How long past its TTL an answer still serves (stale-if-error, and
+    /// a present tag while its refresh runs).
+    pub stale_if_error: Duration,
 }
 
 impl Verifier {
@@ -264,10 +296,12 @@ impl Verifier {
                 credentials,
                 metrics,
                 cache: moka::sync::Cache::new(tuning.cache_capacity),
+                platforms: tuning.platforms.as_slice().into(),
                 tuning,
                 timeout: lifetimes.timeout,
                 ttl: lifetimes.ttl,
                 missing_ttl: lifetimes.missing_ttl,
+                stale_if_error: lifetimes.stale_if_error,
                 inflight: DashMap::new(),
                 registries: DashMap::new(),
             }),
@@ -284,52 +318,73 @@ impl Verifier {
 
 impl CheckImages for Verifier {
     fn check(&self, targets: Vec<Arc<str>>, mirrors: &MirrorHosts, budget: Duration) -> CheckFuture {
+        self.check_on(targets, &[], mirrors, budget)
+    }
+
+    fn check_on(
+        &self,
+        targets: Vec<Arc<str>>,
+        platforms: &[Platform],
+        mirrors: &MirrorHosts,
+        budget: Duration,
+    ) -> CheckFuture {
         let inner = &self.inner;
+        let required: Arc<[Platform]> = if platforms.is_empty() {
+            inner.platforms.clone()
+        } else {
+            platforms.into()
+        };
+        // A target is cached and coalesced per requirement: what one pod
+        // may run on says nothing of another's.
+        let suffix = (!required.is_empty()).then(|| format!(" {}", platform::list(&required)));
+        let key_of = |image: &Arc<str>| match &suffix {
+            None => image.clone(),
+            Some(suffix) => Arc::from(format!("{image}{suffix}")),
+        };
         // No clamp to `verify_timeout` needed: every check in flight ends
         // by its own timeout, so no waiter outlives it.
         let now = Instant::now();
         let mut outcomes = Vec::with_capacity(targets.len());
         // Allocated only when some target has to wait.
-        let mut waits: Vec<(usize, Pending)> = Vec::new();
-        let mut counts = [0u64; 3];
-        for (i, target) in targets.into_iter().enumerate() {
+        let mut waits: Vec<(usize, Pending, Arc<str>)> = Vec::new();
+        let mut counts = [0u64; 4];
+        for (i, image) in targets.into_iter().enumerate() {
+            let target = key_of(&image);
             match inner.lookup(&target, now) {
                 Lookup::Fresh(outcome) => {
                     counts[CacheResult::Hit as usize] += 1;
-                    outcomes.push(outcome);
+                    outcomes.push(inner.or_stale(outcome, &target, now, &mut counts));
                 }
                 Lookup::Stale => {
                     counts[CacheResult::Stale as usize] += 1;
                     outcomes.push(CheckOutcome::Present);
-                    Inner::refresh(&self.inner, target, mirrors);
+                    Inner::refresh(&self.inner, target, &image, &required, mirrors);
                 }
                 Lookup::Miss => {
                     counts[CacheResult::Miss as usize] += 1;
-                    match Inner::start(&self.inner, target, mirrors) {
-                        Started::Done(outcome) => outcomes.push(outcome),
+                    match Inner::start(&self.inner, target.clone(), &image, &required, mirrors) {
+                        Started::Done(outcome) => {
+                            outcomes.push(inner.or_stale(outcome, &target, now, &mut counts));
+                        }
                         Started::Wait(pending) => {
                             outcomes.push(CheckOutcome::Error(CheckError::Timeout(budget)));
-                            waits.push((i, pending));
+                            waits.push((i, pending, target));
                         }
                     }
                 }
             }
         }
-        for (result, n) in [CacheResult::Hit, CacheResult::Miss, CacheResult::Stale]
-            .into_iter()
-            .zip(counts)
-        {
-            inner.metrics.cache(result, n);
-        }
+        inner.count(counts);
         if waits.is_empty() {
             return Box::pin(std::future::ready(outcomes));
         }
         // Fixed now, before the caller starts its own bound of the wait,
         // so this one ends first.
         let deadline = tokio::time::Instant::now() + budget;
+        let inner = self.inner.clone();
         Box::pin(async move {
             let all = async {
-                for (_, pending) in &mut waits {
+                for (_, pending, _) in &mut waits {
                     let _ = pending.wait_for(Option::is_some).await;
                 }
             };
@@ -337,15 +392,21 @@ impl CheckImages for Verifier {
             // Every answer known now is read from its channel (no await,
             // no timer): at the deadline only the checks still running
             // keep the placeholder timeout; the answers already in stay.
-            for (i, pending) in &waits {
-                if let Some(outcome) = pending.borrow().as_ref() {
-                    outcomes[*i] = outcome.clone();
+            let mut counts = [0u64; 4];
+            let now = Instant::now();
+            for (i, pending, target) in &waits {
+                let outcome = if let Some(outcome) = pending.borrow().as_ref() {
+                    outcome.clone()
                 } else if pending.has_changed().is_err() {
                     // The check's task ended without answering.
-                    outcomes[*i] =
-                        CheckOutcome::Error(CheckError::Failed("the check was abandoned".to_owned()));
-                }
+                    CheckOutcome::Error(CheckError::Failed("the check was abandoned".to_owned()))
+                } else {
+                    // Still running: the budget's placeholder.
+                    outcomes[*i].clone()
+                };
+                outcomes[*i] = inner.or_stale(outcome, target, now, &mut counts);
             }
+            inner.count(counts);
             outcomes
         })
     }
@@ -366,8 +427,13 @@ impl Inner {
             Answer::Found(Found::Present) if known.is_digest || age < self.ttl => {
                 Lookup::Fresh(CheckOutcome::Present)
             }
-            Answer::Found(Found::Present) => Lookup::Stale,
+            Answer::Found(Found::Present) if age < self.ttl.saturating_add(self.stale_if_error) => {
+                Lookup::Stale
+            }
             Answer::Found(Found::Missing) if age < self.missing_ttl => Lookup::Fresh(CheckOutcome::Missing),
+            Answer::NoPlatform(ref platform) if age < self.missing_ttl => {
+                Lookup::Fresh(CheckOutcome::NoPlatform(platform.clone()))
+            }
             Answer::Refused {
                 error,
                 for_,
@@ -375,7 +441,58 @@ impl Inner {
             } if age < for_ && credentials == self.credentials_id() => {
                 Lookup::Fresh(CheckOutcome::Error(error))
             }
-            Answer::Found(Found::Missing) | Answer::Refused { .. } => Lookup::Miss,
+            Answer::Found(_) | Answer::NoPlatform(_) | Answer::Refused { .. } => Lookup::Miss,
+        }
+    }
+
+    /// `outcome`, or, when it is a check that could not answer, what the
+    /// registry said last if that ran out less than `stale_if_error` ago
+    /// (counted in `counts` as [`CacheResult::StaleIfError`]).
+    fn or_stale(
+        &self,
+        outcome: CheckOutcome,
+        target: &str,
+        now: Instant,
+        counts: &mut [u64; 4],
+    ) -> CheckOutcome {
+        if !cannot_answer(&outcome) {
+            return outcome;
+        }
+        let Some(stale) = self.stale(target, now) else {
+            return outcome;
+        };
+        counts[CacheResult::StaleIfError as usize] += 1;
+        tracing::debug!(target = target, error = %outcome_reason(&outcome), answer = stale.as_str(),
+            "Answered a check that could not answer with the registry's last answer.");
+        stale
+    }
+
+    /// The registry's last present/missing answer about `target`, while
+    /// it is less than `stale_if_error` past its TTL.
+    fn stale(&self, target: &str, now: Instant) -> Option<CheckOutcome> {
+        let known = self.cache.get(target)?;
+        let (outcome, at) = known.last_found?;
+        let lifetime = match outcome {
+            CheckOutcome::Present if known.is_digest => return Some(CheckOutcome::Present),
+            CheckOutcome::Present => self.ttl,
+            _ => self.missing_ttl,
+        };
+        let age = now.saturating_duration_since(at);
+        (age < lifetime.saturating_add(self.stale_if_error)).then_some(outcome)
+    }
+
+    /// Adds one batch's lookups to the cache counter.
+    fn count(&self, counts: [u64; 4]) {
+        for (result, n) in [
+            CacheResult::Hit,
+            CacheResult::Miss,
+            CacheResult::Stale,
+            CacheResult::StaleIfError,
+        ]
+        .into_iter()
+        .zip(counts)
+        {
+            self.metrics.cache(result, n);
         }
     }
 
@@ -420,8 +537,14 @@ impl Inner {
     }
 
     /// Joins the check of `target` in flight, or starts one.
-    fn start(this: &Arc<Inner>, target: Arc<str>, mirrors: &MirrorHosts) -> Started {
-        let Some(parsed) = Target::parse(&target) else {
+    fn start(
+        this: &Arc<Inner>,
+        target: Arc<str>,
+        image: &str,
+        required: &Arc<[Platform]>,
+        mirrors: &MirrorHosts,
+    ) -> Started {
+        let Some(parsed) = Target::parse(image) else {
             return Started::Done(CheckOutcome::Error(CheckError::Failed(
                 "not a valid image reference".to_owned(),
             )));
@@ -455,7 +578,12 @@ impl Inner {
                 let (answer, pending) = watch::channel(None);
                 slot.insert(pending.clone());
                 let parent = tracing::Span::current();
-                runtime.spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
+                let check = Check {
+                    key: target,
+                    target: parsed,
+                    required: required.clone(),
+                };
+                runtime.spawn(Inner::run(this.clone(), check, registry, answer, parent));
                 Started::Wait(pending)
             }
         }
@@ -463,8 +591,14 @@ impl Inner {
 
     /// Starts a background check of a stale present tag, unless one runs
     /// or its registry's breaker is open (the stale answer serves on).
-    fn refresh(this: &Arc<Inner>, target: Arc<str>, mirrors: &MirrorHosts) {
-        let Some(parsed) = Target::parse(&target) else {
+    fn refresh(
+        this: &Arc<Inner>,
+        target: Arc<str>,
+        image: &str,
+        required: &Arc<[Platform]>,
+        mirrors: &MirrorHosts,
+    ) {
+        let Some(parsed) = Target::parse(image) else {
             return;
         };
         if !this.named(&parsed, mirrors) {
@@ -484,7 +618,12 @@ impl Inner {
             let (answer, pending) = watch::channel(None);
             slot.insert(pending);
             let parent = tracing::Span::current();
-            runtime.spawn(Inner::run(this.clone(), target, parsed, registry, answer, parent));
+            let check = Check {
+                key: target,
+                target: parsed,
+                required: required.clone(),
+            };
+            runtime.spawn(Inner::run(this.clone(), check, registry, answer, parent));
         }
     }
 
@@ -495,14 +634,18 @@ impl Inner {
     /// error answer and one log line, never a check left without answer.
     async fn run(
         this: Arc<Inner>,
-        key: Arc<str>,
-        target: Target,
+        check: Check,
         registry: Arc<Registry>,
         answer: watch::Sender<Option<CheckOutcome>>,
         // The admission that started the check: the request span is its
         // child even though it runs in a task of its own.
         parent: tracing::Span,
     ) {
+        let Check {
+            key,
+            target,
+            required,
+        } = check;
         // Leaves `inflight` however the task ends, so a panic cannot wedge
         // the target.
         let leave = Leave {
@@ -519,7 +662,7 @@ impl Inner {
             imageswap.repository = %target.repository,
             imageswap.verify.outcome = Empty,
         );
-        let asked = Inner::ask(&this, &target, &registry).instrument(span.clone());
+        let asked = Inner::ask(&this, &target, &required, &registry).instrument(span.clone());
         let mut asked = std::pin::pin!(asked);
         // Unwind safety: after a panic the request future is only dropped;
         // the state it touches (the token map, the breaker's mutex, whose
@@ -565,6 +708,8 @@ impl Inner {
         let cached = match &outcome {
             CheckOutcome::Present => Some(Answer::Found(Found::Present)),
             CheckOutcome::Missing => Some(Answer::Found(Found::Missing)),
+            CheckOutcome::NoPlatform(platform) => Some(Answer::NoPlatform(platform.clone())),
+            // A refusal keeps the answer it replaces for stale-if-error.
             CheckOutcome::Error(error) => {
                 tracing::debug!(host = %target.host, repository = %target.repository, error = %error, "Registry check failed.");
                 asked.refused_for.map(|for_| Answer::Refused {
@@ -575,12 +720,17 @@ impl Inner {
             }
         };
         if let Some(answer) = cached {
+            let last_found = match answer {
+                Answer::Refused { .. } => this.cache.get(&key).and_then(|known| known.last_found),
+                _ => Some((outcome.clone(), now)),
+            };
             this.cache.insert(
                 key.clone(),
                 Known {
                     answer,
                     at: now,
                     is_digest: target.is_digest,
+                    last_found,
                 },
             );
         }
@@ -591,7 +741,7 @@ impl Inner {
     }
 
     /// The permit, then the request (see [`Inner::run`]).
-    async fn ask(this: &Inner, target: &Target, registry: &Registry) -> Asked {
+    async fn ask(this: &Inner, target: &Target, required: &[Platform], registry: &Registry) -> Asked {
         let Ok(Ok(_permit)) = tokio::time::timeout(QUEUE_WAIT_MAX, registry.permits.acquire()).await else {
             return Asked::unasked(CheckError::Timeout(QUEUE_WAIT_MAX));
         };
@@ -603,15 +753,27 @@ impl Inner {
         let started = Instant::now();
         // The timeout starts with the request: time in the queue is the
         // cap's, not the registry's.
-        let found = tokio::time::timeout(
-            this.timeout,
-            this.client.check(target, credentials.get(&target.host)),
-        )
+        let credential = credentials.get(&target.host);
+        // One timeout for the whole check: the manifest, and its platforms
+        // when some are required (an index or a config, once per digest).
+        let found = tokio::time::timeout(this.timeout, async {
+            let (found, digest) = this.client.check(target, credential).await?;
+            if found == Found::Missing || required.is_empty() {
+                return Ok(found.into());
+            }
+            let available = this
+                .client
+                .platforms(target, digest.as_deref(), credential)
+                .await?;
+            Ok(match Platform::first_missing(required, &available) {
+                Some(platform) => CheckOutcome::NoPlatform(platform.to_string()),
+                None => CheckOutcome::Present,
+            })
+        })
         .await;
         this.metrics.request_duration(&registry.label, started.elapsed());
         let (outcome, evidence, refused_for) = match found {
-            Ok(Ok(Found::Present)) => (CheckOutcome::Present, Evidence::Well, None),
-            Ok(Ok(Found::Missing)) => (CheckOutcome::Missing, Evidence::Well, None),
+            Ok(Ok(outcome)) => (outcome, Evidence::Well, None),
             Ok(Err(Failure {
                 error,
                 kind,
@@ -642,6 +804,23 @@ impl Inner {
             asked: true,
             credentials: credentials_id,
             recorded: Some(recorded),
+        }
+    }
+}
+
+/// One check to run: its cache key (the image, with the platforms it is
+/// required to have), the image split, and those platforms.
+struct Check {
+    key: Arc<str>,
+    target: Target,
+    required: Arc<[Platform]>,
+}
+
+impl From<Found> for CheckOutcome {
+    fn from(found: Found) -> CheckOutcome {
+        match found {
+            Found::Present => CheckOutcome::Present,
+            Found::Missing => CheckOutcome::Missing,
         }
     }
 }
@@ -728,6 +907,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             ttl: Duration::from_secs(1),
             missing_ttl: Duration::from_secs(1),
+            stale_if_error: Duration::from_secs(1),
         };
         let v = Verifier::new(
             client,

@@ -237,8 +237,13 @@ impl Registry {
     /// Pushes a one-layer OCI image (through this instance: a plain one
     /// without auth); returns its manifest digest.
     pub fn push_image(&self, repository: &str, tag: &str) -> String {
+        self.push_image_for(repository, tag, "amd64")
+    }
+
+    /// [`Registry::push_image`] whose config says `linux/<arch>`.
+    pub fn push_image_for(&self, repository: &str, tag: &str, arch: &str) -> String {
         let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"tag":"{tag}"}}"#
+            r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"tag":"{tag}"}}"#
         );
         let layer = format!("layer of {repository}:{tag}");
         let config_digest = self.push_blob(repository, config.as_bytes());
@@ -258,10 +263,15 @@ impl Registry {
 
     /// Pushes an OCI index of two platform images; returns its digest.
     pub fn push_index(&self, repository: &str, tag: &str) -> String {
+        self.push_index_of(repository, tag, &["amd64", "arm64"])
+    }
+
+    /// An OCI index of `linux/<arch>` images, one per `archs`; its digest.
+    pub fn push_index_of(&self, repository: &str, tag: &str, archs: &[&str]) -> String {
         let mut entries = Vec::new();
-        for arch in ["amd64", "arm64"] {
+        for arch in archs {
             let child_tag = format!("{tag}-{arch}");
-            let digest = self.push_image(repository, &child_tag);
+            let digest = self.push_image_for(repository, &child_tag, arch);
             let size = self.manifest_size(repository, &digest);
             entries.push(format!(
                 r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":{size},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#
@@ -277,6 +287,24 @@ impl Registry {
             "application/vnd.oci.image.index.v1+json",
             index.as_bytes(),
         )
+    }
+
+    /// Tags the index `digest` of `repository` as `tag` too (one GET of
+    /// it, one PUT).
+    pub fn put_tag(&self, repository: &str, tag: &str, digest: &str) {
+        let media_type = "application/vnd.oci.image.index.v1+json";
+        let response = http(
+            self.addr,
+            "GET",
+            &format!("/v2/{repository}/manifests/{digest}"),
+            &[("accept", media_type)],
+            b"",
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(
+            self.put_manifest(repository, tag, media_type, &response.body),
+            digest
+        );
     }
 
     fn manifest_size(&self, repository: &str, digest: &str) -> usize {

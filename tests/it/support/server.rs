@@ -91,6 +91,8 @@ pub fn verify_args(on: bool, on_error: OnError, timeout: Duration) -> VerifyArgs
         verify_timeout: timeout,
         verify_ttl: Duration::from_secs(600),
         verify_missing_ttl: Duration::from_secs(30),
+        verify_stale_if_error: Duration::from_secs(3600),
+        verify_platforms: Vec::new(),
         registry_config: imageswap::verify::settings::DEFAULT_REGISTRY_CONFIG.into(),
         registry_ca: None,
         registry_plain_http: Vec::new(),

@@ -419,3 +419,53 @@ async fn shadow_checks_against_the_mirror_and_patches_nothing() {
         "{text}"
     );
 }
+
+/// Platforms from the pod spec through the server (issue 21 item 5): an
+/// arm64 pod is not swapped to an index holding linux/amd64 only (kept,
+/// with the warning naming the platform, counted missing, fallback
+/// `platform`); the same pod is swapped to an index holding both; a pod
+/// that pins nothing is swapped as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_arm64_pod_keeps_its_image_when_the_mirror_has_only_amd64() {
+    let m = Mirror::start();
+    m.s.open.push_index_of("e2e/multi", "amd", &["amd64"]);
+    m.s.open.push_index_of("e2e/multi", "both", &["amd64", "arm64"]);
+    let config = m.write_credentials("v1", PASSWORD);
+    let (amd, both) = (
+        format!("{}/e2e/multi:amd", m.host),
+        format!("{}/e2e/multi:both", m.host),
+    );
+    let maps = format!("[EXACT]amd:1::{amd}\n[EXACT]both:1::{both}\n{}::\n", m.host).into_bytes();
+    let server = m
+        .server(maps, m.verify_args(&config, OnError::Swap, &[]), false)
+        .await;
+    let arm64_pod = |uid: &str| {
+        let mut review: Value = serde_json::from_slice(&pod_review(uid, &["amd:1", "both:1"])).expect("json");
+        review["request"]["object"]["spec"]["nodeSelector"] = json!({"kubernetes.io/arch": "arm64"});
+        serde_json::to_vec(&review).expect("json")
+    };
+    let body = arm64_pod("platform-arm64");
+    let answer = review(&server, &body).await;
+    let pod = applied(&body, &answer);
+    assert_eq!(container_images(&pod["spec"]), ["amd:1", both.as_str()]);
+    assert_eq!(
+        warnings(&answer),
+        [format!("imageswap: kept amd:1: {amd} has no arm64")]
+    );
+    let metrics = server.metrics_text();
+    assert_eq!(
+        sample(&metrics, "imageswap_verify_fallbacks_total{reason=\"platform\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let missing = format!(
+        "imageswap_verify_checks_total{{registry=\"{}\",outcome=\"missing\"}}",
+        m.label()
+    );
+    assert_eq!(sample(&metrics, &missing), Some(1.0), "{metrics}");
+
+    let body = pod_review("platform-any", &["amd:1"]);
+    let answer = review(&server, &body).await;
+    assert_eq!(container_images(&applied(&body, &answer)["spec"]), [amd.as_str()]);
+    assert!(warnings(&answer).is_empty(), "{answer}");
+}

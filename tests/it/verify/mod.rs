@@ -7,7 +7,9 @@
 mod churn;
 mod end_to_end;
 mod hostile;
+mod platforms;
 mod registry;
+mod stale;
 mod swap;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,8 @@ pub fn args(config: &Path, ca: Option<&Path>, plain_http: &[&str]) -> VerifyArgs
         verify_timeout: SLOW,
         verify_ttl: Duration::from_secs(3600),
         verify_missing_ttl: Duration::from_secs(3600),
+        verify_stale_if_error: Duration::from_secs(3600),
+        verify_platforms: Vec::new(),
         registry_config: config.to_owned(),
         registry_ca: ca.map(Path::to_owned),
         registry_plain_http: plain_http.iter().map(|h| (*h).to_owned()).collect(),

@@ -84,3 +84,82 @@ fn swap_verify_says_what_each_swapped_image_finds_and_what_runs() {
     assert_eq!(json[3]["verified"], serde_json::Value::Null);
     assert_eq!(json[3]["final"], "nginx:1");
 }
+
+/// `--fail-on` gates a CI pipeline: exit 1 when an image of the kind named
+/// is found (the lines are all written first), 0 otherwise; without it,
+/// 0 as before whatever the checks found. Needs `--verify`.
+#[test]
+fn swap_verify_fail_on_exits_1_when_such_an_image_is_found() {
+    let s = Setup::new();
+    s.open.push_image("quay/team/app", "1");
+    let host = s.open.host();
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let maps = s.dir.path().join("maps.conf");
+    std::fs::write(
+        &maps,
+        format!("default::\nquay.io::{host}/quay\nghcr.io::{down}/ghcr\n"),
+    )
+    .unwrap();
+    let run = |extra: &[&str], images: &[&str]| {
+        let out = imageswap()
+            .args(["swap", "--maps"])
+            .arg(&maps)
+            .args(["--registry-config"])
+            .arg(s.config_path())
+            .args(["--registry-plain-http", &format!("{host},{down}")])
+            .args(extra)
+            .args(images)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let present = "quay.io/team/app:1";
+    let missing = "quay.io/team/gone:1";
+    let error = "ghcr.io/x/y:1";
+    let verify = |fail_on: &str| ["--verify", "--fail-on", fail_on].map(str::to_owned);
+    let code = |extra: &[String], images: &[&str]| {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = run(&extra, images);
+        assert_eq!(
+            stdout.lines().count(),
+            images.len(),
+            "every line is written: {stdout}{stderr}"
+        );
+        code
+    };
+
+    assert_eq!(code(&verify("missing"), &[present, missing]), Some(1));
+    assert_eq!(
+        code(&verify("missing"), &[present, error]),
+        Some(0),
+        "an error is not missing"
+    );
+    assert_eq!(code(&verify("error"), &[present, error]), Some(1));
+    assert_eq!(code(&verify("error"), &[present, missing]), Some(0));
+    assert_eq!(code(&verify("any"), &[missing]), Some(1));
+    assert_eq!(code(&verify("any"), &[error]), Some(1));
+    assert_eq!(code(&verify("any"), &[present, "nginx:1"]), Some(0));
+    assert_eq!(
+        code(
+            &["--verify".to_owned(), "on".to_owned()],
+            &[present, missing, error]
+        ),
+        Some(0),
+        "without --fail-on: 0 as before"
+    );
+    // Without verification nothing is checked: the flag would never fire.
+    let (code, _, stderr) = run(&["--fail-on", "missing"], &[present]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--fail-on") && stderr.contains("--verify"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

@@ -101,10 +101,12 @@ every setting written out, as the kustomize base does. */ -}}
 {{- $_ := set $data "IMAGESWAP_VERIFY_TIMEOUT" (toString .timeout) -}}
 {{- $_ := set $data "IMAGESWAP_VERIFY_TTL" (toString .ttl) -}}
 {{- $_ := set $data "IMAGESWAP_VERIFY_MISSING_TTL" (toString .missingTtl) -}}
+{{- $_ := set $data "IMAGESWAP_VERIFY_STALE_IF_ERROR" (toString .staleIfError) -}}
 {{- $_ := set $data "IMAGESWAP_REGISTRY_CONFIG" "/etc/imageswap/registry/.dockerconfigjson" -}}
 {{- if include "imageswap.registryCaConfigMap" $ -}}
 {{- $_ := set $data "IMAGESWAP_REGISTRY_CA" (printf "/etc/imageswap/registry-ca/%s" .registryCa.key) -}}
 {{- end -}}
+{{- with .platforms }}{{ $_ := set $data "IMAGESWAP_VERIFY_PLATFORMS" (join "," .) }}{{ end -}}
 {{- with .plainHttp }}{{ $_ := set $data "IMAGESWAP_REGISTRY_PLAIN_HTTP" (join "," .) }}{{ end -}}
 {{- with .imagePullSecrets -}}
 {{- $pairs := list -}}
