@@ -168,8 +168,34 @@ fn admit_verified(c: &mut Criterion) {
         )
     });
 
+    // The same with platform-aware verification (issue 21: target ≤ 1.10×
+    // off): every image must have linux/amd64 (`IMAGESWAP_VERIFY_PLATFORMS`;
+    // the review pins none), which the pushed images' configs say.
+    let platforms_args = VerifyArgs {
+        verify_platforms: vec![
+            imageswap::swap::platform::Platform::parse("linux/amd64").expect("a platform"),
+        ],
+        ..args.clone()
+    };
+    let (platform_verifier, platform_credentials) =
+        imageswap::reload::registry_verification(&platforms_args, Arc::new(Metrics::new()).verify.clone())
+            .expect("verifier");
+    platform_credentials.load_once().expect("anonymous");
+    let checks: Vec<Arc<str>> = targets.iter().map(|t| Arc::from(t.as_str())).collect();
+    let warm = runtime.block_on(platform_verifier.check(checks, mirrors, Duration::from_secs(10)));
+    assert!(
+        warm.iter()
+            .all(|o| *o == imageswap::verify::CheckOutcome::Present),
+        "every target is linux/amd64: {warm:?}"
+    );
+
     let mut off = service(&maps, None, Arc::new(Metrics::new()));
     let mut on = service(&maps, Some(verifier), metrics.clone());
+    let mut on_platforms = service(&maps, Some(platform_verifier), Arc::new(Metrics::new()));
+    assert_eq!(
+        answer_now(&mut on_platforms, request()),
+        answer_now(&mut off, request())
+    );
     // Both answer the same patch.
     let (a, b) = (answer_now(&mut off, request()), answer_now(&mut on, request()));
     assert_eq!(a, b, "verification on changes nothing when all are present");
@@ -186,6 +212,13 @@ fn admit_verified(c: &mut Criterion) {
         bench.iter_batched(
             request,
             |request| black_box(answer_now(&mut on, request)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("verify_on_platforms_warm", |bench| {
+        bench.iter_batched(
+            request,
+            |request| black_box(answer_now(&mut on_platforms, request)),
             BatchSize::SmallInput,
         )
     });

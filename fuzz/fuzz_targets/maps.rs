@@ -1,6 +1,7 @@
 //! Any maps file and images: parsing, compiling, `maps check`'s lint and
 //! deciding never panic; an invalid reference is never changed; a result
-//! is never the image itself; deciding is deterministic, also across two
+//! is never the image itself, and always a valid one (maps.md §3 step 7: an
+//! invalid one is `invalid-result`, unchanged, the rejected result kept); deciding is deterministic, also across two
 //! engines compiled from the same text (their hash maps are seeded apart).
 //!
 //! Input: the maps text, then a NUL byte, then one image per line (the
@@ -10,7 +11,7 @@
 
 use imageswap::swap::lint::lint;
 use imageswap::swap::maps::KeyKind;
-use imageswap::swap::reference::is_valid_reference;
+use imageswap::swap::reference::{is_valid_reference, is_valid_result};
 use imageswap::swap::{Decision, Engine, MapsFile, Rule};
 use libfuzzer_sys::fuzz_target;
 
@@ -29,15 +30,26 @@ fn check_decision(image: &str, d: &Decision<'_>, has_default: bool) {
         Some(image),
         "a result equal to the image is unchanged"
     );
+    if let Some(result) = &d.result {
+        assert!(is_valid_result(result), "{image:?}: an invalid result patched: {d:?}");
+    }
+    assert_eq!(d.rule == Rule::InvalidResult, d.rejected.is_some(), "{image:?}: {d:?}");
     match d.rule {
         Rule::None | Rule::Wildcard => assert!(d.result.is_none(), "{image:?}: {d:?}"),
+        Rule::InvalidResult => assert!(
+            d.result.is_none() && d.rejected.as_deref().is_some_and(|r| !is_valid_result(r)),
+            "{image:?}: {d:?}"
+        ),
         Rule::Legacy => panic!("a maps engine decided LEGACY for {image:?}"),
         _ => {}
     }
     // Without `default`, only [EXACT] and [REPLACE] apply (maps.md §3.3).
     if !has_default {
         assert!(
-            matches!(d.rule, Rule::Exact | Rule::Replace | Rule::None),
+            matches!(
+                d.rule,
+                Rule::Exact | Rule::Replace | Rule::None | Rule::InvalidResult
+            ),
             "{image:?}: {d:?} without default"
         );
     }
@@ -92,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
 
         let l = legacy.decide(image);
         if is_valid_reference(image) {
-            assert_eq!(l.rule, Rule::Legacy);
+            assert!(matches!(l.rule, Rule::Legacy | Rule::InvalidResult), "{image:?}: {l:?}");
             if let Some(result) = &l.result {
                 assert!(
                     result.starts_with(prefix) && !image.contains(prefix),
