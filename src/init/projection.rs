@@ -154,7 +154,7 @@ pub async fn run(
     );
     let (namespaces, ns_writer) = reflector::store::<Namespace>();
     let (copies, copy_writer) = reflector::store::<Secret>();
-    let mut streams: Vec<BoxStream<'static, (usize, Result<bool, watcher::Error>)>> = Vec::new();
+    let mut streams: Vec<BoxStream<'static, (usize, Result<Phase, watcher::Error>)>> = Vec::new();
     let ns_watch = watcher(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default().labels(&settings.selector),
@@ -195,15 +195,23 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             item = events.next() => match item {
-                Some((index, Ok(init_done))) => {
+                Some((index, Ok(phase))) => {
                     if watch_failing {
                         info!("The pull secret watches are back.");
                         watch_failing = false;
                     }
-                    if init_done && !ready[index] {
-                        ready[index] = true;
+                    // A relist (first start, 410, reconnect) makes its store
+                    // partial until done: no pass compares half a picture.
+                    match phase {
+                        Phase::Listing => ready[index] = false,
+                        Phase::Listed => ready[index] = true,
+                        Phase::Change => {}
                     }
                     dirty = true;
+                    continue;
+                }
+                Some((_, Err(err))) if is_expired(&err) => {
+                    debug!("A pull secret watch expired (410 Gone); listing again.");
                     continue;
                 }
                 Some((_, Err(err))) => {
@@ -265,14 +273,36 @@ where
     watcher::watcher(api, config).default_backoff()
 }
 
-/// A watch stream as `(index, Ok(init done) | Err)`.
+/// Where a watch stream is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// A (re)list began: the store is incomplete until `Listed`.
+    Listing,
+    Listed,
+    Change,
+}
+
+/// A watch stream as `(index, Ok(phase) | Err)`.
 fn tagged<K: Send + 'static>(
     index: usize,
     stream: impl futures::Stream<Item = watcher::Result<WatchEvent<K>>> + Send + 'static,
-) -> BoxStream<'static, (usize, Result<bool, watcher::Error>)> {
+) -> BoxStream<'static, (usize, Result<Phase, watcher::Error>)> {
     stream
-        .map(move |event| (index, event.map(|event| matches!(event, WatchEvent::InitDone))))
+        .map(move |event| {
+            let phase = event.map(|event| match event {
+                WatchEvent::Init => Phase::Listing,
+                WatchEvent::InitDone => Phase::Listed,
+                _ => Phase::Change,
+            });
+            (index, phase)
+        })
         .boxed()
+}
+
+/// `410 Gone`: the watch's version was compacted away; the watcher lists
+/// again by itself, which is routine, not a failure.
+fn is_expired(err: &watcher::Error) -> bool {
+    matches!(err, watcher::Error::WatchError(status) if status.code == 410)
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

@@ -4,6 +4,7 @@
 mod byoc;
 mod cli;
 mod mwc;
+mod projection;
 mod self_signed;
 mod tls;
 mod watch;
