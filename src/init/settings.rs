@@ -721,6 +721,31 @@ mod tests {
     }
 
     #[test]
+    fn namespace_selectors_take_equality_terms_only() {
+        for good in [
+            DEFAULT_PROJECT_NAMESPACE_SELECTOR,
+            "team",
+            "!legacy",
+            "a=b,c!=d",
+            "example.com/tier==gold",
+        ] {
+            assert_eq!(check_selector(good), Ok(()), "{good}");
+        }
+        for bad in ["", " ", "a in (b)", "a=b,", "=b", "a=b c", "/x=y"] {
+            assert!(check_selector(bad).is_err(), "{bad:?}");
+        }
+        let settings = InitSettings {
+            project_namespace_selector: "env in (prod)".into(),
+            ..InitSettings::default()
+        };
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("IMAGESWAP_PROJECT_NAMESPACE_SELECTOR (--project-namespace-selector)"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn zero_csr_timeout_is_rejected() {
         let settings = InitSettings {
             csr_timeout: Duration::ZERO,

@@ -545,3 +545,61 @@ async fn projection_is_off_by_default() {
         "no namespace watch when off"
     );
 }
+
+/// The figures of docs/verify.md ("Distributing the pull secret", measured):
+/// 1,000 selected namespaces and 4,000 other secrets at start, then new
+/// namespaces one at a time. Prints, asserts only the write counts.
+/// `cargo nextest run --locked --run-ignored only -E 'test(/measure_projection/)' --no-capture`
+#[tokio::test]
+#[ignore = "a measurement: run by hand"]
+async fn measure_projection_at_a_thousand_namespaces() {
+    let fake = FakeApiServer::start(NAMESPACE).await;
+    let n = 1000;
+    cluster(&fake, n);
+    for i in 0..4000 {
+        fake.seed(&secrets_path(&format!("team-{}", i % n)), &source(&format!("app-{i}"), "x"));
+    }
+    let started = std::time::Instant::now();
+    let projector = Projector::start(&fake, settings_for(&[PULL], "pod-a"));
+    let hash = content_hash(&source(PULL, "v1"));
+    wait_for("first sync", || copies(&fake, PULL).len() == n).await;
+    let first_sync = started.elapsed();
+    nudge(&fake, 1).await;
+    let creates = fake.writes_to("/api/v1/namespaces/team-");
+    assert_eq!(creates, n);
+    let mut latencies = Vec::new();
+    for i in 0..25 {
+        let name = format!("late-{i}");
+        let path = secrets_path(&name);
+        let labelled = std::time::Instant::now();
+        fake.seed(NAMESPACES_PATH, &namespace(&name, true));
+        while fake.get::<Secret>(&path, PULL).is_none() {
+            assert!(labelled.elapsed() < DEADLINE);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(labelled.elapsed());
+    }
+    latencies.sort();
+    fake.clear_requests();
+    nudge(&fake, 2).await;
+    let in_sync = fake.write_attempts_to("/api/v1/namespaces/");
+    assert_eq!(in_sync, 0);
+    fake.clear_requests();
+    fake.seed(&secrets_path(NAMESPACE), &source(PULL, "v2"));
+    let rotated = std::time::Instant::now();
+    let hash2 = content_hash(&source(PULL, "v2"));
+    wait_for("rotation", || all_have(&fake, n + 25, &hash2)).await;
+    let rotation = rotated.elapsed();
+    nudge(&fake, 3).await;
+    let rotation_writes = fake.writes_to("/api/v1/namespaces/");
+    assert_eq!(rotation_writes, n + 25);
+    let _ = hash;
+    println!(
+        "first sync of {n} namespaces: {first_sync:?}, {creates} creates; label → copy over 25 new \
+         namespaces: median {:?}, max {:?}; in sync: {in_sync} writes; rotation: {rotation_writes} \
+         writes in {rotation:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    projector.stop().await;
+}
