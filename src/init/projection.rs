@@ -177,7 +177,19 @@ pub async fn run(
         sources.push((name.clone(), store));
     }
     let mut ready = vec![false; streams.len()];
-    let mut events = futures::stream::select_all(streams);
+    // The watches are driven by a task of their own, so the stores keep
+    // following while a pass waits on the API server (a pass that creates a
+    // thousand copies would otherwise find none of them in the store next
+    // time, and try them all again).
+    let mut merged = futures::stream::select_all(streams);
+    let (forward, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Some(item) = merged.next().await {
+            if forward.send(item).is_err() {
+                break;
+            }
+        }
+    });
     let mut reconciler = Reconciler::new(client, settings, metrics);
     let mut dirty = false;
     let mut watch_failing = false;
@@ -193,8 +205,11 @@ pub async fn run(
             (false, None) => None,
         };
         tokio::select! {
+            // Every event already there before a pass: the quiet time only
+            // runs out when none is waiting.
+            biased;
             () = &mut shutdown => break,
-            item = events.next() => match item {
+            item = events.recv() => match item {
                 Some((index, Ok(phase))) => {
                     if watch_failing {
                         info!("The pull secret watches are back.");
@@ -256,6 +271,7 @@ pub async fn run(
             }
         }
     }
+    driver.abort();
     info!("Stopping the pull secret projection.");
 }
 

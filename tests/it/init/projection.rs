@@ -554,10 +554,16 @@ async fn projection_is_off_by_default() {
 #[ignore = "a measurement: run by hand"]
 async fn measure_projection_at_a_thousand_namespaces() {
     let fake = FakeApiServer::start(NAMESPACE).await;
-    let n = 1000;
+    let n: usize = std::env::var("MEASURE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     cluster(&fake, n);
-    for i in 0..4000 {
-        fake.seed(&secrets_path(&format!("team-{}", i % n)), &source(&format!("app-{i}"), "x"));
+    for i in 0..4 * n {
+        fake.seed(
+            &secrets_path(&format!("team-{}", i % n)),
+            &source(&format!("app-{i}"), "x"),
+        );
     }
     let started = std::time::Instant::now();
     let projector = Projector::start(&fake, settings_for(&[PULL], "pod-a"));
@@ -574,7 +580,12 @@ async fn measure_projection_at_a_thousand_namespaces() {
         let labelled = std::time::Instant::now();
         fake.seed(NAMESPACES_PATH, &namespace(&name, true));
         while fake.get::<Secret>(&path, PULL).is_none() {
-            assert!(labelled.elapsed() < DEADLINE);
+            assert!(
+                labelled.elapsed() < DEADLINE,
+                "{}\n{:?}",
+                projector.metrics.encode(),
+                fake.requests().iter().rev().take(10).collect::<Vec<_>>()
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         latencies.push(labelled.elapsed());
