@@ -718,6 +718,14 @@ impl InitMetrics {
             errors: Counter::default(),
             last_success: Gauge::default(),
         };
+        // Every series from the start (0), so alerts and dashboards see them
+        // before the first pass.
+        for state in [CopyState::in_sync, CopyState::conflict] {
+            projection.copies.get_or_create(&CopyStateLabel { state });
+        }
+        for action in [CopyAction::create, CopyAction::update, CopyAction::delete] {
+            projection.writes.get_or_create(&CopyActionLabel { action });
+        }
         registry.register(
             "imageswap_pull_secret_copies",
             "Projected pull secrets by state: in_sync (ours, equal to the source) or conflict (a Secret of that name ImageSwap did not create, left alone)",
