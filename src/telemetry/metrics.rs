@@ -721,10 +721,10 @@ impl InitMetrics {
         // Every series from the start (0), so alerts and dashboards see them
         // before the first pass.
         for state in [CopyState::in_sync, CopyState::conflict] {
-            projection.copies.get_or_create(&CopyStateLabel { state });
+            let _ = projection.copies.get_or_create(&CopyStateLabel { state });
         }
         for action in [CopyAction::create, CopyAction::update, CopyAction::delete] {
-            projection.writes.get_or_create(&CopyActionLabel { action });
+            let _ = projection.writes.get_or_create(&CopyActionLabel { action });
         }
         registry.register(
             "imageswap_pull_secret_copies",
