@@ -29,8 +29,13 @@
 //!   would refuse it on every pass);
 //! - a foreign Secret of the wanted name is never touched: one WARN line,
 //!   `imageswap_pull_secret_copies{state="conflict"}` and a Warning Event on
-//!   the namespace, once; it is looked at again (one GET) every
-//!   `IMAGESWAP_WATCH_INTERVAL`, so deleting it lets the copy in.
+//!   the namespace, once; it is tried again (a create the API server
+//!   refuses with `409`, then one read) every `IMAGESWAP_WATCH_INTERVAL`, so
+//!   deleting it lets the copy in.
+//! - A copy whose source changed `type` cannot be replaced (the field is
+//!   immutable): that pass fails and is retried with backoff; delete the
+//!   copies (`-l app.kubernetes.io/managed-by=imageswap`) to have them made
+//!   again with the new type.
 //!
 //! A pass that fails is retried with backoff (1 s doubling to five minutes);
 //! the watchers relist by themselves after an expired watch (`410 Gone`) or
