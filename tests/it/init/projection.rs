@@ -175,6 +175,11 @@ async fn first_sync_copies_into_every_selected_namespace_and_in_sync_writes_noth
     let projector = Projector::start(&fake, settings_for(&[PULL], "pod-a"));
     let hash = content_hash(&source(PULL, "v1"));
     wait_for("20 copies", || all_have(&fake, 20, &hash)).await;
+    // Stored before recorded and answered: wait for the last answer.
+    wait_for("20 creates counted", || {
+        projector.metric("imageswap_pull_secret_writes_total{action=\"create\"}") == Some(20.0)
+    })
+    .await;
     let found = copies(&fake, PULL);
     assert!(!found.contains_key("plain-0") && !found.contains_key("plain-1"));
     assert!(!found.contains_key(NAMESPACE), "never a copy over the source");
@@ -224,6 +229,12 @@ async fn a_new_namespace_gets_its_copy_and_one_unlabelled_loses_it() {
     // The label goes: the copy goes (the watch sees the namespace leave).
     fake.seed(NAMESPACES_PATH, &namespace("team-1", false));
     wait_for("the copy removed", || !copies(&fake, PULL).contains_key("team-1")).await;
+    // The fake removes it before it records and answers the request: the
+    // reconciler's count, after the answer, is the last to move.
+    wait_for("the delete counted", || {
+        projector.metric("imageswap_pull_secret_writes_total{action=\"delete\"}") == Some(1.0)
+    })
+    .await;
     assert_eq!(
         fake.writes_to("/api/v1/namespaces/team-1/secrets"),
         2,

@@ -728,16 +728,20 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
         });
         return watch(&state, &path, query);
     }
+    // The record is taken under one lock with the change, so a test that
+    // sees the change in the store also finds the request that made it.
+    let mut requests = lock(&state.requests);
     let (status, answer) = if listing {
         list(&state, &path, &query)
     } else {
         dispatch(&state, &method, &path, &body)
     };
-    lock(&state.requests).push(Recorded {
+    requests.push(Recorded {
         method,
         path,
         status: status.as_u16(),
     });
+    drop(requests);
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
