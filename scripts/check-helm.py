@@ -145,6 +145,12 @@ VALUE_SETS = [
     ("csr", {"config": {"IMAGESWAP_CERT_SOURCE": "csr"}}, NAMESPACE, {}),
     # Your own pair: no write on secrets at all.
     ("byoc", {"config": {"IMAGESWAP_CERT_SOURCE": "byoc"}}, NAMESPACE, {}),
+    # Pull secret projection: the cluster-wide namespace, secret and event
+    # rights are added (docs/operations.md's `projection` rows), with any source.
+    ("projection", {"config": {"IMAGESWAP_PROJECT_PULL_SECRETS": "on"},
+                    "verify": {"imagePullSecrets": {"harbor.example.com": "harbor-pull"}}}, NAMESPACE, {}),
+    ("projection-byoc", {"config": {"IMAGESWAP_PROJECT_PULL_SECRETS": "on", "IMAGESWAP_CERT_SOURCE": "byoc"}},
+     NAMESPACE, {}),
     # The webhook configuration yours and no source set: the program keeps
     # csr (the caBundle you keep trusts the cluster CA), so the chart grants
     # the CSR rights and none on webhook configurations.
@@ -185,6 +191,9 @@ REFUSED = [
     ("unknown top-level value", {"replica": 3}, "additional properties 'replica'"),
     ("misspelt setting", {"config": {"IMAGESWAP_LOGLEVEL": "DEBUG"}}, "IMAGESWAP_LOGLEVEL"),
     ("log level", {"config": {"IMAGESWAP_LOG_LEVEL": "LOUD"}}, "IMAGESWAP_LOG_LEVEL"),
+    ("projection switch", {"config": {"IMAGESWAP_PROJECT_PULL_SECRETS": "yes"}}, "IMAGESWAP_PROJECT_PULL_SECRETS"),
+    ("empty namespace selector", {"config": {"IMAGESWAP_PROJECT_NAMESPACE_SELECTOR": ""}},
+     "IMAGESWAP_PROJECT_NAMESPACE_SELECTOR"),
     ("empty setting", {"config": {"IMAGESWAP_LISTEN": ""}}, "IMAGESWAP_LISTEN"),
     ("listen address", {"config": {"IMAGESWAP_LISTEN": "5000"}}, "IMAGESWAP_LISTEN"),
     ("duration", {"config": {"IMAGESWAP_REQUEST_TIMEOUT": "2 seconds"}}, "IMAGESWAP_REQUEST_TIMEOUT"),

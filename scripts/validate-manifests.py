@@ -77,6 +77,9 @@ OPERATIONS_MD = Path(__file__).resolve().parent.parent / "docs/operations.md"
 RIGHTS_HEADING = "## Rights per certificate source"
 RIGHTS_SECTION = RIGHTS_HEADING.lstrip("# ")
 CERT_SOURCES = ("self-signed", "csr", "byoc")
+# A row of the rights table for IMAGESWAP_PROJECT_PULL_SECRETS=on (any
+# certificate source), not for a certificate source.
+PROJECTION = "projection"
 
 DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
@@ -484,7 +487,7 @@ def rights_table(path=OPERATIONS_MD):
             raise SystemExit(f"{path}: a row of {RIGHTS_HEADING!r} needs 7 cells: {line}")
         kind, group, resource, name, verbs, sources, why = cells
         sources = CERT_SOURCES if sources == "all" else tuple(s.strip() for s in sources.split(","))
-        unknown = set(sources) - set(CERT_SOURCES)
+        unknown = set(sources) - set(CERT_SOURCES) - {PROJECTION}
         if unknown or kind not in ("Role", "ClusterRole"):
             raise SystemExit(f"{path}: bad row of {RIGHTS_HEADING!r}: {line}")
         for verb in verbs.split(","):
@@ -495,9 +498,15 @@ def rights_table(path=OPERATIONS_MD):
     return tuple(rows)
 
 
+def projection_on(env):
+    return str(env.get("IMAGESWAP_PROJECT_PULL_SECRETS", "off")).lower() in ("on", "true")
+
+
 def needed_rights(env):
-    """The rights one rendering needs: (kind, group, resource, verb, name)."""
+    """The rights one rendering needs: (kind, group, resource, verb, name).
+    The `projection` rows only with IMAGESWAP_PROJECT_PULL_SECRETS=on."""
     source = cert_source(env)
+    projection = projection_on(env)
 
     def resolve(name):
         # IMAGESWAP_TLS_SECRET_NAME-self-signed-ca: the variable, then a suffix.
@@ -506,7 +515,7 @@ def needed_rights(env):
 
     needs = []
     for kind, group, resource, name, verb, sources, _ in rights_table():
-        if source not in sources:
+        if source not in sources and not (projection and PROJECTION in sources):
             continue
         # Without auto-MWC, init never touches the webhook configuration.
         if resource == "mutatingwebhookconfigurations" and auto_mwc_disabled(env):
@@ -549,7 +558,12 @@ def check_rights(objects, env, bad):
                             if (role["kind"], group, resource, verb, name) in needs:
                                 continue
                             what = f"{verb} on {resource}" + (f" {name}" if name else " (any name)")
-                            if resource.startswith("certificatesigningrequests") or resource == "signers":
+                            if role["kind"] == "ClusterRole" and resource in ("secrets", "namespaces", "events"):
+                                bad(name_of(role), f"grants {what} cluster-wide, which only "
+                                    "IMAGESWAP_PROJECT_PULL_SECRETS=on needs (add it with "
+                                    "deploy/components/pull-secret-projection or "
+                                    "config.IMAGESWAP_PROJECT_PULL_SECRETS=on in the chart)")
+                            elif resource.startswith("certificatesigningrequests") or resource == "signers":
                                 bad(name_of(role), f"grants {what}: CSR rights in a rendering whose certificate source is "
                                     f"{source}, not csr (add them with deploy/components/csr or config.IMAGESWAP_CERT_SOURCE=csr in the chart)")
                             else:

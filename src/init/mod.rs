@@ -86,6 +86,7 @@ pub mod ca_bundle;
 pub mod csr;
 pub mod files;
 pub mod probes;
+pub mod projection;
 pub mod secret;
 pub mod self_signed;
 pub mod serving_pair;
@@ -253,11 +254,27 @@ pub async fn watch_with(
         interval = %humantime::format_duration(settings.watch_interval),
         "The pair is written; watching the pair and the webhook configuration."
     );
-    watch::Watcher::new(client, settings.clone(), metrics)
-        .first_bundle(outcome.cluster_ca.as_deref())
-        .trusted_at_start(outcome.ca_bundle.as_deref())
-        .run(shutdown)
-        .await;
+    // The projection (off by default) runs beside the pair's watch and
+    // stops with it.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let projection = async {
+        if let Some(projection) = projection::ProjectionSettings::from_init(settings) {
+            let mut stopped = stopped.clone();
+            projection::run(client.clone(), projection, metrics.clone(), async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await;
+        }
+    };
+    let pair = async {
+        watch::Watcher::new(client.clone(), settings.clone(), metrics.clone())
+            .first_bundle(outcome.cluster_ca.as_deref())
+            .trusted_at_start(outcome.ca_bundle.as_deref())
+            .run(shutdown)
+            .await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(pair, projection);
     Ok(())
 }
 

@@ -12,8 +12,9 @@ use std::time::Duration;
 use clap::Args;
 use thiserror::Error;
 
+use crate::admission::PullSecrets;
 use crate::conditions::ConditionsArgs;
-use crate::settings::{SettingName, setting};
+use crate::settings::{SettingName, choice, setting};
 
 pub const DEFAULT_NAMESPACE: &str = "imageswap-system";
 pub const DEFAULT_SERVICE_NAME: &str = "imageswap";
@@ -37,6 +38,20 @@ pub const DEFAULT_WATCH_INTERVAL: &str = "1m";
 /// `init --watch` renews a pair it manages when this share of its lifetime
 /// is left (kubelet-serving pairs of a year: after eight months).
 pub const DEFAULT_RENEW_FRACTION: &str = "1/3";
+/// The namespaces that get copies of the pull secrets: the webhook's own
+/// opt-in label, so "ImageSwap rewrites my pods" and "my pods can pull from
+/// the mirror" go together.
+pub const DEFAULT_PROJECT_NAMESPACE_SELECTOR: &str = "k8s.twr.io/imageswap=enabled";
+
+/// `IMAGESWAP_PROJECT_PULL_SECRETS`: off (the default: no rights beyond the
+/// namespace needed) or on (src/init/projection.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Projection {
+    #[value(alias = "false")]
+    Off,
+    #[value(alias = "true")]
+    On,
+}
 /// Where a pair comes from when `IMAGESWAP_CERT_SOURCE` is unset: a CA of
 /// ImageSwap's own, which needs no cluster-wide certificate rights (issue 19;
 /// the CSR approval rights of `csr` let the service account approve kubelet
@@ -179,7 +194,8 @@ pub struct InitArgs {
     pub self_signed_cert_lifetime: Duration,
 
     /// The server's rules, keep list, pull secrets and disable label: the
-    /// webhook's generated matchConditions follow them.
+    /// webhook's generated matchConditions follow them, and `--watch`
+    /// projects those pull secrets.
     #[command(flatten)]
     pub conditions: ConditionsArgs,
 
@@ -187,6 +203,19 @@ pub struct InitArgs {
     /// pass wrote the pair: the sidecar's startup probe) over plain HTTP here.
     #[arg(long, env = "IMAGESWAP_WATCH_LISTEN", value_parser = setting::<SocketAddr>())]
     pub watch_listen: Option<SocketAddr>,
+
+    /// `--watch`: keep a copy of each IMAGESWAP_IMAGE_PULL_SECRETS secret (from this namespace)
+    /// in every namespace IMAGESWAP_PROJECT_NAMESPACE_SELECTOR selects: off or on. Needs the
+    /// rights of deploy/components/pull-secret-projection.
+    #[arg(long, env = "IMAGESWAP_PROJECT_PULL_SECRETS", default_value = "off",
+        value_parser = choice::<Projection>())]
+    pub project_pull_secrets: Projection,
+
+    /// `--watch`: the label selector (equality terms: `k=v`, `k!=v`, `k`, `!k`, comma-separated)
+    /// of the namespaces that get the pull secret copies.
+    #[arg(long, env = "IMAGESWAP_PROJECT_NAMESPACE_SELECTOR",
+        default_value = DEFAULT_PROJECT_NAMESPACE_SELECTOR)]
+    pub project_namespace_selector: String,
 }
 
 /// Where the serving pair comes from (`IMAGESWAP_CERT_SOURCE`).
@@ -310,6 +339,10 @@ pub struct InitSettings {
     /// Where the generated matchConditions come from; `None` writes the
     /// template's alone.
     pub conditions: Option<ConditionsArgs>,
+    /// `--watch` only: project the pull secrets into namespaces.
+    pub project_pull_secrets: Projection,
+    pub project_namespace_selector: String,
+    pub pull_secrets: PullSecrets,
 }
 
 impl Default for InitSettings {
@@ -335,6 +368,9 @@ impl Default for InitSettings {
             self_signed_ca_lifetime: Duration::from_secs(3650 * 86_400),
             self_signed_cert_lifetime: Duration::from_secs(365 * 86_400),
             conditions: None,
+            project_pull_secrets: Projection::Off,
+            project_namespace_selector: DEFAULT_PROJECT_NAMESPACE_SELECTOR.to_owned(),
+            pull_secrets: PullSecrets::default(),
         }
     }
 }
@@ -372,6 +408,9 @@ impl InitSettings {
             self_signed_ca_lifetime: args.self_signed_ca_lifetime,
             self_signed_cert_lifetime: args.self_signed_cert_lifetime,
             conditions: Some(args.conditions.clone()),
+            project_pull_secrets: args.project_pull_secrets,
+            project_namespace_selector: args.project_namespace_selector.trim().to_owned(),
+            pull_secrets: args.conditions.pull_secrets.pull_secrets(),
         };
         settings.validate()?;
         Ok(settings)
@@ -418,6 +457,13 @@ impl InitSettings {
                 "renew_fraction",
                 &self.renew_fraction.to_string(),
                 "must be strictly between 0 and 1",
+            ));
+        }
+        if let Err(reason) = check_selector(&self.project_namespace_selector) {
+            return Err(invalid(
+                "project_namespace_selector",
+                &self.project_namespace_selector,
+                reason,
             ));
         }
         Ok(())
@@ -481,6 +527,51 @@ fn check_subdomain(field: &str, value: &str) -> Result<(), SettingsError> {
             "must be a DNS subdomain: dot-separated lower-case labels, at most 253 characters",
         ))
     }
+}
+
+/// An equality-based label selector as the API server's `labelSelector`
+/// parameter takes it: terms `key=value`, `key==value`, `key!=value`, `key`,
+/// `!key`, comma-separated; keys `[prefix/]name`, values at most 63
+/// characters of `[A-Za-z0-9._-]`. Caught here, at start, rather than as a
+/// `400` from every watch.
+pub fn check_selector(selector: &str) -> Result<(), &'static str> {
+    const REASON: &str =
+        "must be a label selector: comma-separated `key=value`, `key!=value`, `key` or `!key`";
+    if selector.trim().is_empty() {
+        return Err("must select something (an empty selector would copy the secret into every namespace)");
+    }
+    let is_value = |v: &str| {
+        v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let is_key = |k: &str| {
+        let name = match k.rsplit_once('/') {
+            Some((prefix, name)) => {
+                if prefix.is_empty() || !prefix.split('.').all(is_dns_label) {
+                    return false;
+                }
+                name
+            }
+            None => k,
+        };
+        !name.is_empty() && is_value(name)
+    };
+    for term in selector.split(',').map(str::trim) {
+        let ok = if let Some((key, value)) = term.split_once("!=") {
+            is_key(key.trim()) && is_value(value.trim())
+        } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            is_key(key.trim()) && is_value(value.trim())
+        } else if let Some(key) = term.strip_prefix('!') {
+            is_key(key.trim())
+        } else {
+            is_key(term)
+        };
+        if !ok {
+            return Err(REASON);
+        }
+    }
+    Ok(())
 }
 
 fn is_dns_label(value: &str) -> bool {
@@ -634,6 +725,31 @@ mod tests {
         assert!(
             message.starts_with("error: IMAGESWAP_CERT_RENEW_FRACTION (--renew-fraction)"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn namespace_selectors_take_equality_terms_only() {
+        for good in [
+            DEFAULT_PROJECT_NAMESPACE_SELECTOR,
+            "team",
+            "!legacy",
+            "a=b,c!=d",
+            "example.com/tier==gold",
+        ] {
+            assert_eq!(check_selector(good), Ok(()), "{good}");
+        }
+        for bad in ["", " ", "a in (b)", "a=b,", "=b", "a=b c", "/x=y"] {
+            assert!(check_selector(bad).is_err(), "{bad:?}");
+        }
+        let settings = InitSettings {
+            project_namespace_selector: "env in (prod)".into(),
+            ..InitSettings::default()
+        };
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("IMAGESWAP_PROJECT_NAMESPACE_SELECTOR (--project-namespace-selector)"),
+            "{err}"
         );
     }
 

@@ -624,6 +624,44 @@ pub struct InitMetrics {
     actions: [Counter; InitAction::ALL.len()],
     last_success: Gauge,
     cert_expiry: Gauge,
+    projection: ProjectionMetrics,
+}
+
+/// The `state` label of `imageswap_pull_secret_copies`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CopyState {
+    in_sync,
+    /// A Secret of the wanted name that ImageSwap did not create (left alone).
+    conflict,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CopyStateLabel {
+    state: CopyState,
+}
+
+/// The `action` label of `imageswap_pull_secret_writes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CopyAction {
+    create,
+    update,
+    delete,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CopyActionLabel {
+    action: CopyAction,
+}
+
+/// The pull secret projection's series (src/init/projection.rs).
+#[derive(Clone)]
+struct ProjectionMetrics {
+    copies: Family<CopyStateLabel, Gauge>,
+    writes: Family<CopyActionLabel, Counter>,
+    errors: Counter,
+    last_success: Gauge,
 }
 
 impl std::fmt::Debug for InitMetrics {
@@ -676,12 +714,77 @@ impl InitMetrics {
             "The running ImageSwap build",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let projection = ProjectionMetrics {
+            copies: Family::default(),
+            writes: Family::default(),
+            errors: Counter::default(),
+            last_success: Gauge::default(),
+        };
+        // Every series from the start (0), so alerts and dashboards see them
+        // before the first pass.
+        for state in [CopyState::in_sync, CopyState::conflict] {
+            let _ = projection.copies.get_or_create(&CopyStateLabel { state });
+        }
+        for action in [CopyAction::create, CopyAction::update, CopyAction::delete] {
+            let _ = projection.writes.get_or_create(&CopyActionLabel { action });
+        }
+        registry.register(
+            "imageswap_pull_secret_copies",
+            "Projected pull secrets by state: in_sync (ours, equal to the source) or conflict (a Secret of that name ImageSwap did not create, left alone)",
+            projection.copies.clone(),
+        );
+        registry.register(
+            "imageswap_pull_secret_writes",
+            "Writes of projected pull secret copies, by action",
+            projection.writes.clone(),
+        );
+        registry.register(
+            "imageswap_pull_secret_reconcile_errors",
+            "Pull secret projection passes that failed (retried with backoff)",
+            projection.errors.clone(),
+        );
+        registry.register_with_unit(
+            "imageswap_pull_secret_last_success_timestamp",
+            "When a pull secret projection pass last succeeded, in Unix seconds",
+            Unit::Seconds,
+            projection.last_success.clone(),
+        );
         InitMetrics {
             registry,
             reconciles,
             actions,
             last_success,
             cert_expiry,
+            projection,
+        }
+    }
+
+    /// A projection pass found `in_sync` copies and `conflicts` foreign
+    /// secrets in the way.
+    pub fn pull_secret_copies(&self, in_sync: usize, conflicts: usize) {
+        let set = |state, n: usize| {
+            self.projection
+                .copies
+                .get_or_create(&CopyStateLabel { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        set(CopyState::in_sync, in_sync);
+        set(CopyState::conflict, conflicts);
+    }
+
+    pub fn pull_secret_write(&self, action: CopyAction) {
+        self.projection
+            .writes
+            .get_or_create(&CopyActionLabel { action })
+            .inc();
+    }
+
+    /// A projection pass ended; `now` is Unix seconds.
+    pub fn pull_secret_pass(&self, ok: bool, now: i64) {
+        if ok {
+            self.projection.last_success.set(now);
+        } else {
+            self.projection.errors.inc();
         }
     }
 

@@ -5,6 +5,7 @@ mod byoc;
 mod cli;
 mod match_conditions;
 mod mwc;
+mod projection;
 mod self_signed;
 mod tls;
 mod watch;

@@ -14,6 +14,15 @@
 //!   rejected), and a signer that, after approval, fills `status.certificate`
 //!   asynchronously with a test CA, never signs, or marks the CSR failed.
 //!
+//! - namespaces (with a terminating state that refuses new content), Events
+//!   (`generateName`), and `list` / `watch` of namespaces and secrets (also
+//!   across namespaces) as the API server serves them: `labelSelector` and
+//!   `fieldSelector` (equality terms), a list's `resourceVersion`, then a
+//!   stream of `ADDED` / `MODIFIED` / `DELETED` events from a given version
+//!   (an object leaving a watch's selector is `DELETED` to it), `BOOKMARK`s
+//!   when asked for, and `410 Gone` for a version older than the compacted
+//!   history ([`FakeApiServer::expire_watches`]).
+//!
 //! Every request is recorded (method, path, status) so tests count writes.
 
 use std::collections::BTreeMap;
@@ -24,7 +33,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -32,7 +43,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -46,6 +57,12 @@ pub const MWC_PATH: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhoo
 
 pub fn secrets_path(namespace: &str) -> String {
     format!("/api/v1/namespaces/{namespace}/secrets")
+}
+
+pub const NAMESPACES_PATH: &str = "/api/v1/namespaces";
+
+pub fn events_path(namespace: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/events")
 }
 
 pub fn configmaps_path(namespace: &str) -> String {
@@ -87,12 +104,14 @@ enum Kind {
     ConfigMap,
     Csr,
     Mwc,
+    Namespace,
+    Event,
 }
 
 impl Kind {
     fn api_version(self) -> &'static str {
         match self {
-            Kind::Secret | Kind::ConfigMap => "v1",
+            Kind::Secret | Kind::ConfigMap | Kind::Namespace | Kind::Event => "v1",
             Kind::Csr => "certificates.k8s.io/v1",
             Kind::Mwc => "admissionregistration.k8s.io/v1",
         }
@@ -104,6 +123,8 @@ impl Kind {
             Kind::ConfigMap => "ConfigMap",
             Kind::Csr => "CertificateSigningRequest",
             Kind::Mwc => "MutatingWebhookConfiguration",
+            Kind::Namespace => "Namespace",
+            Kind::Event => "Event",
         }
     }
 
@@ -114,6 +135,8 @@ impl Kind {
             Kind::ConfigMap => "configmaps",
             Kind::Csr => "certificatesigningrequests.certificates.k8s.io",
             Kind::Mwc => "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+            Kind::Namespace => "namespaces",
+            Kind::Event => "events",
         }
     }
 
@@ -129,6 +152,8 @@ impl Kind {
             Kind::ConfigMap => round_trip::<ConfigMap>(value),
             Kind::Csr => round_trip::<CertificateSigningRequest>(value),
             Kind::Mwc => round_trip::<MutatingWebhookConfiguration>(value),
+            Kind::Namespace => round_trip::<Namespace>(value),
+            Kind::Event => round_trip::<Event>(value),
         }
     }
 }
@@ -146,6 +171,10 @@ fn route(path: &str) -> Option<Route> {
     let (kind, namespace, prefix_len) = match segments.as_slice() {
         ["api", "v1", "namespaces", namespace, "secrets", ..] => (Kind::Secret, Some(*namespace), 5),
         ["api", "v1", "namespaces", namespace, "configmaps", ..] => (Kind::ConfigMap, Some(*namespace), 5),
+        ["api", "v1", "namespaces", namespace, "events", ..] => (Kind::Event, Some(*namespace), 5),
+        // Secrets of every namespace (list and watch only).
+        ["api", "v1", "secrets"] => (Kind::Secret, None, 3),
+        ["api", "v1", "namespaces", ..] => (Kind::Namespace, None, 3),
         [
             "apis",
             "certificates.k8s.io",
@@ -180,6 +209,181 @@ struct Store {
     objects: BTreeMap<(String, String), Value>,
     next_resource_version: u64,
     next_uid: u64,
+    /// Every change, oldest first, for watches from a `resourceVersion`.
+    history: Vec<Change>,
+    /// Watches from a version below this get `410 Gone`.
+    compacted: u64,
+    /// The open watches.
+    watches: Vec<Watch>,
+    /// Namespaces being deleted: creates in them are refused.
+    terminating: std::collections::BTreeSet<String>,
+}
+
+/// One change of an object (created: no `old`; deleted: no `new`).
+#[derive(Clone)]
+struct Change {
+    version: u64,
+    kind: Kind,
+    namespace: Option<String>,
+    old: Option<Value>,
+    new: Option<Value>,
+}
+
+/// What a list or watch asked for.
+#[derive(Clone, Debug, Default)]
+struct Query {
+    watch: bool,
+    resource_version: Option<String>,
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+    bookmarks: bool,
+}
+
+impl Query {
+    fn parse(query: &str) -> Query {
+        let mut parsed = Query::default();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned();
+            match key {
+                "watch" => parsed.watch = value == "true" || value == "1",
+                "resourceVersion" => parsed.resource_version = Some(value).filter(|v| !v.is_empty()),
+                "labelSelector" => parsed.label_selector = Some(value),
+                "fieldSelector" => parsed.field_selector = Some(value),
+                "allowWatchBookmarks" => parsed.bookmarks = value == "true",
+                _ => {}
+            }
+        }
+        parsed
+    }
+
+    /// The object is in this list or watch (kind and namespace checked by
+    /// the caller).
+    fn selects(&self, object: &Value) -> bool {
+        let labels = &object["metadata"]["labels"];
+        let label_ok = self.label_selector.as_deref().is_none_or(|selector| {
+            terms(selector).all(|(key, op, value)| {
+                let have = labels[key].as_str();
+                match op {
+                    "=" => have == Some(value),
+                    "!=" => have != Some(value),
+                    "exists" => have.is_some(),
+                    _ => have.is_none(),
+                }
+            })
+        });
+        let field_ok = self.field_selector.as_deref().is_none_or(|selector| {
+            terms(selector).all(|(key, op, value)| {
+                let have = match key {
+                    "metadata.name" => object["metadata"]["name"].as_str(),
+                    "metadata.namespace" => object["metadata"]["namespace"].as_str(),
+                    _ => None,
+                };
+                match op {
+                    "=" => have == Some(value),
+                    "!=" => have != Some(value),
+                    _ => false,
+                }
+            })
+        });
+        label_ok && field_ok
+    }
+}
+
+/// Equality-based selector terms as `(key, "=" | "!=" | "exists" | "absent", value)`.
+fn terms(selector: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|term| {
+            if let Some((key, value)) = term.split_once("!=") {
+                (key.trim(), "!=", value.trim())
+            } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                (key.trim(), "=", value.trim())
+            } else if let Some(key) = term.strip_prefix('!') {
+                (key.trim(), "absent", "")
+            } else {
+                (term, "exists", "")
+            }
+        })
+}
+
+/// An open watch: its filter and the stream's sender.
+struct Watch {
+    kind: Kind,
+    namespace: Option<String>,
+    query: Query,
+    sender: tokio::sync::mpsc::UnboundedSender<Bytes>,
+}
+
+impl Watch {
+    /// The watch event for `change`, if this watch sees it: an object moving
+    /// out of the selector is `DELETED`, into it `ADDED`.
+    fn event_for(&self, change: &Change) -> Option<Value> {
+        if change.kind != self.kind || (self.namespace.is_some() && change.namespace != self.namespace) {
+            return None;
+        }
+        let was = change.old.as_ref().is_some_and(|old| self.query.selects(old));
+        let is = change.new.as_ref().is_some_and(|new| self.query.selects(new));
+        let (kind, object) = match (was, is) {
+            (false, true) => ("ADDED", change.new.as_ref()?),
+            (true, true) => ("MODIFIED", change.new.as_ref()?),
+            (true, false) => match &change.new {
+                // Left the selector: the watcher sees it go, at the new version.
+                Some(new) => ("DELETED", new),
+                None => {
+                    let mut gone = change.old.clone()?;
+                    gone["metadata"]["resourceVersion"] = json!(change.version.to_string());
+                    return Some(json!({"type": "DELETED", "object": gone}));
+                }
+            },
+            (false, false) => return None,
+        };
+        Some(json!({"type": kind, "object": object}))
+    }
+
+    fn bookmark(&self, version: u64) -> Option<Value> {
+        self.query.bookmarks.then(|| {
+            json!({
+                "type": "BOOKMARK",
+                "object": {
+                    "kind": self.kind.kind(),
+                    "apiVersion": self.kind.api_version(),
+                    "metadata": {"resourceVersion": version.to_string()},
+                },
+            })
+        })
+    }
+}
+
+fn send(watch: &Watch, event: &Value) -> bool {
+    let mut line = event.to_string();
+    line.push('\n');
+    watch.sender.send(Bytes::from(line)).is_ok()
+}
+
+impl Store {
+    /// Records a change and tells the open watches (under the store's lock,
+    /// so every watch sees changes in version order).
+    fn changed(&mut self, kind: Kind, namespace: Option<&str>, old: Option<Value>, new: Option<Value>) {
+        let change = Change {
+            version: self.next_resource_version,
+            kind,
+            namespace: namespace.map(str::to_owned),
+            old,
+            new,
+        };
+        self.watches.retain(|watch| match watch.event_for(&change) {
+            Some(event) => send(watch, &event),
+            None => watch
+                .bookmark(change.version)
+                .is_none_or(|mark| send(watch, &mark)),
+        });
+        self.history.push(change);
+    }
 }
 
 impl Store {
@@ -206,6 +410,12 @@ struct State {
     cert_lifetime: Mutex<Option<Duration>>,
     /// `false`: every connection is dropped, as if the API server were down.
     reachable: std::sync::atomic::AtomicBool,
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -239,6 +449,10 @@ impl FakeApiServer {
                 objects: BTreeMap::new(),
                 next_resource_version: 1000,
                 next_uid: 0,
+                history: Vec::new(),
+                compacted: 0,
+                watches: Vec::new(),
+                terminating: std::collections::BTreeSet::new(),
             }),
             requests: Mutex::new(Vec::new()),
             signer: Mutex::new(SignerMode::Sign),
@@ -336,6 +550,64 @@ impl FakeApiServer {
         self.state
             .reachable
             .store(reachable, std::sync::atomic::Ordering::SeqCst);
+        if !reachable {
+            // Open watch streams break with the server.
+            lock(&self.state.store).watches.clear();
+        }
+    }
+
+    /// Ends every open watch and compacts the history up to now, as an
+    /// etcd compaction after a watch's timeout does: a watch resumed from
+    /// any earlier version gets `410 Gone` and must list again.
+    pub fn expire_watches(&self) {
+        let mut store = lock(&self.state.store);
+        store.compacted = store.bump().parse().unwrap_or(u64::MAX);
+        store.history.clear();
+        store.watches.clear();
+    }
+
+    /// Marks a namespace deleted but not gone yet (`deletionTimestamp`,
+    /// phase `Terminating`): the API server refuses new objects in it.
+    pub fn terminate_namespace(&self, name: &str) {
+        let mut store = lock(&self.state.store);
+        let key = (NAMESPACES_PATH.to_owned(), name.to_owned());
+        let Some(old) = store.objects.get(&key).cloned() else {
+            return;
+        };
+        let mut new = old.clone();
+        new["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:01Z");
+        new["status"] = json!({"phase": "Terminating"});
+        new["metadata"]["resourceVersion"] = json!(store.bump());
+        store.objects.insert(key, new.clone());
+        store.terminating.insert(name.to_owned());
+        store.changed(Kind::Namespace, None, Some(old), Some(new));
+    }
+
+    /// Finishes a namespace's deletion: its objects, then itself, go.
+    pub fn finish_namespace_deletion(&self, name: &str) {
+        let prefix = format!("{NAMESPACES_PATH}/{name}/");
+        let keys: Vec<(String, String)> = lock(&self.state.store)
+            .objects
+            .keys()
+            .filter(|(collection, _)| collection.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for (collection, object) in keys {
+            self.remove(&collection, &object);
+        }
+        self.remove(NAMESPACES_PATH, name);
+        lock(&self.state.store).terminating.remove(name);
+    }
+
+    /// Deletes an object without a request (not recorded), as another
+    /// client would.
+    pub fn remove(&self, collection: &str, name: &str) {
+        let Some(route) = route(collection) else { return };
+        let mut store = lock(&self.state.store);
+        if let Some(old) = store.objects.remove(&(collection.to_owned(), name.to_owned())) {
+            store.bump();
+            store.changed(route.kind, route.namespace.as_deref(), Some(old), None);
+        }
     }
 
     /// Requests refused while down (recorded with status 0).
@@ -368,14 +640,17 @@ impl FakeApiServer {
             .as_str()
             .expect("seeded objects have names")
             .to_owned();
+        let namespace = route(collection).and_then(|r| r.namespace);
         let mut store = lock(&self.state.store);
-        stamp_new(
-            &mut store,
-            kind,
-            &mut value,
-            route(collection).and_then(|r| r.namespace).as_deref(),
-        );
-        store.objects.insert((collection.to_owned(), name), value);
+        let key = (collection.to_owned(), name);
+        let old = store.objects.get(&key).cloned();
+        stamp_new(&mut store, kind, &mut value, namespace.as_deref());
+        if let Some(old) = &old {
+            // An update keeps the object's identity.
+            value["metadata"]["uid"] = old["metadata"]["uid"].clone();
+        }
+        store.objects.insert(key, value.clone());
+        store.changed(kind, namespace.as_deref(), old, Some(value));
     }
 
     /// The stored object, typed.
@@ -436,24 +711,141 @@ impl FakeApiServer {
     }
 }
 
-async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let query = Query::parse(request.uri().query().unwrap_or_default());
     let body = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    let (status, answer) = dispatch(&state, &method, &path, &body);
-    lock(&state.requests).push(Recorded {
+    let listing = method == Method::GET && route(&path).is_some_and(|r| r.name.is_none());
+    if listing && query.watch {
+        lock(&state.requests).push(Recorded {
+            method,
+            path: format!("{path}?watch"),
+            status: 200,
+        });
+        return watch(&state, &path, query);
+    }
+    // The record is taken under one lock with the change, so a test that
+    // sees the change in the store also finds the request that made it.
+    let mut requests = lock(&state.requests);
+    let (status, answer) = if listing {
+        list(&state, &path, &query)
+    } else {
+        dispatch(&state, &method, &path, &body)
+    };
+    requests.push(Recorded {
         method,
         path,
         status: status.as_u16(),
     });
+    drop(requests);
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(answer.to_string())))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(full(answer.to_string()))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+/// Does the stored object at `collection` belong to a list of `route`?
+fn in_collection(route: &Route, collection: &str) -> bool {
+    if route.namespace.is_some() || route.kind != Kind::Secret {
+        return collection == route.collection;
+    }
+    // Secrets of every namespace.
+    self::route(collection).is_some_and(|stored| stored.kind == Kind::Secret && stored.name.is_none())
+}
+
+fn list(state: &Arc<State>, path: &str, query: &Query) -> Answer {
+    let Some(route) = route(path) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        );
+    };
+    let store = lock(&state.store);
+    let items: Vec<Value> = store
+        .objects
+        .iter()
+        .filter(|((collection, _), object)| in_collection(&route, collection) && query.selects(object))
+        .map(|(_, object)| object.clone())
+        .collect();
+    (
+        StatusCode::OK,
+        json!({
+            "apiVersion": route.kind.api_version(),
+            "kind": format!("{}List", route.kind.kind()),
+            "metadata": {"resourceVersion": store.next_resource_version.to_string()},
+            "items": items,
+        }),
+    )
+}
+
+/// A watch: the changes after the asked version, then every new one, as
+/// JSON lines; `410 Gone` (an `ERROR` event, as the API server sends it) for
+/// a compacted version.
+fn watch(state: &Arc<State>, path: &str, query: Query) -> Response<Body> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    if let Some(route) = route(path) {
+        let mut store = lock(&state.store);
+        let watch = Watch {
+            kind: route.kind,
+            namespace: route.namespace.clone(),
+            query,
+            sender,
+        };
+        let from: Option<u64> = watch
+            .query
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok());
+        match from {
+            Some(from) if from < store.compacted => {
+                let gone = status(
+                    StatusCode::GONE,
+                    "Expired",
+                    &format!("too old resource version: {from} ({})", store.compacted),
+                    None,
+                )
+                .1;
+                send(&watch, &json!({"type": "ERROR", "object": gone}));
+            }
+            Some(from) => {
+                let pending: Vec<Value> = store
+                    .history
+                    .iter()
+                    .filter(|change| change.version > from)
+                    .filter_map(|change| watch.event_for(change))
+                    .collect();
+                for event in &pending {
+                    send(&watch, event);
+                }
+                store.watches.push(watch);
+            }
+            None => {
+                // No version: the current state as ADDED, then changes.
+                for ((collection, _), object) in &store.objects {
+                    if in_collection(&route, collection) && watch.query.selects(object) {
+                        send(&watch, &json!({"type": "ADDED", "object": object}));
+                    }
+                }
+                store.watches.push(watch);
+            }
+        }
+    }
+    let frames = futures::stream::unfold(receiver, |mut receiver| async move {
+        let line = receiver.recv().await?;
+        Some((Ok::<_, std::io::Error>(Frame::data(line)), receiver))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(StreamBody::new(frames)))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 fn dispatch(state: &Arc<State>, method: &Method, path: &str, body: &[u8]) -> Answer {
@@ -472,7 +864,7 @@ fn dispatch(state: &Arc<State>, method: &Method, path: &str, body: &[u8]) -> Ans
         (&Method::PUT, Some(name), Some("approval")) if route.kind == Kind::Csr => {
             approve(state, &route, name, body)
         }
-        (&Method::DELETE, Some(name), None) => delete(state, &route, name),
+        (&Method::DELETE, Some(name), None) => delete(state, &route, name, body),
         _ => status(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -495,6 +887,12 @@ fn create(state: &Arc<State>, route: &Route, body: &[u8]) -> Answer {
         Ok(object) => object,
         Err(answer) => return answer,
     };
+    if object["metadata"]["name"].as_str().is_none()
+        && let Some(prefix) = object["metadata"]["generateName"].as_str()
+    {
+        let suffix = lock(&state.store).next_uid + 1;
+        object["metadata"]["name"] = json!(format!("{prefix}{suffix:05}"));
+    }
     let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
         return status(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -517,6 +915,19 @@ fn create(state: &Arc<State>, route: &Route, body: &[u8]) -> Answer {
         return invalid(route, &name, &message);
     }
     let mut store = lock(&state.store);
+    if let Some(namespace) = &route.namespace
+        && store.terminating.contains(namespace)
+    {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                route.kind.resource()
+            ),
+            Some((route.kind, &name)),
+        );
+    }
     let key = (route.collection.clone(), name.clone());
     if store.objects.contains_key(&key) {
         return status(
@@ -532,6 +943,7 @@ fn create(state: &Arc<State>, route: &Route, body: &[u8]) -> Answer {
     }
     stamp_new(&mut store, route.kind, &mut object, route.namespace.as_deref());
     store.objects.insert(key, object.clone());
+    store.changed(route.kind, route.namespace.as_deref(), None, Some(object.clone()));
     (StatusCode::CREATED, object)
 }
 
@@ -578,6 +990,12 @@ fn update(state: &Arc<State>, route: &Route, name: &str, body: &[u8]) -> Answer 
     apply_defaults(route.kind, &mut object);
     object["metadata"]["resourceVersion"] = json!(store.bump());
     store.objects.insert(key, object.clone());
+    store.changed(
+        route.kind,
+        route.namespace.as_deref(),
+        Some(stored),
+        Some(object.clone()),
+    );
     (StatusCode::OK, object)
 }
 
@@ -646,12 +1064,36 @@ fn approve(state: &Arc<State>, route: &Route, name: &str, body: &[u8]) -> Answer
     (StatusCode::OK, answer)
 }
 
-fn delete(state: &Arc<State>, route: &Route, name: &str) -> Answer {
+fn delete(state: &Arc<State>, route: &Route, name: &str, body: &[u8]) -> Answer {
     let mut store = lock(&state.store);
-    match store.objects.remove(&(route.collection.clone(), name.to_owned())) {
-        Some(object) => (StatusCode::OK, object),
-        None => not_found(route, name),
+    let key = (route.collection.clone(), name.to_owned());
+    let Some(stored) = store.objects.get(&key).cloned() else {
+        return not_found(route, name);
+    };
+    // DeleteOptions' preconditions.
+    let options: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let preconditions = &options["preconditions"];
+    let uid_differs = preconditions["uid"]
+        .as_str()
+        .is_some_and(|uid| Some(uid) != stored["metadata"]["uid"].as_str());
+    let version_differs = preconditions["resourceVersion"]
+        .as_str()
+        .is_some_and(|version| Some(version) != stored["metadata"]["resourceVersion"].as_str());
+    if uid_differs || version_differs {
+        return status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on {} \"{name}\": Precondition failed",
+                route.kind.resource()
+            ),
+            Some((route.kind, name)),
+        );
     }
+    store.objects.remove(&key);
+    store.bump();
+    store.changed(route.kind, route.namespace.as_deref(), Some(stored.clone()), None);
+    (StatusCode::OK, stored)
 }
 
 /// The signer controller's work on an approved CSR.
@@ -771,7 +1213,7 @@ fn validate(kind: Kind, object: &Value) -> Result<(), String> {
             }
             Ok(())
         }
-        Kind::Secret | Kind::ConfigMap => Ok(()),
+        Kind::Secret | Kind::ConfigMap | Kind::Namespace | Kind::Event => Ok(()),
     }
 }
 
@@ -835,7 +1277,12 @@ fn apply_defaults(kind: Kind, object: &mut Value) {
                 }
             }
         }
-        Kind::ConfigMap | Kind::Csr => {}
+        Kind::Namespace => {
+            if object["status"]["phase"].is_null() {
+                object["status"] = json!({"phase": "Active"});
+            }
+        }
+        Kind::ConfigMap | Kind::Csr | Kind::Event => {}
     }
 }
 
