@@ -417,6 +417,17 @@ impl<'m> Effective<'m> {
         }
     }
 
+    /// §3.1 and §3.2: an exact key under `prefix` that changes its image,
+    /// or a glob whose literal start is compatible with `prefix` (it may
+    /// match an image under it).
+    fn exact_or_replace_may_touch(&self, prefix: &str) -> bool {
+        self.exact_changing.iter().any(|key| key.starts_with(prefix))
+            || self
+                .replace_literals
+                .iter()
+                .any(|literal| literal.starts_with(prefix) || prefix.starts_with(literal))
+    }
+
     /// Whether every valid image starting with `prefix` (`HOST/`, `HOST` an
     /// explicit registry other than Docker Hub) is left unchanged,
     /// following maps.md §3 step by step. Any doubt answers `false`.
@@ -426,26 +437,13 @@ impl<'m> Effective<'m> {
             Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
             _ => host,
         };
-        // §3.1: an exact key under the prefix that changes its image.
-        if self.exact_changing.iter().any(|key| key.starts_with(prefix)) {
-            return false;
-        }
-        // §3.2: a glob whose literal start is compatible with the prefix
-        // may match an image under it.
-        if self
-            .replace_literals
-            .iter()
-            .any(|literal| literal.starts_with(prefix) || prefix.starts_with(literal))
-        {
+        if self.exact_or_replace_may_touch(prefix) {
             return false;
         }
         // §3.3: no default, no swap.
         let Some(default) = self.default else {
             return true;
         };
-        // A rule leaves its images alone when its value is empty or, for
-        // `V + image[len(K):]`, is its key.
-        let neutral = |key: &str, value: &str| value.is_empty() || (value == key && !value.ends_with('-'));
         // §3.4 path keys: `full` is the image itself (explicit, not Docker
         // Hub), and a key matches under the prefix only when it starts with
         // it (a key has a `/`, the prefix only its last). Each must leave
@@ -480,18 +478,12 @@ impl<'m> Effective<'m> {
     fn stable_on_any_port(&self, host: &str) -> bool {
         let prefix = format!("{host}:");
         let prefix = prefix.as_str();
-        if self.exact_changing.iter().any(|key| key.starts_with(prefix))
-            || self
-                .replace_literals
-                .iter()
-                .any(|literal| literal.starts_with(prefix) || prefix.starts_with(literal))
-        {
+        if self.exact_or_replace_may_touch(prefix) {
             return false;
         }
         let Some(default) = self.default else {
             return true;
         };
-        let neutral = |key: &str, value: &str| value.is_empty() || (value == key && !value.ends_with('-'));
         // Path keys and `HOST:PORT` keys: each, where it matches, must leave
         // the image alone.
         if self
@@ -511,6 +503,12 @@ impl<'m> Effective<'m> {
         }
         default.is_empty()
     }
+}
+
+/// A rule leaves its images alone when its value is empty or, for
+/// `V + image[len(K):]`, is its key.
+fn neutral(key: &str, value: &str) -> bool {
+    value.is_empty() || (value == key && !value.ends_with('-'))
 }
 
 /// `text` matched literally in an RE2 expression (hosts: only `.` and `-`
