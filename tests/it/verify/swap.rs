@@ -7,12 +7,9 @@ use super::Setup;
 use crate::support::binary::command as imageswap;
 use crate::support::registry::Auth;
 
-#[test]
-fn swap_verify_says_what_each_swapped_image_finds_and_what_runs() {
-    let s = Setup::new();
-    s.open.push_image("quay/team/app", "1");
-    let tls = s.tls(Auth::None);
-    let host = tls.host();
+/// A maps file sending quay.io to `host` and ghcr.io to a port where
+/// nothing listens (bound, then closed).
+fn maps_with_a_dead_registry(s: &Setup, host: &str) -> (std::path::PathBuf, std::net::SocketAddr) {
     let down = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -23,6 +20,16 @@ fn swap_verify_says_what_each_swapped_image_finds_and_what_runs() {
         format!("default::\nquay.io::{host}/quay\nghcr.io::{down}/ghcr\n"),
     )
     .unwrap();
+    (maps, down)
+}
+
+#[test]
+fn swap_verify_says_what_each_swapped_image_finds_and_what_runs() {
+    let s = Setup::new();
+    s.open.push_image("quay/team/app", "1");
+    let tls = s.tls(Auth::None);
+    let host = tls.host();
+    let (maps, down) = maps_with_a_dead_registry(&s, &host);
     let run = |output: &str| {
         let out = imageswap()
             .args(["swap", "--maps"])
@@ -93,16 +100,7 @@ fn swap_verify_fail_on_exits_1_when_such_an_image_is_found() {
     let s = Setup::new();
     s.open.push_image("quay/team/app", "1");
     let host = s.open.host();
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let maps = s.dir.path().join("maps.conf");
-    std::fs::write(
-        &maps,
-        format!("default::\nquay.io::{host}/quay\nghcr.io::{down}/ghcr\n"),
-    )
-    .unwrap();
+    let (maps, down) = maps_with_a_dead_registry(&s, &host);
     let run = |extra: &[&str], images: &[&str]| {
         let out = imageswap()
             .args(["swap", "--maps"])
