@@ -559,7 +559,10 @@ mod tests {
     #[test]
     fn the_loop_threshold_defaults_to_5_and_0_turns_it_off() {
         assert_eq!(config(&[]).expect("valid").loop_threshold, 5);
-        assert_eq!(config(&["--loop-threshold", "0"]).expect("valid").loop_threshold, 0);
+        assert_eq!(
+            config(&["--loop-threshold", "0"]).expect("valid").loop_threshold,
+            0
+        );
     }
 
     #[test]

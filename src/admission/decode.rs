@@ -232,7 +232,9 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
         .or_else(|| object_value.and_then(|o| member(o, "kind")).and_then(text));
     let [own_name, generate_name, owners] = object_value
         .and_then(|o| member(o, "metadata"))
-        .map_or([None; 3], |m| members(m, ["name", "generateName", "ownerReferences"]));
+        .map_or([None; 3], |m| {
+            members(m, ["name", "generateName", "ownerReferences"])
+        });
     let own_name = own_name.and_then(text).filter(|n| !n.is_empty());
     let generate_name = generate_name.and_then(text).filter(|n| !n.is_empty());
     let request_name = fields.name.and_then(text).filter(|n| !n.is_empty());

@@ -779,7 +779,10 @@ mod tests {
             Some(2),
             "only the last list: {patch}"
         );
-        assert_eq!(patch[1]["value"], serde_json::json!({ORIGINAL_IMAGES_ANNOTATION: r#"{"a":"nginx"}"#}));
+        assert_eq!(
+            patch[1]["value"],
+            serde_json::json!({ORIGINAL_IMAGES_ANNOTATION: r#"{"a":"nginx"}"#})
+        );
     }
 
     fn decoded(answer: &serde_json::Value) -> serde_json::Value {

@@ -189,8 +189,11 @@ impl<'i> Record<'i> {
                 write_entry(&mut value, name, change.from);
             }
         } else {
-            let mut merged: BTreeMap<&str, &str> =
-                self.existing.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut merged: BTreeMap<&str, &str> = self
+                .existing
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             for change in changes {
                 if let Some(name) = change.name
                     && !self.keep_first.contains(&name)

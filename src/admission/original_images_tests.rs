@@ -60,7 +60,10 @@ fn a_patched_pod_records_every_swapped_container_exactly() {
 #[test]
 fn the_smallest_missing_piece_is_added_and_other_annotations_stay() {
     // No metadata at all: metadata is added.
-    let r = run(pod(json!({"containers": [{"name": "app", "image": "nginx"}]})), "");
+    let r = run(
+        pod(json!({"containers": [{"name": "app", "image": "nginx"}]})),
+        "",
+    );
     assert_eq!(r.patch[1]["path"], "/metadata");
     assert_eq!(record(&r), Some(json!({"app": "nginx"})));
     // A null metadata or annotations is absent too.
@@ -87,7 +90,10 @@ fn the_smallest_missing_piece_is_added_and_other_annotations_stay() {
         "/metadata/annotations/imageswap.k8s.twr.io~1original-images"
     );
     let annotations = &r.patched["metadata"]["annotations"];
-    assert_eq!((&annotations["team"], &annotations["x/y"]), (&json!("a"), &json!("z")));
+    assert_eq!(
+        (&annotations["team"], &annotations["x/y"]),
+        (&json!("a"), &json!("z"))
+    );
     assert_eq!(record(&r), Some(json!({"a": "x"})));
 }
 
@@ -142,7 +148,12 @@ fn no_swap_no_record() {
     );
     assert_eq!(record(&r), None, "{}", r.patch);
     // One kept back: only the other is recorded.
-    let r = super::phase2_tests::run_with(pod(spec.clone()), "", &[Checked::Missing, Checked::Present], false);
+    let r = super::phase2_tests::run_with(
+        pod(spec.clone()),
+        "",
+        &[Checked::Missing, Checked::Present],
+        false,
+    );
     assert_eq!(record(&r), Some(json!({"b": "redis"})));
     // Shadow mode patches nothing.
     let r = super::phase2_tests::run_with(pod(spec), "", &[], true);
@@ -220,7 +231,10 @@ fn an_unparsable_record_is_replaced_with_a_warning() {
             "",
         );
         assert_eq!(record(&r), Some(json!({"app": "nginx"})), "{existing}");
-        let warnings = r.answer["response"]["warnings"].as_array().cloned().unwrap_or_default();
+        let warnings = r.answer["response"]["warnings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(
             warnings,
             [json!(format!(
@@ -258,10 +272,7 @@ fn an_update_records_the_images_it_swaps_into_the_record_it_has() {
             "object": new, "oldObject": old}),
         "",
     );
-    assert_eq!(
-        record(&r),
-        Some(json!({"app": "nginx:1", "debug": "busybox"}))
-    );
+    assert_eq!(record(&r), Some(json!({"app": "nginx:1", "debug": "busybox"})));
     // A Deployment whose image an operator changed: the new original.
     let template = |image: &str, record: &str| {
         json!({"kind": "Deployment", "spec": {"template": {"metadata": {"annotations": {KEY: record}},

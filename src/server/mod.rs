@@ -10,8 +10,8 @@
 
 pub mod deadline;
 pub mod dev;
-pub mod mirror;
 pub mod loops;
+pub mod mirror;
 pub mod service;
 pub mod stack;
 pub mod state;

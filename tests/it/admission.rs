@@ -127,7 +127,8 @@ fn every_fixture_patch_with_a_pull_secret_applies_to_its_object() {
         let mut ops = patch.as_array().cloned().unwrap_or_default();
         // At `…/annotations` (the key in the value) or at the key itself
         // (`/` escaped as `~1` in the path).
-        let is_record = |op: &serde_json::Value| op["op"] == "add" && op.to_string().contains("original-images");
+        let is_record =
+            |op: &serde_json::Value| op["op"] == "add" && op.to_string().contains("original-images");
         if expected.last().is_some_and(is_record) {
             assert_eq!(ops.pop(), expected.pop(), "{name}: the record comes last");
         }

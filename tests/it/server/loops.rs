@@ -28,15 +28,22 @@ fn review(uid: &str, name: &str, operation: &str) -> Vec<u8> {
         request["oldObject"] = request["object"].clone();
         request["oldObject"]["spec"]["containers"][0]["image"] = json!("nginx:1.24");
     }
-    serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": request}))
+    serde_json::to_vec(
+        &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": request}),
+    )
     .expect("json")
 }
 
 fn loops_counted(server: &TestServer) -> u64 {
     let text = server.metrics_text();
     text.lines()
-        .find_map(|l| l.strip_prefix("imageswap_recreate_loops_total ")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("imageswap_recreate_loops_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no imageswap_recreate_loops_total in:\n{text}"))
 }
 
@@ -55,7 +62,7 @@ async fn a_fixed_name_pod_created_five_times_is_reported_once() {
     let logs = LogCapture::on_this_thread();
     let server = TestServer::start().await;
     let client = server.client(Protocol::Http1);
-    let mut post = async |uid: String, name: &str, operation: &str| {
+    let post = async |uid: String, name: &str, operation: &str| {
         let answer = client.post(&server.url("/"), review(&uid, name, operation)).await;
         assert_eq!(answer.status, StatusCode::OK);
         assert!(answer.json()["response"]["patch"].is_string(), "swapped");
@@ -76,7 +83,12 @@ async fn a_fixed_name_pod_created_five_times_is_reported_once() {
     assert_eq!(loops_counted(&server), 1, "once per episode");
     let lines = loop_lines(&logs);
     assert_eq!(lines.len(), 1, "{}", logs.text());
-    for part in ["namespace=\"db\"", "name=\"pg-1\"", "owner_kind=\"Cluster\"", "owner_name=\"pg\""] {
+    for part in [
+        "namespace=\"db\"",
+        "name=\"pg-1\"",
+        "owner_kind=\"Cluster\"",
+        "owner_name=\"pg\"",
+    ] {
         assert!(lines[0].contains(part), "{part} not in {}", lines[0]);
     }
 }
