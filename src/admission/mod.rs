@@ -411,9 +411,9 @@ impl<'i> Decided<'i, '_> {
                 if !changes.is_empty() {
                     // Reopen the list for the record of what was replaced.
                     ops.pop();
-                    record.write_add(&mut ops, template, &changes);
+                    let recorded = record.write_add(&mut ops, template, &changes);
                     ops.push(b']');
-                    if let Some(old) = record.unparsable() {
+                    if recorded && let Some(old) = record.unparsable() {
                         warnings.unparsable_record(old);
                     }
                 }

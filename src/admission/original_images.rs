@@ -8,7 +8,7 @@
 //! It goes on the *pod template's* metadata (the object's own for a Pod):
 //! the pods a Deployment creates then carry it, and an image the engine
 //! leaves alone in the pod (already on the mirror) keeps the record the
-//! template had. The decisions (docs/admission.md "original-images"):
+//! template had. The decisions (docs/operations.md, "What a patch records"):
 //!
 //! - an existing record is merged: entries of containers not swapped now
 //!   stay; a swapped container's entry keeps its first original when the
@@ -129,10 +129,10 @@ impl<'i> Record<'i> {
 
     /// Appends `,{"op":"add",…}` recording `changes` (those patched) to a
     /// patch whose list is open; nothing when there is nothing to record or
-    /// nowhere to put it.
-    pub fn write_add(&self, out: &mut Vec<u8>, template: &[&str], changes: &[Change<'_>]) {
+    /// nowhere to put it. Returns whether it wrote.
+    pub fn write_add(&self, out: &mut Vec<u8>, template: &[&str], changes: &[Change<'_>]) -> bool {
         if self.place == Place::Unwritable || !changes.iter().any(|c| c.name.is_some()) {
-            return;
+            return false;
         }
         let value = self.value(changes);
         let mut pointer = String::with_capacity(96);
@@ -166,6 +166,7 @@ impl<'i> Record<'i> {
             _ => {}
         }
         out.push(b'}');
+        true
     }
 
     /// The annotation's text: the JSON object of the record after `changes`.
