@@ -25,13 +25,14 @@
 //! when it is there).
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use super::Change;
 use super::decode::{member, text, type_name};
-use super::json::write_str;
+use super::json::{escape, write_str};
 use super::patch::push_segment;
 
 /// The annotation's key.
@@ -134,7 +135,6 @@ impl<'i> Record<'i> {
         if self.place == Place::Unwritable || !changes.iter().any(|c| c.name.is_some()) {
             return false;
         }
-        let value = self.value(changes);
         let mut pointer = String::with_capacity(96);
         for segment in template {
             push_segment(&mut pointer, segment);
@@ -159,7 +159,7 @@ impl<'i> Record<'i> {
             write_str(out, ANNOTATION);
             out.push(b':');
         }
-        write_str(out, &value);
+        self.write_value(out, changes);
         match self.place {
             Place::NoMetadata => out.extend_from_slice(b"}}"),
             Place::NoAnnotations => out.push(b'}'),
@@ -169,10 +169,11 @@ impl<'i> Record<'i> {
         true
     }
 
-    /// The annotation's text: the JSON object of the record after `changes`.
-    fn value(&self, changes: &[Change<'_>]) -> String {
-        let mut value = Vec::with_capacity(32 + changes.len() * 64);
-        value.push(b'{');
+    /// The annotation's text as a JSON string: the JSON object of the
+    /// record after `changes`, written escaped twice in one go (no value
+    /// built first, then escaped as a whole).
+    fn write_value(&self, out: &mut Vec<u8>, changes: &[Change<'_>]) {
+        out.extend_from_slice(b"\"{");
         if self.existing.is_empty() {
             // The common case, no record yet: the changes in patch order,
             // without building a map (a name given twice, which the API
@@ -184,10 +185,10 @@ impl<'i> Record<'i> {
                     continue;
                 }
                 if !first {
-                    value.push(b',');
+                    out.push(b',');
                 }
                 first = false;
-                write_entry(&mut value, name, change.from);
+                write_entry(out, name, change.from);
             }
         } else {
             let mut merged: BTreeMap<&str, &str> = self
@@ -204,21 +205,33 @@ impl<'i> Record<'i> {
             }
             for (n, (name, original)) in merged.into_iter().enumerate() {
                 if n > 0 {
-                    value.push(b',');
+                    out.push(b',');
                 }
-                write_entry(&mut value, name, original);
+                write_entry(out, name, original);
             }
         }
-        value.push(b'}');
-        // Only `write_str`'s output and ASCII went in: valid UTF-8.
-        String::from_utf8(value).unwrap_or_default()
+        out.extend_from_slice(b"}\"");
     }
 }
 
+/// `"name":"original"` inside the annotation's JSON string.
 fn write_entry(out: &mut Vec<u8>, name: &str, original: &str) {
-    write_str(out, name);
+    write_nested_str(out, name);
     out.push(b':');
-    write_str(out, original);
+    write_nested_str(out, original);
+}
+
+/// `s` as a JSON string inside a JSON string: its quotes written `\"`, its
+/// text escaped once for the inner document and once more for the outer.
+fn write_nested_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(br#"\""#);
+    let Ok(()) = escape(s, |piece| {
+        escape(piece, |twice| {
+            out.extend_from_slice(twice.as_bytes());
+            Ok::<(), Infallible>(())
+        })
+    });
+    out.extend_from_slice(br#"\""#);
 }
 
 #[cfg(test)]
