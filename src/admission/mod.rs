@@ -394,7 +394,10 @@ impl<'i> Decided<'i, '_> {
             }
             let mut to_add = secrets.to_add().peekable();
             if !changes.is_empty() || to_add.peek().is_some() {
-                let mut ops = Vec::with_capacity(changes.len() * 128);
+                // A replace and an entry of the record per change, and the
+                // record's op: sized so the patch is written without a
+                // reallocation.
+                let mut ops = Vec::with_capacity(128 + changes.len() * 192);
                 patch::write(&mut ops, template, &changes);
                 if to_add.peek().is_some() {
                     // Reopen the list for the `add`s.
@@ -423,7 +426,9 @@ impl<'i> Decided<'i, '_> {
                 verdict = Verdict::Unchanged;
             }
         }
-        let mut body = Vec::with_capacity(256 + changes.len() * 160);
+        // The envelope and the patch in base64 (4 bytes per 3).
+        let patch_len = patch.as_ref().map_or(0, Vec::len);
+        let mut body = Vec::with_capacity(256 + patch_len / 3 * 4);
         write_answer(&mut body, &request, &verdict, patch.as_deref(), &warnings);
         Admission {
             request,

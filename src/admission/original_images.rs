@@ -33,7 +33,6 @@ use simd_json::tape::Value;
 use super::Change;
 use super::decode::{member, text, type_name};
 use super::json::{escape, write_str};
-use super::patch::push_segment;
 
 /// The annotation's key.
 pub const ANNOTATION: &str = "imageswap.k8s.twr.io/original-images";
@@ -135,21 +134,23 @@ impl<'i> Record<'i> {
         if self.place == Place::Unwritable || !changes.iter().any(|c| c.name.is_some()) {
             return false;
         }
-        let mut pointer = String::with_capacity(96);
+        // The pointer's segments (the kinds' template paths, `metadata`,
+        // `annotations`, the escaped key) hold nothing JSON or RFC 6901
+        // would escape: written as they are, without a pointer built first.
+        out.extend_from_slice(br#",{"op":"add","path":""#);
         for segment in template {
-            push_segment(&mut pointer, segment);
+            out.push(b'/');
+            out.extend_from_slice(segment.as_bytes());
         }
-        push_segment(&mut pointer, "metadata");
+        out.extend_from_slice(b"/metadata");
         if self.place != Place::NoMetadata {
-            push_segment(&mut pointer, "annotations");
+            out.extend_from_slice(b"/annotations");
         }
         if self.place == Place::Annotations {
-            pointer.push('/');
-            pointer.push_str(ANNOTATION_SEGMENT);
+            out.push(b'/');
+            out.extend_from_slice(ANNOTATION_SEGMENT.as_bytes());
         }
-        out.extend_from_slice(br#",{"op":"add","path":"#);
-        write_str(out, &pointer);
-        out.extend_from_slice(br#","value":"#);
+        out.extend_from_slice(br#"","value":"#);
         match self.place {
             Place::NoMetadata => out.extend_from_slice(br#"{"annotations":{"#),
             Place::NoAnnotations => out.push(b'{'),
@@ -225,6 +226,13 @@ fn write_entry(out: &mut Vec<u8>, name: &str, original: &str) {
 /// text escaped once for the inner document and once more for the outer.
 fn write_nested_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(br#"\""#);
+    // Names and images hardly ever hold a byte to escape: checked once,
+    // copied whole.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(br#"\""#);
+        return;
+    }
     let Ok(()) = escape(s, |piece| {
         escape(piece, |twice| {
             out.extend_from_slice(twice.as_bytes());
@@ -237,11 +245,26 @@ fn write_nested_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::patch::push_segment;
 
     #[test]
-    fn the_key_segment_is_the_escaped_key() {
+    fn the_pointer_segments_written_as_they_are_need_no_escape() {
         let mut pointer = String::new();
         push_segment(&mut pointer, ANNOTATION);
         assert_eq!(pointer, format!("/{ANNOTATION_SEGMENT}"));
+        let mut json = Vec::new();
+        write_str(&mut json, ANNOTATION_SEGMENT);
+        assert_eq!(json, format!("\"{ANNOTATION_SEGMENT}\"").as_bytes());
+        for location in super::super::podspec::KINDS_WITH_POD_SPEC
+            .iter()
+            .filter_map(|kind| super::super::podspec::locate(kind))
+        {
+            for segment in location.template {
+                let mut pointer = String::new();
+                push_segment(&mut pointer, segment);
+                assert_eq!(pointer, format!("/{segment}"));
+                assert!(segment.bytes().all(|b| b.is_ascii_alphabetic()), "{segment}");
+            }
+        }
     }
 }
