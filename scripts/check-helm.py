@@ -240,7 +240,7 @@ REFUSED = [
     ("exclusion Exists with values", {"webhook": {"excludeSelectors": [
         {"name": "x", "matchExpressions": [{"key": "a", "operator": "Exists", "values": ["b"]}]}]}}, "excludeSelectors"),
     ("exclusion label key", {"webhook": {"excludeSelectors": [
-        {"name": "x", "matchLabels": {"a'b": "c"}}]}}, "excludeSelectors"),
+        {"name": "x", "matchLabels": {"a'b": "c"}}]}}, "invalid propertyName"),
     ("exclusion label value", {"webhook": {"excludeSelectors": [
         {"name": "x", "matchLabels": {"a": "it's"}}]}}, "excludeSelectors"),
     ("exclusion name twice", {"webhook": {"excludeSelectors": [
