@@ -24,7 +24,13 @@ per kustomization):
    rights of the rendering's certificate source: the table "Rights per
    certificate source" of docs/operations.md, read here, so the table and
    the check cannot drift apart (CSR approval rights anywhere but `csr` are
-   refused, as is anything the table does not list).
+   refused, as is anything the table does not list); and the webhook never
+   gating its own restart (issue 22): ImageSwap's pods (and any other pod
+   template labelled `app: imageswap-…`, such as the Helm chart's cleanup
+   hook) carry the opt-out label IMAGESWAP_DISABLE_LABEL=disabled, the
+   Deployment sets a priorityClassName, and the webhook template's
+   namespaceSelector excludes kube-system and ImageSwap's namespace
+   (`kubernetes.io/metadata.name NotIn`).
 
 Usage: validate-manifests.py --kubernetes-version 1.33 [...] [--image IMAGE] FILE...
 Prints one line per problem, and exits 1 if there was any.
