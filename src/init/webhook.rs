@@ -577,7 +577,10 @@ webhooks:
                  "values": ["monitoring", "swap", "kube-system"]}]})
         );
         // No selector at all (every namespace): one that excludes the two.
-        let every = ORIGINAL.replace("    namespaceSelector:\n      matchLabels:\n        k8s.twr.io/imageswap: \"enabled\"\n", "");
+        let every = ORIGINAL.replace(
+            "    namespaceSelector:\n      matchLabels:\n        k8s.twr.io/imageswap: \"enabled\"\n",
+            "",
+        );
         let template = parse(&every, "imageswap.webhook.k8s.twr.io").unwrap();
         assert_eq!(
             namespace_selector(template.excluding_namespaces(&["kube-system", "imageswap-system"])),

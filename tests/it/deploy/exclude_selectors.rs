@@ -51,7 +51,11 @@ struct Exclusion {
 fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
-        .map(|a| a.iter().map(|v| v.as_str().expect("a string").to_owned()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_str().expect("a string").to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -161,7 +165,13 @@ fn exclude_selectors_follow_label_selector_semantics() {
             for (exclusion, count) in exclusions.iter().zip(&counts) {
                 let matches = exclusion.requirements.iter().all(|r| r.matches(labels));
                 let send = sends(exclusion, &object).map_err(TestCaseError::fail)?;
-                prop_assert_eq!(send, !matches, "exclude-{} on labels {:?}", exclusion.name, labels);
+                prop_assert_eq!(
+                    send,
+                    !matches,
+                    "exclude-{} on labels {:?}",
+                    exclusion.name,
+                    labels
+                );
                 count[usize::from(send)].fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
@@ -169,7 +179,10 @@ fn exclude_selectors_follow_label_selector_semantics() {
         .unwrap();
     for (exclusion, [excluded, sent]) in exclusions.iter().zip(counts) {
         let (excluded, sent) = (excluded.into_inner(), sent.into_inner());
-        println!("exclude-{}: {excluded} generated pods excluded, {sent} sent", exclusion.name);
+        println!(
+            "exclude-{}: {excluded} generated pods excluded, {sent} sent",
+            exclusion.name
+        );
         assert!(
             excluded >= 30 && sent >= 30,
             "exclude-{}: both outcomes covered ({excluded} excluded, {sent} sent)",
@@ -181,7 +194,10 @@ fn exclude_selectors_follow_label_selector_semantics() {
 #[test]
 fn the_cloudnativepg_preset_excludes_instances_only() {
     let exclusions = exclusions();
-    let cnpg = exclusions.iter().find(|e| e.name == "cnpg").expect("the CNPG preset");
+    let cnpg = exclusions
+        .iter()
+        .find(|e| e.name == "cnpg")
+        .expect("the CNPG preset");
     // The labels CloudNativePG puts on an instance pod.
     let instance: BTreeMap<String, String> = [
         ("cnpg.io/cluster", "pg"),

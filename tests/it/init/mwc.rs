@@ -300,7 +300,10 @@ async fn an_opt_out_selector_still_excludes_kube_system_and_the_own_namespace() 
     let dir = tempfile::tempdir().unwrap();
     let original = std::fs::read_to_string(template_path()).unwrap();
     let opt_in = "    namespaceSelector:\n      matchLabels:\n        k8s.twr.io/imageswap: \"enabled\"\n";
-    assert!(original.contains(opt_in), "the fixture template's selector changed");
+    assert!(
+        original.contains(opt_in),
+        "the fixture template's selector changed"
+    );
     let opt_out = original.replace(
         opt_in,
         "    namespaceSelector:\n      matchExpressions:\n        \

@@ -35,7 +35,10 @@ const REGEX_LENGTH_FACTOR: f64 = 0.25;
 /// The value and the cost of `expression` with the variables `roots`.
 pub fn evaluate(expression: &IdedExpr, roots: &[(&str, &Value)]) -> Result<(Value, u64), String> {
     let mut evaluator = Evaluator {
-        scopes: roots.iter().map(|(n, v)| ((*n).to_owned(), (*v).clone())).collect(),
+        scopes: roots
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).clone()))
+            .collect(),
         cost: 0,
     };
     let value = evaluator.eval(expression)?;
@@ -99,7 +102,11 @@ impl Evaluator {
                 }
             }
             Expr::List(list) => {
-                let elements = list.elements.iter().map(|x| self.eval(x)).collect::<Result<Vec<_>, _>>()?;
+                let elements = list
+                    .elements
+                    .iter()
+                    .map(|x| self.eval(x))
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.cost += LIST_CREATE_COST;
                 Ok(Value::Array(elements))
             }
@@ -181,7 +188,8 @@ fn apply(name: &str, receiver: Option<&Value>, args: &[Value]) -> Result<(Value,
             traversal(size(s), STRING_TRAVERSAL_FACTOR),
         ),
         ("matches", Some(s), [pattern]) => {
-            let cost = traversal(1 + size(s), STRING_TRAVERSAL_FACTOR) * traversal(size(pattern), REGEX_LENGTH_FACTOR);
+            let cost = traversal(1 + size(s), STRING_TRAVERSAL_FACTOR)
+                * traversal(size(pattern), REGEX_LENGTH_FACTOR);
             (Value::Bool(matches(s, pattern)?), cost)
         }
         _ => return Err(format!("function {name} on {receiver:?} {args:?}")),

@@ -456,7 +456,8 @@ fn load_test_mix(engine: &Engine, images: &[(String, bool)], reviews: usize) -> 
     (0..reviews)
         .map(|_| {
             let count = 1 + next(4);
-            let mut containers: Vec<String> = (0..count).map(|_| images[next(images.len())].0.clone()).collect();
+            let mut containers: Vec<String> =
+                (0..count).map(|_| images[next(images.len())].0.clone()).collect();
             let kind = next(10);
             if (5..7).contains(&kind) {
                 for image in &mut containers {
@@ -555,7 +556,11 @@ fn review_cost(programs: &[(String, cel::Program)], request: &Value) -> (u64, u6
             Ok(cel::Value::Bool(b)) => b,
             other => panic!("{name} gave {other:?}"),
         };
-        assert_eq!(value, Value::Bool(expected), "{name}: the costing evaluator disagrees on {request}");
+        assert_eq!(
+            value,
+            Value::Bool(expected),
+            "{name}: the costing evaluator disagrees on {request}"
+        );
         total += cost;
         dearest = dearest.max(cost);
     }
@@ -606,7 +611,10 @@ fn the_conditions_cost_stays_far_inside_the_api_servers_budget() {
                 100.0 * total as f64 / MATCH_CONDITIONS_BUDGET as f64,
                 100.0 * dearest as f64 / PER_CALL_LIMIT as f64,
             );
-            assert!(total * 10 < MATCH_CONDITIONS_BUDGET, "{total}: within a tenth of the budget");
+            assert!(
+                total * 10 < MATCH_CONDITIONS_BUDGET,
+                "{total}: within a tenth of the budget"
+            );
         }
     }
 }
