@@ -248,6 +248,9 @@ REFUSED = [
     ("exclusion name of an own condition", {"webhook": {
         "matchConditions": [{"name": "exclude-x", "expression": "true"}],
         "excludeSelectors": [{"name": "x", "matchLabels": {"a": "b"}}]}}, "exclude-x"),
+    ("more conditions than the API server allows", {"webhook": {
+        "matchConditions": [{"name": f"own-{i}", "expression": "true"} for i in range(40)],
+        "excludeSelectors": [{"name": f"x{i}", "matchLabels": {"a": "b"}} for i in range(22)]}}, "at most 61"),
     ("pod label that opts ImageSwap in", {"podLabels": {"k8s.twr.io/imageswap": "enabled"}}, "podLabels"),
     ("PDB bound", {"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
     ("HPA min above max", {"autoscaling": {"minReplicas": 8}}, "autoscaling.minReplicas"),

@@ -38,6 +38,11 @@ render with one line naming the values. Included by the Deployment.
 {{- if hasKey (.Values.podLabels | default dict) $disableLabel -}}
 {{- fail (printf "podLabels must not set %s (config.IMAGESWAP_DISABLE_LABEL): ImageSwap's own pods always carry it as `disabled`, so the webhook never gates its own restart" $disableLabel) -}}
 {{- end -}}
+{{- /* The API server allows 64 matchConditions per webhook; init adds up to 3 generated ones. */ -}}
+{{- $conditionCount := add (len (.Values.webhook.matchConditions | default list)) (len (.Values.webhook.excludeSelectors | default list)) -}}
+{{- if gt (int $conditionCount) 61 -}}
+{{- fail (printf "webhook.matchConditions and webhook.excludeSelectors make %d matchConditions; the API server allows 64 per webhook, and imageswap init adds up to 3: at most 61" (int $conditionCount)) -}}
+{{- end -}}
 {{- $names := list -}}
 {{- range (.Values.webhook.matchConditions | default list) }}{{ $names = append $names .name }}{{ end -}}
 {{- range .Values.webhook.excludeSelectors -}}
