@@ -16,7 +16,11 @@ problem one more; the exit status is 1 if there was any.
    only the differences the chart's README lists;
 4. the webhook: no MutatingWebhookConfiguration from `helm install` (the init
    container makes it), a pre-delete hook that deletes exactly that one, and
-   with webhook.createByHelm the chart's own object instead;
+   with webhook.createByHelm the chart's own object instead; its
+   matchConditions are webhook.matchConditions then one per
+   webhook.excludeSelectors entry, and for the selectors of
+   tests/fixtures/helm/exclude-selectors.yaml exactly the conditions written
+   there (which the test deploy::exclude_selectors evaluates with CEL);
 5. refused: bad values are rejected (and the chart's kubeVersion admits
    the clusters nativeSidecar=false is for), by values.schema.json or by the chart's
    cross-checks, each with a message naming the value;
@@ -62,6 +66,9 @@ CA_BUNDLE = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJ0ZXN0Ci0tLS0tRU5EIENFUlR
 OWN_CONDITIONS = [
     {"name": "exclude-cnpg", "expression": "!has(object.metadata.labels) || !('cnpg.io/cluster' in object.metadata.labels)"},
 ]
+
+# webhook.excludeSelectors and the conditions the chart must render for them.
+EXCLUDE_FIXTURE = ROOT / "tests/fixtures/helm/exclude-selectors.yaml"
 
 VALUE_SETS = [
     ("production", {
@@ -138,6 +145,22 @@ VALUE_SETS = [
     ("own-match-conditions-by-helm", {
         "webhook": {"createByHelm": True, "caBundle": CA_BUNDLE, "matchConditions": OWN_CONDITIONS},
     }, NAMESPACE, {}),
+    # Exclusions beside the operator's own conditions, in the template and in
+    # the chart's own object (the CloudNativePG preset first).
+    ("exclude-selectors", {
+        "webhook": {"matchConditions": [{"name": "team-policy", "expression": "true"}],
+                    "excludeSelectors": yaml.safe_load(EXCLUDE_FIXTURE.read_text())["excludeSelectors"]},
+    }, NAMESPACE, {}),
+    ("exclude-selectors-by-helm", {
+        "webhook": {"createByHelm": True, "caBundle": CA_BUNDLE,
+                    "excludeSelectors": yaml.safe_load(EXCLUDE_FIXTURE.read_text())["excludeSelectors"][:1]},
+    }, NAMESPACE, {}),
+    # An opt-out namespace selector: kube-system and the release namespace
+    # are still excluded (the chart adds them; validate-manifests checks).
+    ("opt-out-namespaces", {
+        "webhook": {"namespaceSelector": {"matchLabels": None, "matchExpressions": [
+            {"key": "k8s.twr.io/imageswap", "operator": "NotIn", "values": ["disabled"]}]}},
+    }, "platform", {}),
     # Clusters before 1.29: one-shot init container plus a plain watch container.
     ("plain-sidecar", {"nativeSidecar": False}, NAMESPACE, {}),
     # The cluster's signer (the original's way): the CSR rights are added,
@@ -211,6 +234,24 @@ REFUSED = [
     ("match condition without expression", {"webhook": {"matchConditions": [{"name": "x"}]}}, "matchConditions"),
     ("match condition name", {"webhook": {"matchConditions": [{"name": "not a name", "expression": "true"}]}},
      "matchConditions"),
+    ("exclusion without a selector", {"webhook": {"excludeSelectors": [{"name": "all"}]}}, "excludeSelectors"),
+    ("exclusion In without values", {"webhook": {"excludeSelectors": [
+        {"name": "x", "matchExpressions": [{"key": "a", "operator": "In"}]}]}}, "excludeSelectors"),
+    ("exclusion Exists with values", {"webhook": {"excludeSelectors": [
+        {"name": "x", "matchExpressions": [{"key": "a", "operator": "Exists", "values": ["b"]}]}]}}, "excludeSelectors"),
+    ("exclusion label key", {"webhook": {"excludeSelectors": [
+        {"name": "x", "matchLabels": {"a'b": "c"}}]}}, "invalid propertyName"),
+    ("exclusion label value", {"webhook": {"excludeSelectors": [
+        {"name": "x", "matchLabels": {"a": "it's"}}]}}, "excludeSelectors"),
+    ("exclusion name twice", {"webhook": {"excludeSelectors": [
+        {"name": "x", "matchLabels": {"a": "b"}}, {"name": "x", "matchLabels": {"c": "d"}}]}}, "excludeSelectors"),
+    ("exclusion name of an own condition", {"webhook": {
+        "matchConditions": [{"name": "exclude-x", "expression": "true"}],
+        "excludeSelectors": [{"name": "x", "matchLabels": {"a": "b"}}]}}, "exclude-x"),
+    ("more conditions than the API server allows", {"webhook": {
+        "matchConditions": [{"name": f"own-{i}", "expression": "true"} for i in range(40)],
+        "excludeSelectors": [{"name": f"x{i}", "matchLabels": {"a": "b"}} for i in range(22)]}}, "at most 61"),
+    ("pod label that opts ImageSwap in", {"podLabels": {"k8s.twr.io/imageswap": "enabled"}}, "podLabels"),
     ("PDB bound", {"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
     ("HPA min above max", {"autoscaling": {"minReplicas": 8}}, "autoscaling.minReplicas"),
     ("zero replicas", {"replicas": 0}, "replicas"),
@@ -385,12 +426,25 @@ def check_webhook(name, objects, values, namespace, problems):
     mwcs = [o for o in objects if o["kind"] == "MutatingWebhookConfiguration" and not is_hook(o)]
     hooks = [o for o in objects if is_hook(o)]
     # webhook.matchConditions: in the template (init adds the generated ones
-    # to it), exactly as given; none by default.
-    own = values.get("webhook", {}).get("matchConditions") or None
+    # to it), exactly as given, then one `exclude-NAME` per
+    # webhook.excludeSelectors entry (the fixture's: exactly its
+    # expressions); none by default.
+    own = values.get("webhook", {}).get("matchConditions") or []
+    exclusions = values.get("webhook", {}).get("excludeSelectors") or []
+    fixture = yaml.safe_load(EXCLUDE_FIXTURE.read_text())
+    expected = {c["name"]: c["expression"] for c in fixture["matchConditions"]}
     template_cm = next(o for o in objects if key(o) == ("ConfigMap", vm.TEMPLATE_CONFIGMAP))
     for hook in yaml.safe_load(template_cm["data"][vm.TEMPLATE_KEY])["webhooks"]:
-        if hook.get("matchConditions") != own:
-            problems.add(where, f"the template's matchConditions must be webhook.matchConditions: {hook.get('matchConditions')}")
+        conditions = hook.get("matchConditions") or []
+        names = [c["name"] for c in conditions]
+        wanted = [c["name"] for c in own] + [f"exclude-{e['name']}" for e in exclusions]
+        if conditions[:len(own)] != own or names != wanted:
+            problems.add(where, f"the template's matchConditions must be webhook.matchConditions, then "
+                         f"exclude-NAME per webhook.excludeSelectors entry ({wanted}): {names}")
+        for condition in conditions[len(own):]:
+            if condition["name"] in expected and condition["expression"] != expected[condition["name"]]:
+                problems.add(where, f"{condition['name']} renders {condition['expression']!r}, not the expression "
+                             f"{EXCLUDE_FIXTURE.relative_to(ROOT)} has (and the CEL test evaluates)")
     if not by_helm:
         if mwcs:
             problems.add(where, "`helm install` would create a MutatingWebhookConfiguration; the init container makes it")

@@ -24,7 +24,13 @@ per kustomization):
    rights of the rendering's certificate source: the table "Rights per
    certificate source" of docs/operations.md, read here, so the table and
    the check cannot drift apart (CSR approval rights anywhere but `csr` are
-   refused, as is anything the table does not list).
+   refused, as is anything the table does not list); and the webhook never
+   gating its own restart (issue 22): ImageSwap's pods (and any other pod
+   template labelled `app: imageswap-…`, such as the Helm chart's cleanup
+   hook) carry the opt-out label IMAGESWAP_DISABLE_LABEL=disabled, the
+   Deployment sets a priorityClassName, and the webhook template's
+   namespaceSelector excludes kube-system and ImageSwap's namespace
+   (`kubernetes.io/metadata.name NotIn`).
 
 Usage: validate-manifests.py --kubernetes-version 1.33 [...] [--image IMAGE] FILE...
 Prints one line per problem, and exits 1 if there was any.
@@ -49,6 +55,8 @@ MAPS_CONFIGMAP = "imageswap-maps"
 MAPS_KEY = "maps"
 ENV_CONFIGMAP = "imageswap-env"
 SERVE_CONTAINER = "imageswap"
+# The label the API server sets on every namespace (Kubernetes 1.22+).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 INIT_CONTAINER = "imageswap-init"
 
 # The programs' defaults (docs/configuration.md), for a variable the env
@@ -220,6 +228,15 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
 
     # Pod selection: Service and PDB select the pods, the HPA scales this Deployment.
     labels = pod["metadata"].get("labels", {})
+    # The webhook never gates its own restart (issue 22): ImageSwap's pods
+    # carry the opt-out label, so the objectSelector never sends them, even
+    # in a labelled namespace; and they are scheduled and evicted like the
+    # cluster's critical add-ons, since every pod it gates waits for them.
+    if labels.get(env["IMAGESWAP_DISABLE_LABEL"]) != "disabled":
+        bad("Deployment", f"pod template must carry the opt-out label {env['IMAGESWAP_DISABLE_LABEL']}: disabled "
+            "(IMAGESWAP_DISABLE_LABEL), or a labelled namespace makes the webhook gate its own restart")
+    if not spec.get("priorityClassName"):
+        bad("Deployment", "pod template must set a priorityClassName (docs/operations.md, \"Priority class\")")
     for obj in objects:
         selector = (obj.get("spec") or {}).get("selector")
         if obj["kind"] == "Service":
@@ -441,6 +458,16 @@ def check_consistency(objects, template, file, problems, maps_configmap=(MAPS_CO
     selector = hook.get("namespaceSelector") or {}
     if not selector.get("matchLabels") and not selector.get("matchExpressions"):
         bad("MWC template", "needs a namespaceSelector (the default: k8s.twr.io/imageswap: enabled)")
+    # kube-system and ImageSwap's own namespace are never selected, whatever
+    # the rest of the selector (an opt-out one included).
+    excluded = set()
+    for expr in selector.get("matchExpressions") or []:
+        if expr.get("key") == NAMESPACE_NAME_LABEL and expr.get("operator") == "NotIn":
+            excluded |= set(expr.get("values") or [])
+    missing = {"kube-system", namespace} - excluded
+    if missing:
+        bad("MWC template", f"namespaceSelector must exclude {', '.join(sorted(missing))} "
+            f"({NAMESPACE_NAME_LABEL} NotIn [kube-system, {namespace}])")
     for expr in hook.get("objectSelector", {}).get("matchExpressions", []):
         if expr.get("values") == ["disabled"] and expr.get("key") != env["IMAGESWAP_DISABLE_LABEL"]:
             bad("MWC template", f"objectSelector key {expr.get('key')} differs from IMAGESWAP_DISABLE_LABEL")
@@ -597,6 +624,16 @@ def check_objects(objects, file, versions, problems, **consistency):
     # deploy/observability/jaeger, the Helm chart's cleanup hook) get the
     # schema check only.
     ours = [o for o in objects if (o.get("metadata", {}).get("labels") or {}).get("app") == "imageswap"]
+    # Every other pod ImageSwap runs (the Helm chart's cleanup hook, which
+    # runs while the webhook still exists) carries the opt-out label too.
+    env_cm = find(ours, "ConfigMap", ENV_CONFIGMAP)
+    disable_label = ((env_cm or {}).get("data") or {}).get("IMAGESWAP_DISABLE_LABEL", DEFAULTS["IMAGESWAP_DISABLE_LABEL"])
+    for obj in objects:
+        app = str((obj.get("metadata", {}).get("labels") or {}).get("app", ""))
+        pod_template = (obj.get("spec") or {}).get("template") or {}
+        if app.startswith("imageswap-") and "spec" in pod_template:
+            if (pod_template.get("metadata", {}).get("labels") or {}).get(disable_label) != "disabled":
+                problems.add(f"{file}: {name_of(obj)}", f"pod template must carry the opt-out label {disable_label}: disabled")
     check_consistency(ours, template, file, problems, **consistency)
     return count
 

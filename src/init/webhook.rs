@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{MatchCondition, MutatingWebhookConfiguration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 use kube::api::{Api, PostParams};
 use serde_json::Value;
 use thiserror::Error;
@@ -35,6 +36,10 @@ use crate::conditions;
 
 /// Create/update conflicts with other replicas settle in a round or two.
 const MAX_ROUNDS: usize = 5;
+/// The label the API server sets on every namespace (Kubernetes 1.22+).
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Never sent to the webhook, with ImageSwap's own namespace.
+const KUBE_SYSTEM: &str = "kube-system";
 const KIND: &str = "MutatingWebhookConfiguration";
 
 #[derive(Debug, Error)]
@@ -143,12 +148,60 @@ impl Template {
                 path: settings.mwc_template.clone(),
                 source,
             })?;
-        Self::parse(
+        let template = Self::parse(
             &text,
             &settings.mwc_template,
             &settings.webhook_name,
             &settings.mwc_name,
-        )
+        )?;
+        Ok(template.excluding_namespaces(&[KUBE_SYSTEM, &settings.namespace]))
+    }
+
+    /// The template whose named webhook never selects `namespaces`: their
+    /// names are added to a `kubernetes.io/metadata.name NotIn` expression
+    /// of its `namespaceSelector` (the template's own one, or a new one
+    /// after its others) unless it lists them already. Whatever selector an
+    /// operator writes, an opt-out one included, ImageSwap then never gates
+    /// the control plane's add-ons or its own restart (a labelled own
+    /// namespace with `failurePolicy: Fail` would leave no pod to answer).
+    /// The API server ANDs the expressions, so the rest of the selector keeps
+    /// its meaning.
+    pub fn excluding_namespaces(mut self, namespaces: &[&str]) -> Self {
+        let Some(hook) = self
+            .mwc
+            .webhooks
+            .as_mut()
+            .and_then(|hooks| hooks.get_mut(self.webhook_index))
+        else {
+            return self;
+        };
+        let selector = hook.namespace_selector.get_or_insert_with(Default::default);
+        let expressions = selector.match_expressions.get_or_insert_with(Vec::new);
+        let position = expressions
+            .iter()
+            .position(|e| e.key == NAMESPACE_NAME_LABEL && e.operator == "NotIn");
+        let index = position.unwrap_or_else(|| {
+            expressions.push(LabelSelectorRequirement {
+                key: NAMESPACE_NAME_LABEL.to_owned(),
+                operator: "NotIn".to_owned(),
+                values: Some(Vec::new()),
+            });
+            expressions.len() - 1
+        });
+        let values = expressions[index].values.get_or_insert_with(Vec::new);
+        let missing: Vec<&str> = namespaces
+            .iter()
+            .copied()
+            .filter(|name| !values.iter().any(|v| v == name))
+            .collect();
+        if !missing.is_empty() {
+            info!(
+                namespaces = %missing.join(","),
+                "The template's namespaceSelector selects these namespaces; excluding them from the webhook."
+            );
+            values.extend(missing.iter().map(|name| (*name).to_owned()));
+        }
+        self
     }
 
     /// Parses template text; `path` only names it in errors. The object is
@@ -491,6 +544,49 @@ webhooks:
                 "{err}"
             );
         }
+    }
+
+    fn namespace_selector(template: Template) -> serde_json::Value {
+        to_value(&template.with_ca_bundle(b"PEM"))["webhooks"][0]["namespaceSelector"].clone()
+    }
+
+    #[test]
+    fn kube_system_and_the_own_namespace_are_excluded_from_any_selector() {
+        // The original's opt-in selector: the expression is added beside it.
+        let template = parse(ORIGINAL, "imageswap.webhook.k8s.twr.io").unwrap();
+        assert_eq!(
+            namespace_selector(template.excluding_namespaces(&["kube-system", "swap"])),
+            json!({"matchLabels": {"k8s.twr.io/imageswap": "enabled"}, "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "swap"]}]})
+        );
+        // An opt-out selector with its own exclusions: merged into them, once.
+        let opt_out = ORIGINAL.replace(
+            "      matchLabels:\n        k8s.twr.io/imageswap: \"enabled\"\n",
+            "      matchExpressions:\n        - {key: k8s.twr.io/imageswap, operator: NotIn, values: [disabled]}\n        \
+             - {key: kubernetes.io/metadata.name, operator: NotIn, values: [monitoring, swap]}\n",
+        );
+        let template = parse(&opt_out, "imageswap.webhook.k8s.twr.io").unwrap();
+        let twice = template
+            .excluding_namespaces(&["kube-system", "swap"])
+            .excluding_namespaces(&["kube-system", "swap"]);
+        assert_eq!(
+            namespace_selector(twice),
+            json!({"matchExpressions": [
+                {"key": "k8s.twr.io/imageswap", "operator": "NotIn", "values": ["disabled"]},
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                 "values": ["monitoring", "swap", "kube-system"]}]})
+        );
+        // No selector at all (every namespace): one that excludes the two.
+        let every = ORIGINAL.replace(
+            "    namespaceSelector:\n      matchLabels:\n        k8s.twr.io/imageswap: \"enabled\"\n",
+            "",
+        );
+        let template = parse(&every, "imageswap.webhook.k8s.twr.io").unwrap();
+        assert_eq!(
+            namespace_selector(template.excluding_namespaces(&["kube-system", "imageswap-system"])),
+            json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                         "values": ["kube-system", "imageswap-system"]}]})
+        );
     }
 
     #[test]

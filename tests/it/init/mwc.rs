@@ -288,3 +288,47 @@ async fn the_shipped_template_installs_then_stays_untouched() {
     assert_eq!(outcome.mwc, MwcOutcome::Unchanged);
     assert_eq!(fake.write_attempts_to("/"), 0);
 }
+
+/// Issue 22: an operator who switches to an opt-out namespace selector (every
+/// namespace not labelled `disabled`) still never sends kube-system's or
+/// ImageSwap's own pods to ImageSwap: `init` adds both to the webhook it
+/// writes, and a restart finds nothing to change.
+#[tokio::test]
+async fn an_opt_out_selector_still_excludes_kube_system_and_the_own_namespace() {
+    install_crypto_provider();
+    let fake = FakeApiServer::start(NAMESPACE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(template_path()).unwrap();
+    let opt_in = "    namespaceSelector:\n      matchLabels:\n        k8s.twr.io/imageswap: \"enabled\"\n";
+    assert!(
+        original.contains(opt_in),
+        "the fixture template's selector changed"
+    );
+    let opt_out = original.replace(
+        opt_in,
+        "    namespaceSelector:\n      matchExpressions:\n        \
+         - {key: k8s.twr.io/imageswap, operator: NotIn, values: [disabled]}\n",
+    );
+    let template = dir.path().join("opt-out.yaml");
+    std::fs::write(&template, opt_out).unwrap();
+    let with_template = |pod: &str| InitSettings {
+        mwc_template: template.clone(),
+        ..settings(dir.path(), pod)
+    };
+
+    let outcome = run_with(fake.client(), &with_template("pod-a")).await.unwrap();
+
+    assert_eq!(outcome.mwc, MwcOutcome::Created);
+    let raw = serde_json::to_value(live_mwc(&fake)).unwrap();
+    assert_eq!(
+        raw["webhooks"][0]["namespaceSelector"],
+        serde_json::json!({"matchExpressions": [
+            {"key": "k8s.twr.io/imageswap", "operator": "NotIn", "values": ["disabled"]},
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]},
+        ]})
+    );
+    fake.clear_requests();
+    let outcome = run_with(fake.client(), &with_template("pod-b")).await.unwrap();
+    assert_eq!(outcome.mwc, MwcOutcome::Unchanged);
+    assert_eq!(fake.write_attempts_to("/"), 0);
+}

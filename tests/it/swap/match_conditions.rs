@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use imageswap::admission::{self, ImageDecision, Options, PullSecrets};
+
+use super::cel_cost;
 use imageswap::conditions::{self, Inputs};
 use imageswap::settings::SettingValue;
 use imageswap::swap::{Engine, MapsFile};
@@ -422,21 +424,78 @@ fn load_test_images() -> Vec<(String, bool)> {
     images
 }
 
-/// Issue 22's measure, on a realistic mix: the load test's image pool and
-/// maps; 50 % pod CREATEs drawn from the pool (1 to 4 containers), 20 %
-/// CREATEs of pods already on the mirror (a re-invocation, or pods of a
-/// template already swapped: each image replaced by the server's own
-/// result), 30 % pod UPDATEs that change only labels. Prints the share of
-/// all admissions, and of those with no patch, that the API server would
-/// skip; every skip is checked against the server's answer.
-#[test]
-fn on_the_load_test_mix_most_calls_that_need_nothing_are_skipped() {
-    let images = load_test_images();
-    assert!(images.len() > 50, "{images:?}");
+/// The load test's maps and keep list, the engine they make, and the
+/// conditions generated from them.
+fn load_test_setup() -> (Engine, Vec<conditions::MatchCondition>) {
     let maps_text = include_str!("../../../loadtest/imageswap-maps.conf");
     let maps = MapsFile::parse(maps_text);
     let keep = vec!["auto".to_owned()];
     let engine = Engine::from_maps_file(&maps).0.keeping(&keep);
+    let generated = conditions::generate(&Inputs {
+        maps: Some(&maps),
+        keep: &keep,
+        pull_secrets: &PullSecrets::NONE,
+        disable_label: LABEL,
+    });
+    (engine, generated)
+}
+
+/// Issue 22's realistic mix: the load test's image pool; 50 % pod CREATEs
+/// drawn from the pool (1 to 4 containers), 20 % CREATEs of pods already on
+/// the mirror (a re-invocation, or pods of a template already swapped: each
+/// image replaced by the server's own result), 30 % pod UPDATEs that change
+/// only labels. The requests, in a fixed order (a fixed seed).
+fn load_test_mix(engine: &Engine, images: &[(String, bool)], reviews: usize) -> Vec<Value> {
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        usize::try_from(seed % n as u64).unwrap()
+    };
+    (0..reviews)
+        .map(|_| {
+            let count = 1 + next(4);
+            let mut containers: Vec<String> =
+                (0..count).map(|_| images[next(images.len())].0.clone()).collect();
+            let kind = next(10);
+            if (5..7).contains(&kind) {
+                for image in &mut containers {
+                    if let Some(result) = engine.decide(image).result {
+                        *image = result;
+                    }
+                }
+            }
+            let labels = if kind >= 7 {
+                json!({"app": "a", "rollout": "2"})
+            } else {
+                json!({"app": "a"})
+            };
+            let object = pod_of(&containers, labels);
+            let old = (kind >= 7).then(|| pod_of(&containers, json!({"app": "a"})));
+            pod_request(&object, old.as_ref())
+        })
+        .collect()
+}
+
+/// A Pod with these images, its containers named c0, c1, ….
+fn pod_of(images: &[String], labels: Value) -> Value {
+    let list: Vec<Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
+        .collect();
+    json!({"kind": "Pod", "metadata": {"name": "p", "labels": labels}, "spec": {"containers": list}})
+}
+
+/// Issue 22's measure, on the realistic mix of [`load_test_mix`]: prints the
+/// share of all admissions, and of those with no patch, that the API server
+/// would skip; every skip is checked against the server's answer.
+#[test]
+fn on_the_load_test_mix_most_calls_that_need_nothing_are_skipped() {
+    let images = load_test_images();
+    assert!(images.len() > 50, "{images:?}");
+    let (engine, generated) = load_test_setup();
     for (image, swapped) in &images {
         assert_eq!(
             engine.decide(image).changed(),
@@ -445,48 +504,9 @@ fn on_the_load_test_mix_most_calls_that_need_nothing_are_skipped() {
         );
     }
     let secrets = PullSecrets::NONE;
-    let programs = compile(&conditions::generate(&Inputs {
-        maps: Some(&maps),
-        keep: &keep,
-        pull_secrets: &secrets,
-        disable_label: LABEL,
-    }));
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        usize::try_from(seed % n as u64).unwrap()
-    };
+    let programs = compile(&generated);
     let (mut total, mut skipped, mut no_patch, mut skipped_no_patch) = (0, 0, 0, 0);
-    for _ in 0..5_000 {
-        let count = 1 + next(4);
-        let mut containers: Vec<String> = (0..count).map(|_| images[next(images.len())].0.clone()).collect();
-        let kind = next(10);
-        if (5..7).contains(&kind) {
-            for image in &mut containers {
-                if let Some(result) = engine.decide(image).result {
-                    *image = result;
-                }
-            }
-        }
-        let pod = |labels: Value| {
-            let list: Vec<Value> = containers
-                .iter()
-                .enumerate()
-                .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
-                .collect();
-            json!({"kind": "Pod", "metadata": {"name": "p", "labels": labels}, "spec": {"containers": list}})
-        };
-        let (object, old) = if kind >= 7 {
-            (
-                pod(json!({"app": "a", "rollout": "2"})),
-                Some(pod(json!({"app": "a"}))),
-            )
-        } else {
-            (pod(json!({"app": "a"})), None)
-        };
-        let request = pod_request(&object, old.as_ref());
+    for request in load_test_mix(&engine, &images, 5_000) {
         let skip = cel_skips(&programs, &request).unwrap();
         let (patches, warns) = server_patches_or_warns(&engine, &secrets, &review_of(&request));
         assert!(
@@ -507,4 +527,94 @@ fn on_the_load_test_mix_most_calls_that_need_nothing_are_skipped() {
     );
     // The UPDATEs alone are 30 % of the mix and all skipped.
     assert!(skipped * 10 >= total * 3, "{skipped} of {total}");
+}
+
+/// The API server's budget for one webhook's matchConditions on one object
+/// (`RuntimeCELCostBudgetMatchConditions`, k8s.io/apiserver/pkg/apis/cel).
+const MATCH_CONDITIONS_BUDGET: u64 = 2_500_000;
+/// Its limit for one expression (`PerCallLimit`).
+const PER_CALL_LIMIT: u64 = 1_000_000;
+
+/// The cost of evaluating every condition on `request` (the API server
+/// evaluates them all, against one budget), each result checked against the
+/// `cel` crate's; with the cost of the dearest condition.
+fn review_cost(programs: &[(String, cel::Program)], request: &Value) -> (u64, u64) {
+    let roots = [
+        ("object", &request["object"]),
+        ("oldObject", &request["oldObject"]),
+        ("request", request),
+    ];
+    let (mut total, mut dearest) = (0, 0);
+    for (name, program) in programs {
+        let (value, cost) = cel_cost::evaluate(program.expression(), &roots)
+            .unwrap_or_else(|e| panic!("{name}: cannot cost {e} on {request}"));
+        let mut context = cel::Context::default();
+        for (variable, value) in roots {
+            context.add_variable_from_value(variable, cel::to_value(value).unwrap());
+        }
+        let expected = match program.execute(&context) {
+            Ok(cel::Value::Bool(b)) => b,
+            other => panic!("{name} gave {other:?}"),
+        };
+        assert_eq!(
+            value,
+            Value::Bool(expected),
+            "{name}: the costing evaluator disagrees on {request}"
+        );
+        total += cost;
+        dearest = dearest.max(cost);
+    }
+    (total, dearest)
+}
+
+/// Issue 22's measure, the cost: the API server's runtime cost of the
+/// generated conditions (neither the `cel` crate nor cel-python reports one,
+/// so `cel_cost` computes it by cel-go's rules), per review of the load-test
+/// mix, and for pods of 4 and 300 containers in their dearest realistic
+/// shape (every image on the mirror by its last proved prefix, so no
+/// condition stops early; an UPDATE that changes only labels, so both image
+/// lists are built and compared). Printed, and held far inside the budget.
+#[test]
+fn the_conditions_cost_stays_far_inside_the_api_servers_budget() {
+    let images = load_test_images();
+    let (engine, generated) = load_test_setup();
+    let programs = compile(&generated);
+    // The first 1,000 reviews of the mix (the costing evaluator is slow in a
+    // debug build; the shares of the kinds of review are the same).
+    let mix = load_test_mix(&engine, &images, 1_000);
+    let costs: Vec<u64> = mix.iter().map(|r| review_cost(&programs, r).0).collect();
+    let mean = costs.iter().sum::<u64>() as f64 / costs.len() as f64;
+    let mut sorted = costs.clone();
+    sorted.sort_unstable();
+    println!(
+        "cost per review, load-test mix ({} reviews): mean {mean:.0}, median {}, p99 {}, max {}",
+        costs.len(),
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() * 99 / 100],
+        sorted[sorted.len() - 1]
+    );
+    for containers in [4, 300] {
+        // The maps' last proved prefix, with a port: the dearest way to be stable.
+        let mirror: Vec<String> = (0..containers)
+            .map(|i| format!("registry.local:5000/platform/service-{i:03}:1.2.3"))
+            .collect();
+        assert!(mirror.iter().all(|image| !engine.decide(image).changed()));
+        let create = pod_request(&pod_of(&mirror, json!({"app": "a"})), None);
+        let update = pod_request(
+            &pod_of(&mirror, json!({"app": "a", "rollout": "2"})),
+            Some(&pod_of(&mirror, json!({"app": "a"}))),
+        );
+        for (what, request) in [("CREATE", &create), ("label-only UPDATE", &update)] {
+            let (total, dearest) = review_cost(&programs, request);
+            println!(
+                "cost, a pod of {containers} containers, {what}: {total} ({:.2}% of the budget {MATCH_CONDITIONS_BUDGET}; dearest condition {dearest}, {:.2}% of the per-call limit {PER_CALL_LIMIT})",
+                100.0 * total as f64 / MATCH_CONDITIONS_BUDGET as f64,
+                100.0 * dearest as f64 / PER_CALL_LIMIT as f64,
+            );
+            assert!(
+                total * 10 < MATCH_CONDITIONS_BUDGET,
+                "{total}: within a tenth of the budget"
+            );
+        }
+    }
 }

@@ -155,6 +155,36 @@ true
 {{- end }}
 
 {{/*
+webhook.namespaceSelector with kube-system and the release namespace always
+excluded (a `kubernetes.io/metadata.name NotIn` expression, added, or merged
+into the operator's own NotIn on that key), whatever selector the operator
+sets, an opt-out one included: the webhook never gates the control plane's
+add-ons or its own restart.
+*/}}
+{{- define "imageswap.namespaceSelector" -}}
+{{- $selector := deepCopy (.Values.webhook.namespaceSelector | default dict) -}}
+{{- $excluded := list "kube-system" .Release.Namespace -}}
+{{- $expressions := list -}}
+{{- $merged := false -}}
+{{- range (get $selector "matchExpressions" | default list) -}}
+{{- if and (not $merged) (eq .key "kubernetes.io/metadata.name") (eq .operator "NotIn") -}}
+{{- $expressions = append $expressions (dict "key" .key "operator" "NotIn" "values" (concat .values $excluded | uniq)) -}}
+{{- $merged = true -}}
+{{- else -}}
+{{- $expressions = append $expressions . -}}
+{{- end -}}
+{{- end -}}
+{{- if not $merged -}}
+{{- $expressions = append $expressions (dict "key" "kubernetes.io/metadata.name" "operator" "NotIn" "values" $excluded) -}}
+{{- end -}}
+{{- $_ := set $selector "matchExpressions" $expressions -}}
+{{- if kindIs "invalid" $selector.matchLabels -}}
+{{- $_ := unset $selector "matchLabels" -}}
+{{- end -}}
+{{- toYaml $selector -}}
+{{- end }}
+
+{{/*
 The MutatingWebhookConfiguration: the template init fills in, or (with
 webhook.createByHelm) the object Helm creates, caBundle included.
 imageswap.webhookConfiguration (dict "root" $ "caBundle" "...")
@@ -183,7 +213,7 @@ webhooks:
     rules:
       {{- toYaml $v.rules | nindent 6 }}
     namespaceSelector:
-      {{- toYaml ($v.namespaceSelector | default dict) | nindent 6 }}
+      {{- include "imageswap.namespaceSelector" $root | nindent 6 }}
     objectSelector:
       {{- if kindIs "invalid" $v.objectSelector }}
       matchExpressions:
@@ -199,10 +229,53 @@ webhooks:
     admissionReviewVersions: ["v1"]
     reinvocationPolicy: {{ $v.reinvocationPolicy }}
     timeoutSeconds: {{ $v.timeoutSeconds }}
-    {{- with $v.matchConditions }}
+    {{- with concat ($v.matchConditions | default list) (include "imageswap.excludeConditions" $root | fromYamlArray) }}
     matchConditions:
       {{- toYaml . | nindent 6 }}
     {{- end }}
+{{- end }}
+
+{{/*
+webhook.excludeSelectors as matchConditions, a YAML list: one condition per
+entry, named `exclude-NAME`, false (the pod is not sent) when the object's
+labels match the entry's selector with Kubernetes' label-selector semantics
+(matchLabels and every matchExpression, ANDed; NotIn and DoesNotExist also
+match a pod without labels). The API server ANDs the conditions, so a pod is
+sent only when it matches none of the entries. CEL reads the labels behind
+has() only (an erroring condition would reject the pod with failurePolicy
+Fail); keys and values are restricted by values.schema.json to the label
+syntax, so single quotes need no escaping.
+*/}}
+{{- define "imageswap.excludeConditions" -}}
+{{- $conditions := list -}}
+{{- range .Values.webhook.excludeSelectors -}}
+{{- $terms := list -}}
+{{- $matchesNoLabels := true -}}
+{{- range $key, $value := (.matchLabels | default dict) -}}
+{{- $terms = append $terms (printf "(%s in object.metadata.labels && object.metadata.labels[%s] == %s)" (squote $key) (squote $key) (squote $value)) -}}
+{{- $matchesNoLabels = false -}}
+{{- end -}}
+{{- range (.matchExpressions | default list) -}}
+{{- $key := squote .key -}}
+{{- $values := list -}}
+{{- range (.values | default list) }}{{ $values = append $values (squote .) }}{{ end -}}
+{{- $in := printf "object.metadata.labels[%s] in [%s]" $key (join ", " $values) -}}
+{{- if eq .operator "In" -}}
+{{- $terms = append $terms (printf "(%s in object.metadata.labels && %s)" $key $in) -}}
+{{- $matchesNoLabels = false -}}
+{{- else if eq .operator "NotIn" -}}
+{{- $terms = append $terms (printf "(!(%s in object.metadata.labels) || !(%s))" $key $in) -}}
+{{- else if eq .operator "Exists" -}}
+{{- $terms = append $terms (printf "%s in object.metadata.labels" $key) -}}
+{{- $matchesNoLabels = false -}}
+{{- else -}}
+{{- $terms = append $terms (printf "!(%s in object.metadata.labels)" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- $expression := printf "!(object != null && has(object.metadata) && (has(object.metadata.labels) ? (%s) : %t))" (join " && " $terms) $matchesNoLabels -}}
+{{- $conditions = append $conditions (dict "name" (printf "exclude-%s" .name) "expression" $expression) -}}
+{{- end -}}
+{{- toYaml $conditions -}}
 {{- end }}
 
 {{/*

@@ -34,6 +34,23 @@ render with one line naming the values. Included by the Deployment.
 {{- if not (or $selector.matchLabels $selector.matchExpressions) -}}
 {{- fail "webhook.namespaceSelector must select namespaces (matchLabels or matchExpressions): an empty one sends every namespace's pods, ImageSwap's own included, to ImageSwap" -}}
 {{- end -}}
+{{- $disableLabel := include "imageswap.setting" (list . "IMAGESWAP_DISABLE_LABEL") -}}
+{{- if hasKey (.Values.podLabels | default dict) $disableLabel -}}
+{{- fail (printf "podLabels must not set %s (config.IMAGESWAP_DISABLE_LABEL): ImageSwap's own pods always carry it as `disabled`, so the webhook never gates its own restart" $disableLabel) -}}
+{{- end -}}
+{{- /* The API server allows 64 matchConditions per webhook; init adds up to 3 generated ones. */ -}}
+{{- $conditionCount := add (len (.Values.webhook.matchConditions | default list)) (len (.Values.webhook.excludeSelectors | default list)) -}}
+{{- if gt (int $conditionCount) 61 -}}
+{{- fail (printf "webhook.matchConditions and webhook.excludeSelectors make %d matchConditions; the API server allows 64 per webhook, and imageswap init adds up to 3: at most 61" (int $conditionCount)) -}}
+{{- end -}}
+{{- $names := list -}}
+{{- range (.Values.webhook.matchConditions | default list) }}{{ $names = append $names .name }}{{ end -}}
+{{- range .Values.webhook.excludeSelectors -}}
+{{- if has (printf "exclude-%s" .name) $names -}}
+{{- fail (printf "webhook.excludeSelectors: the name %q is used twice (its condition is exclude-%s, which must be unique among webhook.matchConditions and the other entries)" .name .name) -}}
+{{- end -}}
+{{- $names = append $names (printf "exclude-%s" .name) -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled (not (kindIs "invalid" .Values.replicas)) -}}
 {{- fail (printf "replicas (%v) is not used while autoscaling.enabled is true (the HPA owns the count): set autoscaling.minReplicas instead, or autoscaling.enabled=false" .Values.replicas) -}}
 {{- end -}}
