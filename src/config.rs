@@ -131,6 +131,12 @@ pub struct ServerArgs {
         default_missing_value = "true", action = clap::ArgAction::Set, value_parser = setting::<bool>())]
     pub log_swaps: bool,
 
+    /// A WARN line and imageswap_recreate_loops_total when the same fixed-name pod is created and
+    /// swapped this many times within 10 minutes (a controller undoing the swap); 0 turns it off.
+    #[arg(long, env = "IMAGESWAP_LOOP_THRESHOLD", default_value = "5",
+        value_parser = setting::<u64>())]
+    pub loop_threshold: u64,
+
     /// Plain HTTP instead of TLS: for local tests and load tests only.
     #[arg(long, env = "IMAGESWAP_INSECURE_HTTP", default_value = "false", num_args = 0..=1,
         default_missing_value = "true", action = clap::ArgAction::Set, value_parser = setting::<bool>())]
@@ -329,6 +335,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub shadow: bool,
     pub log_swaps: bool,
+    /// `IMAGESWAP_LOOP_THRESHOLD` (0: off).
+    pub loop_threshold: u64,
     pub dev: bool,
     pub reload_poll: Duration,
     /// OpenTelemetry export; `None` (off) while no OTLP endpoint is set.
@@ -453,6 +461,7 @@ impl ServeConfig {
             metrics_listen: server.metrics_listen,
             shadow: server.shadow,
             log_swaps: server.log_swaps,
+            loop_threshold: server.loop_threshold,
             dev: server.dev,
             reload_poll: RELOAD_POLL_INTERVAL,
             traces,
@@ -545,6 +554,15 @@ mod tests {
         ));
         let c = config(&["--dev", "--listen", "127.0.0.1:6000"]).expect("valid");
         assert_eq!(c.listen.port(), 6000);
+    }
+
+    #[test]
+    fn the_loop_threshold_defaults_to_5_and_0_turns_it_off() {
+        assert_eq!(config(&[]).expect("valid").loop_threshold, 5);
+        assert_eq!(
+            config(&["--loop-threshold", "0"]).expect("valid").loop_threshold,
+            0
+        );
     }
 
     #[test]

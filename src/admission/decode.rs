@@ -124,6 +124,13 @@ pub struct RequestInfo<'i> {
     pub namespace: Option<&'i str>,
     /// `request.name`, else the object's name, else its `generateName`.
     pub name: Option<&'i str>,
+    /// The object has no name of its own but a `generateName` (the API
+    /// server names it after the mutating webhooks): every creation is a
+    /// new pod.
+    pub generate_name: bool,
+    /// The object's owner (`kind`, `name`): its controller's
+    /// `ownerReferences` entry, else the first.
+    pub owner: Option<(&'i str, &'i str)>,
     pub operation: Option<&'i str>,
     /// `request.subResource`: `status`, `ephemeralcontainers`, `scale`, …
     pub sub_resource: Option<&'i str>,
@@ -223,19 +230,23 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
         .and_then(|k| member(k, "kind"))
         .and_then(text)
         .or_else(|| object_value.and_then(|o| member(o, "kind")).and_then(text));
-    let metadata = object_value.and_then(|o| member(o, "metadata"));
-    let name = fields
-        .name
-        .and_then(text)
-        .filter(|n| !n.is_empty())
-        .or_else(|| metadata.and_then(|m| member(m, "name")).and_then(text))
-        .or_else(|| metadata.and_then(|m| member(m, "generateName")).and_then(text));
+    let [own_name, generate_name, owners] = object_value
+        .and_then(|o| member(o, "metadata"))
+        .map_or([None; 3], |m| {
+            members(m, ["name", "generateName", "ownerReferences"])
+        });
+    let own_name = own_name.and_then(text).filter(|n| !n.is_empty());
+    let generate_name = generate_name.and_then(text).filter(|n| !n.is_empty());
+    let request_name = fields.name.and_then(text).filter(|n| !n.is_empty());
+    let name = request_name.or(own_name).or(generate_name);
     let info = RequestInfo {
         api_version,
         uid,
         kind,
         namespace: fields.namespace.and_then(text),
         name,
+        generate_name: request_name.is_none() && own_name.is_none() && generate_name.is_some(),
+        owner: owners.and_then(owner),
         operation: fields.operation.and_then(text),
         sub_resource: fields.sub_resource.and_then(text).filter(|s| !s.is_empty()),
         dry_run: fields.dry_run.and_then(|d| d.as_bool()).unwrap_or(false),
@@ -246,6 +257,23 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
         object,
         old_object,
     })
+}
+
+/// The controller's entry of `ownerReferences`, else the first, as
+/// (`kind`, `name`); read leniently (entries of another shape are skipped).
+fn owner<'i>(references: Value<'_, 'i>) -> Option<(&'i str, &'i str)> {
+    let mut first = None;
+    for reference in references.as_array()?.iter() {
+        let [kind, name, controller] = members(reference, ["kind", "name", "controller"]);
+        let (Some(kind), Some(name)) = (kind.and_then(text), name.and_then(text)) else {
+            continue;
+        };
+        if controller.and_then(|c| c.as_bool()) == Some(true) {
+            return Some((kind, name));
+        }
+        first = first.or(Some((kind, name)));
+    }
+    first
 }
 
 /// The members of `request` the envelope reads, found in one pass over its

@@ -12,6 +12,7 @@
 
 mod decode;
 pub mod json;
+mod original_images;
 mod patch;
 mod platforms;
 mod podspec;
@@ -19,6 +20,8 @@ pub mod pull_secrets;
 mod scratch;
 pub mod warnings;
 
+#[cfg(test)]
+mod original_images_tests;
 #[cfg(test)]
 mod phase2_tests;
 
@@ -28,6 +31,7 @@ use std::time::Instant;
 use crate::swap::Rule;
 
 pub use decode::{ApiVersion, BadReview, RequestInfo};
+pub use original_images::ANNOTATION as ORIGINAL_IMAGES_ANNOTATION;
 pub use podspec::{ContainerField, KINDS_WITH_POD_SPEC};
 pub use pull_secrets::{PullSecrets, PullSecretsArgs};
 pub use scratch::{SMALL_REVIEW_MAX_BYTES, release_large_scratch};
@@ -112,6 +116,8 @@ pub struct Change<'i> {
     pub field: ContainerField,
     /// Index in the field's array.
     pub index: usize,
+    /// The container's `name` (the key of its original-images entry).
+    pub name: Option<&'i str>,
     pub from: &'i str,
     pub to: Arc<str>,
     pub rule: Rule,
@@ -220,11 +226,13 @@ pub fn decide<'i, 'c>(
         let mut kept = Vec::new();
         let mut kept_because = KeptBecause::default();
         let mut platforms = Vec::new();
+        let mut record = original_images::Record::default();
         let (verdict, changes, images) = decide_object(
             &review,
             options,
             pull_secrets,
             (&mut secrets, &mut kept, &mut kept_because, &mut platforms),
+            &mut record,
             decider,
         );
         Ok(Decided {
@@ -237,6 +245,7 @@ pub fn decide<'i, 'c>(
             platforms,
             pull_secrets,
             secrets,
+            record,
         })
     })
 }
@@ -261,6 +270,9 @@ pub struct Decided<'i, 'c> {
     pub platforms: Vec<crate::swap::platform::Platform>,
     pull_secrets: &'c PullSecrets,
     secrets: pull_secrets::Found<'i, 'c>,
+    /// The pod template's original-images annotation, read when there are
+    /// changes.
+    record: original_images::Record<'i>,
 }
 
 /// Why a review's images stayed as written although a rule matched them,
@@ -334,6 +346,7 @@ impl<'i> Decided<'i, '_> {
             mut kept_because,
             pull_secrets,
             mut secrets,
+            record,
             ..
         } = self;
         let mut warnings = Warnings::default();
@@ -381,7 +394,10 @@ impl<'i> Decided<'i, '_> {
             }
             let mut to_add = secrets.to_add().peekable();
             if !changes.is_empty() || to_add.peek().is_some() {
-                let mut ops = Vec::with_capacity(changes.len() * 128);
+                // A replace and an entry of the record per change, and the
+                // record's op: sized so the patch is written without a
+                // reallocation.
+                let mut ops = Vec::with_capacity(128 + changes.len() * 192);
                 patch::write(&mut ops, template, &changes);
                 if to_add.peek().is_some() {
                     // Reopen the list for the `add`s.
@@ -395,13 +411,24 @@ impl<'i> Decided<'i, '_> {
                     );
                     ops.push(b']');
                 }
+                if !changes.is_empty() {
+                    // Reopen the list for the record of what was replaced.
+                    ops.pop();
+                    let recorded = record.write_add(&mut ops, template, &changes);
+                    ops.push(b']');
+                    if recorded && let Some(old) = record.unparsable() {
+                        warnings.unparsable_record(old);
+                    }
+                }
                 patch = Some(ops);
                 verdict = Verdict::Patched;
             } else {
                 verdict = Verdict::Unchanged;
             }
         }
-        let mut body = Vec::with_capacity(256 + changes.len() * 160);
+        // The envelope and the patch in base64 (4 bytes per 3).
+        let patch_len = patch.as_ref().map_or(0, Vec::len);
+        let mut body = Vec::with_capacity(256 + patch_len / 3 * 4);
         write_answer(&mut body, &request, &verdict, patch.as_deref(), &warnings);
         Admission {
             request,
@@ -426,6 +453,7 @@ fn decide_object<'i, 'c>(
         &mut KeptBecause,
         &mut Vec<crate::swap::platform::Platform>,
     ),
+    record: &mut original_images::Record<'i>,
     decider: &impl Decide,
 ) -> (Verdict, Vec<Change<'i>>, usize) {
     // The kubelet's `pods/status`, `scale`, `exec`…: never a patch. Only
@@ -487,13 +515,29 @@ fn decide_object<'i, 'c>(
         decided += 1;
         let decision = decider.decide(found.image);
         match decision.result {
-            Some(to) => changes.push(Change {
-                field: found.field,
-                index: found.index,
-                from: found.image,
-                to,
-                rule: decision.rule,
-            }),
+            Some(to) => {
+                if changes.is_empty() {
+                    // Read once, and only for a review that swaps.
+                    *record = original_images::Record::read(pod.template);
+                }
+                if let Some(name) = found.name
+                    && let Some(recorded) = record.recorded(name)
+                    && recorded != found.image
+                    && decider.decide(recorded).result.as_deref() == Some(found.image)
+                {
+                    // The current image is what the recorded original
+                    // swaps to: that original is still the one written.
+                    record.keep_first(name);
+                }
+                changes.push(Change {
+                    field: found.field,
+                    index: found.index,
+                    name: found.name,
+                    from: found.image,
+                    to,
+                    rule: decision.rule,
+                })
+            }
             // Left as it is: the image is final already.
             None => {
                 match decision.rule {
@@ -733,10 +777,16 @@ mod tests {
         let patch = crate::admission::tests::decoded(&answer);
         assert_eq!(patch[0]["path"], "/spec/containers/0/image");
         assert_eq!(patch[0]["value"], "m/nginx");
+        // One replace (only the last list), then the record of the
+        // original, read from the last `image` too.
         assert_eq!(
             patch.as_array().map(Vec::len),
-            Some(1),
+            Some(2),
             "only the last list: {patch}"
+        );
+        assert_eq!(
+            patch[1]["value"],
+            serde_json::json!({ORIGINAL_IMAGES_ANNOTATION: r#"{"a":"nginx"}"#})
         );
     }
 

@@ -72,6 +72,7 @@ mod tests {
             Change {
                 field: ContainerField::Containers,
                 index: 0,
+                name: None,
                 from: "nginx",
                 to: Arc::from("mirror.example/nginx"),
                 rule: Rule::Default,
@@ -79,6 +80,7 @@ mod tests {
             Change {
                 field: ContainerField::InitContainers,
                 index: 12,
+                name: None,
                 from: "busybox",
                 to: Arc::from("mirror.example/\"odd\""),
                 rule: Rule::Default,

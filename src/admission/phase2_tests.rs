@@ -16,7 +16,7 @@ const LOCAL: &str = "registry.local:5000/";
 
 /// Swaps every image into the mirror, leaving those already in a mirror
 /// alone (like a maps file whose mirrors are opted out).
-fn mirror(image: &str) -> ImageDecision {
+pub(super) fn mirror(image: &str) -> ImageDecision {
     let swap = !image.starts_with(MIRROR) && !image.starts_with(LOCAL);
     ImageDecision {
         result: swap.then(|| Arc::from(format!("{MIRROR}/{image}"))),
@@ -33,24 +33,35 @@ fn options(shadow: bool) -> Options<'static> {
     }
 }
 
-struct Run {
-    verdict: Verdict,
-    answer: Value,
+pub(super) struct Run {
+    pub verdict: Verdict,
+    pub answer: Value,
     /// The object with the patch applied (the object itself without one).
-    patched: Value,
+    pub patched: Value,
     /// The decoded patch (`null` without one).
-    patch: Value,
-    added: usize,
+    pub patch: Value,
+    pub added: usize,
 }
 
-fn run_with(request: Value, secrets: &str, checks: &[Checked], shadow: bool) -> Run {
+pub(super) fn run_with(request: Value, secrets: &str, checks: &[Checked], shadow: bool) -> Run {
+    run_by(request, secrets, checks, shadow, &mirror)
+}
+
+/// [`run_with`] with another decider.
+pub(super) fn run_by(
+    request: Value,
+    secrets: &str,
+    checks: &[Checked],
+    shadow: bool,
+    decider: &impl Decide,
+) -> Run {
     let object = request["object"].clone();
     let mut body = serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request
     }))
     .expect("json");
     let secrets = PullSecrets::parse_setting(secrets).expect("valid setting");
-    let decided = decide(&mut body, &options(shadow), &secrets, &mirror).expect("a review");
+    let decided = decide(&mut body, &options(shadow), &secrets, decider).expect("a review");
     let admission = decided.answer(checks);
     let answer: Value = serde_json::from_slice(&admission.body).expect("answer is JSON");
     let patch = match answer["response"]["patch"].as_str() {
@@ -82,15 +93,15 @@ fn run_with(request: Value, secrets: &str, checks: &[Checked], shadow: bool) -> 
     }
 }
 
-fn run(request: Value, secrets: &str) -> Run {
+pub(super) fn run(request: Value, secrets: &str) -> Run {
     run_with(request, secrets, &[], false)
 }
 
-fn create(kind: &str, object: Value) -> Value {
+pub(super) fn create(kind: &str, object: Value) -> Value {
     json!({"uid": "u", "kind": {"kind": kind}, "operation": "CREATE", "object": object})
 }
 
-fn pod(spec: Value) -> Value {
+pub(super) fn pod(spec: Value) -> Value {
     create("Pod", json!({"kind": "Pod", "spec": spec}))
 }
 

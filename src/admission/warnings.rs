@@ -113,6 +113,18 @@ impl Warnings {
         ]);
     }
 
+    /// The warning about an original-images annotation that was no JSON
+    /// object of strings (its start quoted), replaced by the new record.
+    pub fn unparsable_record(&mut self, start: &str) {
+        self.add(&[
+            Piece::Text("replaced "),
+            Piece::Text(super::original_images::ANNOTATION),
+            Piece::Text(": not a JSON object of strings: \""),
+            Piece::Name(start),
+            Piece::Text("\""),
+        ]);
+    }
+
     fn add(&mut self, pieces: &[Piece<'_>]) {
         self.total += 1;
         if self.kept.len() >= WARNINGS_MAX {
@@ -239,6 +251,7 @@ mod tests {
         Change {
             field: ContainerField::Containers,
             index: 0,
+            name: None,
             from,
             to: Arc::from(to),
             rule: Rule::Default,

@@ -10,6 +10,7 @@
 
 pub mod deadline;
 pub mod dev;
+pub mod loops;
 pub mod mirror;
 pub mod service;
 pub mod stack;
@@ -195,7 +196,8 @@ impl Server {
         let state = Arc::new(
             AppState::new(settings, rules.clone(), certs.clone(), metrics.clone())
                 .with_verifier(verifier, policy)
-                .with_pull_secrets(config.pull_secrets.clone()),
+                .with_pull_secrets(config.pull_secrets.clone())
+                .with_loop_threshold(config.loop_threshold),
         );
 
         // Files are handed to the reloader with the handle each publishes

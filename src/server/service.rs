@@ -270,6 +270,7 @@ fn answer(state: &AppState, decision: Decision<'_, '_>, checks: &[admission::Che
         decision.cache_hits,
     );
     report(state, &admission, outcome);
+    state.loops.admitted(&admission, &state.metrics);
     if admission.pull_secrets_added > 0 {
         state.metrics.pull_secrets_added(admission.pull_secrets_added);
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::loops::{DEFAULT_LOOP_THRESHOLD, RecreateLoops};
 use crate::admission::PullSecrets;
 use crate::cache::PublishedRules;
 use crate::telemetry::metrics::Metrics;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub verify_policy: VerifyPolicy,
     /// `IMAGESWAP_IMAGE_PULL_SECRETS` (independent of verification).
     pub pull_secrets: PullSecrets,
+    /// Swapped creations of fixed-name pods (`IMAGESWAP_LOOP_THRESHOLD`).
+    pub loops: RecreateLoops,
 }
 
 /// How the request path uses the verifier's answers.
@@ -80,7 +83,14 @@ impl AppState {
             verifier: None,
             verify_policy: VerifyPolicy::default(),
             pull_secrets: PullSecrets::default(),
+            loops: RecreateLoops::new(DEFAULT_LOOP_THRESHOLD),
         }
+    }
+
+    /// Reports pods created and swapped `threshold` times in a window (0: off).
+    pub fn with_loop_threshold(mut self, threshold: u64) -> AppState {
+        self.loops = RecreateLoops::new(threshold);
+        self
     }
 
     /// Verifies swaps with `verifier` (when given) under `policy`.

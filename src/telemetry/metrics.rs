@@ -226,6 +226,7 @@ pub struct Metrics {
     verify_fallbacks: [Counter; 3],
     pull_secrets_added: Counter,
     invalid_results: Counter,
+    recreate_loops: Counter,
     /// The registry side of verification (verify::metrics), shared with the
     /// verifier that records into it.
     pub verify: VerifyMetrics,
@@ -419,6 +420,12 @@ impl Metrics {
             "imagePullSecrets entries added to pod specs whose images end up in a registry with a configured secret",
             pull_secrets_added.clone(),
         );
+        let recreate_loops = Counter::default();
+        registry.register(
+            "imageswap_recreate_loops",
+            "Fixed-name pods created and swapped IMAGESWAP_LOOP_THRESHOLD times within 10 minutes (once per episode): a controller may be undoing the swap",
+            recreate_loops.clone(),
+        );
         // The registry side's own metrics (checks, check duration, cache,
         // circuit, credentials reloads), recorded by the verifier.
         let verify = VerifyMetrics::new();
@@ -453,6 +460,7 @@ impl Metrics {
             verify_fallbacks,
             pull_secrets_added,
             invalid_results,
+            recreate_loops,
             verify,
             log_drop_source: OnceLock::new(),
             log_drops_seen: AtomicU64::new(0),
@@ -550,6 +558,11 @@ impl Metrics {
     /// `imagePullSecrets` entries added by one patch.
     pub fn pull_secrets_added(&self, entries: usize) {
         self.pull_secrets_added.inc_by(entries as u64);
+    }
+
+    /// A pod recreated in a loop (`server::loops`).
+    pub fn recreate_loop(&self) {
+        self.recreate_loops.inc();
     }
 
     /// Images kept because their rule gives an invalid reference.

@@ -79,6 +79,8 @@ fn a_bad_setting_stops_the_start_with_one_line_naming_the_variable() {
         ("IMAGESWAP_MAX_CONCURRENCY", "0"),
         ("IMAGESWAP_REQUEST_TIMEOUT", "soon"),
         ("IMAGESWAP_LISTEN", "everywhere"),
+        ("IMAGESWAP_LOOP_THRESHOLD", "many"),
+        ("IMAGESWAP_LOOP_THRESHOLD", "-1"),
         ("OTEL_TRACES_SAMPLER", "sometimes"),
         ("OTEL_TRACES_SAMPLER_ARG", "2"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "jaeger:4318"),
@@ -351,7 +353,11 @@ fn an_invalid_result_is_kept_with_a_warn_line_a_warning_and_a_count() {
     let patch = crate::support::decoded_patch(&answer);
     assert_eq!(
         patch,
-        serde_json::json!([{"op": "replace", "path": "/spec/containers/1/image", "value": "harbor.example.com/nginx:1.27"}])
+        serde_json::json!([
+            {"op": "replace", "path": "/spec/containers/1/image", "value": "harbor.example.com/nginx:1.27"},
+            {"op": "add", "path": "/metadata/annotations",
+             "value": {imageswap::admission::ORIGINAL_IMAGES_ANNOTATION: r#"{"c1":"nginx:1.27"}"#}},
+        ])
     );
     assert_eq!(
         crate::support::warnings(&answer),

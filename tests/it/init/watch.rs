@@ -168,6 +168,7 @@ async fn start_server(tls_dir: &Path) -> LiveServer {
         reload_poll: Duration::from_millis(500),
         traces: None,
         log_swaps: false,
+        loop_threshold: imageswap::server::loops::DEFAULT_LOOP_THRESHOLD,
         verify: crate::support::server::verify_args(
             false,
             imageswap::verify::OnError::Swap,

@@ -3,6 +3,7 @@
 mod abuse;
 mod http;
 mod lifecycle;
+mod loops;
 mod metrics_format;
 mod reload;
 mod traces;

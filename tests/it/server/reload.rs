@@ -23,6 +23,8 @@ const MAPS_B: &str =
     "default::b.example\ndocker.io::b.example/hub\n[EXACT]redis:7::b.example/pinned/redis:7\n";
 const IMAGES: [&str; 4] = ["nginx:1.25", "redis:7", "gcr.io/team/app:1", "quay.io/org/tool:2"];
 
+/// The replaces, then the record of the originals (the review's pod has
+/// no annotations).
 fn expected(registry: &str) -> serde_json::Value {
     let values = [
         format!("{registry}/hub/nginx:1.25"),
@@ -30,13 +32,19 @@ fn expected(registry: &str) -> serde_json::Value {
         format!("{registry}/team/app:1"),
         format!("{registry}/org/tool:2"),
     ];
-    serde_json::Value::Array(
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| serde_json::json!({"op": "replace", "path": format!("/spec/containers/{i}/image"), "value": v}))
-            .collect(),
-    )
+    let mut ops: Vec<serde_json::Value> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::json!({"op": "replace", "path": format!("/spec/containers/{i}/image"), "value": v}))
+        .collect();
+    let record: serde_json::Map<String, serde_json::Value> = IMAGES
+        .iter()
+        .enumerate()
+        .map(|(i, image)| (format!("c{i}"), serde_json::json!(image)))
+        .collect();
+    ops.push(serde_json::json!({"op": "add", "path": "/metadata/annotations",
+        "value": {imageswap::admission::ORIGINAL_IMAGES_ANNOTATION: serde_json::Value::Object(record).to_string()}}));
+    serde_json::Value::Array(ops)
 }
 
 fn maps_dir(server: &TestServer) -> std::path::PathBuf {

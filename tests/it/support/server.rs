@@ -216,6 +216,7 @@ impl TestServer {
             metrics_listen: setup.metrics_listen.then(|| "127.0.0.1:0".parse().expect("addr")),
             shadow: setup.shadow,
             log_swaps: true,
+            loop_threshold: imageswap::server::loops::DEFAULT_LOOP_THRESHOLD,
             dev: false,
             reload_poll: setup.reload_poll,
             traces: None,
