@@ -110,7 +110,16 @@ fn admission_spans_reach_the_collector_with_their_attributes_parent_and_resource
                     && outcome(spans, "timeout")
             })
             .await;
-        (spans, server.metrics_text())
+        // The collector holds the spans before the exporter's call returns and
+        // counts them: wait for the count (under load the two can be apart).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut metrics_text = server.metrics_text();
+        while metric(&metrics_text, "imageswap_trace_spans_exported_total") < 3.0 && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            metrics_text = server.metrics_text();
+        }
+        (spans, metrics_text)
     });
 
     // The child of the API server's span, with every attribute.
