@@ -104,9 +104,34 @@ fuzz_target!(|data: &[u8]| {
         }
 
         if let Some(ops) = &patch {
-            assert_eq!(ops.len(), admission.changes.len());
+            // One replace per change, then at most one `add` of the
+            // original-images record, on the pod template's metadata.
+            let (replaces, record) = ops.split_at(ops.len().min(admission.changes.len()));
+            assert_eq!(replaces.len(), admission.changes.len());
+            assert!(
+                record.len() <= 1,
+                "more than one op after the replaces: {record:?}"
+            );
+            if let Some(op) = record.first() {
+                assert_eq!(op["op"], "add", "{op}");
+                let path = op["path"].as_str().expect("the path is a string");
+                let first = replaces[0]["path"].as_str().expect("the path is a string");
+                let template = first.rsplit_once("/spec/").map_or("", |(t, _)| t);
+                let tail = path
+                    .strip_prefix(template)
+                    .unwrap_or_else(|| panic!("the record {path} is not on the template {template}"));
+                assert!(
+                    [
+                        "/metadata",
+                        "/metadata/annotations",
+                        "/metadata/annotations/imageswap.k8s.twr.io~1original-images"
+                    ]
+                    .contains(&tail),
+                    "{op}"
+                );
+            }
             let mut paths = HashSet::new();
-            for (op, change) in ops.iter().zip(&admission.changes) {
+            for (op, change) in replaces.iter().zip(&admission.changes) {
                 assert_eq!(op["op"], "replace", "{op}");
                 assert_eq!(op["value"], &*change.to, "{op}");
                 let path = op["path"].as_str().expect("the path is a string");
