@@ -382,6 +382,17 @@ fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
     } else {
         admission.kept_because.words()
     };
+    // The swaps ride on the review line (issue 24): one INFO line per
+    // admission instead of one more per swapped image (five lines for a
+    // four-container review: 18.7 k instructions of 141.6 k, the largest
+    // part above the parse, `loadtest/profile.sh`). IMAGESWAP_LOG_SWAPS=false
+    // leaves them out; shadow mode always says what it would have swapped.
+    let swaps = match admission.verdict {
+        _ if admission.changes.is_empty() => None,
+        Verdict::Shadowed => Some(Swaps(&admission.changes)),
+        _ if state.settings.log_swaps => Some(Swaps(&admission.changes)),
+        _ => None,
+    };
     tracing::info!(
         message = "Admission reviewed.",
         uid = info.uid,
@@ -393,34 +404,64 @@ fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
         changed,
         outcome = outcome.as_str(),
         verdict,
-        kept = kept_words.as_str()
+        kept = kept_words.as_str(),
+        swaps = swaps.as_ref().map(tracing::field::debug)
     );
-    // The original's line per swap; IMAGESWAP_LOG_SWAPS=false drops it on
-    // very busy clusters (the review line still counts them). Shadow mode
-    // always says what it would have swapped.
-    let message = match admission.verdict {
-        Verdict::Shadowed => "Image would be swapped (shadow mode).",
-        _ if state.settings.log_swaps => "Image swapped.",
-        _ => return,
-    };
-    for change in &admission.changes {
-        // Every field a `&str`, the message too: a `Display` field or a
-        // `format_args!` message goes through `fmt` into the line, about
-        // 500 instructions more a field than a string (`loadtest/profile.sh`).
-        let container = ContainerPath::of(change.field, change.index);
-        tracing::info!(
-            message,
-            uid = info.uid,
-            container = container.as_str(),
-            from = change.from,
-            to = &*change.to,
-            rule = change.rule.as_str()
-        );
+}
+
+/// The swaps of one review as the review line's `swaps` field. Its `Debug`
+/// is the text format's compact list,
+/// `[containers[0] nginx:1.25 -> mirror/nginx:1.25 (path), …]`; its
+/// alternate `Debug` (`{:#?}`) the JSON format's array,
+/// `[{"container":"containers[0]","from":…,"to":…,"rule":"path"},…]`,
+/// which `telemetry::json_lines` writes as it is for a field named
+/// [`json_lines::JSON_FIELD`](crate::telemetry::json_lines::JSON_FIELD).
+pub struct Swaps<'a>(pub &'a [admission::Change<'a>]);
+
+impl std::fmt::Debug for Swaps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let json = f.alternate();
+        f.write_str("[")?;
+        for (i, change) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(if json { "," } else { ", " })?;
+            }
+            let container = ContainerPath::of(change.field, change.index);
+            if json {
+                // Every value through the response writer's escaper: an
+                // image is the API server's text, not ours.
+                let mut string = |key: &str, value: &str| -> std::fmt::Result {
+                    f.write_str(key)?;
+                    admission::json::escape(value, |piece| f.write_str(piece))?;
+                    f.write_str("\"")
+                };
+                string("{\"container\":\"", container.as_str())?;
+                string(",\"from\":\"", change.from)?;
+                string(",\"to\":\"", &change.to)?;
+                string(",\"rule\":\"", change.rule.as_str())?;
+                f.write_str("}")?;
+            } else {
+                for piece in [
+                    container.as_str(),
+                    " ",
+                    change.from,
+                    " -> ",
+                    &*change.to,
+                    " (",
+                    change.rule.as_str(),
+                    ")",
+                ] {
+                    f.write_str(piece)?;
+                }
+            }
+        }
+        f.write_str("]")
     }
 }
 
-/// `containers[3]`, the log lines' name of a container, written on the
-/// stack instead of through `format_args!` (see `report`).
+/// `containers[3]`, the log line's name of a container, written on the
+/// stack instead of through `format_args!` (about 500 instructions more a
+/// value through `fmt`, `loadtest/profile.sh`).
 struct ContainerPath {
     bytes: [u8; ContainerPath::MAX_BYTES],
     len: usize,
@@ -595,5 +636,92 @@ mod tests {
         assert_eq!(path.as_str(), "containers[0]");
         let longest = ContainerPath::of(admission::ContainerField::EphemeralContainers, usize::MAX);
         assert_eq!(longest.as_str(), format!("ephemeralContainers[{}]", usize::MAX));
+    }
+
+    fn two_swaps() -> Vec<admission::Change<'static>> {
+        vec![
+            admission::Change {
+                field: admission::ContainerField::Containers,
+                index: 0,
+                from: "nginx:1.25",
+                to: Arc::from("mirror.example.com/library/nginx:1.25"),
+                rule: Rule::Path,
+            },
+            admission::Change {
+                field: admission::ContainerField::InitContainers,
+                index: 2,
+                // An image is the API server's text: escaped in JSON.
+                from: "odd\"image\\",
+                to: Arc::from("mirror.example.com/odd"),
+                rule: Rule::Exact,
+            },
+        ]
+    }
+
+    #[test]
+    fn the_swaps_are_a_json_array_and_a_compact_text_list() {
+        let changes = two_swaps();
+        let json: serde_json::Value =
+            serde_json::from_str(&format!("{:#?}", Swaps(&changes))).expect("a JSON array");
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"container": "containers[0]", "from": "nginx:1.25",
+                 "to": "mirror.example.com/library/nginx:1.25", "rule": "path"},
+                {"container": "initContainers[2]", "from": "odd\"image\\",
+                 "to": "mirror.example.com/odd", "rule": "exact"},
+            ])
+        );
+        assert_eq!(
+            format!("{:?}", Swaps(&changes)),
+            "[containers[0] nginx:1.25 -> mirror.example.com/library/nginx:1.25 (path), \
+             initContainers[2] odd\"image\\ -> mirror.example.com/odd (exact)]"
+        );
+        assert_eq!(format!("{:#?}", Swaps(&[])), "[]");
+    }
+
+    #[test]
+    fn the_review_line_carries_the_swaps_in_either_log_format() {
+        use std::sync::Mutex;
+
+        use crate::telemetry::logging::{LogFormat, dispatch};
+
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let changes = two_swaps();
+        let mut lines = Vec::new();
+        for format in [LogFormat::Json, LogFormat::Text] {
+            let buffer = Buffer::default();
+            let writer = buffer.clone();
+            let filter = crate::telemetry::logging::LogLevel::Info.filter();
+            let subscriber = dispatch(filter, format, None, move || writer.clone(), false);
+            tracing::dispatcher::with_default(&subscriber, || {
+                tracing::info!(
+                    message = "Admission reviewed.",
+                    uid = "u",
+                    swaps = Some(Swaps(&changes)).as_ref().map(tracing::field::debug)
+                );
+            });
+            lines.push(String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap());
+        }
+        let json: serde_json::Value = serde_json::from_str(lines[0].trim()).expect("one JSON line");
+        assert_eq!(json["swaps"][1]["from"], "odd\"image\\", "{}", lines[0]);
+        assert_eq!(json["swaps"][0]["to"], "mirror.example.com/library/nginx:1.25");
+        assert!(
+            lines[1].contains(
+                "swaps=[containers[0] nginx:1.25 -> mirror.example.com/library/nginx:1.25 (path), "
+            ),
+            "{}",
+            lines[1]
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! an eighth of a whole admission request over TLS (`loadtest/profile.sh`).
 //! Appending to the line buffer with an escape scan that copies clean runs
 //! whole costs a fraction of that. The line shape is the same as before:
-//! flat fields, no target, no span list.
+//! flat fields, no target, no span list; the one exception is the review
+//! line's `swaps` ([`JSON_FIELD`]), a JSON array.
 
 use std::fmt::{self, Write};
 use std::sync::{Arc, OnceLock};
@@ -22,6 +23,13 @@ use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::admission::json;
+
+/// The one field whose value is JSON already: written as its alternate
+/// `Debug` (`{:#?}`) gives it, not as a string. The review line's swaps
+/// (`server::service::Swaps`): one array on the line per admission instead
+/// of a line per swapped image (issue 24), and a text log (plain `Debug`)
+/// reads a compact list. No other event may name a field so.
+pub const JSON_FIELD: &str = "swaps";
 
 /// The event format of `--log-format json`.
 pub struct JsonLines {
@@ -207,6 +215,10 @@ impl<W: Write> Visit for JsonFields<'_, W> {
         // `&str` message arrives through `record_str`. Escaped on its way
         // into the line, not through a `String` of its own: that allocation
         // and copy cost about 3 k instructions a line (`loadtest/profile.sh`).
+        if self.result.is_ok() && field.name() == JSON_FIELD {
+            self.result = self.key(field).and_then(|()| write!(self.out, "{value:#?}"));
+            return;
+        }
         if self.result.is_ok() {
             self.result = self.key(field).and_then(|()| {
                 self.out.write_char('"')?;
