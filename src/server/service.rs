@@ -166,7 +166,7 @@ fn handle(state: &AppState, request: Request<ReadBody>) -> HttpResponse {
         Ok(held) => held,
         Err(refusal) => return refused(refusal),
     };
-    match decide(state, &held.rules, &mut held.body.bytes, held.deadline) {
+    match decide(state, &held.rules, &mut held.body, held.deadline) {
         Ok(decided) => answer(state, decided, &[]),
         Err(bad) => bad_review(&bad),
     }
@@ -182,7 +182,7 @@ async fn handle_verified(state: &AppState, request: Request<ReadBody>) -> HttpRe
         Ok(held) => held,
         Err(refusal) => return refused(refusal),
     };
-    let decision = match decide(state, &held.rules, &mut held.body.bytes, held.deadline) {
+    let decision = match decide(state, &held.rules, &mut held.body, held.deadline) {
         Ok(decision) => decision,
         Err(bad) => return bad_review(&bad),
     };
@@ -211,9 +211,10 @@ struct Decision<'i, 'c> {
 fn decide<'i, 's>(
     state: &'s AppState,
     rules: &RulesState,
-    body: &'i mut [u8],
+    body: &'i mut ReadBody,
     deadline: Option<Instant>,
 ) -> Result<Decision<'i, 's>, admission::BadReview> {
+    let (body, len) = body.padded();
     let settings = &state.settings;
     let decider = rules.decider();
     let options = Options {
@@ -227,14 +228,14 @@ fn decide<'i, 's>(
     let pull_secrets = &state.pull_secrets;
     let result = if spans::decisions_traced() {
         decide_recording(
-            body,
+            (body, len),
             &options,
             pull_secrets,
             &spans::TracedDecider::new(&decider),
             unchanged.as_ref(),
         )
     } else {
-        decide_recording(body, &options, pull_secrets, &decider, unchanged.as_ref())
+        decide_recording((body, len), &options, pull_secrets, &decider, unchanged.as_ref())
     };
     state.metrics.cache(decider.hits(), decider.misses());
     Ok(Decision {
@@ -292,15 +293,21 @@ type Unchanged = RefCell<Vec<(String, Rule)>>;
 /// `admission::decide`, remembering the unchanged decisions in `unchanged`
 /// when given (only at DEBUG: it copies each such image).
 fn decide_recording<'i, 'c, D: Decide>(
-    body: &'i mut [u8],
+    (body, len): (&'i mut [u8], usize),
     options: &Options<'_>,
     pull_secrets: &'c PullSecrets,
     decider: &D,
     unchanged: Option<&Unchanged>,
 ) -> Result<admission::Decided<'i, 'c>, admission::BadReview> {
     match unchanged {
-        None => admission::decide(body, options, pull_secrets, decider),
-        Some(seen) => admission::decide(body, options, pull_secrets, &Recording { inner: decider, seen }),
+        None => admission::decide_padded(body, len, options, pull_secrets, decider),
+        Some(seen) => admission::decide_padded(
+            body,
+            len,
+            options,
+            pull_secrets,
+            &Recording { inner: decider, seen },
+        ),
     }
 }
 
