@@ -427,26 +427,56 @@ pub struct Swaps<'a>(pub &'a [admission::Change<'a>]);
 
 impl std::fmt::Debug for Swaps<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written into a kept `String` of this thread, then handed over
+        // whole: each of the ~50 pieces of four swaps written through the
+        // `Formatter` cost about 120 instructions (6.2 k an admission,
+        // `loadtest/profile.sh`), a `push_str` a fraction of that.
         let json = f.alternate();
-        f.write_str("[")?;
+        SWAPS_TEXT.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                self.write(&mut text, json);
+                let result = f.write_str(&text);
+                if text.capacity() > SWAPS_TEXT_KEEP_MAX_BYTES {
+                    *text = String::new();
+                }
+                result
+            }
+            // Only if writing the swaps logged swaps.
+            Err(_) => {
+                let mut text = String::new();
+                self.write(&mut text, json);
+                f.write_str(&text)
+            }
+        })
+    }
+}
+
+impl Swaps<'_> {
+    /// The JSON array (`json`) or the text list.
+    fn write(&self, out: &mut String, json: bool) {
+        out.push('[');
         for (i, change) in self.0.iter().enumerate() {
             if i > 0 {
-                f.write_str(if json { "," } else { ", " })?;
+                out.push_str(if json { "," } else { ", " });
             }
             let container = ContainerPath::of(change.field, change.index);
             if json {
                 // Every value through the response writer's escaper: an
                 // image is the API server's text, not ours.
-                let mut string = |key: &str, value: &str| -> std::fmt::Result {
-                    f.write_str(key)?;
-                    admission::json::escape(value, |piece| f.write_str(piece))?;
-                    f.write_str("\"")
+                let mut string = |key: &str, value: &str| {
+                    out.push_str(key);
+                    let Ok(()) = admission::json::escape(value, |piece| {
+                        out.push_str(piece);
+                        Ok::<(), Infallible>(())
+                    });
+                    out.push('"');
                 };
-                string("{\"container\":\"", container.as_str())?;
-                string(",\"from\":\"", change.from)?;
-                string(",\"to\":\"", &change.to)?;
-                string(",\"rule\":\"", change.rule.as_str())?;
-                f.write_str("}")?;
+                string("{\"container\":\"", container.as_str());
+                string(",\"from\":\"", change.from);
+                string(",\"to\":\"", &change.to);
+                string(",\"rule\":\"", change.rule.as_str());
+                out.push('}');
             } else {
                 for piece in [
                     container.as_str(),
@@ -458,13 +488,21 @@ impl std::fmt::Debug for Swaps<'_> {
                     change.rule.as_str(),
                     ")",
                 ] {
-                    f.write_str(piece)?;
+                    out.push_str(piece);
                 }
             }
         }
-        f.write_str("]")
+        out.push(']');
     }
 }
+
+thread_local! {
+    /// The swaps being written (see `Swaps::fmt`), kept between lines.
+    static SWAPS_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A swaps buffer grown beyond this by one huge pod is not kept.
+const SWAPS_TEXT_KEEP_MAX_BYTES: usize = 16 * 1024;
 
 /// `containers[3]`, the log line's name of a container, written on the
 /// stack instead of through `format_args!` (about 500 instructions more a
