@@ -453,33 +453,41 @@ impl std::fmt::Debug for Swaps<'_> {
 }
 
 impl Swaps<'_> {
-    /// The JSON array (`json`) or the text list.
+    /// The JSON array (`json`) or the text list. Reserved once for all of
+    /// it, and the container's name written in place (not through a
+    /// `ContainerPath` copied in): 4.3 k → 3.0 k instructions for four
+    /// swaps (`loadtest/profile.sh` without LTO).
     fn write(&self, out: &mut String, json: bool) {
+        let bytes: usize = self
+            .0
+            .iter()
+            .map(|c| c.from.len() + c.to.len() + SWAP_OVERHEAD_BYTES)
+            .sum();
+        out.reserve(bytes);
         out.push('[');
         for (i, change) in self.0.iter().enumerate() {
             if i > 0 {
                 out.push_str(if json { "," } else { ", " });
             }
-            let container = ContainerPath::of(change.field, change.index);
+            if json {
+                out.push_str("{\"container\":\"");
+            }
+            out.push_str(change.field.as_str());
+            out.push('[');
+            out.push_str(itoa::Buffer::new().format(change.index));
+            out.push(']');
             if json {
                 // Every value through the response writer's escaper: an
                 // image is the API server's text, not ours.
-                let mut string = |key: &str, value: &str| {
-                    out.push_str(key);
-                    let Ok(()) = admission::json::escape(value, |piece| {
-                        out.push_str(piece);
-                        Ok::<(), Infallible>(())
-                    });
-                    out.push('"');
-                };
-                string("{\"container\":\"", container.as_str());
-                string(",\"from\":\"", change.from);
-                string(",\"to\":\"", &change.to);
-                string(",\"rule\":\"", change.rule.as_str());
-                out.push('}');
+                out.push_str("\",\"from\":\"");
+                push_escaped(out, change.from);
+                out.push_str("\",\"to\":\"");
+                push_escaped(out, &change.to);
+                out.push_str("\",\"rule\":\"");
+                push_escaped(out, change.rule.as_str());
+                out.push_str("\"}");
             } else {
                 for piece in [
-                    container.as_str(),
                     " ",
                     change.from,
                     " -> ",
@@ -495,6 +503,18 @@ impl Swaps<'_> {
         out.push(']');
     }
 }
+
+/// `value` as the inside of a JSON string.
+fn push_escaped(out: &mut String, value: &str) {
+    let Ok(()) = admission::json::escape(value, |piece| {
+        out.push_str(piece);
+        Ok::<(), Infallible>(())
+    });
+}
+
+/// A swap's bytes besides its two images: keys, quotes, the container's
+/// name and index, the rule (a reservation, not a limit).
+const SWAP_OVERHEAD_BYTES: usize = 96;
 
 thread_local! {
     /// The swaps being written (see `Swaps::fmt`), kept between lines.
