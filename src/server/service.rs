@@ -747,25 +747,13 @@ mod tests {
 
     #[test]
     fn the_review_line_carries_the_swaps_in_either_log_format() {
-        use std::sync::Mutex;
-
+        use crate::telemetry::json_lines::CapturedLines;
         use crate::telemetry::logging::{LogFormat, dispatch};
 
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let changes = two_swaps();
         let mut lines = Vec::new();
         for format in [LogFormat::Json, LogFormat::Text] {
-            let buffer = Buffer::default();
+            let buffer = CapturedLines::default();
             let writer = buffer.clone();
             let filter = crate::telemetry::logging::LogLevel::Info.filter();
             let subscriber = dispatch(filter, format, None, move || writer.clone(), false);
@@ -776,7 +764,7 @@ mod tests {
                     swaps = Some(Swaps(&changes)).as_ref().map(tracing::field::debug)
                 );
             });
-            lines.push(String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap());
+            lines.push(buffer.text());
         }
         let json: serde_json::Value = serde_json::from_str(lines[0].trim()).expect("one JSON line");
         assert_eq!(json["swaps"][1]["from"], "odd\"image\\", "{}", lines[0]);

@@ -286,6 +286,29 @@ fn write_escaped<W: Write + ?Sized>(out: &mut W, value: &str) -> fmt::Result {
     json::escape(value, |piece| out.write_str(piece))
 }
 
+/// What a test's subscriber wrote, shared between the writer and the test.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct CapturedLines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl CapturedLines {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for CapturedLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,20 +365,7 @@ mod tests {
 
     #[test]
     fn lines_are_json_objects_with_flat_fields() {
-        use std::sync::Mutex;
-
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
+        let buffer = CapturedLines::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
             .event_format(JsonLines {
@@ -374,7 +384,7 @@ mod tests {
             tracing::warn!(error = %"boom\n", "Something {} happened.", "odd");
             tracing::info!(message = "A str message.", "odd\"key" = "v", "odd\\key" = 1u64);
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let text = buffer.text();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
