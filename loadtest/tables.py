@@ -32,7 +32,7 @@ def fmt(value, digits=1):
 TITLES = {
     "wrk": "HTTP/1.1, wrk, 16 connections: the ceiling",
     "h2load": "HTTP/2, h2load, 4 connections × 32 streams: the ceiling",
-    "h2load_rate": "HTTP/2, h2load, 4 connections × 32 streams at a fixed {rate:,} req/s for both",
+    "h2load_rate": "HTTP/2, h2load, 4 connections × 32 streams at a fixed {rate:,} req/s for all",
 }
 
 
