@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Where a request's CPU goes: runs imageswap and the baseline under
+# Where a request's CPU goes: runs imageswap and the two baselines
+# (bare, and bare + one simd-json parse: `baseline --parse`) under
 # valgrind's callgrind, posts the `compare` review N times over one
 # keep-alive HTTPS connection to each (after a warm-up that is not counted),
-# and prints instructions per request for both, imageswap's split into the
+# and prints instructions per request for each, imageswap's split into the
 # parts of issue 14 (TLS + HTTP, parse, decisions, patch + answer, log line,
 # metrics, tower layers: loadtest/profile_split.py says how each is counted)
 # and its most expensive functions. Instruction counts do not depend on what else the
@@ -31,7 +32,8 @@
 # and `cargo build --release --locked --example baseline` (cargo's output on
 # stderr); LOADTEST_SKIP_BUILD=1 reuses a binary that is already built.
 # Callgrind files go to target/loadtest/profile/, the split as JSON to
-# target/loadtest/profile/split.json.
+# target/loadtest/profile/split.json, the three totals and both ratios to
+# target/loadtest/profile/instructions.json.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -128,12 +130,25 @@ read -r _ imageswap_ipr imageswap_dump < <(profile imageswap "$port" "$ROOT/targ
 port=$(free_port)
 read -r _ baseline_ipr baseline_dump < <(profile baseline "$port" "$ROOT/target/release/examples/baseline" \
   "127.0.0.1:$port" tls/cert.pem tls/key.pem response.json)
+port=$(free_port)
+read -r _ parse_ipr _ < <(profile baseline_parse "$port" "$ROOT/target/release/examples/baseline" --parse \
+  "127.0.0.1:$port" tls/cert.pem tls/key.pem response.json)
 
 echo "instructions per request (HTTP/1.1 keep-alive, TLS, $N requests after $WARMUP warm-up;"
 echo "imageswap serve ${SERVER_ARGS[*]}):"
-echo "  imageswap $imageswap_ipr"
-echo "  baseline  $baseline_ipr"
-echo "  ratio     $(python3 -c "print(f'{$imageswap_ipr / $baseline_ipr:.2f}')")"
+echo "  imageswap               $imageswap_ipr"
+echo "  baseline                $baseline_ipr"
+echo "  baseline --parse        $parse_ipr"
+echo "  ratio vs bare           $(python3 -c "print(f'{$imageswap_ipr / $baseline_ipr:.2f}')")"
+echo "  ratio vs bare + parse   $(python3 -c "print(f'{$imageswap_ipr / $parse_ipr:.2f}')")"
+python3 - "$WORK/instructions.json" "$imageswap_ipr" "$baseline_ipr" "$parse_ipr" <<'PY'
+import json, sys
+path, imageswap, bare, parse = sys.argv[1], *map(int, sys.argv[2:])
+with open(path, "w") as f:
+    json.dump({"imageswap": imageswap, "baseline": bare, "baseline_parse": parse,
+               "ratio_vs_bare": round(imageswap / bare, 3), "ratio_vs_bare_parse": round(imageswap / parse, 3)}, f, indent=1)
+    f.write("\n")
+PY
 echo
 echo "imageswap, instructions per request by part:"
 python3 "$ROOT/loadtest/profile_split.py" "$imageswap_dump" "$N" --baseline "$baseline_dump" --json "$WORK/split.json" \

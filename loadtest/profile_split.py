@@ -37,7 +37,8 @@ import sys
 # of them may call another (that would count it twice).
 PARTS = {
     # The tape, and reading the envelope from it.
-    "parse": [r"^simd_json::Deserializer::fill_tape$", r"^imageswap::admission::decode::decode$"],
+    # fill_tape_padded since issue 24 (the parser works in the body itself).
+    "parse": [r"^simd_json::Deserializer::fill_tape(_padded)?$", r"^imageswap::admission::decode::decode$"],
     "decisions": [r"^imageswap::admission::decide_object$"],
     "patch_answer": [r"^imageswap::admission::write_answer$"],
     "log_line": [r"^tracing_core::event::Event::dispatch$", r"^tracing_appender::worker::Worker<.*>::work$"],

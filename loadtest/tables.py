@@ -13,6 +13,7 @@ NAMES = {
     "imageswap": "imageswap (INFO, a JSON log line per review: the production overlay)",
     "imageswap_warn": "imageswap `--log-level warn` (no line per review)",
     "baseline": "bare hyper + rustls baseline",
+    "baseline_parse": "bare hyper + rustls + one simd-json parse (`to_tape`)",
 }
 
 
@@ -31,7 +32,7 @@ def fmt(value, digits=1):
 TITLES = {
     "wrk": "HTTP/1.1, wrk, 16 connections: the ceiling",
     "h2load": "HTTP/2, h2load, 4 connections × 32 streams: the ceiling",
-    "h2load_rate": "HTTP/2, h2load, 4 connections × 32 streams at a fixed {rate:,} req/s for both",
+    "h2load_rate": "HTTP/2, h2load, 4 connections × 32 streams at a fixed {rate:,} req/s for all",
 }
 
 
@@ -43,11 +44,13 @@ def compare_table(run):
         title = TITLES[tool].format(rate=run.get("h2_fixed_rate_rps") or 0)
         lines += [f"**{title}** ({f'medians of {count} rounds' if count > 1 else 'one round'})", "",
                   "| server | req/s | p50 ms | p99 ms | CPU µs/request |", "|---|---:|---:|---:|---:|"]
-        for server in [s for s in ("imageswap", "imageswap_warn", "baseline") if s in table]:
+        for server in [s for s in ("imageswap", "imageswap_warn", "baseline", "baseline_parse") if s in table]:
             r = table[server]
             lines.append(f"| {NAMES[server]} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
                          f"| {fmt(r['cpu_us_per_req'])} |")
-        for name, label in (("ratio", "imageswap / baseline"), ("ratio_imageswap_warn", "warn / baseline")):
+        for name, label in (("ratio_vs_bare", "imageswap / bare"), ("ratio_vs_bare_parse", "imageswap / bare + parse"),
+                            ("ratio_imageswap_warn_vs_bare", "warn / bare"),
+                            ("ratio_imageswap_warn_vs_bare_parse", "warn / bare + parse")):
             if name in table:
                 r = table[name]
                 lines.append(f"| *{label}* | *{r['rps']:.2f}×* | *{r['p50_ms']:.2f}×* | *{r['p99_ms']:.2f}×* "

@@ -125,8 +125,9 @@ pub struct ServerArgs {
         value_parser = setting::<SocketAddr>())]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// An INFO log line per swapped image (from, to, rule), as the original
-    /// logged; false keeps only the line per review, for very busy clusters.
+    /// The swaps (container, from, to, rule) on the review's INFO line (the
+    /// original logged a line per swap); false leaves them out, for very
+    /// busy clusters.
     #[arg(long, env = "IMAGESWAP_LOG_SWAPS", default_value = "true", num_args = 0..=1,
         default_missing_value = "true", action = clap::ArgAction::Set, value_parser = setting::<bool>())]
     pub log_swaps: bool,

@@ -11,8 +11,14 @@
 //! imageswap spends beyond this is its own work: routing, the tower stack,
 //! decoding the review, deciding, writing the patch, metrics.
 //!
+//! With `--parse` (the second baseline, issue 24) it also parses each body
+//! once with `simd_json::to_tape` before answering, and answers 400 to a
+//! body that is not JSON: the work any webhook on this design must do, so
+//! the two baselines differ only by that parse. imageswap's cost above it
+//! is what it does beyond parsing.
+//!
 //! ```text
-//! baseline LISTEN CERT_PEM KEY_PEM RESPONSE_JSON
+//! baseline [--parse] LISTEN CERT_PEM KEY_PEM RESPONSE_JSON
 //! ```
 //!
 //! Stops on SIGTERM or SIGINT (exit 0). Built as a cargo example to reuse
@@ -49,9 +55,13 @@ const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let parse = args.first().is_some_and(|a| a == "--parse");
+    if parse {
+        args.remove(0);
+    }
     let [listen, cert, key, response] = args.as_slice() else {
-        bail!("usage: baseline LISTEN CERT_PEM KEY_PEM RESPONSE_JSON");
+        bail!("usage: baseline [--parse] LISTEN CERT_PEM KEY_PEM RESPONSE_JSON");
     };
     let listen: SocketAddr = listen.parse().with_context(|| format!("LISTEN {listen}"))?;
     let tls = TlsAcceptor::from(Arc::new(tls_config(Path::new(cert), Path::new(key))?));
@@ -59,7 +69,7 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(listen, tls, response))
+        .block_on(serve(listen, tls, response, parse))
 }
 
 /// imageswap's `server::tls::server_config`, with a fixed pair instead of
@@ -79,7 +89,7 @@ fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
     Ok(config)
 }
 
-async fn serve(listen: SocketAddr, tls: TlsAcceptor, response: Bytes) -> anyhow::Result<()> {
+async fn serve(listen: SocketAddr, tls: TlsAcceptor, response: Bytes, parse: bool) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -95,7 +105,8 @@ async fn serve(listen: SocketAddr, tls: TlsAcceptor, response: Bytes) -> anyhow:
         .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
         .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    eprintln!("baseline: serving on https://{}", listener.local_addr()?);
+    let mode = if parse { " (parsing each body)" } else { "" };
+    eprintln!("baseline: serving on https://{}{mode}", listener.local_addr()?);
     loop {
         let (tcp, _peer) = tokio::select! {
             _ = terminate.recv() => return Ok(()),
@@ -114,17 +125,32 @@ async fn serve(listen: SocketAddr, tls: TlsAcceptor, response: Bytes) -> anyhow:
             let Ok(stream) = tls.accept(tcp).await else {
                 return;
             };
-            let service = service_fn(move |request| answer(request, response.clone()));
+            let service = service_fn(move |request| answer(request, response.clone(), parse));
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
 
-/// Reads the whole body, then answers the fixed review.
-async fn answer(request: Request<Incoming>, response: Bytes) -> Result<Response<Full<Bytes>>, Infallible> {
-    let read = request.into_body().collect().await;
-    let mut answer = Response::new(Full::new(if read.is_ok() { response } else { Bytes::new() }));
-    if read.is_err() {
+/// Reads the whole body (with `parse`, parses it into a simd-json tape),
+/// then answers the fixed review; 400 for a body that could not be read
+/// (or parsed).
+async fn answer(
+    request: Request<Incoming>,
+    response: Bytes,
+    parse: bool,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let ok = match request.into_body().collect().await {
+        Ok(body) if parse => {
+            // simd-json parses in place: the body as one mutable buffer
+            // (no copy when it arrived in one piece).
+            let mut bytes = Vec::from(body.to_bytes());
+            simd_json::to_tape(&mut bytes).is_ok()
+        }
+        Ok(_) => true,
+        Err(_) => false,
+    };
+    let mut answer = Response::new(Full::new(if ok { response } else { Bytes::new() }));
+    if !ok {
         *answer.status_mut() = http::StatusCode::BAD_REQUEST;
     }
     answer

@@ -218,8 +218,22 @@ pub fn decide<'i, 'c>(
     pull_secrets: &'c PullSecrets,
     decider: &impl Decide,
 ) -> Result<Decided<'i, 'c>, BadReview> {
-    let body_len = input.len();
-    scratch::with_tape(input, |tape| {
+    let len = input.len();
+    decide_padded(input, len, options, pull_secrets, decider)
+}
+
+/// [`decide`] of the review `input[..len]`; with at least
+/// [`simd_json::INPUT_PADDING`] bytes of any content after it, the parser
+/// skips its padded copy of the review (the server's bodies are read so).
+pub fn decide_padded<'i, 'c>(
+    input: &'i mut [u8],
+    len: usize,
+    options: &Options<'_>,
+    pull_secrets: &'c PullSecrets,
+    decider: &impl Decide,
+) -> Result<Decided<'i, 'c>, BadReview> {
+    let body_len = len.min(input.len());
+    scratch::with_tape_padded(input, body_len, |tape| {
         let tape = tape.map_err(|e| BadReview::from_parse_error(&e, body_len))?;
         let review = decode::decode(tape.as_value())?;
         let mut secrets = pull_secrets::Found::default();

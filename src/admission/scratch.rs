@@ -89,13 +89,32 @@ fn give_back(input_len: usize, scratch: Scratch) {
 
 /// Parses `input` into a tape and hands it to `f`; the tape's memory goes
 /// back to the thread's scratch afterwards.
+#[cfg(test)]
 pub(super) fn with_tape<'i, R>(input: &'i mut [u8], f: impl FnOnce(simd_json::Result<&Tape<'i>>) -> R) -> R {
     let len = input.len();
+    with_tape_padded(input, len, f)
+}
+
+/// [`with_tape`] of `input[..len]`. When `input` has at least
+/// [`simd_json::INPUT_PADDING`] bytes after `len` (the server reads bodies
+/// so), the parser works in `input` itself instead of first copying it into
+/// a padded buffer of its own: the body is then copied once, from the
+/// socket's frames, before the parse.
+pub(super) fn with_tape_padded<'i, R>(
+    input: &'i mut [u8],
+    len: usize,
+    f: impl FnOnce(simd_json::Result<&Tape<'i>>) -> R,
+) -> R {
+    let len = len.min(input.len());
     // Taken out of its slot while in use: a nested call (there is none
     // today) would find `None` and allocate, never a borrowed cell.
     let mut scratch = take(len).unwrap_or_default();
     let mut tape: Tape<'i> = std::mem::replace(&mut scratch.tape, Tape(Vec::new())).reset();
-    let parsed = simd_json::fill_tape(input, &mut scratch.buffers, &mut tape);
+    let parsed = if input.len() - len >= simd_json::INPUT_PADDING {
+        simd_json::fill_tape_padded(input, len, &mut scratch.buffers, &mut tape)
+    } else {
+        simd_json::fill_tape(&mut input[..len], &mut scratch.buffers, &mut tape)
+    };
     let result = f(parsed.map(|()| &tape));
     scratch.tape = tape.reset();
     give_back(len, scratch);
@@ -168,6 +187,51 @@ mod tests {
         release_large_scratch();
         assert_eq!(large_scratch_tape_bytes(), 0);
         assert_eq!(first_key_value(&sparse), Ok("sparse".into()));
+    }
+
+    /// The server's bodies carry the parser's padding: parsed in place,
+    /// whatever the padding holds, with escapes undone in the document.
+    #[test]
+    fn a_padded_input_parses_in_place_and_its_padding_is_not_read() {
+        let document = br#"{"k":"pad\"ded","n":[1,2]}"#;
+        for padding in [simd_json::INPUT_PADDING, simd_json::INPUT_PADDING + 7] {
+            for filler in [b'}', b'"', b' ', 0] {
+                let mut input = document.to_vec();
+                input.resize(document.len() + padding, filler);
+                let key = with_tape_padded(&mut input, document.len(), |tape| {
+                    let tape = tape.map_err(|e| e.to_string())?;
+                    Ok::<_, String>(
+                        tape.as_value()
+                            .get("k")
+                            .and_then(|v| v.into_string())
+                            .map(str::to_owned),
+                    )
+                });
+                assert_eq!(
+                    key,
+                    Ok(Some("pad\"ded".to_owned())),
+                    "{padding} bytes of {filler}"
+                );
+            }
+        }
+        // Less room than the padding: parsed from the parser's own copy,
+        // the bytes past `len` ignored all the same.
+        let mut short = document.to_vec();
+        short.extend_from_slice(b"}}}");
+        let key = with_tape_padded(&mut short, document.len(), |tape| {
+            tape.ok().and_then(|t| {
+                t.as_value()
+                    .get("k")
+                    .and_then(|v| v.into_string())
+                    .map(str::to_owned)
+            })
+        });
+        assert_eq!(key, Some("pad\"ded".to_owned()));
+        // A broken document is an error with or without the padding.
+        let mut broken = br#"{"k":"#.to_vec();
+        let len = broken.len();
+        broken.resize(len + simd_json::INPUT_PADDING, b'}');
+        assert!(with_tape_padded(&mut broken, len, |tape| tape.is_err()));
     }
 
     #[test]

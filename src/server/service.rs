@@ -166,7 +166,7 @@ fn handle(state: &AppState, request: Request<ReadBody>) -> HttpResponse {
         Ok(held) => held,
         Err(refusal) => return refused(refusal),
     };
-    match decide(state, &held.rules, &mut held.body.bytes, held.deadline) {
+    match decide(state, &held.rules, &mut held.body, held.deadline) {
         Ok(decided) => answer(state, decided, &[]),
         Err(bad) => bad_review(&bad),
     }
@@ -182,7 +182,7 @@ async fn handle_verified(state: &AppState, request: Request<ReadBody>) -> HttpRe
         Ok(held) => held,
         Err(refusal) => return refused(refusal),
     };
-    let decision = match decide(state, &held.rules, &mut held.body.bytes, held.deadline) {
+    let decision = match decide(state, &held.rules, &mut held.body, held.deadline) {
         Ok(decision) => decision,
         Err(bad) => return bad_review(&bad),
     };
@@ -211,9 +211,10 @@ struct Decision<'i, 'c> {
 fn decide<'i, 's>(
     state: &'s AppState,
     rules: &RulesState,
-    body: &'i mut [u8],
+    body: &'i mut ReadBody,
     deadline: Option<Instant>,
 ) -> Result<Decision<'i, 's>, admission::BadReview> {
+    let (body, len) = body.padded();
     let settings = &state.settings;
     let decider = rules.decider();
     let options = Options {
@@ -227,14 +228,14 @@ fn decide<'i, 's>(
     let pull_secrets = &state.pull_secrets;
     let result = if spans::decisions_traced() {
         decide_recording(
-            body,
+            (body, len),
             &options,
             pull_secrets,
             &spans::TracedDecider::new(&decider),
             unchanged.as_ref(),
         )
     } else {
-        decide_recording(body, &options, pull_secrets, &decider, unchanged.as_ref())
+        decide_recording((body, len), &options, pull_secrets, &decider, unchanged.as_ref())
     };
     state.metrics.cache(decider.hits(), decider.misses());
     Ok(Decision {
@@ -293,15 +294,21 @@ type Unchanged = RefCell<Vec<(String, Rule)>>;
 /// `admission::decide`, remembering the unchanged decisions in `unchanged`
 /// when given (only at DEBUG: it copies each such image).
 fn decide_recording<'i, 'c, D: Decide>(
-    body: &'i mut [u8],
+    (body, len): (&'i mut [u8], usize),
     options: &Options<'_>,
     pull_secrets: &'c PullSecrets,
     decider: &D,
     unchanged: Option<&Unchanged>,
 ) -> Result<admission::Decided<'i, 'c>, admission::BadReview> {
     match unchanged {
-        None => admission::decide(body, options, pull_secrets, decider),
-        Some(seen) => admission::decide(body, options, pull_secrets, &Recording { inner: decider, seen }),
+        None => admission::decide_padded(body, len, options, pull_secrets, decider),
+        Some(seen) => admission::decide_padded(
+            body,
+            len,
+            options,
+            pull_secrets,
+            &Recording { inner: decider, seen },
+        ),
     }
 }
 
@@ -383,6 +390,17 @@ fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
     } else {
         admission.kept_because.words()
     };
+    // The swaps ride on the review line (issue 24): one INFO line per
+    // admission instead of one more per swapped image (five lines for a
+    // four-container review: 18.7 k instructions of 141.6 k, the largest
+    // part above the parse, `loadtest/profile.sh`). IMAGESWAP_LOG_SWAPS=false
+    // leaves them out; shadow mode always says what it would have swapped.
+    let swaps = match admission.verdict {
+        _ if admission.changes.is_empty() => None,
+        Verdict::Shadowed => Some(Swaps(&admission.changes)),
+        _ if state.settings.log_swaps => Some(Swaps(&admission.changes)),
+        _ => None,
+    };
     tracing::info!(
         message = "Admission reviewed.",
         uid = info.uid,
@@ -394,34 +412,122 @@ fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
         changed,
         outcome = outcome.as_str(),
         verdict,
-        kept = kept_words.as_str()
+        kept = kept_words.as_str(),
+        swaps = swaps.as_ref().map(tracing::field::debug)
     );
-    // The original's line per swap; IMAGESWAP_LOG_SWAPS=false drops it on
-    // very busy clusters (the review line still counts them). Shadow mode
-    // always says what it would have swapped.
-    let message = match admission.verdict {
-        Verdict::Shadowed => "Image would be swapped (shadow mode).",
-        _ if state.settings.log_swaps => "Image swapped.",
-        _ => return,
-    };
-    for change in &admission.changes {
-        // Every field a `&str`, the message too: a `Display` field or a
-        // `format_args!` message goes through `fmt` into the line, about
-        // 500 instructions more a field than a string (`loadtest/profile.sh`).
-        let container = ContainerPath::of(change.field, change.index);
-        tracing::info!(
-            message,
-            uid = info.uid,
-            container = container.as_str(),
-            from = change.from,
-            to = &*change.to,
-            rule = change.rule.as_str()
-        );
+}
+
+/// The swaps of one review as the review line's `swaps` field. Its `Debug`
+/// is the text format's compact list,
+/// `[containers[0] nginx:1.25 -> mirror/nginx:1.25 (path), …]`; its
+/// alternate `Debug` (`{:#?}`) the JSON format's array,
+/// `[{"container":"containers[0]","from":…,"to":…,"rule":"path"},…]`,
+/// which `telemetry::json_lines` writes as it is for a field named
+/// [`json_lines::JSON_FIELD`](crate::telemetry::json_lines::JSON_FIELD).
+pub struct Swaps<'a>(pub &'a [admission::Change<'a>]);
+
+impl std::fmt::Debug for Swaps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written into a kept `String` of this thread, then handed over
+        // whole: each of the ~50 pieces of four swaps written through the
+        // `Formatter` cost about 120 instructions (6.2 k an admission,
+        // `loadtest/profile.sh`), a `push_str` a fraction of that.
+        let json = f.alternate();
+        SWAPS_TEXT.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                self.write(&mut text, json);
+                let result = f.write_str(&text);
+                if text.capacity() > SWAPS_TEXT_KEEP_MAX_BYTES {
+                    *text = String::new();
+                }
+                result
+            }
+            // Only if writing the swaps logged swaps.
+            Err(_) => {
+                let mut text = String::new();
+                self.write(&mut text, json);
+                f.write_str(&text)
+            }
+        })
     }
 }
 
-/// `containers[3]`, the log lines' name of a container, written on the
-/// stack instead of through `format_args!` (see `report`).
+impl Swaps<'_> {
+    /// The JSON array (`json`) or the text list. Reserved once for all of
+    /// it, and the container's name written in place (not through a
+    /// `ContainerPath` copied in): 4.3 k → 3.0 k instructions for four
+    /// swaps (`loadtest/profile.sh` without LTO).
+    fn write(&self, out: &mut String, json: bool) {
+        let bytes: usize = self
+            .0
+            .iter()
+            .map(|c| c.from.len() + c.to.len() + SWAP_OVERHEAD_BYTES)
+            .sum();
+        out.reserve(bytes);
+        out.push('[');
+        for (i, change) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push_str(if json { "," } else { ", " });
+            }
+            if json {
+                out.push_str("{\"container\":\"");
+            }
+            out.push_str(change.field.as_str());
+            out.push('[');
+            out.push_str(itoa::Buffer::new().format(change.index));
+            out.push(']');
+            if json {
+                // Every value through the response writer's escaper: an
+                // image is the API server's text, not ours.
+                out.push_str("\",\"from\":\"");
+                push_escaped(out, change.from);
+                out.push_str("\",\"to\":\"");
+                push_escaped(out, &change.to);
+                out.push_str("\",\"rule\":\"");
+                push_escaped(out, change.rule.as_str());
+                out.push_str("\"}");
+            } else {
+                for piece in [
+                    " ",
+                    change.from,
+                    " -> ",
+                    &*change.to,
+                    " (",
+                    change.rule.as_str(),
+                    ")",
+                ] {
+                    out.push_str(piece);
+                }
+            }
+        }
+        out.push(']');
+    }
+}
+
+/// `value` as the inside of a JSON string.
+fn push_escaped(out: &mut String, value: &str) {
+    let Ok(()) = admission::json::escape(value, |piece| {
+        out.push_str(piece);
+        Ok::<(), Infallible>(())
+    });
+}
+
+/// A swap's bytes besides its two images: keys, quotes, the container's
+/// name and index, the rule (a reservation, not a limit).
+const SWAP_OVERHEAD_BYTES: usize = 96;
+
+thread_local! {
+    /// The swaps being written (see `Swaps::fmt`), kept between lines.
+    static SWAPS_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A swaps buffer grown beyond this by one huge pod is not kept.
+const SWAPS_TEXT_KEEP_MAX_BYTES: usize = 16 * 1024;
+
+/// `containers[3]`, the log line's name of a container, written on the
+/// stack instead of through `format_args!` (about 500 instructions more a
+/// value through `fmt`, `loadtest/profile.sh`).
 struct ContainerPath {
     bytes: [u8; ContainerPath::MAX_BYTES],
     len: usize,
@@ -596,5 +702,80 @@ mod tests {
         assert_eq!(path.as_str(), "containers[0]");
         let longest = ContainerPath::of(admission::ContainerField::EphemeralContainers, usize::MAX);
         assert_eq!(longest.as_str(), format!("ephemeralContainers[{}]", usize::MAX));
+    }
+
+    fn two_swaps() -> Vec<admission::Change<'static>> {
+        vec![
+            admission::Change {
+                field: admission::ContainerField::Containers,
+                index: 0,
+                from: "nginx:1.25",
+                to: Arc::from("mirror.example.com/library/nginx:1.25"),
+                rule: Rule::Path,
+            },
+            admission::Change {
+                field: admission::ContainerField::InitContainers,
+                index: 2,
+                // An image is the API server's text: escaped in JSON.
+                from: "odd\"image\\",
+                to: Arc::from("mirror.example.com/odd"),
+                rule: Rule::Exact,
+            },
+        ]
+    }
+
+    #[test]
+    fn the_swaps_are_a_json_array_and_a_compact_text_list() {
+        let changes = two_swaps();
+        let json: serde_json::Value =
+            serde_json::from_str(&format!("{:#?}", Swaps(&changes))).expect("a JSON array");
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"container": "containers[0]", "from": "nginx:1.25",
+                 "to": "mirror.example.com/library/nginx:1.25", "rule": "path"},
+                {"container": "initContainers[2]", "from": "odd\"image\\",
+                 "to": "mirror.example.com/odd", "rule": "exact"},
+            ])
+        );
+        assert_eq!(
+            format!("{:?}", Swaps(&changes)),
+            "[containers[0] nginx:1.25 -> mirror.example.com/library/nginx:1.25 (path), \
+             initContainers[2] odd\"image\\ -> mirror.example.com/odd (exact)]"
+        );
+        assert_eq!(format!("{:#?}", Swaps(&[])), "[]");
+    }
+
+    #[test]
+    fn the_review_line_carries_the_swaps_in_either_log_format() {
+        use crate::telemetry::json_lines::CapturedLines;
+        use crate::telemetry::logging::{LogFormat, dispatch};
+
+        let changes = two_swaps();
+        let mut lines = Vec::new();
+        for format in [LogFormat::Json, LogFormat::Text] {
+            let buffer = CapturedLines::default();
+            let writer = buffer.clone();
+            let filter = crate::telemetry::logging::LogLevel::Info.filter();
+            let subscriber = dispatch(filter, format, None, move || writer.clone(), false);
+            tracing::dispatcher::with_default(&subscriber, || {
+                tracing::info!(
+                    message = "Admission reviewed.",
+                    uid = "u",
+                    swaps = Some(Swaps(&changes)).as_ref().map(tracing::field::debug)
+                );
+            });
+            lines.push(buffer.text());
+        }
+        let json: serde_json::Value = serde_json::from_str(lines[0].trim()).expect("one JSON line");
+        assert_eq!(json["swaps"][1]["from"], "odd\"image\\", "{}", lines[0]);
+        assert_eq!(json["swaps"][0]["to"], "mirror.example.com/library/nginx:1.25");
+        assert!(
+            lines[1].contains(
+                "swaps=[containers[0] nginx:1.25 -> mirror.example.com/library/nginx:1.25 (path), "
+            ),
+            "{}",
+            lines[1]
+        );
     }
 }

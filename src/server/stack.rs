@@ -355,7 +355,21 @@ impl ReadBody {
             _parse: None,
         }
     }
+
+    /// The body with [`INPUT_PADDING`] bytes after it, and its length: the
+    /// parser then works in the body itself instead of copying it into a
+    /// padded buffer first (`admission::decide_padded`). The body is read
+    /// with that room, so this allocates nothing.
+    pub fn padded(&mut self) -> (&mut [u8], usize) {
+        let len = self.bytes.len();
+        self.bytes.resize(len + INPUT_PADDING, 0);
+        (&mut self.bytes, len)
+    }
 }
+
+/// The parser's padding (see [`ReadBody::padded`]): room kept after every
+/// body read, not charged to the memory budget (64 bytes a body).
+const INPUT_PADDING: usize = simd_json::INPUT_PADDING;
 
 /// How long the shared scratch of big reviews outlives the last of them.
 /// Freed between two big reviews of a run, it was allocated again at once
@@ -543,8 +557,10 @@ impl BodyLimits {
             if needed > limit {
                 return Err(Refused::TooLarge);
             }
-            if needed > bytes.capacity() {
-                let doubled = bytes.capacity().saturating_mul(2).max(needed);
+            // The capacity past the padding kept for the parser.
+            let room = bytes.capacity().saturating_sub(INPUT_PADDING);
+            if needed > room {
+                let doubled = room.saturating_mul(2).max(needed);
                 let target = announced
                     .filter(|&n| n >= needed)
                     .map_or(doubled, |n| doubled.min(n));
@@ -580,7 +596,8 @@ impl BodyLimits {
             Some(held) if held.large == large => held.permit.merge(permit),
             _ => *charge = Some(Charge { large, permit }),
         }
-        bytes.reserve_exact(capacity - bytes.len());
+        // The parser's padding on top, uncharged (see `ReadBody::padded`).
+        bytes.reserve_exact((capacity + INPUT_PADDING).saturating_sub(bytes.len()));
         Ok(())
     }
 }
@@ -757,14 +774,16 @@ mod tests {
         let Ok(pod) = limits.read(frames(8 * 1024), None).await else {
             panic!("a small body refused");
         };
-        assert_eq!(shares(&limits), (small - pod.bytes.capacity(), large));
+        // What a body holds beyond the parser's uncharged padding.
+        let charged = |body: &ReadBody| body.bytes.capacity() - INPUT_PADDING;
+        assert_eq!(shares(&limits), (small - charged(&pod), large));
         drop(pod);
 
         let Ok(big) = limits.read(frames(100 * 1024), None).await else {
             panic!("a big body refused");
         };
         assert!(big.bytes.capacity() > SMALL_REVIEW_MAX_BYTES);
-        assert_eq!(shares(&limits), (small, large - big.bytes.capacity()));
+        assert_eq!(shares(&limits), (small, large - charged(&big)));
         drop(big);
         assert_eq!(shares(&limits), (small, large));
     }

@@ -7,7 +7,8 @@
 //! an eighth of a whole admission request over TLS (`loadtest/profile.sh`).
 //! Appending to the line buffer with an escape scan that copies clean runs
 //! whole costs a fraction of that. The line shape is the same as before:
-//! flat fields, no target, no span list.
+//! flat fields, no target, no span list; the one exception is the review
+//! line's `swaps` ([`JSON_FIELD`]), a JSON array.
 
 use std::fmt::{self, Write};
 use std::sync::{Arc, OnceLock};
@@ -22,6 +23,13 @@ use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::admission::json;
+
+/// The one field whose value is JSON already: written as its alternate
+/// `Debug` (`{:#?}`) gives it, not as a string. The review line's swaps
+/// (`server::service::Swaps`): one array on the line per admission instead
+/// of a line per swapped image (issue 24), and a text log (plain `Debug`)
+/// reads a compact list. No other event may name a field so.
+pub const JSON_FIELD: &str = "swaps";
 
 /// The event format of `--log-format json`.
 pub struct JsonLines {
@@ -207,6 +215,10 @@ impl<W: Write> Visit for JsonFields<'_, W> {
         // `&str` message arrives through `record_str`. Escaped on its way
         // into the line, not through a `String` of its own: that allocation
         // and copy cost about 3 k instructions a line (`loadtest/profile.sh`).
+        if self.result.is_ok() && field.name() == JSON_FIELD {
+            self.result = self.key(field).and_then(|()| write!(self.out, "{value:#?}"));
+            return;
+        }
         if self.result.is_ok() {
             self.result = self.key(field).and_then(|()| {
                 self.out.write_char('"')?;
@@ -274,6 +286,29 @@ fn write_escaped<W: Write + ?Sized>(out: &mut W, value: &str) -> fmt::Result {
     json::escape(value, |piece| out.write_str(piece))
 }
 
+/// What a test's subscriber wrote, shared between the writer and the test.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct CapturedLines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl CapturedLines {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for CapturedLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,20 +365,7 @@ mod tests {
 
     #[test]
     fn lines_are_json_objects_with_flat_fields() {
-        use std::sync::Mutex;
-
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
+        let buffer = CapturedLines::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
             .event_format(JsonLines {
@@ -362,7 +384,7 @@ mod tests {
             tracing::warn!(error = %"boom\n", "Something {} happened.", "odd");
             tracing::info!(message = "A str message.", "odd\"key" = "v", "odd\\key" = 1u64);
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let text = buffer.text();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("one JSON object per line"))

@@ -230,7 +230,7 @@ fn the_binary_exports_spans_and_flushes_them_at_shutdown() {
 }
 
 #[test]
-fn each_swap_is_an_info_line_and_the_review_line_says_the_metric_outcome() {
+fn the_review_line_carries_each_swap_and_says_the_metric_outcome() {
     let maps = maps_arg();
     // `nginx:1.25` is swapped by the fixtures' maps, `mirror.example.com/x:1` left alone.
     let review = pod_review("logged", &["nginx:1.25", "mirror.example.com/x:1"]);
@@ -240,8 +240,13 @@ fn each_swap_is_an_info_line_and_the_review_line_says_the_metric_outcome() {
     );
     let addr = server.listen_addr();
     assert!(http_post(addr, "/", "", &review).starts_with("HTTP/1.1 200"));
-    let swapped = server.wait_for("Image swapped.");
-    assert_eq!(swapped["level"], "INFO");
+    // One INFO line per admission (issue 24): the review line carries its
+    // swaps, a JSON array of {container, from, to, rule}.
+    let reviewed = server.wait_for("Admission reviewed.");
+    assert_eq!(reviewed["level"], "INFO");
+    let swaps = reviewed["swaps"].as_array().expect("the swaps, a JSON array");
+    assert_eq!(swaps.len(), 1, "{reviewed}");
+    let swapped = &swaps[0];
     assert_eq!(swapped["container"], "containers[0]");
     assert_eq!(swapped["from"], "nginx:1.25");
     assert_eq!(swapped["to"], "mirror.example.com/library/nginx:1.25");
@@ -250,7 +255,6 @@ fn each_swap_is_an_info_line_and_the_review_line_says_the_metric_outcome() {
     assert_eq!(unchanged["level"], "DEBUG");
     assert_eq!(unchanged["image"], "mirror.example.com/x:1");
     assert_eq!(unchanged["rule"], "registry");
-    let reviewed = server.wait_for("Admission reviewed.");
     assert_eq!(reviewed["outcome"], "patched", "the metric's word: {reviewed}");
     let metrics = http_get(addr, "/metrics");
     assert!(
@@ -259,15 +263,29 @@ fn each_swap_is_an_info_line_and_the_review_line_says_the_metric_outcome() {
     );
     server.signal("TERM");
     assert_eq!(server.wait_exit(Duration::from_secs(5)), 0);
+    server.wait_for("Requests in flight finished.");
+    let info_lines_of_the_review: Vec<_> = server
+        .seen
+        .borrow()
+        .iter()
+        .filter(|l| l["uid"] == "logged" && l["level"] == "INFO")
+        .cloned()
+        .collect();
+    assert_eq!(
+        info_lines_of_the_review.len(),
+        1,
+        "one INFO line per admission: {info_lines_of_the_review:?}"
+    );
 
-    // Switched off: the review line stays, the per-image line goes.
+    // Switched off: the review line stays, without its swaps.
     let mut quiet = Running::start_with_env(
         &["--insecure-http", "--listen", "127.0.0.1:0", "--maps", &maps],
         &[("IMAGESWAP_LOG_SWAPS", "FALSE")],
     );
     let addr = quiet.listen_addr();
     assert!(http_post(addr, "/", "", &review).starts_with("HTTP/1.1 200"));
-    quiet.wait_for("Admission reviewed.");
+    let reviewed = quiet.wait_for("Admission reviewed.");
+    assert_eq!(reviewed["changed"], 1, "still counted: {reviewed}");
     quiet.signal("TERM");
     assert_eq!(quiet.wait_exit(Duration::from_secs(5)), 0);
     quiet.wait_for("Requests in flight finished.");
@@ -276,7 +294,7 @@ fn each_swap_is_an_info_line_and_the_review_line_says_the_metric_outcome() {
             .seen
             .borrow()
             .iter()
-            .any(|l| l["message"] == "Image swapped."),
+            .any(|l| l.get("swaps").is_some() || l["message"] == "Image swapped."),
         "IMAGESWAP_LOG_SWAPS=FALSE: {:?}",
         quiet.seen.borrow()
     );
