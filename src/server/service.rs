@@ -709,6 +709,7 @@ mod tests {
             admission::Change {
                 field: admission::ContainerField::Containers,
                 index: 0,
+                name: Some("web"),
                 from: "nginx:1.25",
                 to: Arc::from("mirror.example.com/library/nginx:1.25"),
                 rule: Rule::Path,
@@ -716,6 +717,7 @@ mod tests {
             admission::Change {
                 field: admission::ContainerField::InitContainers,
                 index: 2,
+                name: Some("setup"),
                 // An image is the API server's text: escaped in JSON.
                 from: "odd\"image\\",
                 to: Arc::from("mirror.example.com/odd"),
