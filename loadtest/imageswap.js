@@ -221,10 +221,18 @@ function verify(res, uid, swaps, tags) {
   });
   if (ok && hasPatch && FULL_CHECKS) {
     ok = check(answer, {
-      'one patch operation per swapped container': (a) => {
+      // One replace per swapped container, then one `add` of the
+      // original-images record on the pod template's metadata.
+      'one patch operation per swapped container, then the record': (a) => {
         try {
           const ops = JSON.parse(encoding.b64decode(a.patch, 'std', 's'));
-          return Array.isArray(ops) && ops.length === swaps && ops.every((op) => op.op === 'replace');
+          if (!Array.isArray(ops) || ops.length !== swaps + 1) return false;
+          const record = ops[swaps];
+          return (
+            ops.slice(0, swaps).every((op) => op.op === 'replace') &&
+            record.op === 'add' &&
+            /\/metadata(\/annotations(\/imageswap\.k8s\.twr\.io~1original-images)?)?$/.test(record.path)
+          );
         } catch (_) {
           return false;
         }

@@ -194,7 +194,11 @@ function burst() {
 function patchValue(answer) {
   try {
     const ops = JSON.parse(encoding.b64decode(answer.patch, 'std', 's'));
-    return ops.length === 1 && ops[0].op === 'replace' && ops[0].path === '/spec/containers/0/image' ? ops[0].value : null;
+    // The replace, then the original-images record (an `add`).
+    const replaces = ops.filter((op) => op.op !== 'add');
+    return replaces.length === 1 && replaces[0].op === 'replace' && replaces[0].path === '/spec/containers/0/image'
+      ? replaces[0].value
+      : null;
   } catch (_) {
     return null;
   }
