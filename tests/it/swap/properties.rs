@@ -3,7 +3,7 @@
 //! a result again is stable when the mirror is opted out, and `[REPLACE]`
 //! globs agree with a plain shell-glob matcher.
 
-use imageswap::swap::reference::is_valid_reference;
+use imageswap::swap::reference::{is_valid_reference, is_valid_result};
 use imageswap::swap::{Engine, Rule};
 use proptest::prelude::*;
 
@@ -192,11 +192,14 @@ proptest! {
         let (engine, _) = Engine::from_maps_text(&text);
         let d = engine.decide(&image);
         if let Some(result) = &d.result {
-            prop_assert!(is_valid_reference(result), "{} -> {} under {:?}", image, result, text);
+            // Step 7's own test: a reference whose port a node can dial.
+            prop_assert!(is_valid_result(result), "{} -> {} under {:?}", image, result, text);
         }
         prop_assert_eq!(d.rule == Rule::InvalidResult, d.rejected.is_some());
         if let Some(rejected) = &d.rejected {
-            prop_assert!(!is_valid_reference(rejected), "{}", rejected);
+            // Refused by step 7: not a reference, or a port outside 1–65535
+            // (`a:0/a` is a reference, with port 0).
+            prop_assert!(!is_valid_result(rejected), "{}", rejected);
         }
     }
 
@@ -221,4 +224,19 @@ proptest! {
         let d = engine.decide(&image);
         prop_assert_eq!(d.rule == Rule::Replace, fnmatch(&p, &t), "pattern {:?} image {:?}", pattern, image);
     }
+}
+
+/// The case proptest found: `[REPLACE]*::a:0` turns `a` into `a:0/a`, a
+/// reference whose port 0 no node can dial. Step 7 refuses it, and the
+/// property above must judge it by step 7's test, not the grammar's.
+#[test]
+fn a_result_on_port_0_is_refused_by_step_7_though_the_grammar_accepts_it() {
+    let (engine, _) = Engine::from_maps_text("[REPLACE]*::a:0\n");
+    let d = engine.decide("a");
+    assert_eq!(d.rule, Rule::InvalidResult, "{d:?}");
+    let rejected = d.rejected.as_deref().expect("the rejected result is kept");
+    assert!(
+        is_valid_reference(rejected) && !is_valid_result(rejected),
+        "{rejected}"
+    );
 }
