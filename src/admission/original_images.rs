@@ -71,33 +71,39 @@ enum Place {
     Annotations,
 }
 
+/// A member that is neither absent, `null`, nor an object.
+struct NotAnObject;
+
+/// `object`'s member `key` when it is an object; `Ok(None)` when it is
+/// absent or `null` (both mean "add it").
+fn object_member<'t, 'i>(object: Value<'t, 'i>, key: &str) -> Result<Option<Value<'t, 'i>>, NotAnObject> {
+    match member(object, key) {
+        None => Ok(None),
+        Some(v) if v.is_null() => Ok(None),
+        Some(v) if v.is_object() => Ok(Some(v)),
+        Some(_) => Err(NotAnObject),
+    }
+}
+
 impl<'i> Record<'i> {
     /// Reads the template's (a Pod's own) `metadata.annotations`.
     pub fn read(template: Value<'_, 'i>) -> Record<'i> {
         let mut record = Record::default();
-        let metadata = match member(template, "metadata") {
-            None => {
+        let metadata = match object_member(template, "metadata") {
+            Ok(Some(m)) => m,
+            Ok(None) => {
                 record.place = Place::NoMetadata;
                 return record;
             }
-            Some(m) if m.is_null() => {
-                record.place = Place::NoMetadata;
-                return record;
-            }
-            Some(m) if !m.is_object() => return record,
-            Some(m) => m,
+            Err(NotAnObject) => return record,
         };
-        let annotations = match member(metadata, "annotations") {
-            None => {
+        let annotations = match object_member(metadata, "annotations") {
+            Ok(Some(a)) => a,
+            Ok(None) => {
                 record.place = Place::NoAnnotations;
                 return record;
             }
-            Some(a) if a.is_null() => {
-                record.place = Place::NoAnnotations;
-                return record;
-            }
-            Some(a) if !a.is_object() => return record,
-            Some(a) => a,
+            Err(NotAnObject) => return record,
         };
         record.place = Place::Annotations;
         if let Some(value) = member(annotations, ANNOTATION) {
