@@ -30,6 +30,7 @@ use crate::admission::{
 };
 use crate::cache::RulesState;
 use crate::swap::Rule;
+use crate::telemetry::json_lines;
 use crate::telemetry::metrics::Outcome;
 use crate::telemetry::spans;
 
@@ -401,21 +402,135 @@ fn report(state: &AppState, admission: &Admission<'_>, outcome: Outcome) {
         _ if state.settings.log_swaps => Some(Swaps(&admission.changes)),
         _ => None,
     };
-    tracing::info!(
-        message = "Admission reviewed.",
-        uid = info.uid,
-        namespace = info.namespace.unwrap_or_default(),
-        kind = info.kind.unwrap_or_default(),
-        name = info.name.unwrap_or_default(),
-        operation = info.operation.unwrap_or_default(),
-        dry_run = info.dry_run,
+    ReviewLine {
+        uid: info.uid,
+        namespace: info.namespace.unwrap_or_default(),
+        kind: info.kind.unwrap_or_default(),
+        name: info.name.unwrap_or_default(),
+        operation: info.operation.unwrap_or_default(),
+        dry_run: info.dry_run,
         changed,
-        outcome = outcome.as_str(),
+        outcome: outcome.as_str(),
         verdict,
-        kept = kept_words.as_str(),
-        swaps = swaps.as_ref().map(tracing::field::debug)
-    );
+        kept: &kept_words,
+        swaps,
+    }
+    .log();
 }
+
+/// The one INFO line of an admission, "Admission reviewed.".
+struct ReviewLine<'a> {
+    uid: &'a str,
+    namespace: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    operation: &'a str,
+    dry_run: bool,
+    changed: usize,
+    outcome: &'static str,
+    verdict: &'static str,
+    kept: &'a str,
+    swaps: Option<Swaps<'a>>,
+}
+
+impl ReviewLine<'_> {
+    /// Logs the line: under `--log-format json` its fields written here in
+    /// one piece ([`json_lines::JSON_MEMBERS`]), else as `tracing` fields.
+    fn log(&self) {
+        if json_lines::in_use() {
+            tracing::info!(
+                message = "Admission reviewed.",
+                { json_lines::JSON_MEMBERS } = tracing::field::debug(Members(self))
+            );
+        } else {
+            self.log_fields();
+        }
+    }
+
+    /// The line with a `tracing` field each (the text format's `key=value`s).
+    fn log_fields(&self) {
+        tracing::info!(
+            message = "Admission reviewed.",
+            uid = self.uid,
+            namespace = self.namespace,
+            kind = self.kind,
+            name = self.name,
+            operation = self.operation,
+            dry_run = self.dry_run,
+            changed = self.changed,
+            outcome = self.outcome,
+            verdict = self.verdict,
+            kept = self.kept,
+            swaps = self.swaps.as_ref().map(tracing::field::debug)
+        );
+    }
+
+    /// The fields of [`log_fields`](Self::log_fields) as JSON object
+    /// members, in its order and as `json_lines` writes each: the request's
+    /// strings escaped, ours (outcome, verdict, kept: fixed words) as they are.
+    fn write_members(&self, out: &mut String) {
+        let swaps = self.swaps.as_ref().map_or(0, Swaps::bytes);
+        out.reserve(REVIEW_MEMBERS_BYTES + self.uid.len() + self.namespace.len() + self.name.len() + swaps);
+        out.push_str("\"uid\":\"");
+        push_escaped(out, self.uid);
+        out.push_str("\",\"namespace\":\"");
+        push_escaped(out, self.namespace);
+        out.push_str("\",\"kind\":\"");
+        push_escaped(out, self.kind);
+        out.push_str("\",\"name\":\"");
+        push_escaped(out, self.name);
+        out.push_str("\",\"operation\":\"");
+        push_escaped(out, self.operation);
+        out.push_str(if self.dry_run {
+            "\",\"dry_run\":true,\"changed\":"
+        } else {
+            "\",\"dry_run\":false,\"changed\":"
+        });
+        out.push_str(itoa::Buffer::new().format(self.changed));
+        out.push_str(",\"outcome\":\"");
+        out.push_str(self.outcome);
+        out.push_str("\",\"verdict\":\"");
+        out.push_str(self.verdict);
+        out.push_str("\",\"kept\":\"");
+        out.push_str(self.kept);
+        out.push('"');
+        if let Some(swaps) = &self.swaps {
+            out.push_str(",\"swaps\":");
+            swaps.write(out, true);
+        }
+    }
+}
+
+/// The review line's fields as JSON object members: written (into a kept
+/// `String` of this thread, then handed over whole, as [`Swaps`] is) only
+/// when the line is formatted, so a log level above INFO costs nothing.
+struct Members<'a>(&'a ReviewLine<'a>);
+
+impl std::fmt::Debug for Members<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        REVIEW_MEMBERS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut members) => {
+                members.clear();
+                self.0.write_members(&mut members);
+                let result = f.write_str(&members);
+                if members.capacity() > SWAPS_TEXT_KEEP_MAX_BYTES {
+                    *members = String::new();
+                }
+                result
+            }
+            // Only if writing the line logged another review.
+            Err(_) => {
+                let mut members = String::new();
+                self.0.write_members(&mut members);
+                f.write_str(&members)
+            }
+        })
+    }
+}
+
+/// The review line's members besides the request's strings and the swaps
+/// (a reservation, not a limit).
+const REVIEW_MEMBERS_BYTES: usize = 192;
 
 /// The swaps of one review as the review line's `swaps` field. Its `Debug`
 /// is the text format's compact list,
@@ -459,12 +574,7 @@ impl Swaps<'_> {
     /// `ContainerPath` copied in): 4.3 k → 3.0 k instructions for four
     /// swaps (`loadtest/profile.sh` without LTO).
     fn write(&self, out: &mut String, json: bool) {
-        let bytes: usize = self
-            .0
-            .iter()
-            .map(|c| c.from.len() + c.to.len() + SWAP_OVERHEAD_BYTES)
-            .sum();
-        out.reserve(bytes);
+        out.reserve(self.bytes());
         out.push('[');
         for (i, change) in self.0.iter().enumerate() {
             if i > 0 {
@@ -485,7 +595,8 @@ impl Swaps<'_> {
                 out.push_str("\",\"to\":\"");
                 push_escaped(out, &change.to);
                 out.push_str("\",\"rule\":\"");
-                push_escaped(out, change.rule.as_str());
+                // A word of ours (`Rule::as_str`): nothing to escape.
+                out.push_str(change.rule.as_str());
                 out.push_str("\"}");
             } else {
                 for piece in [
@@ -505,6 +616,16 @@ impl Swaps<'_> {
     }
 }
 
+impl Swaps<'_> {
+    /// About the length of the swaps written (a reservation).
+    fn bytes(&self) -> usize {
+        self.0
+            .iter()
+            .map(|c| c.from.len() + c.to.len() + SWAP_OVERHEAD_BYTES)
+            .sum()
+    }
+}
+
 /// `value` as the inside of a JSON string.
 fn push_escaped(out: &mut String, value: &str) {
     let Ok(()) = admission::json::escape(value, |piece| {
@@ -520,6 +641,8 @@ const SWAP_OVERHEAD_BYTES: usize = 96;
 thread_local! {
     /// The swaps being written (see `Swaps::fmt`), kept between lines.
     static SWAPS_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+    /// The review line's members being written (see `ReviewLine::log`).
+    static REVIEW_MEMBERS: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// A swaps buffer grown beyond this by one huge pod is not kept.
@@ -748,36 +871,108 @@ mod tests {
         assert_eq!(format!("{:#?}", Swaps(&[])), "[]");
     }
 
+    fn review_line<'a>(changes: &'a [admission::Change<'a>], dry_run: bool) -> ReviewLine<'a> {
+        ReviewLine {
+            // The request's strings are the API server's: escaped.
+            uid: "u\"1",
+            namespace: "shop\\",
+            kind: "Pod\n",
+            name: "web-\u{1}0",
+            operation: "CREATE",
+            dry_run,
+            changed: changes.len(),
+            outcome: Outcome::patched.as_str(),
+            verdict: Verdict::Patched.as_str(),
+            kept: "invalid-result,placeholder",
+            swaps: (!changes.is_empty()).then_some(Swaps(changes)),
+        }
+    }
+
+    /// What `log` (or `log_fields`, with `fields`) writes in `format`.
+    fn logged(line: &ReviewLine<'_>, format: crate::telemetry::logging::LogFormat, fields: bool) -> String {
+        use crate::telemetry::json_lines::CapturedLines;
+        use crate::telemetry::logging::{LogLevel, dispatch};
+
+        let buffer = CapturedLines::default();
+        let writer = buffer.clone();
+        let subscriber = dispatch(
+            LogLevel::Info.filter(),
+            format,
+            None,
+            move || writer.clone(),
+            false,
+        );
+        tracing::dispatcher::with_default(
+            &subscriber,
+            || {
+                if fields { line.log_fields() } else { line.log() }
+            },
+        );
+        buffer.text()
+    }
+
     #[test]
     fn the_review_line_carries_the_swaps_in_either_log_format() {
-        use crate::telemetry::json_lines::CapturedLines;
-        use crate::telemetry::logging::{LogFormat, dispatch};
+        use crate::telemetry::logging::LogFormat;
 
         let changes = two_swaps();
-        let mut lines = Vec::new();
-        for format in [LogFormat::Json, LogFormat::Text] {
-            let buffer = CapturedLines::default();
-            let writer = buffer.clone();
-            let filter = crate::telemetry::logging::LogLevel::Info.filter();
-            let subscriber = dispatch(filter, format, None, move || writer.clone(), false);
-            tracing::dispatcher::with_default(&subscriber, || {
-                tracing::info!(
-                    message = "Admission reviewed.",
-                    uid = "u",
-                    swaps = Some(Swaps(&changes)).as_ref().map(tracing::field::debug)
-                );
-            });
-            lines.push(buffer.text());
-        }
-        let json: serde_json::Value = serde_json::from_str(lines[0].trim()).expect("one JSON line");
-        assert_eq!(json["swaps"][1]["from"], "odd\"image\\", "{}", lines[0]);
+        let line = review_line(&changes, false);
+        let json = logged(&line, LogFormat::Json, false);
+        let json: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON line");
+        assert_eq!(json["swaps"][1]["from"], "odd\"image\\", "{json}");
         assert_eq!(json["swaps"][0]["to"], "mirror.example.com/library/nginx:1.25");
+        let text = logged(&line, LogFormat::Text, false);
         assert!(
-            lines[1].contains(
+            text.contains(
                 "swaps=[containers[0] nginx:1.25 -> mirror.example.com/library/nginx:1.25 (path), "
             ),
-            "{}",
-            lines[1]
+            "{text}"
         );
+    }
+
+    /// The review line written in one piece under the JSON format is the
+    /// line its `tracing` fields give, member for member and in order.
+    #[test]
+    fn the_json_review_line_in_one_piece_is_the_line_of_its_fields() {
+        use crate::telemetry::logging::LogFormat;
+
+        let changes = two_swaps();
+        for (changes, dry_run) in [(&changes[..], false), (&changes[..], true), (&[][..], false)] {
+            let line = review_line(changes, dry_run);
+            let mut written = Vec::new();
+            for fields in [false, true] {
+                let text = logged(&line, LogFormat::Json, fields);
+                assert_eq!(text.lines().count(), 1, "{text}");
+                // serde_json keeps the members' order (`preserve_order`) or
+                // not: compared as text after the timestamp too.
+                let after_timestamp = text.split_once("\",\"level\"").expect("a level").1.to_owned();
+                let value: serde_json::Value = serde_json::from_str(text.trim()).expect("a JSON line");
+                written.push((after_timestamp, value));
+            }
+            let (pieces, fields) = (&written[0], &written[1]);
+            assert_eq!(pieces.0, fields.0, "the same text after the timestamp");
+            let mut one = pieces.1.clone();
+            let mut other = fields.1.clone();
+            one["timestamp"] = serde_json::Value::Null;
+            other["timestamp"] = serde_json::Value::Null;
+            assert_eq!(one, other);
+            assert_eq!(one["uid"], "u\"1");
+            assert_eq!(one["name"], "web-\u{1}0");
+            assert_eq!(one["dry_run"], dry_run);
+            assert_eq!(one["changed"], changes.len());
+            assert_eq!(one.get("swaps").is_some(), !changes.is_empty(), "{one}");
+        }
+    }
+
+    #[test]
+    fn the_json_format_is_told_apart_from_the_text_format() {
+        use crate::telemetry::logging::{LogFormat, LogLevel, dispatch};
+
+        for (format, json) in [(LogFormat::Json, true), (LogFormat::Text, false)] {
+            let subscriber = dispatch(LogLevel::Info.filter(), format, None, std::io::sink, false);
+            let seen = tracing::dispatcher::with_default(&subscriber, json_lines::in_use);
+            assert_eq!(seen, json, "{format:?}");
+        }
+        assert!(!json_lines::in_use(), "no subscriber");
     }
 }

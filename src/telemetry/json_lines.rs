@@ -8,7 +8,8 @@
 //! Appending to the line buffer with an escape scan that copies clean runs
 //! whole costs a fraction of that. The line shape is the same as before:
 //! flat fields, no target, no span list; the one exception is the review
-//! line's `swaps` ([`JSON_FIELD`]), a JSON array.
+//! line's `swaps` ([`JSON_FIELD`]), a JSON array. The review line itself
+//! arrives written already, as one field ([`JSON_MEMBERS`], see [`in_use`]).
 
 use std::fmt::{self, Write};
 use std::sync::{Arc, OnceLock};
@@ -30,6 +31,25 @@ use crate::admission::json;
 /// of a line per swapped image (issue 24), and a text log (plain `Debug`)
 /// reads a compact list. No other event may name a field so.
 pub const JSON_FIELD: &str = "swaps";
+
+/// The one field whose value (its alternate `Debug`) is the
+/// line's fields already written as JSON object members
+/// (`"uid":"…","namespace":"…",…`): spliced into the line as they are,
+/// with no key of their own. The review line is written so, in one piece,
+/// by its own writer (`server::service::ReviewLine`) when [`in_use`]: its
+/// eleven fields through `tracing`'s visitor and this format's generic key
+/// and value writers cost about 2.3 k instructions more an admission than
+/// written in one go (`loadtest/profile.sh`, issue 24). No other event may
+/// name a field so.
+pub const JSON_MEMBERS: &str = "json_members";
+
+/// Whether this thread's subscriber writes its lines with [`JsonLines`]
+/// (`--log-format json`): the review line is then written in one piece
+/// ([`JSON_MEMBERS`]). Asked of the subscriber each time, not remembered:
+/// tests run subscribers of both formats side by side, one per thread.
+pub fn in_use() -> bool {
+    tracing::dispatcher::get_default(|dispatch| dispatch.downcast_ref::<JsonLines>().is_some())
+}
 
 /// The event format of `--log-format json`.
 pub struct JsonLines {
@@ -219,6 +239,15 @@ impl<W: Write> Visit for JsonFields<'_, W> {
             self.result = self.key(field).and_then(|()| write!(self.out, "{value:#?}"));
             return;
         }
+        if self.result.is_ok() && field.name() == JSON_MEMBERS {
+            // After a comma, unless there are none.
+            let mut members = CommaFirst {
+                out: &mut *self.out,
+                started: false,
+            };
+            self.result = write!(members, "{value:#?}");
+            return;
+        }
         if self.result.is_ok() {
             self.result = self.key(field).and_then(|()| {
                 self.out.write_char('"')?;
@@ -226,6 +255,22 @@ impl<W: Write> Visit for JsonFields<'_, W> {
                 self.out.write_char('"')
             });
         }
+    }
+}
+
+/// A `fmt::Write` that puts a comma before the first text it is given.
+struct CommaFirst<'a, W: Write + ?Sized> {
+    out: &'a mut W,
+    started: bool,
+}
+
+impl<W: Write + ?Sized> Write for CommaFirst<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if !self.started && !s.is_empty() {
+            self.started = true;
+            self.out.write_char(',')?;
+        }
+        self.out.write_str(s)
     }
 }
 
@@ -404,5 +449,48 @@ mod tests {
         assert_eq!(lines[2]["message"], "A str message.");
         assert_eq!(lines[2]["odd\"key"], "v");
         assert_eq!(lines[2]["odd\\key"], 1);
+    }
+
+    /// Members written already are spliced in without a key; none at all
+    /// leave the line valid.
+    #[test]
+    fn members_written_already_are_spliced_into_the_line() {
+        struct Raw(&'static str);
+        impl fmt::Debug for Raw {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        let buffer = CapturedLines::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(JsonLines {
+                dispatch: Arc::default(),
+            })
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                message = "Spliced.",
+                { JSON_MEMBERS } = tracing::field::debug(Raw(r#""uid":"u","changed":2"#)),
+                after = 1u64
+            );
+            tracing::info!(
+                message = "None.",
+                { JSON_MEMBERS } = tracing::field::debug(Raw(""))
+            );
+        });
+        let text = buffer.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["uid"], "u", "{text}");
+        assert_eq!(lines[0]["changed"], 2);
+        assert_eq!(lines[0]["after"], 1);
+        assert!(lines[0].get(JSON_MEMBERS).is_none(), "no key of its own: {text}");
+        assert_eq!(lines[1]["message"], "None.");
+        assert_eq!(lines[1].as_object().map(|o| o.len()), Some(3), "{text}");
     }
 }
