@@ -408,8 +408,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lines_are_json_objects_with_flat_fields() {
+    /// The text `log` writes through [`JsonLines`], and its lines parsed.
+    fn json_lines_of(log: impl FnOnce()) -> (String, Vec<serde_json::Value>) {
         let buffer = CapturedLines::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -418,7 +418,18 @@ mod tests {
             })
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, log);
+        let text = buffer.text();
+        let lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        (text, lines)
+    }
+
+    #[test]
+    fn lines_are_json_objects_with_flat_fields() {
+        let (text, lines) = json_lines_of(|| {
             tracing::info!(
                 uid = "a\"b",
                 changed = 3u64,
@@ -429,11 +440,6 @@ mod tests {
             tracing::warn!(error = %"boom\n", "Something {} happened.", "odd");
             tracing::info!(message = "A str message.", "odd\"key" = "v", "odd\\key" = 1u64);
         });
-        let text = buffer.text();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-            .collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert_eq!(lines[0]["level"], "INFO");
         assert_eq!(lines[0]["message"], "Admission reviewed.");
@@ -461,15 +467,7 @@ mod tests {
                 f.write_str(self.0)
             }
         }
-        let buffer = CapturedLines::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(JsonLines {
-                dispatch: Arc::default(),
-            })
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let (text, lines) = json_lines_of(|| {
             tracing::info!(
                 message = "Spliced.",
                 { JSON_MEMBERS } = tracing::field::debug(Raw(r#""uid":"u","changed":2"#)),
@@ -480,11 +478,6 @@ mod tests {
                 { JSON_MEMBERS } = tracing::field::debug(Raw(""))
             );
         });
-        let text = buffer.text();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-            .collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(lines[0]["uid"], "u", "{text}");
         assert_eq!(lines[0]["changed"], 2);
