@@ -117,6 +117,21 @@ pub fn escape<E>(s: &str, mut write: impl FnMut(&str) -> Result<(), E>) -> Resul
     Ok(())
 }
 
+/// Whether `s` holds no byte to escape (then a JSON string is `s` between
+/// quotes), checked a word at a time as [`escape`] does.
+#[inline]
+pub(super) fn needs_no_escape(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match clean_run_end(bytes, i) {
+            Some(to) => i = to,
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Where a run of bytes from `i` that needs no escape ends, checked a word
 /// at a time: the next eight bytes, or, near the end, the string's last
 /// eight (overlapping bytes already checked), or a short string's bytes
@@ -192,6 +207,20 @@ mod tests {
                 assert_eq!(back, s, "{written}");
                 // serde_json escapes the same bytes the same way for these.
                 assert_eq!(written, serde_json::to_string(&s).expect("json"));
+            }
+        }
+    }
+
+    #[test]
+    fn needs_no_escape_finds_every_escape_at_every_position() {
+        assert!(needs_no_escape(""));
+        for special in ['"', '\\', '\u{0}', '\n', '\u{1f}', 'é', '\u{7f}', ' ', '~'] {
+            let escaped = serde_json::to_string(&special.to_string()).expect("json").len() > 2 + special.len_utf8();
+            for len in [1, 7, 8, 9, 20] {
+                for at in 0..len {
+                    let s: String = (0..len).map(|i| if i == at { special } else { 'a' }).collect();
+                    assert_eq!(needs_no_escape(&s), !escaped, "{s:?}");
+                }
             }
         }
     }
