@@ -59,6 +59,14 @@ fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
 /// Writes `s` as a JSON string (see [`escape`]).
 pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    // The common case, nothing to escape, copied whole after one check
+    // (see [`needs_no_escape`]): the patch's four images 1.17 k → 0.62 k
+    // instructions an admission (`loadtest/profile.sh`, LTO, issue 24).
+    if needs_no_escape(s) {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     let Ok(()) = escape(s, |piece| {
         out.extend_from_slice(piece.as_bytes());
         Ok::<(), Infallible>(())
@@ -118,18 +126,35 @@ pub fn escape<E>(s: &str, mut write: impl FnMut(&str) -> Result<(), E>) -> Resul
 }
 
 /// Whether `s` holds no byte to escape (then a JSON string is `s` between
-/// quotes), checked a word at a time as [`escape`] does.
+/// quotes). Sixteen bytes at a time, the last sixteen overlapping what was
+/// checked; a string shorter than that a word at a time as [`escape`] does.
+/// The fold over a fixed-size block compiles to SSE2 compares (no `unsafe`
+/// here): the record's strings and the patch's images, 2.26 k instructions
+/// an admission, 1.64 k (`loadtest/profile.sh`, LTO, issue 24).
 #[inline]
 pub(super) fn needs_no_escape(s: &str) -> bool {
     let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match clean_run_end(bytes, i) {
-            Some(to) => i = to,
-            None => return false,
+    let Some(last) = bytes.last_chunk::<16>() else {
+        let mut i = 0;
+        while i < bytes.len() {
+            match clean_run_end(bytes, i) {
+                Some(to) => i = to,
+                None => return false,
+            }
         }
-    }
-    true
+        return true;
+    };
+    let (blocks, _) = bytes.as_chunks::<16>();
+    !blocks.iter().any(has_special) && !has_special(last)
+}
+
+/// Whether any of sixteen bytes is a quote, a backslash or a control
+/// character: no early exit, so the compares go sixteen at once.
+#[inline]
+fn has_special(block: &[u8; 16]) -> bool {
+    block
+        .iter()
+        .fold(false, |found, &b| found | (b == b'"') | (b == b'\\') | (b < 0x20))
 }
 
 /// Where a run of bytes from `i` that needs no escape ends, checked a word
@@ -216,7 +241,7 @@ mod tests {
         assert!(needs_no_escape(""));
         for special in ['"', '\\', '\u{0}', '\n', '\u{1f}', 'é', '\u{7f}', ' ', '~'] {
             let escaped = serde_json::to_string(&special.to_string()).expect("json").len() > 2 + special.len_utf8();
-            for len in [1, 7, 8, 9, 20] {
+            for len in [1, 7, 8, 9, 15, 16, 17, 20, 31, 32, 33, 50] {
                 for at in 0..len {
                     let s: String = (0..len).map(|i| if i == at { special } else { 'a' }).collect();
                     assert_eq!(needs_no_escape(&s), !escaped, "{s:?}");
