@@ -252,7 +252,10 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
         .or_else(|| object_value.and_then(|o| member(o, "kind")).and_then(text));
     let metadata = object_value.and_then(|o| member(o, "metadata"));
     let [own_name, generate_name, owners, labels, annotations] = metadata.map_or([None; 5], |m| {
-        members(m, ["name", "generateName", "ownerReferences", "labels", "annotations"])
+        members(
+            m,
+            ["name", "generateName", "ownerReferences", "labels", "annotations"],
+        )
     });
     let own_name = own_name.and_then(text).filter(|n| !n.is_empty());
     let generate_name = generate_name.and_then(text).filter(|n| !n.is_empty());

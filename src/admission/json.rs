@@ -240,7 +240,8 @@ mod tests {
     fn needs_no_escape_finds_every_escape_at_every_position() {
         assert!(needs_no_escape(""));
         for special in ['"', '\\', '\u{0}', '\n', '\u{1f}', 'é', '\u{7f}', ' ', '~'] {
-            let escaped = serde_json::to_string(&special.to_string()).expect("json").len() > 2 + special.len_utf8();
+            let escaped =
+                serde_json::to_string(&special.to_string()).expect("json").len() > 2 + special.len_utf8();
             for len in [1, 7, 8, 9, 15, 16, 17, 20, 31, 32, 33, 50] {
                 for at in 0..len {
                     let s: String = (0..len).map(|i| if i == at { special } else { 'a' }).collect();

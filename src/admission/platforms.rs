@@ -87,7 +87,10 @@ mod tests {
     fn platforms(spec: &str) -> Vec<String> {
         let mut bytes = spec.as_bytes().to_vec();
         let tape = simd_json::to_tape(&mut bytes).expect("json");
-        of_pod(&SpecMembers::of(tape.as_value())).iter().map(Platform::to_string).collect()
+        of_pod(&SpecMembers::of(tape.as_value()))
+            .iter()
+            .map(Platform::to_string)
+            .collect()
     }
 
     #[test]

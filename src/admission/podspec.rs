@@ -200,8 +200,10 @@ impl Image<'_> {
 
 /// The members of a pod spec an admission reads, found in one walk of the
 /// spec: its container lists and what [`platforms::of_pod`] reads. The
-/// platforms' own walk of the spec cost 0.5 k instructions of every
-/// swapping admission; N k now (`loadtest/profile.sh`, LTO, issue 24).
+/// platforms' own walk of the spec cost 0.49 k instructions of every
+/// swapping admission (`of_pod` 0.49 k → 0.10 k, the one walk 0.43 k →
+/// 0.55 k for its two keys more: the decisions 0.14 k less,
+/// `loadtest/profile.sh`, LTO, issue 24).
 ///
 /// [`platforms::of_pod`]: super::platforms::of_pod
 #[derive(Clone, Copy)]
@@ -214,7 +216,13 @@ pub(super) struct SpecMembers<'t, 'i> {
 
 impl<'t, 'i> SpecMembers<'t, 'i> {
     pub fn of(spec: Value<'t, 'i>) -> SpecMembers<'t, 'i> {
-        let [containers, init_containers, ephemeral_containers, node_selector, affinity] = members(
+        let [
+            containers,
+            init_containers,
+            ephemeral_containers,
+            node_selector,
+            affinity,
+        ] = members(
             spec,
             [
                 ContainerField::Containers.as_str(),
