@@ -45,56 +45,28 @@ pub(super) fn write_response(
     out.extend_from_slice(b"}}");
 }
 
-/// The standard base64 alphabet (RFC 4648 §4).
-const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Every 12 bits as their two base64 characters: three bytes are two
-/// lookups. With the `base64` crate's engine (general purpose, six bits at
-/// a time) the answer cost 3.76 k instructions for the 445-byte patch of a
-/// four-container review, 3.25 k of them the encoding; with this table
-/// 3.30 k (`loadtest/profile.sh` without LTO, issue 24).
-const BASE64_PAIRS: [[u8; 2]; 4096] = {
-    let mut pairs = [[0u8; 2]; 4096];
-    let mut i = 0;
-    while i < 4096 {
-        pairs[i] = [BASE64_ALPHABET[i >> 6], BASE64_ALPHABET[i & 63]];
-        i += 1;
-    }
-    pairs
-};
-
-/// Appends `data` as standard base64 with padding.
+/// Appends `data` as standard base64 with padding (RFC 4648 §4).
+///
+/// `base64-simd` encodes with AVX2 (SSSE3, NEON…: chosen once, at run
+/// time), 24 bytes a step; our table of every 12 bits took two lookups per
+/// three bytes. `write_response` for the ~650-byte patch of a
+/// four-container review: 4.86 k → 1.33 k instructions, the admission
+/// 134.7 k → 130.1 k (`loadtest/profile.sh`, LTO, issue 24).
 fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
-    let start = out.len();
-    let whole = data.len() / 3;
-    out.resize(start + data.len().div_ceil(3) * 4, b'=');
-    let (encoded, tail_out) = out[start..].split_at_mut(whole * 4);
-    // Fixed-size chunks: no bounds check and no `memcpy` call per block
-    // (slices of runtime length had both, and cost more than the engine).
-    let (blocks, _) = data.as_chunks::<3>();
-    let (slots, _) = encoded.as_chunks_mut::<4>();
-    for (&[x, y, z], slot) in blocks.iter().zip(slots) {
-        let n = (usize::from(x) << 16) | (usize::from(y) << 8) | usize::from(z);
-        let [a, b] = BASE64_PAIRS[n >> 12];
-        let [c, d] = BASE64_PAIRS[n & 0xfff];
-        *slot = [a, b, c, d];
-    }
-    // One or two bytes left: two or three characters, the rest stays `=`.
-    let tail = &data[whole * 3..];
-    if let (Some(&first), Some(chars)) = (tail.first(), tail_out.get_mut(..4)) {
-        let second = tail.get(1).copied().unwrap_or(0);
-        let n = (usize::from(first) << 16) | (usize::from(second) << 8);
-        chars[0] = BASE64_ALPHABET[n >> 18];
-        chars[1] = BASE64_ALPHABET[(n >> 12) & 63];
-        if tail.len() == 2 {
-            chars[2] = BASE64_ALPHABET[(n >> 6) & 63];
-        }
-    }
+    base64_simd::STANDARD.encode_append(data, out);
 }
 
 /// Writes `s` as a JSON string (see [`escape`]).
 pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    // The common case, nothing to escape, copied whole after one check
+    // (see [`needs_no_escape`]): the patch's four images 1.17 k → 0.62 k
+    // instructions an admission (`loadtest/profile.sh`, LTO, issue 24).
+    if needs_no_escape(s) {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     let Ok(()) = escape(s, |piece| {
         out.extend_from_slice(piece.as_bytes());
         Ok::<(), Infallible>(())
@@ -124,11 +96,12 @@ const CONTROL_ESCAPES: [&str; 0x20] = [
 pub fn escape<E>(s: &str, mut write: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
     let bytes = s.as_bytes();
     // Nearly every string (images, names, uids) has nothing to escape: one
-    // branch-free pass over its words decides, and it is copied whole. The
-    // loop below, a run at a time, costs about twice as much on these:
-    // the review line 5.7 k -> 4.9 k instructions, the answer 11.8 k ->
-    // 11.3 k (`loadtest/profile.sh`, LTO, issue 24).
-    if is_clean(bytes) {
+    // check decides ([`needs_no_escape`]), and it is copied whole. The loop
+    // below, a run at a time, cost about twice as much on these: with an
+    // eight-byte first version of this check, the review line 5.7 k -> 4.9 k
+    // instructions, the answer 11.8 k -> 11.3 k (`loadtest/profile.sh`, LTO,
+    // issue 24).
+    if needs_no_escape(s) {
         return if s.is_empty() { Ok(()) } else { write(s) };
     }
     let mut plain_from = 0;
@@ -161,20 +134,36 @@ pub fn escape<E>(s: &str, mut write: impl FnMut(&str) -> Result<(), E>) -> Resul
     Ok(())
 }
 
-/// Whether `bytes` hold no byte to escape: every whole word ORed into one
-/// test (no early exit, no bounds checks), then the last eight bytes as an
-/// overlapping word, or a short string's bytes one by one.
+/// Whether `s` holds no byte to escape (then a JSON string is `s` between
+/// quotes). Sixteen bytes at a time, the last sixteen overlapping what was
+/// checked; a string shorter than that a word at a time as [`escape`] does.
+/// The fold over a fixed-size block compiles to SSE2 compares (no `unsafe`
+/// here): the record's strings and the patch's images, 2.26 k instructions
+/// an admission, 1.64 k (`loadtest/profile.sh`, LTO, issue 24).
 #[inline]
-fn is_clean(bytes: &[u8]) -> bool {
-    let (words, _) = bytes.as_chunks::<8>();
-    let mut special = false;
-    for word in words {
-        special |= needs_escape(u64::from_le_bytes(*word));
-    }
-    match bytes.last_chunk::<8>() {
-        Some(last) => !(special || needs_escape(u64::from_le_bytes(*last))),
-        None => bytes.iter().all(|&b| !is_special(b)),
-    }
+pub(super) fn needs_no_escape(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let Some(last) = bytes.last_chunk::<16>() else {
+        let mut i = 0;
+        while i < bytes.len() {
+            match clean_run_end(bytes, i) {
+                Some(to) => i = to,
+                None => return false,
+            }
+        }
+        return true;
+    };
+    let (blocks, _) = bytes.as_chunks::<16>();
+    !blocks.iter().any(has_special) && !has_special(last)
+}
+
+/// Whether any of sixteen bytes is a quote, a backslash or a control
+/// character: no early exit, so the compares go sixteen at once.
+#[inline]
+fn has_special(block: &[u8; 16]) -> bool {
+    block
+        .iter()
+        .fold(false, |found, &b| found | (b == b'"') | (b == b'\\') | (b < 0x20))
 }
 
 /// Where a run of bytes from `i` that needs no escape ends, checked a word
@@ -257,15 +246,15 @@ mod tests {
     }
 
     #[test]
-    fn the_whole_string_test_finds_every_escape_at_every_position() {
-        assert!(is_clean(b""));
+    fn needs_no_escape_finds_every_escape_at_every_position() {
+        assert!(needs_no_escape(""));
         for special in ['"', '\\', '\u{0}', '\n', '\u{1f}', 'é', '\u{7f}', ' ', '~'] {
-            let clean =
-                serde_json::to_string(&special.to_string()).expect("json").len() == 2 + special.len_utf8();
-            for len in [1, 7, 8, 9, 15, 16, 17, 40] {
+            let escaped =
+                serde_json::to_string(&special.to_string()).expect("json").len() > 2 + special.len_utf8();
+            for len in [1, 7, 8, 9, 15, 16, 17, 20, 31, 32, 33, 50] {
                 for at in 0..len {
                     let s: String = (0..len).map(|i| if i == at { special } else { 'a' }).collect();
-                    assert_eq!(is_clean(s.as_bytes()), clean, "{s:?}");
+                    assert_eq!(needs_no_escape(&s), !escaped, "{s:?}");
                 }
             }
         }

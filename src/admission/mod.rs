@@ -500,7 +500,7 @@ fn decide_object<'i, 'c>(
     };
     // A Pod is its own template: its labels are read once.
     let template_is_object = location.template.is_empty();
-    if podspec::disabled(object, options.disable_label)
+    if podspec::labels_disable(review.metadata.labels, options.disable_label)
         || (!template_is_object && podspec::disabled(pod.template, options.disable_label))
     {
         return (Verdict::Disabled, Vec::new(), 0);
@@ -513,7 +513,8 @@ fn decide_object<'i, 'c>(
     let admitted = admitted_images(review, location);
     let mut changes = Vec::new();
     let mut decided = 0usize;
-    let walk = podspec::for_each_image(pod.spec, location, |found| {
+    let spec = podspec::SpecMembers::of(pod.spec);
+    let walk = podspec::for_each_image(&spec, location, |found| {
         if admitted.iter().any(|old| old.is_same_container(&found)) {
             // Admitted before (an UPDATE that left this image alone): it
             // may already be swapped, and swapping it again would restart
@@ -532,7 +533,12 @@ fn decide_object<'i, 'c>(
             Some(to) => {
                 if changes.is_empty() {
                     // Read once, and only for a review that swaps.
-                    *record = original_images::Record::read(pod.template);
+                    *record = if template_is_object {
+                        let found = review.metadata;
+                        original_images::Record::read_members(found.metadata, found.annotations)
+                    } else {
+                        original_images::Record::read(pod.template)
+                    };
                 }
                 if let Some(name) = found.name
                     && let Some(recorded) = record.recorded(name)
@@ -582,7 +588,7 @@ fn decide_object<'i, 'c>(
         Ok(()) => Verdict::Patched,
     };
     if !changes.is_empty() {
-        *platforms = platforms::of_pod(pod.spec);
+        *platforms = platforms::of_pod(&spec);
     }
     (verdict, changes, decided)
 }
@@ -606,7 +612,7 @@ fn admitted_images<'i>(
         return admitted;
     };
     if let Ok(Some(pod)) = podspec::find(old, location) {
-        let _ = podspec::for_each_image(pod.spec, location, |image| {
+        let _ = podspec::for_each_image(&podspec::SpecMembers::of(pod.spec), location, |image| {
             admitted.push(image);
             Ok(())
         });

@@ -8,20 +8,22 @@
 
 use simd_json::tape::Value;
 
-use super::decode::{member, members, text};
+use super::decode::{member, text};
+use super::podspec::SpecMembers;
 use crate::swap::platform::Platform;
 
 const ARCH_LABEL: &str = "kubernetes.io/arch";
 const OS_LABEL: &str = "kubernetes.io/os";
 
-/// The platforms the pod of `spec` may be scheduled on; empty when its
-/// spec pins neither OS nor architecture.
-pub(super) fn of_pod(spec: Value<'_, '_>) -> Vec<Platform> {
-    // The spec's members walked once for both keys, not once per key and
-    // label: four walks of the pod spec were 2.5 k instructions of every
-    // swapping admission, verification on or off (`loadtest/profile.sh`,
-    // issue 24).
-    let [selector, affinity] = members(spec, ["nodeSelector", "affinity"]);
+/// The platforms the pod of a spec may be scheduled on, from the spec's
+/// `nodeSelector` and `affinity` (`SpecMembers`); empty when its spec pins
+/// neither OS nor architecture.
+pub(super) fn of_pod(spec: &SpecMembers<'_, '_>) -> Vec<Platform> {
+    // The spec's members read in the walk that finds the containers, not
+    // once per key and label: four walks of the pod spec were 2.5 k
+    // instructions of every swapping admission, verification on or off
+    // (`loadtest/profile.sh`, issue 24).
+    let (selector, affinity) = (spec.node_selector, spec.affinity);
     let terms = affinity
         .and_then(|a| member(a, "nodeAffinity"))
         .and_then(|n| member(n, "requiredDuringSchedulingIgnoredDuringExecution"))
@@ -85,7 +87,10 @@ mod tests {
     fn platforms(spec: &str) -> Vec<String> {
         let mut bytes = spec.as_bytes().to_vec();
         let tape = simd_json::to_tape(&mut bytes).expect("json");
-        of_pod(tape.as_value()).iter().map(Platform::to_string).collect()
+        of_pod(&SpecMembers::of(tape.as_value()))
+            .iter()
+            .map(Platform::to_string)
+            .collect()
     }
 
     #[test]
