@@ -152,19 +152,21 @@ pub(super) struct Review<'t, 'i> {
     pub object: Object<'t, 'i>,
     /// `request.oldObject` when it is an object (an UPDATE); read leniently.
     pub old_object: Option<Value<'t, 'i>>,
-    /// The object's `metadata` member as found (of any type), and its
-    /// `labels` and `annotations` when it is an object: read here with the
-    /// names, so the opt-out and a Pod's original-images record do not walk
-    /// the object and its metadata again (the opt-out 0.52 k → 0.06 k
-    /// instructions an admission, the record's read 0.61 k → 0.14 k:
-    /// `loadtest/profile.sh`, LTO, issue 24).
-    pub metadata: ObjectMetadata<'t, 'i>,
+    /// The object's `metadata` and `spec` members as found (of any type),
+    /// and the metadata's `labels` and `annotations` when it is an object:
+    /// read here with the names, so the opt-out, the way to the pod spec
+    /// and a Pod's original-images record do not walk the object and its
+    /// metadata again (the opt-out 0.52 k → 0.06 k instructions an
+    /// admission, the record's read 0.61 k → 0.14 k: `loadtest/profile.sh`,
+    /// LTO, issue 24).
+    pub object_members: ObjectMembers<'t, 'i>,
 }
 
-/// See [`Review::metadata`].
+/// See [`Review::object_members`].
 #[derive(Clone, Copy, Default)]
-pub(super) struct ObjectMetadata<'t, 'i> {
+pub(super) struct ObjectMembers<'t, 'i> {
     pub metadata: Option<Value<'t, 'i>>,
+    pub spec: Option<Value<'t, 'i>>,
     pub labels: Option<Value<'t, 'i>>,
     pub annotations: Option<Value<'t, 'i>>,
 }
@@ -250,7 +252,7 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
         .and_then(|k| member(k, "kind"))
         .and_then(text)
         .or_else(|| object_value.and_then(|o| member(o, "kind")).and_then(text));
-    let metadata = object_value.and_then(|o| member(o, "metadata"));
+    let [metadata, spec] = object_value.map_or([None; 2], |o| members(o, ["metadata", "spec"]));
     let [own_name, generate_name, owners, labels, annotations] = metadata.map_or([None; 5], |m| {
         members(
             m,
@@ -278,8 +280,9 @@ pub(super) fn decode<'t, 'i>(root: Value<'t, 'i>) -> Result<Review<'t, 'i>, BadR
         info,
         object,
         old_object,
-        metadata: ObjectMetadata {
+        object_members: ObjectMembers {
             metadata,
+            spec,
             labels,
             annotations,
         },
@@ -364,7 +367,11 @@ impl<'t, 'i> RequestFields<'t, 'i> {
 /// API server) reads it: when a key is repeated, the last one wins. (The
 /// tape's own `get` returns the first; a parser that disagrees with the API
 /// server about a document is a smuggling risk.) `None` for a value that is
-/// not an object or has no such key.
+/// not an object or has no such key. Inlined as [`members`] is, for its
+/// constant keys (with the object's `spec` found by decoding, see
+/// `podspec::find`: the decisions above the parse 5.98 k → 5.71 k
+/// instructions an admission, `loadtest/profile.sh`, LTO, issue 24).
+#[inline(always)]
 pub(super) fn member<'t, 'i>(object: Value<'t, 'i>, key: &str) -> Option<Value<'t, 'i>> {
     object
         .as_object()?
@@ -383,8 +390,8 @@ pub(super) fn member<'t, 'i>(object: Value<'t, 'i>, key: &str) -> Option<Value<'
 /// Inlined at each call so the keys are constants there: a name of a
 /// key's length is compared by a load or two instead of a call to `bcmp`
 /// (the decisions above the parse 6.83 k → 5.98 k instructions an
-/// admission: the containers' walk 2.97 k → 2.46 k; `loadtest/profile.sh`, LTO,
-/// issue 24).
+/// admission, the containers' walk 2.97 k → 2.46 k of it:
+/// `loadtest/profile.sh`, LTO, issue 24).
 #[inline(always)]
 pub(super) fn members<'t, 'i, const N: usize>(
     object: Value<'t, 'i>,

@@ -493,14 +493,14 @@ fn decide_object<'i, 'c>(
         }
         decode::Object::Present(object) => object,
     };
-    let pod = match podspec::find(object, location) {
+    let pod = match podspec::find(object, Some(review.object_members.spec), location) {
         Ok(Some(pod)) => pod,
         Ok(None) => return (Verdict::NoPodSpec, Vec::new(), 0),
         Err(message) => return (Verdict::Malformed(message), Vec::new(), 0),
     };
     // A Pod is its own template: its labels are read once.
     let template_is_object = location.template.is_empty();
-    if podspec::labels_disable(review.metadata.labels, options.disable_label)
+    if podspec::labels_disable(review.object_members.labels, options.disable_label)
         || (!template_is_object && podspec::disabled(pod.template, options.disable_label))
     {
         return (Verdict::Disabled, Vec::new(), 0);
@@ -534,7 +534,7 @@ fn decide_object<'i, 'c>(
                 if changes.is_empty() {
                     // Read once, and only for a review that swaps.
                     *record = if template_is_object {
-                        let found = review.metadata;
+                        let found = review.object_members;
                         original_images::Record::read_members(found.metadata, found.annotations)
                     } else {
                         original_images::Record::read(pod.template)
@@ -611,7 +611,7 @@ fn admitted_images<'i>(
     let Some(old) = review.old_object else {
         return admitted;
     };
-    if let Ok(Some(pod)) = podspec::find(old, location) {
+    if let Ok(Some(pod)) = podspec::find(old, None, location) {
         let _ = podspec::for_each_image(&podspec::SpecMembers::of(pod.spec), location, |image| {
             admitted.push(image);
             Ok(())
