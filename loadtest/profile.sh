@@ -19,9 +19,11 @@
 # review compacted, as kube-apiserver sends it).
 #
 # The release profile links with whole-program LTO, which inlines the
-# parts into one another (decisions, the answer and the log lines all read
-# 0, counted in tower_layers): the total is what ships; for the split,
-# profile a build without it:
+# parts into one another: the total is what ships, and the split counts
+# decisions, the answer and the log line from the callers that survive LTO
+# (profile_split.py's LTO_PARTS; the metrics stay inlined into the tower
+# layers). For the split by the functions themselves, profile a build
+# without it:
 #
 #   CARGO_PROFILE_RELEASE_LTO=false loadtest/profile.sh
 #
