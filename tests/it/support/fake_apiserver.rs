@@ -610,6 +610,17 @@ impl FakeApiServer {
         }
     }
 
+    /// Watch streams open now: a client's watch counts from the moment it
+    /// is served until its connection goes (a reconnecting watcher shows
+    /// here once it is back).
+    pub fn open_watches(&self) -> usize {
+        lock(&self.state.store)
+            .watches
+            .iter()
+            .filter(|watch| !watch.sender.is_closed())
+            .count()
+    }
+
     /// Requests refused while down (recorded with status 0).
     pub fn refused(&self) -> usize {
         self.requests()
