@@ -508,23 +508,7 @@ struct Members<'a>(&'a ReviewLine<'a>);
 
 impl std::fmt::Debug for Members<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        REVIEW_MEMBERS.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut members) => {
-                members.clear();
-                self.0.write_members(&mut members);
-                let result = f.write_str(&members);
-                if members.capacity() > SWAPS_TEXT_KEEP_MAX_BYTES {
-                    *members = String::new();
-                }
-                result
-            }
-            // Only if writing the line logged another review.
-            Err(_) => {
-                let mut members = String::new();
-                self.0.write_members(&mut members);
-                f.write_str(&members)
-            }
-        })
+        write_whole(f, |out| self.0.write_members(out))
     }
 }
 
@@ -543,32 +527,45 @@ pub struct Swaps<'a>(pub &'a [admission::Change<'a>]);
 
 impl std::fmt::Debug for Swaps<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Written into a kept `String` of this thread, then handed over
-        // whole: each of the ~50 pieces of four swaps written through the
-        // `Formatter` cost about 120 instructions (6.2 k an admission,
-        // `loadtest/profile.sh`), a `push_str` a fraction of that.
         let json = f.alternate();
-        SWAPS_TEXT.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut text) => {
-                text.clear();
-                self.write(&mut text, json);
-                let result = f.write_str(&text);
-                if text.capacity() > SWAPS_TEXT_KEEP_MAX_BYTES {
-                    *text = String::new();
-                }
-                result
-            }
-            // Only if writing the swaps logged swaps.
-            Err(_) => {
-                let mut text = String::new();
-                self.write(&mut text, json);
-                f.write_str(&text)
-            }
-        })
+        write_whole(f, |out| self.write(out, json))
     }
 }
 
+/// Hands what `write` writes to `f` whole, written first into a kept
+/// `String` of this thread (cleared, and dropped when one huge pod grew it
+/// beyond [`LINE_TEXT_KEEP_MAX_BYTES`]): each of the ~50 pieces of four
+/// swaps written through the `Formatter` cost about 120 instructions (6.2 k
+/// an admission, `loadtest/profile.sh`), a `push_str` a fraction of that.
+fn write_whole(f: &mut std::fmt::Formatter<'_>, write: impl FnOnce(&mut String)) -> std::fmt::Result {
+    LINE_TEXT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut text) => {
+            text.clear();
+            write(&mut text);
+            let result = f.write_str(&text);
+            if text.capacity() > LINE_TEXT_KEEP_MAX_BYTES {
+                *text = String::new();
+            }
+            result
+        }
+        // Only if writing logged a line that is written so too.
+        Err(_) => {
+            let mut text = String::new();
+            write(&mut text);
+            f.write_str(&text)
+        }
+    })
+}
+
 impl Swaps<'_> {
+    /// About the length of the swaps written (a reservation).
+    fn bytes(&self) -> usize {
+        self.0
+            .iter()
+            .map(|c| c.from.len() + c.to.len() + SWAP_OVERHEAD_BYTES)
+            .sum()
+    }
+
     /// The JSON array (`json`) or the text list. Reserved once for all of
     /// it, and the container's name written in place (not through a
     /// `ContainerPath` copied in): 4.3 k → 3.0 k instructions for four
@@ -616,16 +613,6 @@ impl Swaps<'_> {
     }
 }
 
-impl Swaps<'_> {
-    /// About the length of the swaps written (a reservation).
-    fn bytes(&self) -> usize {
-        self.0
-            .iter()
-            .map(|c| c.from.len() + c.to.len() + SWAP_OVERHEAD_BYTES)
-            .sum()
-    }
-}
-
 /// `value` as the inside of a JSON string.
 fn push_escaped(out: &mut String, value: &str) {
     let Ok(()) = admission::json::escape(value, |piece| {
@@ -639,14 +626,13 @@ fn push_escaped(out: &mut String, value: &str) {
 const SWAP_OVERHEAD_BYTES: usize = 96;
 
 thread_local! {
-    /// The swaps being written (see `Swaps::fmt`), kept between lines.
-    static SWAPS_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
-    /// The review line's members being written (see `ReviewLine::log`).
-    static REVIEW_MEMBERS: RefCell<String> = const { RefCell::new(String::new()) };
+    /// The review line's members or its swaps being written (see
+    /// [`write_whole`]), kept between lines.
+    static LINE_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-/// A swaps buffer grown beyond this by one huge pod is not kept.
-const SWAPS_TEXT_KEEP_MAX_BYTES: usize = 16 * 1024;
+/// A line buffer grown beyond this by one huge pod is not kept.
+const LINE_TEXT_KEEP_MAX_BYTES: usize = 16 * 1024;
 
 /// `containers[3]`, the log line's name of a container, written on the
 /// stack instead of through `format_args!` (about 500 instructions more a
